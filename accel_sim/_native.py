@@ -1,0 +1,37 @@
+"""Glue between numpy arrays and the C engine: the built module, enum lookups, pointers."""
+from __future__ import annotations
+
+import numpy as np
+
+from accel_sim._engine import ffi, lib
+
+ROUNDING_MODES = {
+    "rne": lib.ACS_RNE,  # nearest, ties to even
+    "rna": lib.ACS_RNA,  # nearest, ties away from zero
+    "rtz": lib.ACS_RTZ,  # toward zero
+    "rup": lib.ACS_RUP,  # toward +inf
+    "rdn": lib.ACS_RDN,  # toward -inf
+    "rto": lib.ACS_RTO,  # to odd
+    "sr": lib.ACS_SR,    # stochastic, seeded
+}
+
+
+def rounding_code(rounding, argname: str = "rounding") -> int:
+    if not isinstance(rounding, str) or rounding not in ROUNDING_MODES:
+        raise ValueError(f"{argname} must be one of {sorted(ROUNDING_MODES)}, got {rounding!r}")
+    return ROUNDING_MODES[rounding]
+
+
+def check_seed(seed, argname: str = "seed") -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{argname} must be an integer, got {type(seed).__name__}")
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{argname} must be in [0, 2**64), got {seed}")
+    return seed
+
+
+def pointer(array: np.ndarray, ctype: str):
+    """A C pointer into a C-contiguous numpy array (the caller keeps the array alive)."""
+    assert array.flags.c_contiguous
+    return ffi.cast(ctype, ffi.from_buffer(array, require_writable=False))

@@ -1,0 +1,4 @@
+/* engine.c: the engine as one translation unit, so the compiler can inline the rounding
+ * routine into every loop that calls it.  Each file also compiles on its own. */
+#include "round.c"
+#include "formats.c"

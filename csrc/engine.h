@@ -1,0 +1,86 @@
+/* engine.h: the one public header of the accel_sim C engine.
+ *
+ * The engine does the arithmetic that must be fast and exact; Python validates every
+ * argument first.  The part between the cdef markers is also fed to cffi's cdef, so it
+ * is kept to plain C declarations (no macros, no __int128).
+ */
+#ifndef ACS_ENGINE_H
+#define ACS_ENGINE_H
+#include <stdint.h>
+
+/* cdef-begin */
+enum acs_rounding { ACS_RNE = 0, ACS_RNA = 1, ACS_RTZ = 2, ACS_RUP = 3, ACS_RDN = 4, ACS_RTO = 5, ACS_SR = 6 };
+
+/* What a result beyond the grid's range becomes.  INF and NAN follow IEEE: modes that round
+ * away from zero give inf (or NaN for formats without inf), the others the largest finite value. */
+enum acs_overflow { ACS_OVF_INF = 0, ACS_OVF_NAN = 1, ACS_OVF_SATURATE = 2, ACS_OVF_WRAP = 3, ACS_OVF_ERROR = 4 };
+
+enum acs_grid_kind { ACS_GRID_FLOAT = 0, ACS_GRID_FIXED = 1 };
+
+/* Which codes of a float format are special (names as in ml_dtypes).
+ * IEEE: all-ones exponent is inf (mantissa 0, if has_inf) or NaN; FN: only all-ones exponent
+ * and mantissa is NaN; FNUZ: only the negative-zero code is NaN (no -0, no inf). */
+enum acs_nan_style { ACS_NAN_IEEE = 0, ACS_NAN_FN = 1, ACS_NAN_FNUZ = 2 };
+
+enum acs_status { ACS_OK = 0, ACS_ERR_NAN = 1, ACS_ERR_RANGE = 2, ACS_ERR_ARG = 3 };
+
+/* A grid of representable values.
+ * Float: sig * 2^(e - man_bits), sig < 2^(man_bits+1), e in [emin, emax]; the largest finite
+ *   value is max_sig * 2^(emax - man_bits).
+ * Fixed: k * 2^-frac_bits, k a total_bits-wide integer (two's complement when is_signed). */
+typedef struct {
+    int kind;
+    int man_bits;
+    int emin;
+    int emax;
+    uint64_t max_sig;
+    int subnormals;
+    int total_bits;
+    int frac_bits;
+    int is_signed;
+} acs_grid;
+
+/* A number format with codes: a grid plus the bit layout of its codes. */
+typedef struct {
+    acs_grid grid;
+    int bits;          /* code width, 1..64 */
+    int exp_bits;      /* float formats only */
+    int bias;
+    int has_inf;
+    int nan_style;
+} acs_format;
+
+/* A memo of acs_round for one (format, input width, rounding, overflow): inputs are cut into
+ * buckets one target unit wide by their bit patterns; in a bucket the code is `lo` below
+ * remainder `thr` and `hi` from it on (bit 31 of a code marks an out-of-range result). */
+typedef struct {
+    uint64_t thr;
+    uint32_t lo;
+    uint32_t hi;
+} acs_encode_entry;
+
+/* Entries needed for an encode table, or 0 where no table applies (stochastic or round-to-odd
+ * rounding, or a format too fine for a table of at most 2^21 entries). */
+int64_t acs_encode_table_size(const acs_format *f, int in_bits, int rounding);
+int acs_encode_table_build(const acs_format *f, int in_bits, int rounding, int overflow,
+                           acs_encode_entry *table, int64_t n_entries);
+
+/* Encode n values into codes of width 1, 2, 4 or 8 bytes (by f->bits).  Element i uses the
+ * stochastic-rounding stream acs_rand32(seed, index0 + i, 0).  `table` (may be NULL) must come
+ * from acs_encode_table_build with the same arguments.  On error returns the status and
+ * stores the index of the first bad element in *bad_index. */
+int acs_encode_f64(const acs_format *f, const double *x, int64_t n, void *codes,
+                   int rounding, int overflow, uint64_t seed, int64_t index0,
+                   const acs_encode_entry *table, int64_t *bad_index);
+int acs_encode_f32(const acs_format *f, const float *x, int64_t n, void *codes,
+                   int rounding, int overflow, uint64_t seed, int64_t index0,
+                   const acs_encode_entry *table, int64_t *bad_index);
+
+/* Decode n codes (width by f->bits) into exact float64 values. */
+void acs_decode(const acs_format *f, const void *codes, int64_t n, double *out);
+
+/* The counter-based generator behind stochastic rounding (see docs/numerics.md). */
+uint32_t acs_rand32(uint64_t seed, uint64_t index, uint64_t step);
+/* cdef-end */
+
+#endif

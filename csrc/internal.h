@@ -1,0 +1,37 @@
+/* internal.h: types shared by the engine's C files, not seen by Python. */
+#ifndef ACS_INTERNAL_H
+#define ACS_INTERNAL_H
+#include "engine.h"
+
+typedef unsigned __int128 acs_u128;
+
+/* An exact real: (-1)^neg * (sig + sticky*tiny) * 2^exp.  sticky marks nonzero bits that were
+ * shifted out below sig (only ever below bit 0 of a sig whose top bit is set far above). */
+typedef struct {
+    int neg;
+    int sticky;
+    int64_t exp;
+    acs_u128 sig;
+} acs_real;
+
+enum acs_class { ACS_ZERO = 0, ACS_FINITE = 1, ACS_INF = 2, ACS_NAN = 3 };
+
+enum acs_flag { ACS_INEXACT = 1, ACS_OVERFLOWED = 2, ACS_OUT_OF_RANGE = 4 };
+
+/* A rounded result: (-1)^neg * kept * 2^q when cls is ACS_FINITE.  For float grids kept is
+ * either below 2^man_bits (subnormal, q = emin - man_bits) or in [2^man_bits, 2^(man_bits+1)). */
+typedef struct {
+    int cls;
+    int neg;
+    int flags;
+    int64_t q;
+    acs_u128 kept;
+} acs_rounded;
+
+acs_rounded acs_round(const acs_grid *g, acs_real x, int rounding, int overflow, uint32_t rand);
+acs_rounded acs_round_infinity(const acs_grid *g, int neg, int overflow);
+double acs_rounded_to_double(const acs_rounded *r);
+acs_real acs_real_from_bits(uint64_t u, int in_bits, int *cls);
+uint64_t acs_pow2_pattern(int in_bits, int64_t e);
+
+#endif
