@@ -16,6 +16,8 @@ Value conventions
 """
 
 import math
+import numbers
+import operator
 from fractions import Fraction
 
 __all__ = [
@@ -44,8 +46,9 @@ def mix64(z):
 def rand32(seed, index, step=0):
     """The 32-bit random integer used by stochastic rounding of element
     ``index`` at chain step ``step`` under ``seed``."""
+    seed, index, step = (operator.index(v) for v in (seed, index, step))
     for name, v in (("seed", seed), ("index", index), ("step", step)):
-        if not (isinstance(v, int) and 0 <= v <= MASK):
+        if not 0 <= v <= MASK:
             raise ValueError(f"{name} must be an int in [0, 2^64), got {v!r}")
     z0 = mix64((seed + 0x9E3779B97F4A7C15) & MASK)
     z1 = mix64(z0 ^ ((index * 0xD1B54A32D192ED03) & MASK))
@@ -85,7 +88,7 @@ def _classify(x):
     """
     if isinstance(x, Fraction):
         v = x
-    elif isinstance(x, int):  # includes bool
+    elif isinstance(x, numbers.Integral):  # int, bool, numpy integers
         v = Fraction(int(x))
     else:
         f = float(x)  # exact for float16/float32/float64 (numpy scalars too)
@@ -119,7 +122,7 @@ def _to_float(v):
 def _check_rand(rounding, rand):
     if rounding not in ROUNDINGS:
         raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS}")
-    if rounding == "sr" and not (isinstance(rand, int) and 0 <= rand < 2**32):
+    if rounding == "sr" and not (isinstance(rand, numbers.Integral) and 0 <= rand < 2**32):
         raise ValueError(f"rand must be an int in [0, 2^32), got {rand!r}")
 
 
@@ -329,7 +332,7 @@ def _fixed_overflow(k, total_bits, signed, overflow):
     if overflow == "saturate":
         return lo if k < lo else hi
     if overflow == "wrap":
-        return (k - lo) % 2**(total_bits-1) + lo
+        return (k - lo) % 2**total_bits + lo
     if overflow == "error":
         raise OverflowError(f"{k} does not fit in {total_bits} bits (signed={signed})")
     raise ValueError(f"unknown overflow policy {overflow!r}")

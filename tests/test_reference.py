@@ -330,6 +330,12 @@ def test_round_float_hand_cases():
     assert ref.round_float(2.0**-14 * (1 - 2.0**-12), **kw) == 2.0**-14
     assert ref.round_float(-(2.0**-14) * (1 - 2.0**-12), **kw, rounding="rdn") == -(2.0**-14)
     assert bits(ref.round_float(2.0**-14 * (1 - 2.0**-12), **kw, rounding="rtz")) == bits(0.0)
+    # without subnormals the spacing below 2^-14 is 2^(e - m) = 2^-25, so
+    # 2^-14 - 2^-25 is exact on that grid and flushes (on the subnormal grid,
+    # spacing 2^-24, it would be a tie rounding up to 2^-14); rup lifts it.
+    assert bits(ref.round_float(2.0**-14 - 2.0**-25, **kw)) == bits(0.0)
+    assert ref.round_float(2.0**-14 - 2.0**-25, **p16) == 2.0**-14
+    assert ref.round_float(2.0**-14 - 2.0**-26, **kw, rounding="rup") == 2.0**-14
     # overflow policies
     assert math.isnan(ref.round_float(70000.0, **p16, overflow="nan"))
     assert ref.round_float(-70000.0, **p16, overflow="nan", rounding="rup") == -65504.0
