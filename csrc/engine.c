@@ -2,3 +2,4 @@
  * routine into every loop that calls it.  Each file also compiles on its own. */
 #include "round.c"
 #include "formats.c"
+#include "accumulate.c"

@@ -79,6 +79,38 @@ int acs_encode_f32(const acs_format *f, const float *x, int64_t n, void *codes,
 /* Decode n codes (width by f->bits) into exact float64 values. */
 void acs_decode(const acs_format *f, const void *codes, int64_t n, double *out);
 
+/* Accumulators.  FLOAT: acc <- round(acc + a*b) on `grid` (IEEE-style float grid).
+ * INT: exact integer sum in a grid.total_bits register, wrapped or saturated each step.
+ * FIXED: each product rounded onto the 2^-frac_bits grid, added exactly to the register,
+ * then wrapped or saturated.  BLOCK: the multi-term fused adder of tensor cores (`terms`
+ * products per step, aligned to the largest exponent and truncated to `align_bits` fraction
+ * bits, one rounding onto the float `grid` per block). */
+enum acs_acc_kind { ACS_ACC_FLOAT = 0, ACS_ACC_INT = 1, ACS_ACC_FIXED = 2, ACS_ACC_BLOCK = 3 };
+
+typedef struct {
+    int kind;
+    acs_grid grid;
+    acs_grid addend;   /* FLOAT/BLOCK: the register init is rounded onto (nearest-even) */
+    int rounding;
+    int overflow;
+    int terms;
+    int align_bits;
+} acs_acc;
+
+typedef struct {
+    acs_format a;
+    acs_format b;
+    acs_acc acc;
+} acs_mac;
+
+/* rows independent chains of k steps: chain r multiplies a[r*k + j] by b[r*k + j] (codes of
+ * the operand formats' widths) in order j = 0..k-1, starting from init[r] (rounded to
+ * nearest-even onto acc.addend for float accumulators, onto the register grid otherwise).  Results go to out[r] (float64) or, for INT
+ * accumulators, out_int[r].  Stochastic rounding in chain r, step j draws
+ * acs_rand32(seed, element0 + r, j) (j counts blocks for BLOCK). */
+int acs_accumulate(const acs_mac *mac, const void *a, const void *b, int64_t rows, int64_t k,
+                   const double *init, double *out, int64_t *out_int, uint64_t seed, int64_t element0);
+
 /* The counter-based generator behind stochastic rounding (see docs/numerics.md). */
 uint32_t acs_rand32(uint64_t seed, uint64_t index, uint64_t step);
 /* cdef-end */

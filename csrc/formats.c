@@ -44,28 +44,48 @@ static uint64_t pack_code(const acs_format *f, const acs_rounded *r)
     }
 }
 
-static double decode_one(const acs_format *f, uint64_t c)
+acs_operand acs_decode_operand(const acs_format *f, uint64_t c)
 {
+    acs_operand v = { 0, 0, 0, ACS_ZERO, 0 };
     if (f->grid.kind == ACS_GRID_FIXED) {
-        int64_t k = (int64_t)c;
-        if (f->grid.is_signed && (c & sign_bit(f)) && f->bits < 64) k = (int64_t)(c | ~mask64(f->bits));
-        return ldexp((double)k, -f->grid.frac_bits);
+        uint64_t k = c;
+        v.neg = f->grid.is_signed && (c & sign_bit(f)) && f->bits < 64;
+        if (v.neg) k = ((uint64_t)0 - (c | ~mask64(f->bits)));
+        v.sig = k;
+        v.exp = -f->grid.frac_bits;
+        v.bexp = k ? v.exp + 63 - __builtin_clzll(k) : 0;
+        v.cls = k ? ACS_FINITE : ACS_ZERO;
+        return v;
     }
     int m = f->grid.man_bits;
-    int neg = (int)((c >> (f->bits - 1)) & 1);
     uint64_t e = (c >> m) & mask64(f->exp_bits);
     uint64_t mant = c & mask64(m);
-    double v;
-    if (f->nan_style == ACS_NAN_FNUZ && c == sign_bit(f)) return -NAN; /* sign bit set, as ml_dtypes */
-    if (f->nan_style == ACS_NAN_IEEE && e == mask64(f->exp_bits))
-        v = (mant == 0 && f->has_inf) ? INFINITY : NAN;
-    else if (f->nan_style == ACS_NAN_FN && e == mask64(f->exp_bits) && mant == mask64(m))
-        v = NAN;
-    else if (e == 0)
-        v = f->grid.subnormals ? ldexp((double)mant, f->grid.emin - m) : 0.0;
-    else
-        v = ldexp((double)(mant | (1ULL << m)), (int)e - f->bias - m);
-    return neg ? -v : v;
+    v.neg = (int16_t)((c >> (f->bits - 1)) & 1);
+    if ((f->nan_style == ACS_NAN_FNUZ && c == sign_bit(f))
+        || (f->nan_style == ACS_NAN_IEEE && e == mask64(f->exp_bits) && (mant || !f->has_inf))
+        || (f->nan_style == ACS_NAN_FN && e == mask64(f->exp_bits) && mant == mask64(m))) {
+        v.cls = ACS_NAN;
+    } else if (f->nan_style == ACS_NAN_IEEE && e == mask64(f->exp_bits)) {
+        v.cls = ACS_INF;
+    } else if (e == 0) {
+        /* subnormal (or zero); a format without subnormals reads them as zero */
+        v.sig = f->grid.subnormals ? mant : 0;
+        v.exp = f->grid.emin - m;
+        v.cls = v.sig ? ACS_FINITE : ACS_ZERO;
+    } else {
+        v.sig = mant | (1ULL << m);
+        v.exp = (int32_t)e - f->bias - m;
+        v.cls = ACS_FINITE;
+    }
+    v.bexp = v.exp + m; /* normal: floor(log2|x|); subnormal: emin */
+    return v;
+}
+
+static double decode_one(const acs_format *f, uint64_t c)
+{
+    acs_operand v = acs_decode_operand(f, c);
+    double x = v.cls == ACS_NAN ? NAN : v.cls == ACS_INF ? INFINITY : ldexp((double)v.sig, v.exp);
+    return v.neg ? -x : x;
 }
 
 static inline void store_code(void *codes, int64_t i, int bits, uint64_t c)
@@ -76,7 +96,7 @@ static inline void store_code(void *codes, int64_t i, int bits, uint64_t c)
     else ((uint64_t *)codes)[i] = c;
 }
 
-static inline uint64_t load_code(const void *codes, int64_t i, int bits)
+uint64_t acs_load_code(const void *codes, int64_t i, int bits)
 {
     if (bits <= 8) return ((const uint8_t *)codes)[i];
     if (bits <= 16) return ((const uint16_t *)codes)[i];
@@ -282,5 +302,5 @@ void acs_decode(const acs_format *f, const void *codes, int64_t n, double *out)
         for (int64_t i = 0; i < n; i++) out[i] = table[c8[i] & mask64(f->bits)];
         return;
     }
-    for (int64_t i = 0; i < n; i++) out[i] = decode_one(f, load_code(codes, i, f->bits));
+    for (int64_t i = 0; i < n; i++) out[i] = decode_one(f, acs_load_code(codes, i, f->bits));
 }

@@ -4,6 +4,13 @@
 #include "engine.h"
 
 typedef unsigned __int128 acs_u128;
+typedef __int128 acs_i128;
+
+static inline int acs_clz128(acs_u128 x) /* x != 0 */
+{
+    uint64_t hi = (uint64_t)(x >> 64);
+    return hi ? __builtin_clzll(hi) : 64 + __builtin_clzll((uint64_t)x);
+}
 
 /* An exact real: (-1)^neg * (sig + sticky*tiny) * 2^exp.  sticky marks nonzero bits that were
  * shifted out below sig (only ever below bit 0 of a sig whose top bit is set far above). */
@@ -27,6 +34,19 @@ typedef struct {
     int64_t q;
     acs_u128 kept;
 } acs_rounded;
+
+/* An operand code's exact value: (-1)^neg * sig * 2^exp when cls is ACS_FINITE.  bexp is the
+ * exponent the block fused adder aligns by: floor(log2|x|), clamped below at the format's emin. */
+typedef struct {
+    uint64_t sig;
+    int32_t exp;
+    int32_t bexp;
+    int16_t cls;
+    int16_t neg;
+} acs_operand;
+
+acs_operand acs_decode_operand(const acs_format *f, uint64_t code);
+uint64_t acs_load_code(const void *codes, int64_t i, int bits);
 
 acs_rounded acs_round(const acs_grid *g, acs_real x, int rounding, int overflow, uint32_t rand);
 acs_rounded acs_round_infinity(const acs_grid *g, int neg, int overflow);

@@ -5,12 +5,6 @@
 #include <math.h>
 #include "internal.h"
 
-static inline int clz128(acs_u128 x)
-{
-    uint64_t hi = (uint64_t)(x >> 64);
-    return hi ? __builtin_clzll(hi) : 64 + __builtin_clzll((uint64_t)x);
-}
-
 static inline acs_u128 low_mask(int64_t bits) /* bits in 0..128 */
 {
     return bits >= 128 ? ~(acs_u128)0 : (((acs_u128)1 << bits) - 1);
@@ -107,7 +101,7 @@ acs_rounded acs_round(const acs_grid *g, acs_real x, int rounding, int overflow,
         x.exp = INT64_MIN / 4;
     }
     /* Normalise: top bit of sig at bit 127, so |x| lies in [2^top, 2^(top+1)). */
-    int lz = clz128(x.sig);
+    int lz = acs_clz128(x.sig);
     x.sig <<= lz;
     x.exp -= lz;
     int64_t top = x.exp + 127;

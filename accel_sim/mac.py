@@ -1,0 +1,290 @@
+"""MAC and accumulator descriptions, and `accumulate`: chains of multiply-accumulate steps
+run bit-exactly in the C engine (csrc/accumulate.c).
+
+FloatAcc  acc <- round(acc + a*b): one rounding of the exact sum (fused), IEEE-style grid.
+IntAcc    exact integer sum in a `bits`-wide two's complement register, wrapped or saturated.
+FixedAcc  each exact product rounded onto 2^-frac_bits, added exactly, wrapped or saturated.
+BlockFMA  the multi-term fused adder of tensor cores (see DESIGN.md "Numerics").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from accel_sim import formats
+from accel_sim._native import ROUNDING_MODES, check_seed, ffi, lib, pointer
+
+__all__ = ["FloatAcc", "IntAcc", "FixedAcc", "BlockFMA", "MAC", "accumulate", "get_acc", "ACCUMULATORS"]
+
+_FLOAT_OVERFLOW = {"inf": lib.ACS_OVF_INF, "saturate": lib.ACS_OVF_SATURATE}
+_REGISTER_OVERFLOW = {"wrap": lib.ACS_OVF_WRAP, "saturate": lib.ACS_OVF_SATURATE}
+
+
+def _check_int(argname, value, lo, hi):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argname} must be an integer, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{argname} must be in [{lo}, {hi}], got {value}")
+
+
+def _check_choice(argname, value, choices):
+    if value not in choices:
+        raise ValueError(f"{argname} must be one of {sorted(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FloatAcc:
+    """A floating-point accumulator with exp_bits exponent and man_bits fraction bits.
+
+    IEEE-style: bias 2^(e-1)-1, the all-ones exponent reserved, so max = (2 - 2^-m) * 2^bias.
+    overflow: "inf" (IEEE) or "saturate" (clamp to +-max, infinities too)."""
+
+    exp_bits: int
+    man_bits: int
+    rounding: str = "rne"
+    subnormals: bool = True
+    overflow: str = "inf"
+
+    def __post_init__(self):
+        _check_int("exp_bits", self.exp_bits, 2, 11)
+        _check_int("man_bits", self.man_bits, 0, 52)
+        _check_choice("rounding", self.rounding, ROUNDING_MODES)
+        _check_choice("overflow", self.overflow, _FLOAT_OVERFLOW)
+        if not isinstance(self.subnormals, (bool, np.bool_)):
+            raise TypeError(f"subnormals must be a bool, got {type(self.subnormals).__name__}")
+
+    @property
+    def bias(self) -> int:
+        return 2 ** (self.exp_bits - 1) - 1
+
+    @property
+    def emin(self) -> int:
+        return 1 - self.bias
+
+    @property
+    def max(self) -> float:
+        return math.ldexp(2 ** (self.man_bits + 1) - 1, self.bias - self.man_bits)
+
+    @property
+    def name(self) -> str:
+        for n, acc in ACCUMULATORS.items():
+            if acc == self:
+                return n
+        extra = "" if self.subnormals else ",ftz"
+        extra += "" if self.overflow == "inf" else f",{self.overflow}"
+        return f"fp(e{self.exp_bits}m{self.man_bits},{self.rounding}{extra})"
+
+    def _fill(self, c):
+        c.kind = lib.ACS_ACC_FLOAT
+        self._fill_grid(c.grid)
+        self._fill_grid(c.addend)
+        c.rounding, c.overflow = ROUNDING_MODES[self.rounding], _FLOAT_OVERFLOW[self.overflow]
+
+    def _fill_grid(self, g):
+        g.kind, g.man_bits, g.emin, g.emax = lib.ACS_GRID_FLOAT, self.man_bits, self.emin, self.bias
+        g.max_sig, g.subnormals = 2 ** (self.man_bits + 1) - 1, bool(self.subnormals)
+
+
+@dataclass(frozen=True)
+class IntAcc:
+    """An integer accumulator register of `bits` bits (2..64): exact sums, then wrap (two's
+    complement) or saturate after every step.  Operands must be integer formats."""
+
+    bits: int
+    overflow: str = "wrap"
+
+    def __post_init__(self):
+        _check_int("bits", self.bits, 2, 64)
+        _check_choice("overflow", self.overflow, _REGISTER_OVERFLOW)
+
+    @property
+    def name(self) -> str:
+        for n, acc in ACCUMULATORS.items():
+            if acc == self:
+                return n
+        return f"int{self.bits}" + ("" if self.overflow == "wrap" else ",sat")
+
+    def _fill(self, c):
+        c.kind = lib.ACS_ACC_INT
+        g = c.grid
+        g.kind, g.total_bits, g.frac_bits, g.is_signed = lib.ACS_GRID_FIXED, self.bits, 0, 1
+        c.rounding, c.overflow = lib.ACS_RNE, _REGISTER_OVERFLOW[self.overflow]
+
+
+@dataclass(frozen=True)
+class FixedAcc:
+    """A fixed-point accumulator: a two's complement register of int_bits + frac_bits bits
+    (int_bits counts the sign) holding multiples of 2^-frac_bits.  Each exact product is
+    rounded onto that grid with `rounding`, added exactly, then wrapped or saturated.  With
+    enough frac_bits and int_bits it is a Kulisch (exact) accumulator; results wider than 53
+    bits are read out rounded to nearest float64."""
+
+    int_bits: int
+    frac_bits: int
+    rounding: str = "rne"
+    overflow: str = "saturate"
+
+    def __post_init__(self):
+        _check_int("int_bits", self.int_bits, 1, 119)
+        _check_int("frac_bits", self.frac_bits, -64, 119)
+        _check_int("int_bits + frac_bits", self.int_bits + self.frac_bits, 2, 120)
+        _check_choice("rounding", self.rounding, ROUNDING_MODES)
+        _check_choice("overflow", self.overflow, _REGISTER_OVERFLOW)
+
+    @property
+    def name(self) -> str:
+        return f"fix({self.int_bits}.{self.frac_bits},{self.rounding},{self.overflow})"
+
+    def _fill(self, c):
+        c.kind = lib.ACS_ACC_FIXED
+        g = c.grid
+        g.kind, g.total_bits, g.frac_bits, g.is_signed = lib.ACS_GRID_FIXED, self.int_bits + self.frac_bits, self.frac_bits, 1
+        c.rounding, c.overflow = ROUNDING_MODES[self.rounding], _REGISTER_OVERFLOW[self.overflow]
+
+
+@dataclass(frozen=True)
+class BlockFMA:
+    """The block fused multiply-add of tensor cores: one step consumes `terms` products and
+    the accumulator, aligns them to the largest exponent, truncates each to `align_bits`
+    fraction bits below it, sums exactly and rounds once onto `acc` (a FloatAcc).
+
+    addend: the format of the starting accumulator (the C of D = A*B + C), when it is wider
+    than a block's result (FP8 tensor cores take an fp32 C but keep 13 fraction bits);
+    default: acc."""
+
+    terms: int
+    align_bits: int
+    acc: FloatAcc = field(default_factory=lambda: FloatAcc(8, 23, rounding="rtz"))
+    addend: FloatAcc | None = None
+
+    def __post_init__(self):
+        _check_int("terms", self.terms, 1, 64)
+        _check_int("align_bits", self.align_bits, 0, 100)
+        for arg in ("acc", "addend"):
+            value = getattr(self, arg)
+            if not isinstance(value, FloatAcc) and not (arg == "addend" and value is None):
+                raise TypeError(f"{arg} must be a FloatAcc, got {type(value).__name__}")
+
+    @property
+    def name(self) -> str:
+        addend = "" if self.addend in (None, self.acc) else f",addend={self.addend.name}"
+        return f"block({self.terms},{self.align_bits},{self.acc.name}{addend})"
+
+    def _fill(self, c):
+        self.acc._fill(c)
+        (self.addend or self.acc)._fill_grid(c.addend)
+        c.kind, c.terms, c.align_bits = lib.ACS_ACC_BLOCK, self.terms, self.align_bits
+
+
+ACCUMULATORS = {
+    "fp32": FloatAcc(8, 23),
+    "fp16": FloatAcc(5, 10),
+    "bf16": FloatAcc(8, 7),
+    "int32": IntAcc(32),
+    "int24": IntAcc(24),
+    "int16": IntAcc(16),
+}
+_ACC_TYPES = (FloatAcc, IntAcc, FixedAcc, BlockFMA)
+
+
+def get_acc(acc):
+    """An accumulator description from its name or itself."""
+    if isinstance(acc, _ACC_TYPES):
+        return acc
+    if isinstance(acc, str):
+        if acc not in ACCUMULATORS:
+            raise ValueError(f"unknown accumulator {acc!r}; known: {', '.join(ACCUMULATORS)} "
+                             "(or pass FloatAcc/IntAcc/FixedAcc/BlockFMA)")
+        return ACCUMULATORS[acc]
+    raise TypeError(f"acc must be a name or a FloatAcc/IntAcc/FixedAcc/BlockFMA, got {type(acc).__name__}")
+
+
+class MAC:
+    """A multiply-accumulate unit: operand formats a and b, and an accumulator."""
+
+    def __init__(self, a="int8", b=None, acc="int32", name=None):
+        self.a = formats.get(a)
+        self.b = formats.get(a if b is None else b)
+        self.acc = get_acc(acc)
+        if isinstance(self.acc, IntAcc):
+            for arg, f in (("a", self.a), ("b", self.b)):
+                if not isinstance(f, formats.FixedFormat) or f.frac_bits != 0:
+                    raise ValueError(f"IntAcc needs integer operands; {arg} is {f.name}")
+        self.name = name or f"{self.a.name}x{self.b.name}->{self.acc.name}"
+        c = ffi.new("acs_mac *")
+        c.a, c.b = self.a._c[0], self.b._c[0]
+        self.acc._fill(c.acc)
+        self._c = c
+
+    @property
+    def terms(self) -> int:
+        """Products one step consumes (n of an n-term block fused adder, else 1)."""
+        return self.acc.terms if isinstance(self.acc, BlockFMA) else 1
+
+    @property
+    def int_output(self) -> bool:
+        return isinstance(self.acc, IntAcc)
+
+    def __repr__(self):
+        return f"MAC({self.name})"
+
+
+def _codes(x, fmt, argname):
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "ui":
+        raise TypeError(f"{argname} must be an integer array of {fmt.name} codes (encode values first), "
+                        f"got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or int(arr.max()) >> fmt.bits):
+        raise ValueError(f"{argname} holds values outside [0, {(1 << fmt.bits) - 1}], not {fmt.name} codes")
+    return arr
+
+
+def accumulate(a_codes, b_codes, mac: MAC, init=0.0, seed: int = 0):
+    """Multiply-accumulate along the last axis, in order, one chain per leading index.
+
+    a_codes, b_codes: codes of mac.a and mac.b, broadcast against each other (..., K).
+    init: starting accumulator value(s), broadcast to the leading shape; rounded to nearest
+    even onto the accumulator's grid (integer for IntAcc).
+    seed: stochastic rounding draws acs_rand32(seed, chain's flat index, step).
+    Returns float64 accumulator values (int64 for IntAcc) of the leading shape."""
+    if not isinstance(mac, MAC):
+        raise TypeError(f"mac must be a MAC, got {type(mac).__name__}")
+    seed = check_seed(seed)
+    a = _codes(a_codes, mac.a, "a_codes")
+    b = _codes(b_codes, mac.b, "b_codes")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError("a_codes and b_codes need at least one axis (the reduction axis, last)")
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"a_codes {a.shape} and b_codes {b.shape} do not broadcast") from None
+    lead, k = shape[:-1], shape[-1]
+    a = np.ascontiguousarray(np.broadcast_to(a, shape), dtype=mac.a.code_dtype)
+    b = np.ascontiguousarray(np.broadcast_to(b, shape), dtype=mac.b.code_dtype)
+    init_arr = np.asarray(init)
+    if init_arr.dtype.kind not in "fiub":
+        raise TypeError(f"init must be numbers, got dtype {init_arr.dtype}")
+    try:
+        init_arr = np.ascontiguousarray(np.broadcast_to(init_arr.astype(np.float64), lead))
+    except ValueError:
+        raise ValueError(f"init of shape {init_arr.shape} does not broadcast to {lead}") from None
+    if not isinstance(mac.acc, (FloatAcc, BlockFMA)):
+        if not np.all(np.isfinite(init_arr)):
+            raise ValueError(f"init must be finite for {mac.acc.name}")
+        if isinstance(mac.acc, IntAcc) and not np.all(init_arr == np.round(init_arr)):
+            raise ValueError("init must be integers for an IntAcc")
+    rows = int(np.prod(lead, dtype=np.int64))
+    out = np.empty(lead, dtype=np.int64 if mac.int_output else np.float64)
+    status = lib.acs_accumulate(
+        mac._c, pointer(a, "void *"), pointer(b, "void *"), rows, k, pointer(init_arr, "double *"),
+        ffi.NULL if mac.int_output else pointer(out, "double *"),
+        pointer(out, "int64_t *") if mac.int_output else ffi.NULL, seed, 0)
+    if status == lib.ACS_ERR_NAN:
+        raise ValueError(f"the operands hold NaN, which {mac.acc.name} cannot accumulate")
+    if status == lib.ACS_ERR_RANGE:
+        raise ValueError(f"the operands hold infinities, which {mac.acc.name} cannot accumulate")
+    if status != lib.ACS_OK:
+        raise ValueError(f"the engine rejected {mac!r} (status {status})")
+    return out

@@ -1,0 +1,280 @@
+/* accumulate.c: one accumulation step for every accumulator kind, and chains of them.
+ * Products of two operands are exact; every rounding goes through acs_round() (round.c). */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+/* An exact product (or accumulator value): (-1)^neg * sig * 2^exp when cls is ACS_FINITE. */
+typedef struct {
+    int cls;
+    int neg;
+    int64_t exp;
+    int64_t bexp;   /* alignment exponent for the block fused adder */
+    acs_u128 sig;
+} term;
+
+static inline term product(const acs_operand *x, const acs_operand *y)
+{
+    term p = { ACS_FINITE, x->neg ^ y->neg, (int64_t)x->exp + y->exp, (int64_t)x->bexp + y->bexp,
+               (acs_u128)x->sig * y->sig };
+    if (x->cls == ACS_NAN || y->cls == ACS_NAN) p.cls = ACS_NAN;
+    else if (x->cls == ACS_INF || y->cls == ACS_INF)
+        p.cls = (x->cls == ACS_ZERO || y->cls == ACS_ZERO) ? ACS_NAN : ACS_INF;
+    else if (x->cls == ACS_ZERO || y->cls == ACS_ZERO) p.cls = ACS_ZERO;
+    return p;
+}
+
+static inline int64_t rounded_binade(const acs_grid *g, const acs_rounded *r)
+{
+    return (r->kept >> g->man_bits) ? r->q + g->man_bits : g->emin;
+}
+
+/* IEEE 754: an exact zero sum of zeros all of one sign keeps that sign; any other exact zero
+ * sum is +0, or -0 when rounding down. */
+static inline acs_rounded zero_sum(int all_pos_zeros, int all_neg_zeros, int rounding)
+{
+    acs_rounded z = { ACS_ZERO, all_neg_zeros || (!all_pos_zeros && rounding == ACS_RDN), 0, 0, 0 };
+    return z;
+}
+
+/* x + y exactly, or with a sticky bit far below any bit rounding can see: both significands
+ * (at most 106 bits) are normalised to bit 125, so a shift that loses bits (>= 20 places)
+ * leaves the result's top bit at 124 or above, and the sticky at bit -1. */
+static acs_real add_exact(int xneg, acs_u128 xs, int64_t xe, int yneg, acs_u128 ys, int64_t ye)
+{
+    int lx = acs_clz128(xs), ly = acs_clz128(ys);
+    xs <<= lx - 2; xe -= lx - 2;   /* top bit at 125 */
+    ys <<= ly - 2; ye -= ly - 2;
+    if (ye > xe || (ye == xe && ys > xs)) { /* make x the larger magnitude */
+        int tn = xneg; xneg = yneg; yneg = tn;
+        acs_u128 ts = xs; xs = ys; ys = ts;
+        int64_t te = xe; xe = ye; ye = te;
+    }
+    int64_t d = xe - ye;
+    int sticky = 0;
+    if (d >= 126) { sticky = 1; ys = 0; }
+    else if (d > 0) { sticky = (ys & (((acs_u128)1 << d) - 1)) != 0; ys >>= d; }
+    acs_real s = { xneg, 0, xe, 0 };
+    if (xneg == yneg) { s.sig = xs + ys; s.sticky = sticky; }
+    else { s.sig = xs - ys - (acs_u128)sticky; s.sticky = sticky; }
+    return s;
+}
+
+/* ---- FloatAcc: acc <- round(acc + p), one rounding of the exact sum --------------------- */
+static acs_rounded float_step(const acs_acc *acc, acs_rounded c, term p, uint32_t rand)
+{
+    const acs_grid *g = &acc->grid;
+    acs_rounded nan = { ACS_NAN, 0, 0, 0, 0 };
+    if (c.cls == ACS_NAN || p.cls == ACS_NAN) return nan;
+    if (c.cls == ACS_INF) return (p.cls == ACS_INF && p.neg != c.neg) ? nan : c;
+    if (p.cls == ACS_INF) return acs_round_infinity(g, p.neg, acc->overflow);
+    if (p.cls == ACS_ZERO) {
+        if (c.cls == ACS_ZERO) return zero_sum(!c.neg && !p.neg, c.neg && p.neg, acc->rounding);
+        return c;
+    }
+    acs_real s;
+    if (c.cls == ACS_ZERO) {
+        acs_real x = { p.neg, 0, p.exp, p.sig };
+        s = x;
+    } else {
+        s = add_exact(c.neg, c.kept, c.q, p.neg, p.sig, p.exp);
+        if (s.sig == 0 && !s.sticky) return zero_sum(0, 0, acc->rounding);
+    }
+    return acs_round(g, s, acc->rounding, acc->overflow, rand);
+}
+
+/* ---- FixedAcc / IntAcc: an exact two's complement register -------------------------------- */
+static inline acs_i128 clamp_register(const acs_acc *acc, acs_i128 v)
+{
+    int bits = acc->grid.total_bits;
+    acs_i128 hi = (((acs_i128)1) << (bits - 1)) - 1, lo = -hi - 1;
+    if (acc->overflow == ACS_OVF_SATURATE) return v > hi ? hi : v < lo ? lo : v;
+    acs_u128 m = (((acs_u128)1) << bits) - 1;
+    acs_u128 u = (acs_u128)v & m;
+    return (u >> (bits - 1)) & 1 ? (acs_i128)(u | ~m) : (acs_i128)u;
+}
+
+/* The product rounded onto the register's 2^-frac_bits grid (no range check: 127-bit grid). */
+static inline int fixed_product(const acs_acc *acc, term p, uint32_t rand, acs_i128 *k)
+{
+    if (p.cls == ACS_NAN) return ACS_ERR_NAN;
+    if (p.cls == ACS_INF) return ACS_ERR_RANGE;
+    *k = 0;
+    if (p.cls == ACS_ZERO) return ACS_OK;
+    acs_grid wide = acc->grid;
+    wide.total_bits = 127;
+    acs_real x = { p.neg, 0, p.exp, p.sig };
+    acs_rounded r = acs_round(&wide, x, acc->rounding, ACS_OVF_SATURATE, rand);
+    *k = r.neg ? -(acs_i128)r.kept : (acs_i128)r.kept;
+    return ACS_OK;
+}
+
+/* ---- BlockFMA: `n` products and the accumulator in one fused step ---------------------------- */
+static acs_rounded block_step(const acs_acc *acc, acs_rounded c, const term *p, int n, uint32_t rand)
+{
+    const acs_grid *g = &acc->grid;
+    acs_rounded nan = { ACS_NAN, 0, 0, 0, 0 };
+    int pos_inf = c.cls == ACS_INF && !c.neg, neg_inf = c.cls == ACS_INF && c.neg;
+    int all_neg_zeros = c.cls == ACS_ZERO && c.neg, all_pos_zeros = c.cls == ACS_ZERO && !c.neg;
+    int any_nonzero = c.cls == ACS_FINITE;
+    if (c.cls == ACS_NAN) return nan;
+    int64_t e_max = c.cls == ACS_FINITE ? rounded_binade(g, &c) : INT64_MIN;
+    for (int j = 0; j < n; j++) {
+        if (p[j].cls == ACS_NAN) return nan;
+        pos_inf |= p[j].cls == ACS_INF && !p[j].neg;
+        neg_inf |= p[j].cls == ACS_INF && p[j].neg;
+        all_neg_zeros &= p[j].cls == ACS_ZERO && p[j].neg;
+        all_pos_zeros &= p[j].cls == ACS_ZERO && !p[j].neg;
+        if (p[j].cls == ACS_FINITE) {
+            any_nonzero = 1;
+            if (p[j].bexp > e_max) e_max = p[j].bexp;
+        }
+    }
+    if (pos_inf && neg_inf) return nan;
+    if (pos_inf || neg_inf) {
+        if (c.cls == ACS_INF) return c;
+        return acs_round_infinity(g, neg_inf, acc->overflow);
+    }
+    if (!any_nonzero) return zero_sum(all_pos_zeros, all_neg_zeros, acc->rounding);
+    /* Each term truncated toward zero onto the grid 2^(e_max - align_bits), summed exactly. */
+    int64_t base = e_max - acc->align_bits;
+    acs_i128 sum = 0;
+    for (int j = -1; j < n; j++) {
+        acs_u128 sig;
+        int64_t exp;
+        int neg;
+        if (j < 0) {
+            if (c.cls != ACS_FINITE) continue;
+            sig = c.kept; exp = c.q; neg = c.neg;
+        } else {
+            if (p[j].cls != ACS_FINITE) continue;
+            sig = p[j].sig; exp = p[j].exp; neg = p[j].neg;
+        }
+        int64_t shift = exp - base;
+        acs_u128 t = shift >= 0 ? sig << shift : (-shift >= 128 ? 0 : sig >> -shift);
+        sum += neg ? -(acs_i128)t : (acs_i128)t;
+    }
+    if (sum == 0) return zero_sum(0, 0, acc->rounding);
+    acs_real s = { sum < 0, 0, base, sum < 0 ? (acs_u128)(-sum) : (acs_u128)sum };
+    return acs_round(g, s, acc->rounding, acc->overflow, rand);
+}
+
+static int check_acc(const acs_mac *mac)
+{
+    const acs_acc *acc = &mac->acc;
+    if (acc->rounding < ACS_RNE || acc->rounding > ACS_SR) return ACS_ERR_ARG;
+    switch (acc->kind) {
+    case ACS_ACC_FLOAT:
+    case ACS_ACC_BLOCK:
+        if (acc->grid.kind != ACS_GRID_FLOAT || acc->grid.man_bits < 0 || acc->grid.man_bits > 52) return ACS_ERR_ARG;
+        if (acc->addend.kind != ACS_GRID_FLOAT || acc->addend.man_bits < 0 || acc->addend.man_bits > 52) return ACS_ERR_ARG;
+        if (acc->overflow != ACS_OVF_INF && acc->overflow != ACS_OVF_SATURATE) return ACS_ERR_ARG;
+        if (acc->kind == ACS_ACC_BLOCK && (acc->terms < 1 || acc->terms > 64 || acc->align_bits < 0 || acc->align_bits > 100))
+            return ACS_ERR_ARG;
+        return ACS_OK;
+    case ACS_ACC_INT:
+    case ACS_ACC_FIXED:
+        if (acc->grid.kind != ACS_GRID_FIXED || !acc->grid.is_signed) return ACS_ERR_ARG;
+        if (acc->grid.total_bits < 2 || acc->grid.total_bits > (acc->kind == ACS_ACC_INT ? 64 : 120)) return ACS_ERR_ARG;
+        if (acc->overflow != ACS_OVF_WRAP && acc->overflow != ACS_OVF_SATURATE) return ACS_ERR_ARG;
+        if (acc->kind == ACS_ACC_INT && (mac->a.grid.kind != ACS_GRID_FIXED || mac->b.grid.kind != ACS_GRID_FIXED
+                                         || mac->a.grid.frac_bits || mac->b.grid.frac_bits || acc->grid.frac_bits))
+            return ACS_ERR_ARG;
+        return ACS_OK;
+    }
+    return ACS_ERR_ARG;
+}
+
+/* Decoded fields of every code of a format of at most 16 bits (operands are looked up). */
+static acs_operand *operand_table(const acs_format *f)
+{
+    if (f->bits > 16) return NULL;
+    acs_operand *t = malloc(sizeof *t << f->bits);
+    if (t)
+        for (uint64_t c = 0; c < (1ULL << f->bits); c++) t[c] = acs_decode_operand(f, c);
+    return t;
+}
+
+static inline acs_operand operand(const acs_format *f, const acs_operand *table, const void *codes, int64_t i)
+{
+    uint64_t c = acs_load_code(codes, i, f->bits);
+    return table ? table[c] : acs_decode_operand(f, c);
+}
+
+/* The starting value, rounded to nearest-even onto the addend register of a float
+ * accumulator (e.g. fp32 C of a tensor core whose blocks round to 13 bits, or fp16 C of an
+ * fp16-output one); registers take it on their 2^-frac_bits grid. */
+static acs_rounded round_init(const acs_acc *acc, double init)
+{
+    int cls;
+    uint64_t u;
+    memcpy(&u, &init, sizeof u);
+    acs_real x = acs_real_from_bits(u, 64, &cls);
+    acs_rounded r = { cls, x.neg, 0, 0, 0 };
+    acs_grid g = acc->grid.kind == ACS_GRID_FLOAT ? acc->addend : acc->grid;
+    if (g.kind == ACS_GRID_FIXED) g.total_bits = 127; /* range: the register's policy */
+    if (cls == ACS_INF) return acs_round_infinity(&g, x.neg, acc->overflow);
+    if (cls == ACS_FINITE) return acs_round(&g, x, ACS_RNE, acc->overflow, 0);
+    return r;
+}
+
+int acs_accumulate(const acs_mac *mac, const void *a, const void *b, int64_t rows, int64_t k,
+                   const double *init, double *out, int64_t *out_int, uint64_t seed, int64_t element0)
+{
+    int status = check_acc(mac);
+    if (status) return status;
+    const acs_acc *acc = &mac->acc;
+    acs_operand *ta = operand_table(&mac->a), *tb = operand_table(&mac->b);
+    int n = acc->kind == ACS_ACC_BLOCK ? acc->terms : 1;
+    term block[64];
+    for (int64_t r = 0; r < rows && status == ACS_OK; r++) {
+        const int64_t row = r * k;
+        uint64_t element = (uint64_t)(element0 + r);
+        if (acc->kind == ACS_ACC_FLOAT || acc->kind == ACS_ACC_BLOCK) {
+            acs_rounded c = round_init(acc, init[r]);
+            for (int64_t j0 = 0, step = 0; j0 < k; j0 += n, step++) {
+                uint32_t rand = acc->rounding == ACS_SR ? acs_rand32(seed, element, (uint64_t)step) : 0;
+                for (int t = 0; t < n; t++) {
+                    acs_operand x = { 0, 0, 0, ACS_ZERO, 0 }, y = x; /* K padded with +0 */
+                    if (j0 + t < k) {
+                        x = operand(&mac->a, ta, a, row + j0 + t);
+                        y = operand(&mac->b, tb, b, row + j0 + t);
+                    }
+                    block[t] = product(&x, &y);
+                }
+                c = acc->kind == ACS_ACC_BLOCK ? block_step(acc, c, block, n, rand)
+                                               : float_step(acc, c, block[0], rand);
+            }
+            out[r] = acs_rounded_to_double(&c);
+        } else {
+            acs_rounded ri = round_init(acc, init[r]);
+            acs_i128 reg = ri.cls != ACS_FINITE ? 0 : ri.neg ? -(acs_i128)ri.kept : (acs_i128)ri.kept;
+            reg = clamp_register(acc, reg);
+            for (int64_t j = 0; j < k; j++) {
+                acs_operand x = operand(&mac->a, ta, a, row + j), y = operand(&mac->b, tb, b, row + j);
+                term p = product(&x, &y);
+                acs_i128 pk;
+                if (acc->kind == ACS_ACC_INT) {
+                    pk = p.cls == ACS_FINITE ? (p.neg ? -(acs_i128)p.sig : (acs_i128)p.sig) : 0;
+                } else {
+                    uint32_t rand = acc->rounding == ACS_SR ? acs_rand32(seed, element, (uint64_t)j) : 0;
+                    status = fixed_product(acc, p, rand, &pk);
+                    if (status) break;
+                }
+                reg = clamp_register(acc, reg + pk);
+            }
+            if (acc->kind == ACS_ACC_INT) {
+                out_int[r] = (int64_t)reg;
+            } else {
+                /* read out once, correctly rounded to float64 (exact when it fits 53 bits) */
+                acs_grid f64 = { ACS_GRID_FLOAT, 52, -1022, 1023, (1ULL << 53) - 1, 1, 0, 0, 0 };
+                acs_real x = { reg < 0, 0, -(int64_t)acc->grid.frac_bits, reg < 0 ? (acs_u128)(-reg) : (acs_u128)reg };
+                acs_rounded v = acs_round(&f64, x, ACS_RNE, ACS_OVF_INF, 0);
+                out[r] = acs_rounded_to_double(&v);
+            }
+        }
+    }
+    free(ta);
+    free(tb);
+    return status;
+}
