@@ -80,7 +80,7 @@ class Format:
         if arr.size and (arr.min() < 0 or (self.bits < 64 and int(arr.max()) >= 1 << self.bits)):
             raise ValueError(f"codes must lie in [0, {(1 << self.bits) - 1}] for {self.name}, "
                              f"got values in [{arr.min()}, {arr.max()}]")
-        arr = np.ascontiguousarray(arr, dtype=self.code_dtype)
+        arr = np.require(arr, dtype=self.code_dtype, requirements="C")
         out = np.empty(arr.shape, dtype=np.float64)
         lib.acs_decode(self._c, pointer(arr, "void *"), arr.size, pointer(out, "double *"))
         return out
@@ -111,13 +111,12 @@ class Format:
         return tables[key]
 
     def _raise_encode_error(self, status, values, index):
-        where = np.unravel_index(index, values.shape) if values.ndim else ()
-        value = values.reshape(-1)[index]
+        where = _position(values, index)
         if status == lib.ACS_ERR_NAN:
-            raise ValueError(f"x{list(where)} is NaN, which {self.name} cannot represent")
+            raise ValueError(f"x{where} is NaN, which {self.name} cannot represent")
         if status == lib.ACS_ERR_RANGE:
-            raise ValueError(f"x{list(where)} = {value!r} is outside {self.name}'s range "
-                             f"[{-self.max if self.signed else 0}, {self.max}]; pass saturate=True to clamp")
+            raise ValueError(f"x{where} = {float(values.reshape(-1)[index])!r} is outside {self.name}'s range "
+                             f"[{self.min}, {self.max}]; pass saturate=True to clamp")
         raise ValueError(f"the engine rejected the arguments for {self.name} (status {status})")
 
     def __repr__(self):
@@ -192,6 +191,11 @@ class FloatFormat(Format):
         return math.ldexp(self.max_sig, self.emax - self.man_bits)
 
     @property
+    def min(self) -> float:
+        """Most negative finite value."""
+        return -self.max
+
+    @property
     def min_normal(self) -> float:
         return math.ldexp(1.0, self.emin)
 
@@ -245,13 +249,6 @@ class FixedFormat(Format):
     def _overflow_policy(self) -> int:
         return lib.ACS_OVF_ERROR
 
-    def _raise_encode_error(self, status, values, index):
-        if status == lib.ACS_ERR_RANGE:
-            where = list(np.unravel_index(index, values.shape)) if values.ndim else []
-            raise ValueError(f"x{where} = {values.reshape(-1)[index]!r} is outside {self.name}'s range "
-                             f"[{self.min}, {self.max}]; pass saturate=True to clamp")
-        super()._raise_encode_error(status, values, index)
-
     def _key(self):
         return ("fixed", self.int_bits, self.frac_bits, self.signed)
 
@@ -270,20 +267,25 @@ def _check_int(argname, value, lo, hi):
         raise ValueError(f"{argname} must be in [{lo}, {hi}], got {value}")
 
 
+def _position(values, index) -> str:
+    """The multi-index of a flat C-order index, as the user would write it."""
+    return str([int(i) for i in np.unravel_index(index, values.shape)]) if values.ndim else "[()]"
+
+
 def _as_float_input(x) -> np.ndarray:
-    """float32 or float64 C-contiguous values, converted exactly or refused."""
+    """Native-endian float32 or float64 C-contiguous values, converted exactly or refused."""
     arr = np.asarray(x)
     kind = arr.dtype.kind
     if kind == "f":
-        if arr.dtype == np.float16:
-            return np.ascontiguousarray(arr, dtype=np.float32)
-        if arr.dtype in (np.float32, np.float64):
-            return np.ascontiguousarray(arr)
+        if arr.dtype.itemsize == 2:
+            return np.require(arr, dtype=np.float32, requirements="C")
+        if arr.dtype.itemsize in (4, 8):
+            return np.require(arr, dtype=np.dtype(f"f{arr.dtype.itemsize}"), requirements="C")
         raise TypeError(f"x must be float16, float32 or float64, got {arr.dtype} (convert it first)")
     if kind in "uib":
         if arr.size and kind != "b" and np.abs(arr.astype(np.float64)).max() > 2.0**53:
             raise ValueError("x holds integers beyond 2**53, which float64 cannot hold exactly")
-        return np.ascontiguousarray(arr, dtype=np.float64)
+        return np.require(arr, dtype=np.float64, requirements="C")
     raise TypeError(f"x must be a float or integer array, got dtype {arr.dtype}")
 
 

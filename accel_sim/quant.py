@@ -112,10 +112,16 @@ def _calibrate(x, fmt, axis, calibration, percentile, rounding, saturate) -> np.
     return _scale_for(np.asarray(amax, np.float64), fmt)
 
 
+_F32 = np.finfo(np.float32)
+
+
 def _scale_for(amax: np.ndarray, fmt) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = (amax / fmt.max).astype(np.float32)
-    return np.where((amax > 0) & (s > 0), s, np.float32(1.0)).astype(np.float32)
+    """float32(amax / max); 1 where amax is 0; an error where float32 cannot hold it."""
+    s64 = np.where(amax > 0, amax / fmt.max, 1.0)
+    if np.any((s64 > _F32.max) | (s64 < _F32.smallest_subnormal)):
+        raise ValueError(f"x's magnitude (absmax up to {float(np.max(amax)):.3g}) needs a scale for {fmt.name} "
+                         "outside float32's range; rescale x first")
+    return s64.astype(np.float32)
 
 
 def _mse_clip(x, fmt, axis, reduce, amax, rounding, saturate) -> np.ndarray:
@@ -147,7 +153,8 @@ def _check_scale(scale, codes, axis) -> np.ndarray:
     s = np.asarray(scale)
     if s.dtype.kind not in "fiu":
         raise TypeError(f"scale must be a number or a float array, got dtype {s.dtype}")
-    s = s.astype(np.float32)
+    with np.errstate(over="ignore"):
+        s = s.astype(np.float32)
     if axis is None:
         if s.size != 1:
             raise ValueError(f"scale must be a single value when axis is None, got shape {s.shape}")

@@ -23,7 +23,7 @@ from fractions import Fraction
 __all__ = [
     "MASK", "mix64", "rand32", "ROUNDINGS",
     "round_float", "round_fixed", "float_format_params", "FORMATS", "encode_value",
-    "float_acc", "int_acc", "fixed_acc", "block_fma",
+    "float_acc", "int_acc", "fixed_acc", "block_fma", "gemm_order",
 ]
 
 ROUNDINGS = ("rne", "rna", "rtz", "rup", "rdn", "rto", "sr")
@@ -429,7 +429,7 @@ def _zero_sum_sign(terms, rounding):
 
 
 def float_acc(a, b, *, exp_bits, man_bits, rounding="rne", subnormals=True,
-              overflow="inf", init=0.0, seed=0, element=0):
+              overflow="inf", init=0.0, seed=0, element=0, step0=0):
     """FloatAcc(exp_bits, man_bits): chain acc <- round(acc + a[k]*b[k]) for
     k = 0..K-1, one rounding of the exact sum per step (fused multiply-add),
     onto the IEEE-style grid with bias 2^(e-1)-1.
@@ -440,13 +440,14 @@ def float_acc(a, b, *, exp_bits, man_bits, rounding="rne", subnormals=True,
     input: inf under "inf", NaN under "nan", +-max under "saturate").
     An exactly-zero sum is signed by _zero_sum_sign (both addends zeros of one
     sign: that sign; else +0, -0 under rdn).  init is the starting value, used
-    as given.  For "sr", step k uses rand32(seed, element, k).
+    as given.  For "sr", step k uses rand32(seed, element, step0 + k) (step0
+    numbers a chain that continues a longer one; default 0).
     """
     a, b = _check_lengths(a, b)
     grid = float_format_params(exp_bits, man_bits, style="ieee")
     acc = init
     for k, (ak, bk) in enumerate(zip(a, b)):
-        rand = rand32(seed, element, k) if rounding == "sr" else 0
+        rand = rand32(seed, element, step0 + k) if rounding == "sr" else 0
         addends = [_classify(acc), _product(ak, bk)]
         special = _combine_specials(addends)
         if special is not None:
@@ -476,13 +477,14 @@ def int_acc(a, b, *, bits, overflow="wrap", init=0):
 
 
 def fixed_acc(a, b, *, int_bits, frac_bits, rounding="rne", overflow="saturate",
-              init=0, seed=0, element=0):
+              init=0, seed=0, element=0, step0=0):
     """FixedAcc(int_bits, frac_bits): a signed two's-complement register of
     int_bits + frac_bits bits (int_bits includes the sign) holding multiples
     of 2^-frac_bits.  Step k: the exact product a[k]*b[k] is rounded onto the
-    2^-frac_bits grid by the mode (no range check; rand32(seed, element, k)
-    for "sr"), added exactly to the register, and then the register's overflow
-    policy ("saturate" or "wrap"; "error" raises OverflowError) is applied.
+    2^-frac_bits grid by the mode (no range check; rand32(seed, element,
+    step0 + k) for "sr"), added exactly to the register, and then the
+    register's overflow policy ("saturate" or "wrap"; "error" raises
+    OverflowError) is applied.
     Returns a Fraction.  NaN or infinite operands raise ValueError.
     """
     if overflow not in ("saturate", "wrap", "error"):
@@ -498,7 +500,7 @@ def fixed_acc(a, b, *, int_bits, frac_bits, rounding="rne", overflow="saturate",
         kind, _, p = _product(ak, bk)
         if kind in ("nan", "inf"):
             raise ValueError("fixed-point accumulation of a NaN or infinite product")
-        rand = rand32(seed, element, k) if rounding == "sr" else 0
+        rand = rand32(seed, element, step0 + k) if rounding == "sr" else 0
         reg = _fixed_overflow(reg + _round_to_int(p * scale, rounding, rand),
                               total_bits, True, overflow)
     return Fraction(reg, scale)
@@ -506,7 +508,7 @@ def fixed_acc(a, b, *, int_bits, frac_bits, rounding="rne", overflow="saturate",
 
 def block_fma(a, b, *, terms, align_bits, a_emin, b_emin, acc_exp_bits, acc_man_bits,
               acc_rounding="rtz", acc_subnormals=True, acc_overflow="inf", init=0.0,
-              seed=0, element=0):
+              seed=0, element=0, step0=0):
     """BlockFMA: the multi-term fused adder of tensor cores.
 
     K is padded with +0 * +0 products to a multiple of `terms`; blocks are
@@ -522,8 +524,8 @@ def block_fma(a, b, *, terms, align_bits, a_emin, b_emin, acc_exp_bits, acc_man_
         2^(E - align_bits);
       * the truncated terms are summed exactly and the sum is rounded once
         onto the IEEE-style (acc_exp_bits, acc_man_bits) grid with
-        acc_rounding (rand32(seed, element, block) for "sr"), acc_subnormals
-        and acc_overflow.
+        acc_rounding (rand32(seed, element, step0 + block) for "sr"),
+        acc_subnormals and acc_overflow.
     Specials: a NaN operand or accumulator, inf*0, or +inf with -inf among
     the products and accumulator give NaN; otherwise an infinity gives that
     infinity (stored by acc_overflow as round_float stores an infinite
@@ -547,7 +549,7 @@ def block_fma(a, b, *, terms, align_bits, a_emin, b_emin, acc_exp_bits, acc_man_
     for block in range(len(a) // terms):
         lo = block * terms
         addends = [_classify(acc)] + [_product(a[i], b[i]) for i in range(lo, lo + terms)]
-        rand = rand32(seed, element, block) if acc_rounding == "sr" else 0
+        rand = rand32(seed, element, step0 + block) if acc_rounding == "sr" else 0
         special = _combine_specials(addends)
         if special is not None:
             exact = NAN if special[0] == "nan" else _signed_inf(special[1])
@@ -575,3 +577,98 @@ def block_fma(a, b, *, terms, align_bits, a_emin, b_emin, acc_exp_bits, acc_man_
         acc = round_float(exact, **grid, subnormals=acc_subnormals, rounding=acc_rounding,
                           overflow=acc_overflow, rand=rand)
     return acc if isinstance(acc, float) else float(acc)
+
+
+# ---------------------------------------------------------------------------
+# The systolic array's order of accumulation
+# ---------------------------------------------------------------------------
+
+_CHAINS = {"float": float_acc, "int": int_acc, "fixed": fixed_acc, "block": block_fma}
+
+
+def _chain(spec, a, b, *, seed, element, step0):
+    """One accumulator chain over a and b from zero, as described by spec: a
+    dict with "kind" ("float", "int", "fixed" or "block") and the keyword
+    arguments of float_acc / int_acc / fixed_acc / block_fma (grid, rounding,
+    overflow; a_emin and b_emin for "block")."""
+    params = {k: v for k, v in spec.items() if k != "kind"}
+    kind = spec["kind"]
+    if kind == "int":  # integer registers have no rounding, hence no steps
+        return int_acc(a, b, init=0, **params)
+    return _CHAINS[kind](a, b, init=0.0 if kind in ("float", "block") else 0,
+                         seed=seed, element=element, step0=step0, **params)
+
+
+def _buffer_add(spec, buf, part, *, seed, element, step):
+    """buf + part with the buffer's rules: one more step of its chain with
+    the product part * 1 (exact), so that a float buffer rounds the exact
+    sum once (sr draw number `step`), an integer one adds exactly and
+    wraps/saturates, and a fixed one rounds part onto its grid, adds and
+    wraps/saturates.  A block-FMA buffer adds like a FloatAcc of its
+    accumulator format (one addend per step)."""
+    params = {k: v for k, v in spec.items() if k != "kind"}
+    kind = spec["kind"]
+    if kind == "int":
+        return int_acc([part], [1], init=buf, **params)
+    if kind == "fixed":
+        return fixed_acc([part], [1], init=buf, seed=seed, element=element, step0=step, **params)
+    if kind == "block":
+        params = dict(exp_bits=params["acc_exp_bits"], man_bits=params["acc_man_bits"],
+                      rounding=params.get("acc_rounding", "rtz"),
+                      subnormals=params.get("acc_subnormals", True),
+                      overflow=params.get("acc_overflow", "inf"))
+    return float_acc([part], [1], init=buf, seed=seed, element=element, step0=step, **params)
+
+
+def gemm_order(a, b, *, dataflow, rows, pe, buffer=None, seed=0):
+    """C = A @ B accumulated in the order of a systolic array (DESIGN.md,
+    "Order is part of the hardware"); returns an M x N list of lists of the
+    raw accumulator values (floats, ints, or Fractions for "fixed").
+
+    a: M rows of K values; b: K rows of N values (exact operand values).
+    pe: the PEs' accumulator (see _chain); buffer: the accumulator buffer's
+    (default: pe); seed: stochastic rounding's seed.  Output element (i, j)
+    is chain number i*N + j (its sr draws use element = i*N + j).
+
+    "os": one chain of pe over all of K, steps 0, 1, ... (blocks for
+    "block").
+    "ws" and "is" (the same numerics): K is cut into tiles of rows * terms
+    products (terms = pe["terms"] for "block", else 1).  Tile t's chain
+    starts from zero and its steps are numbered from t * rows (the position
+    of its first step in the whole chain).  The buffer starts at +0 and,
+    tile after tile, becomes buffer + tile result with the buffer's rules
+    (_buffer_add), the add of tile t being sr step ceil(K / terms) + t.
+    """
+    if dataflow not in ("os", "ws", "is"):
+        raise ValueError(f"unknown dataflow {dataflow!r}")
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    buffer = pe if buffer is None else buffer
+    a = [list(r) for r in a]
+    b = [list(r) for r in b]
+    m, k = len(a), len(b)
+    n = len(b[0]) if b else 0
+    if any(len(r) != k for r in a) or any(len(r) != n for r in b):
+        raise ValueError("a must be M x K and b K x N")
+    terms = pe.get("terms", 1) if pe["kind"] == "block" else 1
+    steps = -(-k // terms)
+    tile = rows * terms
+    zero = {"float": 0.0, "block": 0.0, "int": 0, "fixed": Fraction(0)}[buffer["kind"]]
+    out = []
+    for i in range(m):
+        out_row = []
+        for j in range(n):
+            element = i * n + j
+            col = [b[kk][j] for kk in range(k)]
+            if dataflow == "os":
+                value = _chain(pe, a[i], col, seed=seed, element=element, step0=0)
+            else:
+                value = zero
+                for t, t0 in enumerate(range(0, k, tile)):
+                    part = _chain(pe, a[i][t0:t0 + tile], col[t0:t0 + tile], seed=seed,
+                                  element=element, step0=t * rows)
+                    value = _buffer_add(buffer, value, part, seed=seed, element=element,
+                                        step=steps + t)
+            out_row.append(value)
+        out.append(out_row)
+    return out

@@ -24,9 +24,11 @@ static inline term product(const acs_operand *x, const acs_operand *y)
     return p;
 }
 
+/* floor(log2|r|) clamped below at the grid's emin (r may lie on a wider addend grid). */
 static inline int64_t rounded_binade(const acs_grid *g, const acs_rounded *r)
 {
-    return (r->kept >> g->man_bits) ? r->q + g->man_bits : g->emin;
+    int64_t e = r->q + 127 - acs_clz128(r->kept);
+    return e > g->emin ? e : g->emin;
 }
 
 /* IEEE 754: an exact zero sum of zeros all of one sign keeps that sign; any other exact zero
@@ -40,7 +42,7 @@ static inline acs_rounded zero_sum(int all_pos_zeros, int all_neg_zeros, int rou
 /* x + y exactly, or with a sticky bit far below any bit rounding can see: both significands
  * (at most 106 bits) are normalised to bit 125, so a shift that loses bits (>= 20 places)
  * leaves the result's top bit at 124 or above, and the sticky at bit -1. */
-static acs_real add_exact(int xneg, acs_u128 xs, int64_t xe, int yneg, acs_u128 ys, int64_t ye)
+acs_real acs_add_exact(int xneg, acs_u128 xs, int64_t xe, int yneg, acs_u128 ys, int64_t ye)
 {
     int lx = acs_clz128(xs), ly = acs_clz128(ys);
     xs <<= lx - 2; xe -= lx - 2;   /* top bit at 125 */
@@ -77,7 +79,7 @@ static acs_rounded float_step(const acs_acc *acc, acs_rounded c, term p, uint32_
         acs_real x = { p.neg, 0, p.exp, p.sig };
         s = x;
     } else {
-        s = add_exact(c.neg, c.kept, c.q, p.neg, p.sig, p.exp);
+        s = acs_add_exact(c.neg, c.kept, c.q, p.neg, p.sig, p.exp);
         if (s.sig == 0 && !s.sticky) return zero_sum(0, 0, acc->rounding);
     }
     return acs_round(g, s, acc->rounding, acc->overflow, rand);
@@ -94,7 +96,9 @@ static inline acs_i128 clamp_register(const acs_acc *acc, acs_i128 v)
     return (u >> (bits - 1)) & 1 ? (acs_i128)(u | ~m) : (acs_i128)u;
 }
 
-/* The product rounded onto the register's 2^-frac_bits grid (no range check: 127-bit grid). */
+/* The product rounded onto the register's 2^-frac_bits grid, on a 127-bit grid: a wrapping
+ * register only needs it modulo 2^127 (its width divides that), a saturating one only its
+ * sign when it is that large. */
 static inline int fixed_product(const acs_acc *acc, term p, uint32_t rand, acs_i128 *k)
 {
     if (p.cls == ACS_NAN) return ACS_ERR_NAN;
@@ -104,7 +108,7 @@ static inline int fixed_product(const acs_acc *acc, term p, uint32_t rand, acs_i
     acs_grid wide = acc->grid;
     wide.total_bits = 127;
     acs_real x = { p.neg, 0, p.exp, p.sig };
-    acs_rounded r = acs_round(&wide, x, acc->rounding, ACS_OVF_SATURATE, rand);
+    acs_rounded r = acs_round(&wide, x, acc->rounding, acc->overflow, rand);
     *k = r.neg ? -(acs_i128)r.kept : (acs_i128)r.kept;
     return ACS_OK;
 }
@@ -159,10 +163,9 @@ static acs_rounded block_step(const acs_acc *acc, acs_rounded c, const term *p, 
     return acs_round(g, s, acc->rounding, acc->overflow, rand);
 }
 
-static int check_acc(const acs_mac *mac)
+int acs_check_acc(const acs_acc *acc)
 {
-    const acs_acc *acc = &mac->acc;
-    if (acc->rounding < ACS_RNE || acc->rounding > ACS_SR) return ACS_ERR_ARG;
+    if (!acc || acc->rounding < ACS_RNE || acc->rounding > ACS_SR) return ACS_ERR_ARG;
     switch (acc->kind) {
     case ACS_ACC_FLOAT:
     case ACS_ACC_BLOCK:
@@ -176,13 +179,21 @@ static int check_acc(const acs_mac *mac)
     case ACS_ACC_FIXED:
         if (acc->grid.kind != ACS_GRID_FIXED || !acc->grid.is_signed) return ACS_ERR_ARG;
         if (acc->grid.total_bits < 2 || acc->grid.total_bits > (acc->kind == ACS_ACC_INT ? 64 : 120)) return ACS_ERR_ARG;
+        if (acc->kind == ACS_ACC_INT && acc->grid.frac_bits) return ACS_ERR_ARG;
         if (acc->overflow != ACS_OVF_WRAP && acc->overflow != ACS_OVF_SATURATE) return ACS_ERR_ARG;
-        if (acc->kind == ACS_ACC_INT && (mac->a.grid.kind != ACS_GRID_FIXED || mac->b.grid.kind != ACS_GRID_FIXED
-                                         || mac->a.grid.frac_bits || mac->b.grid.frac_bits || acc->grid.frac_bits))
-            return ACS_ERR_ARG;
         return ACS_OK;
     }
     return ACS_ERR_ARG;
+}
+
+static int check_mac(const acs_mac *mac)
+{
+    int status = acs_check_acc(&mac->acc);
+    if (status == ACS_OK && mac->acc.kind == ACS_ACC_INT
+        && (mac->a.grid.kind != ACS_GRID_FIXED || mac->b.grid.kind != ACS_GRID_FIXED
+            || mac->a.grid.frac_bits || mac->b.grid.frac_bits))
+        return ACS_ERR_ARG;
+    return status;
 }
 
 /* Decoded fields of every code of a format of at most 16 bits (operands are looked up). */
@@ -204,77 +215,151 @@ static inline acs_operand operand(const acs_format *f, const acs_operand *table,
 /* The starting value, rounded to nearest-even onto the addend register of a float
  * accumulator (e.g. fp32 C of a tensor core whose blocks round to 13 bits, or fp16 C of an
  * fp16-output one); registers take it on their 2^-frac_bits grid. */
-static acs_rounded round_init(const acs_acc *acc, double init)
+acs_acc_state acs_acc_start(const acs_acc *acc, double init)
 {
     int cls;
     uint64_t u;
     memcpy(&u, &init, sizeof u);
     acs_real x = acs_real_from_bits(u, 64, &cls);
-    acs_rounded r = { cls, x.neg, 0, 0, 0 };
+    acs_acc_state s = { { cls, x.neg, 0, 0, 0 }, 0 };
     acs_grid g = acc->grid.kind == ACS_GRID_FLOAT ? acc->addend : acc->grid;
     if (g.kind == ACS_GRID_FIXED) g.total_bits = 127; /* range: the register's policy */
-    if (cls == ACS_INF) return acs_round_infinity(&g, x.neg, acc->overflow);
-    if (cls == ACS_FINITE) return acs_round(&g, x, ACS_RNE, acc->overflow, 0);
-    return r;
+    if (cls == ACS_INF) s.v = acs_round_infinity(&g, x.neg, acc->overflow);
+    if (cls == ACS_FINITE) s.v = acs_round(&g, x, ACS_RNE, acc->overflow, 0);
+    if (acc->kind == ACS_ACC_INT || acc->kind == ACS_ACC_FIXED) {
+        s.reg = s.v.cls != ACS_FINITE ? 0 : s.v.neg ? -(acs_i128)s.v.kept : (acs_i128)s.v.kept;
+        s.reg = clamp_register(acc, s.reg);
+    }
+    return s;
+}
+
+int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
+{
+    ctx->mac = mac;
+    ctx->ta = ctx->tb = NULL;
+    int status = check_mac(mac);
+    if (status) return status;
+    ctx->ta = operand_table(&mac->a);
+    ctx->tb = operand_table(&mac->b);
+    return ACS_OK;
+}
+
+void acs_mac_close(acs_mac_ctx *ctx)
+{
+    free(ctx->ta);
+    free(ctx->tb);
+    ctx->ta = ctx->tb = NULL;
+}
+
+/* Products a[ia + j] * b[ib + j], j = 0..len-1, into the accumulator in order (blocks of
+ * `terms` for a BlockFMA, padded with +0).  Stochastic rounding at step s of this call draws
+ * acs_rand32(seed, element, step0 + s). */
+int acs_chain(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, int64_t ib,
+              int64_t len, acs_acc_state *s, uint64_t seed, uint64_t element, uint64_t step0,
+              int64_t *zero_macs)
+{
+    const acs_mac *mac = ctx->mac;
+    const acs_acc *acc = &mac->acc;
+    int n = acc->kind == ACS_ACC_BLOCK ? acc->terms : 1;
+    int64_t zeros = 0;
+    term block[64];
+    for (int64_t j0 = 0, step = 0; j0 < len; j0 += n, step++) {
+        uint32_t rand = acc->rounding == ACS_SR ? acs_rand32(seed, element, step0 + (uint64_t)step) : 0;
+        for (int t = 0; t < n; t++) {
+            acs_operand x = { 0, 0, 0, ACS_ZERO, 0 }, y = x; /* padding: +0 * +0 */
+            if (j0 + t < len) {
+                x = operand(&mac->a, ctx->ta, a, ia + j0 + t);
+                y = operand(&mac->b, ctx->tb, b, ib + j0 + t);
+                zeros += x.cls == ACS_ZERO || y.cls == ACS_ZERO;
+            }
+            block[t] = product(&x, &y);
+        }
+        acs_i128 pk;
+        switch (acc->kind) {
+        case ACS_ACC_BLOCK: s->v = block_step(acc, s->v, block, n, rand); break;
+        case ACS_ACC_FLOAT: s->v = float_step(acc, s->v, block[0], rand); break;
+        case ACS_ACC_INT:
+            pk = block[0].cls == ACS_FINITE ? (block[0].neg ? -(acs_i128)block[0].sig : (acs_i128)block[0].sig) : 0;
+            s->reg = clamp_register(acc, s->reg + pk);
+            break;
+        default: {
+            int status = fixed_product(acc, block[0], rand, &pk);
+            if (status) return status;
+            s->reg = clamp_register(acc, s->reg + pk);
+        }
+        }
+    }
+    if (zero_macs) *zero_macs += zeros;
+    return ACS_OK;
+}
+
+/* An accumulator's value as an exact term. */
+static term state_term(const acs_acc *acc, const acs_acc_state *s)
+{
+    term t = { s->v.cls, s->v.neg, s->v.q, 0, s->v.kept };
+    if (acc->kind == ACS_ACC_INT || acc->kind == ACS_ACC_FIXED) {
+        t.cls = s->reg ? ACS_FINITE : ACS_ZERO;
+        t.neg = s->reg < 0;
+        t.sig = s->reg < 0 ? (acs_u128)(-s->reg) : (acs_u128)s->reg;
+        t.exp = -(int64_t)acc->grid.frac_bits;
+    }
+    return t;
+}
+
+/* into <- into + partial (a tile's sum joining the accumulator buffer), with into's rules:
+ * a float buffer rounds the exact sum once; a register adds exactly (a fixed one after
+ * rounding the partial onto its grid) and then wraps or saturates. */
+int acs_acc_add(const acs_acc *into, acs_acc_state *s, const acs_acc *from, const acs_acc_state *partial,
+                uint32_t rand)
+{
+    term p = state_term(from, partial);
+    acs_i128 pk;
+    switch (into->kind) {
+    case ACS_ACC_FLOAT:
+    case ACS_ACC_BLOCK:
+        s->v = float_step(into, s->v, p, rand);
+        return ACS_OK;
+    case ACS_ACC_INT:
+        if (p.cls == ACS_NAN) return ACS_ERR_NAN;
+        if (p.cls == ACS_INF) return ACS_ERR_RANGE;
+        pk = p.cls != ACS_FINITE ? 0 : p.exp >= 0 ? (acs_i128)(p.sig << p.exp) : (acs_i128)(p.sig >> -p.exp);
+        s->reg = clamp_register(into, s->reg + (p.neg ? -pk : pk));
+        return ACS_OK;
+    default: {
+        int status = fixed_product(into, p, rand, &pk);
+        if (status) return status;
+        s->reg = clamp_register(into, s->reg + pk);
+        return ACS_OK;
+    }
+    }
+}
+
+void acs_acc_read(const acs_acc *acc, const acs_acc_state *s, double *out, int64_t *out_int)
+{
+    if (acc->kind == ACS_ACC_INT) {
+        *out_int = (int64_t)s->reg;
+    } else if (acc->kind == ACS_ACC_FIXED) {
+        /* read out once, correctly rounded to float64 (exact when it fits 53 bits) */
+        acs_grid f64 = { ACS_GRID_FLOAT, 52, -1022, 1023, (1ULL << 53) - 1, 1, 0, 0, 0 };
+        acs_real x = { s->reg < 0, 0, -(int64_t)acc->grid.frac_bits,
+                       s->reg < 0 ? (acs_u128)(-s->reg) : (acs_u128)s->reg };
+        acs_rounded v = acs_round(&f64, x, ACS_RNE, ACS_OVF_INF, 0);
+        *out = acs_rounded_to_double(&v);
+    } else {
+        *out = acs_rounded_to_double(&s->v);
+    }
 }
 
 int acs_accumulate(const acs_mac *mac, const void *a, const void *b, int64_t rows, int64_t k,
                    const double *init, double *out, int64_t *out_int, uint64_t seed, int64_t element0)
 {
-    int status = check_acc(mac);
-    if (status) return status;
-    const acs_acc *acc = &mac->acc;
-    acs_operand *ta = operand_table(&mac->a), *tb = operand_table(&mac->b);
-    int n = acc->kind == ACS_ACC_BLOCK ? acc->terms : 1;
-    term block[64];
+    acs_mac_ctx ctx;
+    int status = acs_mac_open(&ctx, mac);
     for (int64_t r = 0; r < rows && status == ACS_OK; r++) {
-        const int64_t row = r * k;
-        uint64_t element = (uint64_t)(element0 + r);
-        if (acc->kind == ACS_ACC_FLOAT || acc->kind == ACS_ACC_BLOCK) {
-            acs_rounded c = round_init(acc, init[r]);
-            for (int64_t j0 = 0, step = 0; j0 < k; j0 += n, step++) {
-                uint32_t rand = acc->rounding == ACS_SR ? acs_rand32(seed, element, (uint64_t)step) : 0;
-                for (int t = 0; t < n; t++) {
-                    acs_operand x = { 0, 0, 0, ACS_ZERO, 0 }, y = x; /* K padded with +0 */
-                    if (j0 + t < k) {
-                        x = operand(&mac->a, ta, a, row + j0 + t);
-                        y = operand(&mac->b, tb, b, row + j0 + t);
-                    }
-                    block[t] = product(&x, &y);
-                }
-                c = acc->kind == ACS_ACC_BLOCK ? block_step(acc, c, block, n, rand)
-                                               : float_step(acc, c, block[0], rand);
-            }
-            out[r] = acs_rounded_to_double(&c);
-        } else {
-            acs_rounded ri = round_init(acc, init[r]);
-            acs_i128 reg = ri.cls != ACS_FINITE ? 0 : ri.neg ? -(acs_i128)ri.kept : (acs_i128)ri.kept;
-            reg = clamp_register(acc, reg);
-            for (int64_t j = 0; j < k; j++) {
-                acs_operand x = operand(&mac->a, ta, a, row + j), y = operand(&mac->b, tb, b, row + j);
-                term p = product(&x, &y);
-                acs_i128 pk;
-                if (acc->kind == ACS_ACC_INT) {
-                    pk = p.cls == ACS_FINITE ? (p.neg ? -(acs_i128)p.sig : (acs_i128)p.sig) : 0;
-                } else {
-                    uint32_t rand = acc->rounding == ACS_SR ? acs_rand32(seed, element, (uint64_t)j) : 0;
-                    status = fixed_product(acc, p, rand, &pk);
-                    if (status) break;
-                }
-                reg = clamp_register(acc, reg + pk);
-            }
-            if (acc->kind == ACS_ACC_INT) {
-                out_int[r] = (int64_t)reg;
-            } else {
-                /* read out once, correctly rounded to float64 (exact when it fits 53 bits) */
-                acs_grid f64 = { ACS_GRID_FLOAT, 52, -1022, 1023, (1ULL << 53) - 1, 1, 0, 0, 0 };
-                acs_real x = { reg < 0, 0, -(int64_t)acc->grid.frac_bits, reg < 0 ? (acs_u128)(-reg) : (acs_u128)reg };
-                acs_rounded v = acs_round(&f64, x, ACS_RNE, ACS_OVF_INF, 0);
-                out[r] = acs_rounded_to_double(&v);
-            }
-        }
+        acs_acc_state s = acs_acc_start(&mac->acc, init[r]);
+        status = acs_chain(&ctx, a, r * k, b, r * k, k, &s, seed, (uint64_t)(element0 + r), 0, NULL);
+        acs_acc_read(&mac->acc, &s, out ? out + r : NULL, out_int ? out_int + r : NULL);
     }
-    free(ta);
-    free(tb);
+    acs_mac_close(&ctx);
     return status;
 }

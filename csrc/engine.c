@@ -3,3 +3,4 @@
 #include "round.c"
 #include "formats.c"
 #include "accumulate.c"
+#include "array.c"

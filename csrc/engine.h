@@ -111,6 +111,32 @@ typedef struct {
 int acs_accumulate(const acs_mac *mac, const void *a, const void *b, int64_t rows, int64_t k,
                    const double *init, double *out, int64_t *out_int, uint64_t seed, int64_t element0);
 
+/* A GEMM out[i,j] = sum_k a[i,k] b[k,j] on a rows x cols systolic array, in its dataflow's order:
+ * OS: one chain over all of K per output.  WS, IS: K cut into tiles of rows*terms; each tile's
+ * chain starts from zero, and the tile sums join `buffer` (the accumulator buffer) in order.
+ * a is m x k, bt is b transposed (n x k), both codes.  Stochastic rounding: chain steps draw
+ * acs_rand32(seed, i*n + j, step) with step counted over the whole K (in blocks), buffer adds
+ * step ceil(k/terms) + tile.  out (float64) or out_int (IntAcc output) is m x n. */
+enum acs_dataflow { ACS_OS = 0, ACS_WS = 1, ACS_IS = 2 };
+
+typedef struct {
+    int64_t macs;        /* products that are not padding: m*n*k */
+    int64_t zero_macs;   /* of which with a zero operand (a gated multiplier) */
+    int64_t toggles_a;   /* bit flips on the PEs' A-operand registers, in dataflow order */
+    int64_t toggles_b;   /* likewise for B */
+} acs_gemm_counts;
+
+int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t cols,
+             const void *a, const void *bt, int64_t m, int64_t n, int64_t k,
+             double *out, int64_t *out_int, uint64_t seed, acs_gemm_counts *counts);
+
+/* The epilogue y = fp32(fp32(acc * fp32(sa * sb)) + bias), each step one nearest-even
+ * rounding of the exact value.  acc (float64) or acc_int is m x n; sa has m entries (or 1
+ * when sa_stride is 0), sb and bias n (or 1); bias may be NULL. */
+int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
+                 const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
+                 const float *bias, float *out);
+
 /* The counter-based generator behind stochastic rounding (see docs/numerics.md). */
 uint32_t acs_rand32(uint64_t seed, uint64_t index, uint64_t step);
 /* cdef-end */

@@ -48,10 +48,33 @@ typedef struct {
 acs_operand acs_decode_operand(const acs_format *f, uint64_t code);
 uint64_t acs_load_code(const void *codes, int64_t i, int bits);
 
+acs_real acs_add_exact(int xneg, acs_u128 xs, int64_t xe, int yneg, acs_u128 ys, int64_t ye);
 acs_rounded acs_round(const acs_grid *g, acs_real x, int rounding, int overflow, uint32_t rand);
 acs_rounded acs_round_infinity(const acs_grid *g, int neg, int overflow);
 double acs_rounded_to_double(const acs_rounded *r);
 acs_real acs_real_from_bits(uint64_t u, int in_bits, int *cls);
 uint64_t acs_pow2_pattern(int in_bits, int64_t e);
+
+/* Chains of accumulation steps (accumulate.c), shared by accumulate and the array. */
+typedef struct {
+    acs_rounded v;   /* float and block accumulators */
+    acs_i128 reg;    /* integer and fixed registers */
+} acs_acc_state;
+
+typedef struct {
+    const acs_mac *mac;
+    acs_operand *ta, *tb;  /* decoded operand codes, for formats of at most 16 bits */
+} acs_mac_ctx;
+
+int acs_check_acc(const acs_acc *acc);
+int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac);
+void acs_mac_close(acs_mac_ctx *ctx);
+acs_acc_state acs_acc_start(const acs_acc *acc, double init);
+int acs_chain(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, int64_t ib,
+              int64_t len, acs_acc_state *s, uint64_t seed, uint64_t element, uint64_t step0,
+              int64_t *zero_macs);
+int acs_acc_add(const acs_acc *into, acs_acc_state *s, const acs_acc *from, const acs_acc_state *partial,
+                uint32_t rand);
+void acs_acc_read(const acs_acc *acc, const acs_acc_state *s, double *out, int64_t *out_int);
 
 #endif

@@ -1,0 +1,478 @@
+"""The systolic array: maps GEMMs (and conv2d / linear / batched matmul) onto an R x C array
+of MACs, runs them bit-exactly in dataflow order in the C engine (csrc/array.c), and counts
+cycles, actions and memory traffic.
+
+Cycles with ideal memory follow SCALE-Sim's per-fold model (DESIGN.md "Cycles"): for
+dataflow os/ws/is the array folds Sr x Sc over R x C and streams T, per fold T + R + C - 2
+(os) or 2R + C + T - 2 (ws, is) cycles.  Finite SRAM and DRAM bandwidth add stall cycles
+(docs/array.md)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from accel_sim import formats, layers
+from accel_sim._native import check_seed, ffi, lib, pointer
+from accel_sim.mac import MAC, BlockFMA, FixedAcc, FloatAcc, IntAcc, get_acc
+from accel_sim.quant import QTensor, quantize
+
+__all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]
+
+DATAFLOWS = {"os": lib.ACS_OS, "ws": lib.ACS_WS, "is": lib.ACS_IS}
+_SCALES = ("tensor", "channel")
+
+
+def gemm_cycles(dataflow, rows, cols, m, n, k, terms=1):
+    """(folds, cycles) of one GEMM with ideal memory, per DESIGN.md's table."""
+    kp = -(-k // terms)
+    sr, sc, t = {"os": (m, n, kp), "ws": (kp, n, m), "is": (kp, m, n)}[dataflow]
+    folds = -(-sr // rows) * -(-sc // cols)
+    per_fold = t + rows + cols - 2 if dataflow == "os" else 2 * rows + cols + t - 2
+    return folds, folds * per_fold
+
+
+@dataclass
+class Plan:
+    """Cycles, action counts and memory traffic of one or more GEMMs (no numerics)."""
+
+    cycles: int
+    folds: int
+    stall_cycles: int
+    macs: int
+    utilization: float
+    time_us: float
+    counts: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"cycles": self.cycles, "folds": self.folds, "stall_cycles": self.stall_cycles,
+                "macs": self.macs, "utilization": self.utilization, "time_us": self.time_us,
+                "counts": dict(self.counts)}
+
+
+@dataclass
+class Result(Plan):
+    """A simulated layer: the outputs the hardware produces, and what it cost."""
+
+    output: np.ndarray = None   # after the fp32 epilogue (and out_format), float64
+    acc: np.ndarray = None      # raw accumulator values (int64 for integer accumulators)
+    metrics: dict = field(default_factory=dict)
+
+    def to_dict(self, arrays: bool = False) -> dict:
+        d = super().to_dict()
+        d["metrics"] = dict(self.metrics)
+        d["output_shape"] = list(self.output.shape)
+        if arrays:
+            d["output"] = self.output.tolist()
+            d["acc"] = self.acc.tolist()
+        return d
+
+
+def _sum_plans(plans, rows, cols, terms, clock_ghz, cls=Plan, **extra):
+    cycles = sum(p.cycles for p in plans)
+    counts = {}
+    for p in plans:
+        for key, v in p.counts.items():
+            counts[key] = counts.get(key, 0) + v
+    macs = sum(p.macs for p in plans)
+    return cls(cycles=cycles, folds=sum(p.folds for p in plans), stall_cycles=sum(p.stall_cycles for p in plans),
+               macs=macs, utilization=macs / (rows * cols * terms * cycles) if cycles else 0.0,
+               time_us=cycles / (clock_ghz * 1e3), counts=counts, **extra)
+
+
+def _bits_of(acc):
+    if isinstance(acc, BlockFMA):
+        acc = acc.acc
+    if isinstance(acc, FloatAcc):
+        return 1 + acc.exp_bits + acc.man_bits
+    if isinstance(acc, IntAcc):
+        return acc.bits
+    return acc.int_bits + acc.frac_bits
+
+
+def _error_metrics(out, ref):
+    err = out - ref
+    ref_sq, err_sq = float(np.sum(ref * ref)), float(np.sum(err * err))
+    norms = math.sqrt(float(np.sum(out * out))) * math.sqrt(ref_sq)
+    return {
+        "rel_fro": math.sqrt(err_sq / ref_sq) if ref_sq else (0.0 if err_sq == 0 else math.inf),
+        "sqnr_db": 10 * math.log10(ref_sq / err_sq) if err_sq else math.inf,
+        "max_abs": float(np.max(np.abs(err))) if err.size else 0.0,
+        "cosine": float(np.sum(out * ref)) / norms if norms else (1.0 if err_sq == 0 else 0.0),
+    }
+
+
+class Array:
+    """An R x C systolic array of one kind of MAC.
+
+    dataflow: "os" (output-stationary), "ws" (weight-stationary), "is" (input-stationary).
+    mac: the PE's MAC (default int8 x int8 -> int32).  buffer_acc: the accumulator buffer that
+    sums ws/is tiles (default: the PE accumulator).  sram_kb: total on-chip SRAM split evenly
+    among A, B and outputs, or a triple (a_kb, b_kb, out_kb); with dram_bytes_per_cycle it adds
+    stall cycles (docs/array.md).  quant: how float inputs are quantized: dict with "a", "b"
+    ("tensor" or "channel": per row of A, per column of B), "calibration", "rounding".
+    seed: stochastic rounding's seed.  energy: an energy table (used by the energy model)."""
+
+    def __init__(self, rows, cols, dataflow="ws", mac=None, *, buffer_acc=None, clock_ghz=1.0,
+                 sram_kb=None, dram_bytes_per_cycle=None, quant=None, energy=None, seed=0):
+        for argname, v in (("rows", rows), ("cols", cols)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{argname} must be an integer, got {type(v).__name__}")
+            if not 1 <= v <= 4096:
+                raise ValueError(f"{argname} must be in [1, 4096], got {v}")
+        if dataflow not in DATAFLOWS:
+            raise ValueError(f"dataflow must be one of {sorted(DATAFLOWS)}, got {dataflow!r}")
+        self.rows, self.cols, self.dataflow = int(rows), int(cols), dataflow
+        self.mac = MAC("int8", "int8", "int32") if mac is None else mac
+        if not isinstance(self.mac, MAC):
+            raise TypeError(f"mac must be a MAC, got {type(self.mac).__name__}")
+        if self.mac.a.bits > 16 or self.mac.b.bits > 16:
+            raise ValueError(f"the array's operand formats must be at most 16 bits, got {self.mac.name}")
+        self.buffer_acc = self.mac.acc if buffer_acc is None else get_acc(buffer_acc)
+        if isinstance(self.buffer_acc, IntAcc) and not isinstance(self.mac.acc, IntAcc):
+            raise ValueError(f"buffer_acc {self.buffer_acc.name} is an integer register but the PEs "
+                             f"accumulate {self.mac.acc.name}")
+        if self.rows * self.cols * self.mac.terms > 1 << 22:
+            raise ValueError(f"rows * cols * terms must be at most 2**22, got {self.rows * self.cols * self.mac.terms}")
+        if not isinstance(clock_ghz, (int, float)) or not 0 < clock_ghz < 1e3:
+            raise ValueError(f"clock_ghz must be a positive number, got {clock_ghz!r}")
+        self.clock_ghz = float(clock_ghz)
+        self.sram_kb = self._check_sram(sram_kb)
+        if dram_bytes_per_cycle is not None and (not isinstance(dram_bytes_per_cycle, (int, float))
+                                                 or not dram_bytes_per_cycle > 0):
+            raise ValueError(f"dram_bytes_per_cycle must be a positive number or None, got {dram_bytes_per_cycle!r}")
+        self.dram_bytes_per_cycle = dram_bytes_per_cycle
+        self.quant = self._check_quant(quant)
+        self.seed = check_seed(seed)
+        self.energy = energy
+        self._buffer_c = ffi.new("acs_acc *")
+        self.buffer_acc._fill(self._buffer_c)
+
+    # -- configuration checks ---------------------------------------------------------------
+    @staticmethod
+    def _check_sram(sram_kb):
+        if sram_kb is None:
+            return None
+        parts = (sram_kb / 3,) * 3 if isinstance(sram_kb, (int, float)) and not isinstance(sram_kb, bool) else sram_kb
+        try:
+            parts = tuple(float(p) for p in parts)
+        except (TypeError, ValueError):
+            raise TypeError(f"sram_kb must be a number or a triple (a_kb, b_kb, out_kb), got {sram_kb!r}") from None
+        if len(parts) != 3 or not all(p > 0 and math.isfinite(p) for p in parts):
+            raise ValueError(f"sram_kb must be a positive number or three positive numbers, got {sram_kb!r}")
+        return parts
+
+    @staticmethod
+    def _check_quant(quant):
+        spec = {"a": "tensor", "b": "tensor", "calibration": "absmax", "rounding": "rne"}
+        if quant is None:
+            return spec
+        if not isinstance(quant, dict):
+            raise TypeError(f"quant must be a dict with keys a, b, calibration, rounding; got {type(quant).__name__}")
+        unknown = set(quant) - set(spec)
+        if unknown:
+            raise ValueError(f"quant has unknown keys {sorted(unknown)}; expected a, b, calibration, rounding")
+        spec.update(quant)
+        for key in ("a", "b"):
+            if spec[key] not in _SCALES:
+                raise ValueError(f"quant[{key!r}] must be one of {_SCALES}, got {spec[key]!r}")
+        return spec
+
+    @property
+    def terms(self):
+        return self.mac.terms
+
+    def __repr__(self):
+        return f"Array({self.rows}x{self.cols}, {self.dataflow}, {self.mac.name})"
+
+    # -- cost model -----------------------------------------------------------------------------
+    def plan_gemm(self, M, N, K) -> Plan:
+        """Cycles, action counts and memory traffic of an M x K by K x N GEMM, without numerics."""
+        for argname, v in (("M", M), ("N", N), ("K", K)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{argname} must be an integer, got {type(v).__name__}")
+            if v < 0:
+                raise ValueError(f"{argname} must be non-negative, got {v}")
+        return self._plan(int(M), int(N), int(K))
+
+    def _plan(self, m, n, k, out_bits=32) -> Plan:
+        R, C, nt, df = self.rows, self.cols, self.terms, self.dataflow
+        folds, ideal = gemm_cycles(df, R, C, m, n, k, nt)
+        kp = -(-k // nt)
+        a_bytes, b_bytes = self.mac.a.bits / 8, self.mac.b.bits / 8
+        acc_bytes = _bits_of(self.mac.acc if df == "os" else self.buffer_acc) / 8
+        sr, sc, t = {"os": (m, n, kp), "ws": (kp, n, m), "is": (kp, m, n)}[df]
+        n_r, n_c = -(-sr // R), -(-sc // C)
+        r_act = np.minimum(R, sr - R * np.arange(n_r))          # per row fold
+        c_act = np.minimum(C, sc - C * np.arange(n_c))          # per column fold
+        per_fold = t + R + C - 2 if df == "os" else 2 * R + C + t - 2
+        if df == "os":
+            k_f = np.full(n_r, k)
+            a_read = np.outer(r_act * k, np.ones(n_c))          # A rows of this fold
+            b_read = np.outer(np.ones(n_r), c_act * k)
+            out_w = np.outer(r_act, c_act) * 1.0
+            out_r = np.zeros((n_r, n_c))
+            a_key, b_key = ("row", "col")                        # which fold index a slice follows
+        else:
+            k_f = np.minimum(k, (np.arange(n_r) + 1) * R * nt) - np.arange(n_r) * R * nt
+            stream = m if df == "ws" else n
+            stat = np.outer(k_f, c_act) * 1.0                    # stationary operand of the fold
+            flow = np.outer(k_f * stream, np.ones(n_c))          # streaming operand
+            a_read, b_read = (flow, stat) if df == "ws" else (stat, flow)
+            out_w = np.outer(np.ones(n_r), c_act * stream) * 1.0
+            out_r = out_w * (np.arange(n_r) > 0)[:, None]
+            a_key, b_key = ("row", "fold") if df == "ws" else ("fold", "row")
+        counts = {
+            "macs": m * n * k,
+            "pe_adds": m * n * kp,
+            "buffer_adds": 0 if df == "os" else m * n * len(k_f),
+            "sram_read_bytes_a": math.ceil(float(a_read.sum()) * a_bytes),
+            "sram_read_bytes_b": math.ceil(float(b_read.sum()) * b_bytes),
+            "sram_write_bytes_out": math.ceil(float(out_w.sum()) * acc_bytes),
+            "sram_read_bytes_out": math.ceil(float(out_r.sum()) * acc_bytes),
+            "pe_cycles": R * C * (folds * per_fold),
+        }
+        dram, stall = self._dram(m, n, k, a_read * a_bytes, b_read * b_bytes, a_key, b_key,
+                                 out_w * acc_bytes, out_bits, per_fold, df)
+        counts["dram_bytes"] = dram
+        counts["stall_cycles"] = stall
+        cycles = ideal + stall
+        counts["cycles"] = cycles
+        macs = m * n * k
+        return Plan(cycles=cycles, folds=folds, stall_cycles=stall, macs=macs,
+                    utilization=macs / (R * C * nt * cycles) if cycles else 0.0,
+                    time_us=cycles / (self.clock_ghz * 1e3), counts=counts)
+
+    def _dram(self, m, n, k, a_fold, b_fold, a_key, b_key, out_fold, out_bits, per_fold, df):
+        """DRAM bytes and stall cycles: an operand that fits its SRAM share is fetched once, at
+        its first use; one that does not is fetched by every fold that uses it.  A fold's fetch
+        must arrive while the previous fold computes (double buffering); outputs drain the same
+        way, the last fold's after it."""
+        out_bytes = m * n * out_bits / 8
+        total_a, total_b = m * k * self.mac.a.bits / 8, k * n * self.mac.b.bits / 8
+        if self.sram_kb is None or self.dram_bytes_per_cycle is None:
+            return math.ceil(total_a + total_b + out_bytes), 0
+        fetch = np.zeros_like(a_fold)
+        for fold_bytes, total, kb, key in ((a_fold, total_a, self.sram_kb[0], a_key),
+                                           (b_fold, total_b, self.sram_kb[1], b_key)):
+            if total > kb * 1024 or key == "fold":
+                fetch += fold_bytes                        # every fold brings its own slice
+            elif key == "row":
+                fetch[:, 0] += fold_bytes[:, 0]            # a slice per row fold, first used at column 0
+            else:
+                fetch[0, :] += fold_bytes[0, :]            # a slice per column fold, first used at row 0
+        spill = 0.0
+        if df != "os" and float(out_fold.max(initial=0)) > self.sram_kb[2] * 1024:
+            spill = 2 * float(out_fold[1:].sum())          # partial sums out to DRAM and back
+        bw = float(self.dram_bytes_per_cycle)
+        need = np.ceil(fetch.reshape(-1) / bw)
+        stall = need[0] + np.maximum(0, need[1:] - per_fold).sum() if need.size else 0
+        stall += math.ceil(spill / bw) + math.ceil(out_bytes / max(1, need.size) / bw)
+        return math.ceil(float(fetch.sum()) + spill + out_bytes), int(stall)
+
+    # -- numerics -------------------------------------------------------------------------------
+    def _operand(self, x, fmt, scale, axis, argname, ndim):
+        """codes and float32 scales (per axis, or one) of an operand; float inputs quantized."""
+        if isinstance(x, QTensor):
+            if x.format != fmt:
+                raise ValueError(f"{argname} is a QTensor of {x.format.name}, but the MAC takes {fmt.name}")
+            if x.ndim != ndim:
+                raise ValueError(f"{argname} must have {ndim} dimensions, got shape {x.shape}")
+            if x.axis not in (None, axis):
+                raise ValueError(f"{argname}'s scales must be per tensor or along axis {axis}, got axis {x.axis}")
+            return x
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"{argname} must be a float array or a QTensor, got dtype {arr.dtype}")
+        if arr.ndim != ndim:
+            raise ValueError(f"{argname} must have {ndim} dimensions, got shape {arr.shape}")
+        return quantize(arr, fmt, scale=scale, axis=axis if scale == "channel" else None,
+                        calibration=self.quant["calibration"], rounding=self.quant["rounding"])
+
+    @staticmethod
+    def _scales(q, axis, length):
+        s = np.ascontiguousarray(q.scale, dtype=np.float32).reshape(-1)
+        return s, (1 if q.axis == axis and length else 0)
+
+    def _gemm_codes(self, a_codes, bt_codes, sa, sb, bias, out_format):
+        """Run one GEMM of codes (a: M x K, bt: N x K); returns acc, epilogue output, counts."""
+        m, k = a_codes.shape
+        n = bt_codes.shape[0]
+        a = np.ascontiguousarray(a_codes, dtype=self.mac.a.code_dtype)
+        bt = np.ascontiguousarray(bt_codes, dtype=self.mac.b.code_dtype)
+        out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
+        int_out = isinstance(out_acc, IntAcc)
+        acc = np.empty((m, n), dtype=np.int64 if int_out else np.float64)
+        counts = ffi.new("acs_gemm_counts *")
+        status = lib.acs_gemm(self.mac._c, self._buffer_c, DATAFLOWS[self.dataflow], self.rows, self.cols,
+                              pointer(a, "void *"), pointer(bt, "void *"), m, n, k,
+                              ffi.NULL if int_out else pointer(acc, "double *"),
+                              pointer(acc, "int64_t *") if int_out else ffi.NULL, self.seed, counts)
+        if status == lib.ACS_ERR_NAN:
+            raise ValueError(f"the operands hold NaN, which {out_acc.name} cannot accumulate")
+        if status == lib.ACS_ERR_RANGE:
+            raise ValueError(f"the operands hold infinities, which {out_acc.name} cannot accumulate")
+        if status != lib.ACS_OK:
+            raise ValueError(f"the engine rejected {self!r} (status {status})")
+        (sa, sa_stride), (sb, sb_stride) = sa, sb
+        y = np.empty((m, n), dtype=np.float32)
+        lib.acs_epilogue(ffi.NULL if int_out else pointer(acc, "double *"),
+                         pointer(acc, "int64_t *") if int_out else ffi.NULL, m, n,
+                         pointer(sa, "float *"), sa_stride, pointer(sb, "float *"), sb_stride,
+                         ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "float *"))
+        if out_format is not None:
+            fmt = formats.get(out_format)
+            output = fmt.decode(fmt.encode(y, saturate=False))
+        else:
+            output = y.astype(np.float64)
+        data = {"zero_macs": counts.zero_macs, "toggles_a": counts.toggles_a, "toggles_b": counts.toggles_b}
+        plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
+        plan.counts.update(data)
+        return acc, output, plan
+
+    def _bias(self, bias, n):
+        if bias is None:
+            return None
+        b = np.asarray(bias)
+        if b.dtype.kind not in "fiu" or b.shape != (n,):
+            raise ValueError(f"bias must be a float array of shape ({n},), got {b.dtype} {b.shape}")
+        return np.ascontiguousarray(b, dtype=np.float32)
+
+    def gemm(self, A, B, bias=None, out_format=None) -> Result:
+        """A (M, K) @ B (K, N) on the array: floats are quantized with the array's quant spec,
+        QTensors used as they are.  Output: fp32(fp32(acc * fp32(scale_a * scale_b)) + bias),
+        then rounded to out_format if given."""
+        qa = self._operand(A, self.mac.a, self.quant["a"], 0, "A", 2)
+        qb = self._operand(B, self.mac.b, self.quant["b"], 1, "B", 2)
+        if qa.shape[1] != qb.shape[0]:
+            raise ValueError(f"A {qa.shape} and B {qb.shape} do not multiply: K differs")
+        m, n = qa.shape[0], qb.shape[1]
+        bias32 = self._bias(bias, n)
+        acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, self._scales(qa, 0, m), self._scales(qb, 1, n),
+                                             bias32, out_format)
+        ref_q = qa.dequantize() @ qb.dequantize()
+        ref = (np.asarray(A, np.float64) if not isinstance(A, QTensor) else qa.dequantize()) @ \
+              (np.asarray(B, np.float64) if not isinstance(B, QTensor) else qb.dequantize())
+        if bias32 is not None:
+            ref_q, ref = ref_q + bias32, ref + np.asarray(bias, np.float64)
+        metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": _error_metrics(output, ref_q)}
+        return Result(**vars(plan), output=output, acc=acc, metrics=metrics)
+
+    def linear(self, x, w, bias=None, out_format=None) -> Result:
+        """y = x @ w.T + bias with PyTorch's layout: x (..., in), w (out, in)."""
+        x_arr = x.dequantize() if isinstance(x, QTensor) else np.asarray(x)
+        if x_arr.ndim < 1:
+            raise ValueError("x must have at least one dimension (its last is in_features)")
+        lead = x_arr.shape[:-1]
+        if isinstance(x, QTensor):
+            if x.axis is not None:
+                raise ValueError("a QTensor x for linear must have one scale (axis None)")
+            x2 = QTensor(x.codes.reshape(-1, x.shape[-1]), x.format, x.scale)
+        else:
+            x2 = x_arr.reshape(-1, x_arr.shape[-1])
+        if isinstance(w, QTensor):
+            w_t = QTensor(w.codes.T, w.format, w.scale, None if w.axis is None else 1 - w.axis)
+        else:
+            w_arr = np.asarray(w)
+            if w_arr.ndim != 2:
+                raise ValueError(f"w must be (out_features, in_features), got shape {w_arr.shape}")
+            w_t = w_arr.T
+        res = self.gemm(x2, w_t, bias=bias, out_format=out_format)
+        res.output = res.output.reshape(*lead, -1)
+        res.acc = res.acc.reshape(*lead, -1)
+        return res
+
+    def matmul(self, a, b, out_format=None) -> Result:
+        """Batched a (..., M, K) @ b (..., K, N), batch axes broadcast (attention's QK^T and PV).
+        Each operand is quantized per tensor; every batch entry is one GEMM on the array."""
+        qa = a if isinstance(a, QTensor) else self._operand(np.asarray(a), self.mac.a, "tensor", 0, "a", np.ndim(a))
+        qb = b if isinstance(b, QTensor) else self._operand(np.asarray(b), self.mac.b, "tensor", 1, "b", np.ndim(b))
+        for argname, q in (("a", qa), ("b", qb)):
+            if q.ndim < 2:
+                raise ValueError(f"{argname} must have at least 2 dimensions, got shape {q.shape}")
+            if q.axis is not None:
+                raise ValueError(f"{argname} must be quantized per tensor for matmul")
+        if qa.shape[-1] != qb.shape[-2]:
+            raise ValueError(f"a {qa.shape} and b {qb.shape} do not multiply: K differs")
+        try:
+            batch = np.broadcast_shapes(qa.shape[:-2], qb.shape[:-2])
+        except ValueError:
+            raise ValueError(f"batch shapes of a {qa.shape} and b {qb.shape} do not broadcast") from None
+        ac = np.broadcast_to(qa.codes, batch + qa.shape[-2:]).reshape(-1, *qa.shape[-2:])
+        bc = np.broadcast_to(qb.codes, batch + qb.shape[-2:]).reshape(-1, *qb.shape[-2:])
+        scales = (self._scales(qa, 0, 0), self._scales(qb, 1, 0))
+        outs, accs, plans = [], [], []
+        for i in range(ac.shape[0]):
+            acc, output, plan = self._gemm_codes(ac[i], bc[i].T, *scales, None, out_format)
+            outs.append(output), accs.append(acc), plans.append(plan)
+        m, n = qa.shape[-2], qb.shape[-1]
+        output = np.stack(outs).reshape(*batch, m, n) if outs else np.zeros((*batch, m, n))
+        acc = np.stack(accs).reshape(*batch, m, n) if accs else np.zeros((*batch, m, n))
+        ref_q = qa.dequantize() @ qb.dequantize()
+        ref = (qa.dequantize() if isinstance(a, QTensor) else np.asarray(a, np.float64)) @ \
+              (qb.dequantize() if isinstance(b, QTensor) else np.asarray(b, np.float64))
+        metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": _error_metrics(output, ref_q)}
+        return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
+                          output=output, acc=acc, metrics=metrics)
+
+    def conv2d(self, x, w, stride=1, padding=0, dilation=1, groups=1, bias=None, out_format=None) -> Result:
+        """2-D convolution with PyTorch's layouts (x NCHW, w OIHW) and output sizes, lowered to
+        GEMMs by im2col, one per group.  x is quantized per tensor, w per the quant spec's "b"
+        ("channel": per output channel)."""
+        stride, padding, dilation = (layers.pair(v, name) for v, name in
+                                     ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
+        if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+            raise ValueError(f"stride and dilation must be >= 1 and padding >= 0, got {stride}, {dilation}, {padding}")
+        if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) or groups < 1:
+            raise ValueError(f"groups must be a positive integer, got {groups!r}")
+        qx = self._operand(x, self.mac.a, "tensor", 0, "x", 4)
+        qw = self._operand(w, self.mac.b, self.quant["b"], 0, "w", 4)
+        nb, c, h, wd = qx.shape
+        o, cg, kh, kw = qw.shape
+        if c % groups or o % groups or cg != c // groups:
+            raise ValueError(f"x has {c} channels and w {o}x{cg}: with groups={groups} w must be "
+                             f"({o}, {c // groups if c % groups == 0 else '?'}, kh, kw) and both divisible by groups")
+        oh = layers.conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+        ow = layers.conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
+        if oh < 1 or ow < 1:
+            raise ValueError(f"the kernel ({kh}x{kw}, dilation {dilation}) does not fit the padded input {h}x{wd}")
+        bias32 = self._bias(bias, o)
+        og = o // groups
+        sa = self._scales(qx, 0, 0)
+        sw, sw_stride = self._scales(qw, 0, o)
+        outs, accs, plans = [], [], []
+        for g in range(groups):
+            cols_, _ = layers.im2col(qx.codes[:, g * cg:(g + 1) * cg], (kh, kw), stride, padding, dilation)
+            wt = qw.codes[g * og:(g + 1) * og].reshape(og, -1)
+            sb = (np.ascontiguousarray(sw[g * og:(g + 1) * og]) if sw_stride else sw, sw_stride)
+            bg = None if bias32 is None else np.ascontiguousarray(bias32[g * og:(g + 1) * og])
+            acc, output, plan = self._gemm_codes(cols_, wt, sa, sb, bg, out_format)
+            outs.append(output), accs.append(acc), plans.append(plan)
+
+        def nchw(parts):
+            return np.concatenate(parts, axis=1).reshape(nb, oh, ow, o).transpose(0, 3, 1, 2)
+
+        output, acc = nchw(outs), nchw(accs)
+        ref_q = _conv_reference(qx.dequantize(), qw.dequantize(), stride, padding, dilation, groups)
+        x64 = qx.dequantize() if isinstance(x, QTensor) else np.asarray(x, np.float64)
+        w64 = qw.dequantize() if isinstance(w, QTensor) else np.asarray(w, np.float64)
+        ref = _conv_reference(x64, w64, stride, padding, dilation, groups)
+        if bias32 is not None:
+            ref_q = ref_q + bias32[None, :, None, None]
+            ref = ref + np.asarray(bias, np.float64)[None, :, None, None]
+        metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": _error_metrics(output, ref_q)}
+        return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
+                          output=output, acc=acc, metrics=metrics)
+
+
+def _conv_reference(x, w, stride, padding, dilation, groups):
+    """float64 convolution through the same lowering (for the Result's metrics)."""
+    nb = x.shape[0]
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    parts = []
+    for g in range(groups):
+        cols_, (oh, ow) = layers.im2col(x[:, g * cg:(g + 1) * cg], (kh, kw), stride, padding, dilation)
+        parts.append(cols_ @ w[g * og:(g + 1) * og].reshape(og, -1).T)
+    return np.concatenate(parts, axis=1).reshape(nb, oh, ow, o).transpose(0, 3, 1, 2)
