@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accel_sim import formats, layers
+from accel_sim.energy import ENERGY_PARTS, EnergyTable, evaluate
 from accel_sim._native import check_seed, ffi, lib, pointer
 from accel_sim.mac import MAC, BlockFMA, FixedAcc, FloatAcc, IntAcc, get_acc
 from accel_sim.quant import QTensor, quantize
@@ -33,9 +34,13 @@ def gemm_cycles(dataflow, rows, cols, m, n, k, terms=1):
     return folds, folds * per_fold
 
 
+MEASURED = "measured: zero operands gated, switching from the operands' register toggles"
+ESTIMATED = "data-independent estimate: 50% switching activity, no gating"
+
+
 @dataclass
 class Plan:
-    """Cycles, action counts and memory traffic of one or more GEMMs (no numerics)."""
+    """Cycles, action counts, memory traffic and energy of one or more GEMMs (no numerics)."""
 
     cycles: int
     folds: int
@@ -44,11 +49,29 @@ class Plan:
     utilization: float
     time_us: float
     counts: dict = field(default_factory=dict)
+    energy_pj: float = 0.0
+    energy_breakdown: dict = field(default_factory=dict)
+    energy_basis: str = ESTIMATED
+
+    @property
+    def pj_per_mac(self) -> float:
+        return self.energy_pj / self.macs if self.macs else 0.0
+
+    @property
+    def tops_per_w(self) -> float:
+        """Operations (2 per MAC) per joule / 1e12; power_w over the run's time at the clock."""
+        return 2 * self.macs / self.energy_pj if self.energy_pj else 0.0
+
+    @property
+    def power_w(self) -> float:
+        return self.energy_pj * 1e-12 / (self.time_us * 1e-6) if self.time_us else 0.0
 
     def to_dict(self) -> dict:
         return {"cycles": self.cycles, "folds": self.folds, "stall_cycles": self.stall_cycles,
                 "macs": self.macs, "utilization": self.utilization, "time_us": self.time_us,
-                "counts": dict(self.counts)}
+                "counts": dict(self.counts), "energy_pj": self.energy_pj,
+                "energy_breakdown": dict(self.energy_breakdown), "energy_basis": self.energy_basis,
+                "pj_per_mac": self.pj_per_mac, "tops_per_w": self.tops_per_w, "power_w": self.power_w}
 
 
 @dataclass
@@ -76,9 +99,11 @@ def _sum_plans(plans, rows, cols, terms, clock_ghz, cls=Plan, **extra):
         for key, v in p.counts.items():
             counts[key] = counts.get(key, 0) + v
     macs = sum(p.macs for p in plans)
+    breakdown = {part: sum(p.energy_breakdown.get(part, 0.0) for p in plans) for part in ENERGY_PARTS}
     return cls(cycles=cycles, folds=sum(p.folds for p in plans), stall_cycles=sum(p.stall_cycles for p in plans),
                macs=macs, utilization=macs / (rows * cols * terms * cycles) if cycles else 0.0,
-               time_us=cycles / (clock_ghz * 1e3), counts=counts, **extra)
+               time_us=cycles / (clock_ghz * 1e3), counts=counts, energy_pj=sum(breakdown.values()),
+               energy_breakdown=breakdown, energy_basis=plans[0].energy_basis if plans else ESTIMATED, **extra)
 
 
 def _bits_of(acc):
@@ -92,14 +117,23 @@ def _bits_of(acc):
 
 
 def _error_metrics(out, ref):
-    err = out - ref
-    ref_sq, err_sq = float(np.sum(ref * ref)), float(np.sum(err * err))
-    norms = math.sqrt(float(np.sum(out * out))) * math.sqrt(ref_sq)
+    """Error of out against ref; non-finite outputs (an accumulator that overflowed) are
+    counted in "nonfinite" and make the error infinite."""
+    nonfinite = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+    with np.errstate(all="ignore"):
+        err = out - ref
+        ref_sq, err_sq = float(np.sum(ref * ref)), float(np.sum(err * err))
+        out_sq, dot = float(np.sum(out * out)), float(np.sum(out * ref))
+    if nonfinite:
+        return {"rel_fro": math.inf, "sqnr_db": -math.inf, "max_abs": math.inf, "cosine": math.nan,
+                "nonfinite": nonfinite}
+    norms = math.sqrt(out_sq) * math.sqrt(ref_sq)
     return {
         "rel_fro": math.sqrt(err_sq / ref_sq) if ref_sq else (0.0 if err_sq == 0 else math.inf),
         "sqnr_db": 10 * math.log10(ref_sq / err_sq) if err_sq else math.inf,
         "max_abs": float(np.max(np.abs(err))) if err.size else 0.0,
-        "cosine": float(np.sum(out * ref)) / norms if norms else (1.0 if err_sq == 0 else 0.0),
+        "cosine": dot / norms if norms else (1.0 if err_sq == 0 else 0.0),
+        "nonfinite": 0,
     }
 
 
@@ -112,7 +146,8 @@ class Array:
     among A, B and outputs, or a triple (a_kb, b_kb, out_kb); with dram_bytes_per_cycle it adds
     stall cycles (docs/array.md).  quant: how float inputs are quantized: dict with "a", "b"
     ("tensor" or "channel": per row of A, per column of B), "calibration", "rounding".
-    seed: stochastic rounding's seed.  energy: an energy table (used by the energy model)."""
+    seed: stochastic rounding's seed.  energy: an EnergyTable, or the path of a TOML one
+    (default: EnergyTable.default(45))."""
 
     def __init__(self, rows, cols, dataflow="ws", mac=None, *, buffer_acc=None, clock_ghz=1.0,
                  sram_kb=None, dram_bytes_per_cycle=None, quant=None, energy=None, seed=0):
@@ -145,6 +180,12 @@ class Array:
         self.dram_bytes_per_cycle = dram_bytes_per_cycle
         self.quant = self._check_quant(quant)
         self.seed = check_seed(seed)
+        if energy is None:
+            energy = EnergyTable.default(45)
+        elif isinstance(energy, (str, bytes)) or hasattr(energy, "__fspath__"):
+            energy = EnergyTable.from_toml(energy)
+        elif not isinstance(energy, EnergyTable):
+            raise TypeError(f"energy must be an EnergyTable or a TOML path, got {type(energy).__name__}")
         self.energy = energy
         self._buffer_c = ffi.new("acs_acc *")
         self.buffer_acc._fill(self._buffer_c)
@@ -231,18 +272,36 @@ class Array:
             "sram_read_bytes_b": math.ceil(float(b_read.sum()) * b_bytes),
             "sram_write_bytes_out": math.ceil(float(out_w.sum()) * acc_bytes),
             "sram_read_bytes_out": math.ceil(float(out_r.sum()) * acc_bytes),
-            "pe_cycles": R * C * (folds * per_fold),
         }
+        counts.update(self._register_loads(m, n, kp))
         dram, stall = self._dram(m, n, k, a_read * a_bytes, b_read * b_bytes, a_key, b_key,
                                  out_w * acc_bytes, out_bits, per_fold, df)
         counts["dram_bytes"] = dram
         counts["stall_cycles"] = stall
         cycles = ideal + stall
         counts["cycles"] = cycles
+        counts["pe_cycles"] = R * C * cycles
         macs = m * n * k
-        return Plan(cycles=cycles, folds=folds, stall_cycles=stall, macs=macs,
+        plan = Plan(cycles=cycles, folds=folds, stall_cycles=stall, macs=macs,
                     utilization=macs / (R * C * nt * cycles) if cycles else 0.0,
                     time_us=cycles / (self.clock_ghz * 1e3), counts=counts)
+        return self._with_energy(plan, measured=False)
+
+    def _register_loads(self, m, n, kp):
+        """Codes loaded into the PEs' operand registers (each lane of an n-term PE counts):
+        a streaming operand once per PE per step, a stationary one once per PE per fold."""
+        nt = self.terms
+        streamed = m * n * kp * nt
+        if self.dataflow == "os":
+            return {"reg_loads_a": streamed, "reg_loads_b": streamed}
+        if self.dataflow == "ws":
+            return {"reg_loads_a": streamed, "reg_loads_b": kp * nt * n}
+        return {"reg_loads_a": kp * nt * m, "reg_loads_b": streamed}
+
+    def _with_energy(self, plan, measured):
+        plan.energy_pj, plan.energy_breakdown = evaluate(self.energy, self, plan.counts, measured)
+        plan.energy_basis = MEASURED if measured else ESTIMATED
+        return plan
 
     def _dram(self, m, n, k, a_fold, b_fold, a_key, b_key, out_fold, out_bits, per_fold, df):
         """DRAM bytes and stall cycles: an operand that fits its SRAM share is fetched once, at
@@ -329,7 +388,7 @@ class Array:
         data = {"zero_macs": counts.zero_macs, "toggles_a": counts.toggles_a, "toggles_b": counts.toggles_b}
         plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
         plan.counts.update(data)
-        return acc, output, plan
+        return acc, output, self._with_energy(plan, measured=True)
 
     def _bias(self, bias, n):
         if bias is None:

@@ -54,6 +54,56 @@ def cmd_demo(args):
         print(f"{r['format']:<10}{r['scale']:<9}{r['sqnr_db']:>9.2f}{r['max_abs_error']:>12.4g}")
 
 
+def parse_array_size(text):
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--array must look like 32x32, got {text!r}") from None
+    return rows, cols
+
+
+def make_mac(a, b, acc, rounding):
+    """A MAC from CLI names: acc is an accumulator name (fp32 fp16 bf16 int32 int24 int16) or
+    tensor_core:GPU for that GPU's preset (a and b must be its input format)."""
+    from accel_sim import mac as mac_mod, presets
+    if acc.startswith("tensor_core:"):
+        informat = {"e4m3fn": "e4m3", "e5m2": "e5m2", "fp16": "fp16", "bf16": "bf16"}.get(a)
+        if a != b or informat is None:
+            raise SystemExit(f"accel-sim: error: tensor-core accumulators need --a and --b equal to one of "
+                             f"e4m3fn e5m2 fp16 bf16, got {a} and {b}")
+        return presets.tensor_core(acc.split(":", 1)[1], informat)
+    acc_desc = mac_mod.get_acc(acc)
+    if rounding and isinstance(acc_desc, mac_mod.FloatAcc):
+        acc_desc = mac_mod.FloatAcc(acc_desc.exp_bits, acc_desc.man_bits, rounding=rounding)
+    elif rounding and rounding != "rne":
+        raise SystemExit(f"accel-sim: error: --rounding applies to float accumulators, not {acc}")
+    return mac_mod.MAC(a, b, acc_desc)
+
+
+def cmd_replay(args):
+    from accel_sim import trace as trace_mod
+    from accel_sim.array import Array
+    try:
+        mac = make_mac(args.a, args.b, args.acc, args.rounding)
+        arr = Array(*args.array, args.dataflow, mac, quant={"a": "tensor", "b": args.scale})
+        report = trace_mod.replay(args.trace, arr, task=not args.no_task)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"accel-sim: error: {e}") from None
+    if args.json:
+        print(report.to_json())
+        return
+    print(f"{report.model} on {arr.rows}x{arr.cols} {arr.dataflow}, {mac.name}")
+    print(f"{'layer':<28}{'SQNR dB':>9}{'rel err':>10}{'cosine':>9}{'cycles':>11}{'energy uJ':>11}")
+    for layer in report.layers:
+        m = layer["metrics"]
+        print(f"{layer['name']:<28}{m['sqnr_db']:>9.2f}{m['rel_err']:>10.2e}{m['cosine']:>9.5f}"
+              f"{layer['cycles']:>11}{layer['energy_pj'] / 1e6:>11.3f}")
+    t = report.totals
+    print(f"{'total':<28}{t['sqnr_db_min']:>9.2f}{'':>10}{'':>9}{t['cycles']:>11}{t['energy_pj'] / 1e6:>11.3f}")
+    if report.task:
+        print("task:", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.task.items()))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="accel-sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,11 +114,29 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample tensor")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("replay", help="replay a recorded model trace on a simulated array")
+    p.add_argument("trace", help="a trace file (.npz)")
+    p.add_argument("--a", default="int8", help="format of A (activations), e.g. int8 e4m3fn e5m2")
+    p.add_argument("--b", default=None, help="format of B (weights); default: --a")
+    p.add_argument("--acc", default=None,
+                   help="accumulator: fp32 fp16 bf16 int32 int24 int16, or tensor_core:GPU (h100, a100, ...); "
+                        "default int32 for int8 operands, else fp32")
+    p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne rna rtz rup rdn rto sr)")
+    p.add_argument("--scale", choices=("tensor", "channel"), default="tensor", help="weight scales")
+    p.add_argument("--array", type=parse_array_size, default=(32, 32), help="array size RxC (default 32x32)")
+    p.add_argument("--dataflow", choices=("os", "ws", "is"), default="ws")
+    p.add_argument("--no-task", action="store_true", help="skip the end-to-end task metric")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_replay)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if getattr(args, "b", "") is None:
+        args.b = args.a
+    if getattr(args, "acc", "") is None:
+        args.acc = "int32" if args.a in ("int8", "uint8", "int4") else "fp32"
     args.func(args)
     return 0
 

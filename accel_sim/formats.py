@@ -322,14 +322,14 @@ def register(fmt: Format) -> Format:
     return fmt
 
 
-def get(fmt) -> Format:
-    """The Format named `fmt` (a Format is returned as it is)."""
+def get(fmt, argname: str = "format") -> Format:
+    """The Format named `fmt` (a Format is returned as it is); errors name `argname`."""
     if isinstance(fmt, Format):
         return fmt
     if not isinstance(fmt, str):
-        raise TypeError(f"format must be a name or a Format, got {type(fmt).__name__}")
+        raise TypeError(f"{argname} must be a format name or a Format, got {type(fmt).__name__}")
     if fmt not in _REGISTRY:
         if fmt not in _FACTORIES:
-            raise ValueError(f"unknown format {fmt!r}; known formats: {', '.join(names())}")
+            raise ValueError(f"unknown format {fmt!r} for {argname}; known formats: {', '.join(names())}")
         _REGISTRY[fmt] = _FACTORIES[fmt]()
     return _REGISTRY[fmt]

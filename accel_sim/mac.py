@@ -205,8 +205,8 @@ class MAC:
     """A multiply-accumulate unit: operand formats a and b, and an accumulator."""
 
     def __init__(self, a="int8", b=None, acc="int32", name=None):
-        self.a = formats.get(a)
-        self.b = formats.get(a if b is None else b)
+        self.a = formats.get(a, "a")
+        self.b = formats.get(a if b is None else b, "b")
         self.acc = get_acc(acc)
         if isinstance(self.acc, IntAcc):
             for arg, f in (("a", self.a), ("b", self.b)):

@@ -620,12 +620,13 @@ def _buffer_add(spec, buf, part, *, seed, element, step):
     return float_acc([part], [1], init=buf, seed=seed, element=element, step0=step, **params)
 
 
-def gemm_order(a, b, *, dataflow, rows, pe, buffer=None, seed=0):
+def gemm_order(a, b, *, dataflow, rows, pe, buffer=None, seed=0, n=None):
     """C = A @ B accumulated in the order of a systolic array (DESIGN.md,
     "Order is part of the hardware"); returns an M x N list of lists of the
     raw accumulator values (floats, ints, or Fractions for "fixed").
 
-    a: M rows of K values; b: K rows of N values (exact operand values).
+    a: M rows of K values; b: K rows of N values (exact operand values);
+    n: N, needed only when K is 0 (b has no rows to count columns in).
     pe: the PEs' accumulator (see _chain); buffer: the accumulator buffer's
     (default: pe); seed: stochastic rounding's seed.  Output element (i, j)
     is chain number i*N + j (its sr draws use element = i*N + j).
@@ -647,7 +648,10 @@ def gemm_order(a, b, *, dataflow, rows, pe, buffer=None, seed=0):
     a = [list(r) for r in a]
     b = [list(r) for r in b]
     m, k = len(a), len(b)
-    n = len(b[0]) if b else 0
+    if b:
+        n = len(b[0])
+    elif n is None:
+        raise ValueError("b has no rows: pass n, the number of output columns")
     if any(len(r) != k for r in a) or any(len(r) != n for r in b):
         raise ValueError("a must be M x K and b K x N")
     terms = pe.get("terms", 1) if pe["kind"] == "block" else 1

@@ -173,7 +173,8 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
             acs_real x;
             if (acc_int) {
                 int64_t v = acc_int[i * n + j];
-                acs_real xi = { v < 0, 0, 0, v < 0 ? (acs_u128)0 - (acs_u128)(uint64_t)v : (acs_u128)(uint64_t)v };
+                uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; /* |INT64_MIN| fits */
+                acs_real xi = { v < 0, 0, 0, (acs_u128)mag };
                 x = xi;
                 cls = v ? ACS_FINITE : ACS_ZERO;
             } else {

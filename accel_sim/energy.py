@@ -1,0 +1,240 @@
+"""Energy tables and the energy model: energy = sum over actions of count x energy per action,
+with the data-dependent terms (gated multipliers, operand-register toggles) taken from the
+real operand bits.  Formulas and sources: docs/energy.md."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+__all__ = ["EnergyTable", "NODE_SCALE", "evaluate", "ENERGY_PARTS"]
+
+# Energy relative to 45 nm (Stillmaker & Baas, "Scaling equations for the accurate prediction
+# of CMOS device performance from 180 nm to 7 nm", Integration 58, 2017).
+NODE_SCALE = {45: 1.0, 32: 0.66, 16: 0.17, 14: 0.14, 7: 0.094}
+
+ENERGY_PARTS = ("mult", "pe_add", "buffer_add", "reg", "sram", "dram", "leakage")
+
+# The sources of the defaults, written next to each entry by to_toml().
+_SOURCES = {
+    "int_add_8": "Horowitz, ISSCC 2014, 45 nm 0.9 V: 8b int add",
+    "int_add_32": "Horowitz 2014: 32b int add",
+    "int_mult_8": "Horowitz 2014: 8b int mult",
+    "int_mult_32": "Horowitz 2014: 32b int mult",
+    "fp_add_16": "Horowitz 2014: 16b FP add",
+    "fp_add_32": "Horowitz 2014: 32b FP add",
+    "fp_mult_16": "Horowitz 2014: 16b FP mult",
+    "fp_mult_32": "Horowitz 2014: 32b FP mult",
+    "sram_8kb_64b": "Horowitz 2014: 64-bit read of an 8 KB SRAM",
+    "sram_32kb_64b": "Horowitz 2014: 64-bit read of a 32 KB SRAM",
+    "sram_1mb_64b": "Horowitz 2014: 64-bit read of a 1 MB SRAM",
+    "dram_64b": "Horowitz 2014: DRAM 1.3-2.6 nJ per 64 bits; the midpoint",
+    "reg_bit": "estimate: one flip-flop write at 50% activity ~ one bit of the 8b int add (0.03/8)",
+    "leakage_pe_cycle": "estimate: 5% of an int8 MAC's dynamic energy (0.2 + 0.03) per PE-cycle",
+}
+
+
+@dataclass(frozen=True)
+class EnergyTable:
+    """Energies per action in pJ at `node_nm`, and two model settings.
+
+    Every entry can be overridden (dataclasses.replace, or a TOML file)."""
+
+    int_add_8: float = 0.03
+    int_add_32: float = 0.1
+    int_mult_8: float = 0.2
+    int_mult_32: float = 3.1
+    fp_add_16: float = 0.4
+    fp_add_32: float = 0.9
+    fp_mult_16: float = 1.1
+    fp_mult_32: float = 3.7
+    sram_8kb_64b: float = 10.0
+    sram_32kb_64b: float = 20.0
+    sram_1mb_64b: float = 100.0
+    dram_64b: float = 1950.0
+    reg_bit: float = 0.00375
+    leakage_pe_cycle: float = 0.0115
+    # model settings (not energies)
+    node_nm: int = 45
+    mult_idle_fraction: float = 0.0   # a gated multiplier's energy, as a fraction of an active one
+    default_sram_kb: float = 32.0     # SRAM size per operand buffer when the array gives none
+
+    ENERGIES = ("int_add_8", "int_add_32", "int_mult_8", "int_mult_32", "fp_add_16", "fp_add_32",
+                "fp_mult_16", "fp_mult_32", "sram_8kb_64b", "sram_32kb_64b", "sram_1mb_64b",
+                "dram_64b", "reg_bit", "leakage_pe_cycle")
+    SETTINGS = ("node_nm", "mult_idle_fraction", "default_sram_kb")
+
+    def __post_init__(self):
+        for name in self.ENERGIES + ("mult_idle_fraction", "default_sram_kb"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"energy table entry {name} must be a finite number >= 0, got {v!r}")
+        if self.node_nm not in NODE_SCALE:
+            raise ValueError(f"node_nm must be one of {sorted(NODE_SCALE)} (Stillmaker & Baas factors), "
+                             f"got {self.node_nm!r}")
+        if self.default_sram_kb <= 0:
+            raise ValueError(f"default_sram_kb must be positive, got {self.default_sram_kb}")
+
+    @classmethod
+    def default(cls, node_nm: int = 45) -> "EnergyTable":
+        """Horowitz's 45 nm figures, scaled to node_nm by Stillmaker & Baas's factor."""
+        if node_nm not in NODE_SCALE:
+            raise ValueError(f"node_nm must be one of {sorted(NODE_SCALE)} (Stillmaker & Baas factors), "
+                             f"got {node_nm!r}")
+        base = cls()
+        k = NODE_SCALE[node_nm]
+        return replace(base, node_nm=node_nm, **{n: getattr(base, n) * k for n in cls.ENERGIES})
+
+    # -- TOML -----------------------------------------------------------------------------------
+    def to_toml(self) -> str:
+        lines = ["# accel_sim energy table: pJ per action (docs/energy.md)", "", "[model]",
+                 f"node_nm = {self.node_nm}",
+                 f"mult_idle_fraction = {self.mult_idle_fraction!r}",
+                 f"default_sram_kb = {float(self.default_sram_kb)!r}", "", "[energy]"]
+        for name in self.ENERGIES:
+            lines.append(f"{name} = {float(getattr(self, name))!r}  # {_SOURCES[name]}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, path) -> "EnergyTable":
+        """A table from a TOML file: [model] node_nm picks the scaled defaults, then [energy]
+        entries (pJ at that node) and [model] settings override them."""
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as e:
+            raise ValueError(f"cannot read energy table {path}: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"energy table {path} is not valid TOML: {e}") from None
+        unknown = set(data) - {"model", "energy"}
+        if unknown:
+            raise ValueError(f"energy table {path}: unknown sections {sorted(unknown)}; expected [model], [energy]")
+        model, energy = data.get("model", {}), data.get("energy", {})
+        for section, allowed, given in (("model", cls.SETTINGS, model), ("energy", cls.ENERGIES, energy)):
+            bad = set(given) - set(allowed)
+            if bad:
+                raise ValueError(f"energy table {path}: unknown [{section}] keys {sorted(bad)}")
+        table = cls.default(model.get("node_nm", 45))
+        try:
+            return replace(table, **{k: v for k, v in model.items() if k != "node_nm"}, **energy)
+        except ValueError as e:
+            raise ValueError(f"energy table {path}: {e}") from None
+
+    # -- derived energies (widths the table lacks) ------------------------------------------------
+    def int_add(self, bits: float) -> float:
+        """Linear in width through the 8b and 32b anchors."""
+        slope = (self.int_add_32 - self.int_add_8) / 24
+        return max(0.0, self.int_add_8 + slope * (bits - 8))
+
+    def int_mult(self, bits_a: float, bits_b: float) -> float:
+        """~ bits^2: a power law through the 8b and 32b anchors, at sqrt(bits_a * bits_b)."""
+        if self.int_mult_8 == 0:
+            return 0.0
+        p = math.log(self.int_mult_32 / self.int_mult_8) / math.log(4) if self.int_mult_32 > 0 else 2.0
+        return self.int_mult_8 * (math.sqrt(bits_a * bits_b) / 8) ** p
+
+    def _fp_mult_coefficients(self):
+        # significand multiplier alpha*(ma+1)(mb+1) + exponent adder kappa*e, fitted so that
+        # fp16 (e5, m10) and fp32 (e8, m23) reproduce the table exactly
+        kappa = (self.fp_mult_32 - self.fp_mult_16 * 576 / 121) / (8 - 5 * 576 / 121)
+        alpha = (self.fp_mult_16 - 5 * kappa) / 121
+        return alpha, kappa
+
+    def fp_mult(self, ea: int, ma: int, eb: int, mb: int) -> float:
+        alpha, kappa = self._fp_mult_coefficients()
+        return max(0.0, alpha * (ma + 1) * (mb + 1) + kappa * max(ea, eb))
+
+    def fp_add(self, e: int, m: int) -> float:
+        """The table's fp16/fp32 adds; other widths ~ (e+m+1) scaled from the 32b FP add."""
+        if (e, m) == (5, 10):
+            return self.fp_add_16
+        if (e, m) == (8, 23):
+            return self.fp_add_32
+        return self.fp_add_32 * (1 + e + m) / 32
+
+    def sram_byte(self, size_kb: float) -> float:
+        """Per byte read or written, log-log interpolated in size between the 8 KB, 32 KB and
+        1 MB anchors (extrapolated along the end segments)."""
+        xs = [math.log(8), math.log(32), math.log(1024)]
+        ys = [self.sram_8kb_64b, self.sram_32kb_64b, self.sram_1mb_64b]
+        if min(ys) <= 0:
+            return max(0.0, ys[0 if size_kb <= 32 else 2]) / 8
+        ys = [math.log(y) for y in ys]
+        x = math.log(size_kb)
+        i = 0 if x <= xs[1] else 1
+        y = ys[i] + (ys[i + 1] - ys[i]) * (x - xs[i]) / (xs[i + 1] - xs[i])
+        return math.exp(y) / 8
+
+    def dram_byte(self) -> float:
+        return self.dram_64b / 8
+
+
+# -- the model -----------------------------------------------------------------------------------
+def _format_kind(fmt):
+    from accel_sim.formats import FloatFormat
+    if isinstance(fmt, FloatFormat):
+        return fmt.exp_bits, fmt.man_bits
+    return 0, fmt.bits - 1  # an integer: its magnitude bits as a significand, no exponent
+
+
+def mult_energy(table: EnergyTable, mac) -> float:
+    from accel_sim.formats import FloatFormat
+    if not isinstance(mac.a, FloatFormat) and not isinstance(mac.b, FloatFormat):
+        return table.int_mult(mac.a.bits, mac.b.bits)
+    (ea, ma), (eb, mb) = _format_kind(mac.a), _format_kind(mac.b)
+    return table.fp_mult(ea, ma, eb, mb)
+
+
+def add_energy(table: EnergyTable, acc) -> float:
+    """One accumulator step; a BlockFMA step: per-term alignment, an adder tree over the
+    aligned width (the accumulator included), one normaliser/rounder."""
+    from accel_sim.mac import BlockFMA, FixedAcc, FloatAcc, IntAcc
+    if isinstance(acc, FloatAcc):
+        return table.fp_add(acc.exp_bits, acc.man_bits)
+    if isinstance(acc, IntAcc):
+        return table.int_add(acc.bits)
+    if isinstance(acc, FixedAcc):
+        return table.int_add(acc.int_bits + acc.frac_bits)
+    if isinstance(acc, BlockFMA):
+        width = acc.align_bits + 3
+        tree_width = width + math.ceil(math.log2(acc.terms + 1))
+        return (acc.terms * table.int_add(width) + acc.terms * table.int_add(tree_width)
+                + table.fp_add(acc.acc.exp_bits, acc.acc.man_bits))
+    raise TypeError(f"unknown accumulator {acc!r}")
+
+
+def evaluate(table: EnergyTable, array, counts: dict, measured: bool):
+    """(total pJ, breakdown) of one run's counts on `array`.  measured: the counts include the
+    data's zero_macs and toggles; otherwise 50% switching activity and no gating."""
+    from accel_sim.array import _bits_of
+    mac = array.mac
+    bits_a, bits_b = mac.a.bits, mac.b.bits
+    baseline_flips = 0.5 * (bits_a * counts["reg_loads_a"] + bits_b * counts["reg_loads_b"])
+    if measured:
+        flips = counts["toggles_a"] + counts["toggles_b"]
+        zero = counts["zero_macs"]
+    else:
+        flips, zero = baseline_flips, 0
+    activity = flips / baseline_flips if baseline_flips else 0.0
+    e_mult = mult_energy(table, mac)
+    sram = array.sram_kb or (table.default_sram_kb,) * 3
+    acc_bits = _bits_of(mac.acc)
+    buffer_bits = _bits_of(array.buffer_acc)
+    breakdown = {
+        "mult": e_mult * ((counts["macs"] - zero) * activity + zero * table.mult_idle_fraction),
+        "pe_add": counts["pe_adds"] * add_energy(table, mac.acc),
+        "buffer_add": counts["buffer_adds"] * add_energy(table, array.buffer_acc),
+        # operand registers by their flips (reg_bit is a bit written at 50% activity);
+        # accumulator registers at 50% activity
+        "reg": table.reg_bit * (flips / 0.5 + counts["pe_adds"] * acc_bits + counts["buffer_adds"] * buffer_bits),
+        "sram": (counts["sram_read_bytes_a"] * table.sram_byte(sram[0])
+                 + counts["sram_read_bytes_b"] * table.sram_byte(sram[1])
+                 + (counts["sram_write_bytes_out"] + counts["sram_read_bytes_out"]) * table.sram_byte(sram[2])),
+        "dram": counts["dram_bytes"] * table.dram_byte(),
+        "leakage": counts["pe_cycles"] * table.leakage_pe_cycle,
+    }
+    return sum(breakdown.values()), breakdown
