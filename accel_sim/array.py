@@ -15,9 +15,9 @@ import numpy as np
 
 from accel_sim import formats, layers
 from accel_sim.energy import ENERGY_PARTS, EnergyTable, evaluate
-from accel_sim._native import check_seed, ffi, lib, pointer
+from accel_sim._native import check_seed, ffi, lib, pointer, rounding_code
 from accel_sim.mac import MAC, BlockFMA, FixedAcc, FloatAcc, IntAcc, get_acc
-from accel_sim.quant import QTensor, quantize
+from accel_sim.quant import CALIBRATIONS, QTensor, quantize
 
 __all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]
 
@@ -164,7 +164,7 @@ class Array:
             raise TypeError(f"mac must be a MAC, got {type(self.mac).__name__}")
         if self.mac.a.bits > 16 or self.mac.b.bits > 16:
             raise ValueError(f"the array's operand formats must be at most 16 bits, got {self.mac.name}")
-        self.buffer_acc = self.mac.acc if buffer_acc is None else get_acc(buffer_acc)
+        self.buffer_acc = self.mac.acc if buffer_acc is None else get_acc(buffer_acc, "buffer_acc")
         if isinstance(self.buffer_acc, IntAcc) and not isinstance(self.mac.acc, IntAcc):
             raise ValueError(f"buffer_acc {self.buffer_acc.name} is an integer register but the PEs "
                              f"accumulate {self.mac.acc.name}")
@@ -218,6 +218,9 @@ class Array:
         for key in ("a", "b"):
             if spec[key] not in _SCALES:
                 raise ValueError(f"quant[{key!r}] must be one of {_SCALES}, got {spec[key]!r}")
+        if spec["calibration"] not in CALIBRATIONS:
+            raise ValueError(f"quant['calibration'] must be one of {CALIBRATIONS}, got {spec['calibration']!r}")
+        rounding_code(spec["rounding"], "quant['rounding']")
         return spec
 
     @property
@@ -310,7 +313,7 @@ class Array:
         way, the last fold's after it."""
         out_bytes = m * n * out_bits / 8
         total_a, total_b = m * k * self.mac.a.bits / 8, k * n * self.mac.b.bits / 8
-        if self.sram_kb is None or self.dram_bytes_per_cycle is None:
+        if self.sram_kb is None or self.dram_bytes_per_cycle is None or a_fold.size == 0:
             return math.ceil(total_a + total_b + out_bytes), 0
         fetch = np.zeros_like(a_fold)
         for fold_bytes, total, kb, key in ((a_fold, total_a, self.sram_kb[0], a_key),
@@ -336,7 +339,7 @@ class Array:
         if isinstance(x, QTensor):
             if x.format != fmt:
                 raise ValueError(f"{argname} is a QTensor of {x.format.name}, but the MAC takes {fmt.name}")
-            if x.ndim != ndim:
+            if ndim is not None and x.ndim != ndim:
                 raise ValueError(f"{argname} must have {ndim} dimensions, got shape {x.shape}")
             if x.axis not in (None, axis):
                 raise ValueError(f"{argname}'s scales must be per tensor or along axis {axis}, got axis {x.axis}")
@@ -344,8 +347,11 @@ class Array:
         arr = np.asarray(x)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"{argname} must be a float array or a QTensor, got dtype {arr.dtype}")
-        if arr.ndim != ndim:
+        if ndim is not None and arr.ndim != ndim:
             raise ValueError(f"{argname} must have {ndim} dimensions, got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{argname} contains NaN or inf; float inputs must be finite to be quantized "
+                             "(pass a QTensor to feed special codes)")
         return quantize(arr, fmt, scale=scale, axis=axis if scale == "channel" else None,
                         calibration=self.quant["calibration"], rounding=self.quant["rounding"])
 
@@ -437,6 +443,8 @@ class Array:
             if w_arr.ndim != 2:
                 raise ValueError(f"w must be (out_features, in_features), got shape {w_arr.shape}")
             w_t = w_arr.T
+        if w_t.shape[0] != x2.shape[-1]:
+            raise ValueError(f"x has {x2.shape[-1]} input features but w {tuple(w_t.shape[::-1])} expects {w_t.shape[0]}")
         res = self.gemm(x2, w_t, bias=bias, out_format=out_format)
         res.output = res.output.reshape(*lead, -1)
         res.acc = res.acc.reshape(*lead, -1)
@@ -445,13 +453,13 @@ class Array:
     def matmul(self, a, b, out_format=None) -> Result:
         """Batched a (..., M, K) @ b (..., K, N), batch axes broadcast (attention's QK^T and PV).
         Each operand is quantized per tensor; every batch entry is one GEMM on the array."""
-        qa = a if isinstance(a, QTensor) else self._operand(np.asarray(a), self.mac.a, "tensor", 0, "a", np.ndim(a))
-        qb = b if isinstance(b, QTensor) else self._operand(np.asarray(b), self.mac.b, "tensor", 1, "b", np.ndim(b))
-        for argname, q in (("a", qa), ("b", qb)):
-            if q.ndim < 2:
-                raise ValueError(f"{argname} must have at least 2 dimensions, got shape {q.shape}")
-            if q.axis is not None:
+        for argname, v in (("a", a), ("b", b)):
+            if np.ndim(v.codes if isinstance(v, QTensor) else v) < 2:
+                raise ValueError(f"{argname} must have at least 2 dimensions, got shape {np.shape(v)}")
+            if isinstance(v, QTensor) and v.axis is not None:
                 raise ValueError(f"{argname} must be quantized per tensor for matmul")
+        qa = self._operand(a, self.mac.a, "tensor", 0, "a", None)
+        qb = self._operand(b, self.mac.b, "tensor", 1, "b", None)
         if qa.shape[-1] != qb.shape[-2]:
             raise ValueError(f"a {qa.shape} and b {qb.shape} do not multiply: K differs")
         try:

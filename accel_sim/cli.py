@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from accel_sim import formats, quant
+from accel_sim.mac import mac_from_names
 
 DEMO_FORMATS = ("int8", "e4m3fn", "e4m3", "e5m2", "e3m4", "e4m3fnuz", "e5m2fnuz", "bf16", "fp16")
 
@@ -62,29 +63,11 @@ def parse_array_size(text):
     return rows, cols
 
 
-def make_mac(a, b, acc, rounding):
-    """A MAC from CLI names: acc is an accumulator name (fp32 fp16 bf16 int32 int24 int16) or
-    tensor_core:GPU for that GPU's preset (a and b must be its input format)."""
-    from accel_sim import mac as mac_mod, presets
-    if acc.startswith("tensor_core:"):
-        informat = {"e4m3fn": "e4m3", "e5m2": "e5m2", "fp16": "fp16", "bf16": "bf16"}.get(a)
-        if a != b or informat is None:
-            raise SystemExit(f"accel-sim: error: tensor-core accumulators need --a and --b equal to one of "
-                             f"e4m3fn e5m2 fp16 bf16, got {a} and {b}")
-        return presets.tensor_core(acc.split(":", 1)[1], informat)
-    acc_desc = mac_mod.get_acc(acc)
-    if rounding and isinstance(acc_desc, mac_mod.FloatAcc):
-        acc_desc = mac_mod.FloatAcc(acc_desc.exp_bits, acc_desc.man_bits, rounding=rounding)
-    elif rounding and rounding != "rne":
-        raise SystemExit(f"accel-sim: error: --rounding applies to float accumulators, not {acc}")
-    return mac_mod.MAC(a, b, acc_desc)
-
-
 def cmd_replay(args):
     from accel_sim import trace as trace_mod
     from accel_sim.array import Array
     try:
-        mac = make_mac(args.a, args.b, args.acc, args.rounding)
+        mac = mac_from_names(args.a, args.b, args.acc, args.rounding)
         arr = Array(*args.array, args.dataflow, mac, quant={"a": "tensor", "b": args.scale})
         report = trace_mod.replay(args.trace, arr, task=not args.no_task)
     except (ValueError, TypeError) as e:

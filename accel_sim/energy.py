@@ -115,10 +115,15 @@ class EnergyTable:
             raise ValueError(f"energy table {path}: unknown sections {sorted(unknown)}; expected [model], [energy]")
         model, energy = data.get("model", {}), data.get("energy", {})
         for section, allowed, given in (("model", cls.SETTINGS, model), ("energy", cls.ENERGIES, energy)):
+            if not isinstance(given, dict):
+                raise ValueError(f"energy table {path}: [{section}] must be a table, got {type(given).__name__}")
             bad = set(given) - set(allowed)
             if bad:
                 raise ValueError(f"energy table {path}: unknown [{section}] keys {sorted(bad)}")
-        table = cls.default(model.get("node_nm", 45))
+        node = model.get("node_nm", 45)
+        if isinstance(node, bool) or not isinstance(node, int) or node not in NODE_SCALE:
+            raise ValueError(f"energy table {path}: [model] node_nm must be one of {sorted(NODE_SCALE)}, got {node!r}")
+        table = cls.default(node)
         try:
             return replace(table, **{k: v for k, v in model.items() if k != "node_nm"}, **energy)
         except ValueError as e:
@@ -207,6 +212,13 @@ def add_energy(table: EnergyTable, acc) -> float:
     raise TypeError(f"unknown accumulator {acc!r}")
 
 
+def buffer_add_energy(table: EnergyTable, acc) -> float:
+    """A tile sum joining the accumulator buffer: one two-operand add in the buffer's format
+    (a BlockFMA buffer adds with its accumulator format, not a whole block step)."""
+    from accel_sim.mac import BlockFMA
+    return add_energy(table, acc.acc if isinstance(acc, BlockFMA) else acc)
+
+
 def evaluate(table: EnergyTable, array, counts: dict, measured: bool):
     """(total pJ, breakdown) of one run's counts on `array`.  measured: the counts include the
     data's zero_macs and toggles; otherwise 50% switching activity and no gating."""
@@ -227,7 +239,7 @@ def evaluate(table: EnergyTable, array, counts: dict, measured: bool):
     breakdown = {
         "mult": e_mult * ((counts["macs"] - zero) * activity + zero * table.mult_idle_fraction),
         "pe_add": counts["pe_adds"] * add_energy(table, mac.acc),
-        "buffer_add": counts["buffer_adds"] * add_energy(table, array.buffer_acc),
+        "buffer_add": counts["buffer_adds"] * buffer_add_energy(table, array.buffer_acc),
         # operand registers by their flips (reg_bit is a bit written at 50% activity);
         # accumulator registers at 50% activity
         "reg": table.reg_bit * (flips / 0.5 + counts["pe_adds"] * acc_bits + counts["buffer_adds"] * buffer_bits),

@@ -16,7 +16,8 @@ import numpy as np
 from accel_sim import formats
 from accel_sim._native import ROUNDING_MODES, check_seed, ffi, lib, pointer
 
-__all__ = ["FloatAcc", "IntAcc", "FixedAcc", "BlockFMA", "MAC", "accumulate", "get_acc", "ACCUMULATORS"]
+__all__ = ["FloatAcc", "IntAcc", "FixedAcc", "BlockFMA", "MAC", "accumulate", "get_acc", "mac_from_names",
+           "ACCUMULATORS"]
 
 _FLOAT_OVERFLOW = {"inf": lib.ACS_OVF_INF, "saturate": lib.ACS_OVF_SATURATE}
 _REGISTER_OVERFLOW = {"wrap": lib.ACS_OVF_WRAP, "saturate": lib.ACS_OVF_SATURATE}
@@ -189,16 +190,16 @@ ACCUMULATORS = {
 _ACC_TYPES = (FloatAcc, IntAcc, FixedAcc, BlockFMA)
 
 
-def get_acc(acc):
-    """An accumulator description from its name or itself."""
+def get_acc(acc, argname: str = "acc"):
+    """An accumulator description from its name or itself; errors name `argname`."""
     if isinstance(acc, _ACC_TYPES):
         return acc
     if isinstance(acc, str):
         if acc not in ACCUMULATORS:
-            raise ValueError(f"unknown accumulator {acc!r}; known: {', '.join(ACCUMULATORS)} "
+            raise ValueError(f"unknown accumulator {acc!r} for {argname}; known: {', '.join(ACCUMULATORS)} "
                              "(or pass FloatAcc/IntAcc/FixedAcc/BlockFMA)")
         return ACCUMULATORS[acc]
-    raise TypeError(f"acc must be a name or a FloatAcc/IntAcc/FixedAcc/BlockFMA, got {type(acc).__name__}")
+    raise TypeError(f"{argname} must be a name or a FloatAcc/IntAcc/FixedAcc/BlockFMA, got {type(acc).__name__}")
 
 
 class MAC:
@@ -229,6 +230,28 @@ class MAC:
 
     def __repr__(self):
         return f"MAC({self.name})"
+
+
+def mac_from_names(a, b, acc, rounding=None) -> MAC:
+    """A MAC from names: acc is an accumulator name (fp32 fp16 bf16 int32 int24 int16) or
+    tensor_core:GPU for that GPU's preset (then a and b must both be its input format);
+    rounding replaces a float accumulator's rounding mode."""
+    from accel_sim import presets
+    if not isinstance(acc, str):
+        raise TypeError(f"acc must be a name, got {type(acc).__name__}")
+    if acc.startswith("tensor_core:"):
+        informat = {"e4m3fn": "e4m3", "e5m2": "e5m2", "fp16": "fp16", "bf16": "bf16"}.get(a)
+        if a != b or informat is None:
+            raise ValueError(f"acc {acc} needs a and b both one of e4m3fn e5m2 fp16 bf16, got {a} and {b}")
+        if rounding not in (None, "rtz"):
+            raise ValueError(f"a tensor core's rounding is fixed (rtz for fp32 output), got rounding={rounding!r}")
+        return presets.tensor_core(acc.split(":", 1)[1], informat)
+    desc = get_acc(acc)
+    if rounding is not None:
+        if not isinstance(desc, FloatAcc):
+            raise ValueError(f"rounding applies to float accumulators, not {acc}")
+        desc = FloatAcc(desc.exp_bits, desc.man_bits, rounding=rounding)
+    return MAC(a, b, desc)
 
 
 def _codes(x, fmt, argname):

@@ -3,11 +3,11 @@
 
 Architecture (PyTorch layouts, NCHW activations, OIHW weights):
     x (N, 1, 8, 8) in [0, 1]
-    conv1: 3x3, 1 -> 8, stride 1, pad 1     -> (N, 8, 8, 8), ReLU
-    conv2: 3x3, 8 -> 16, stride 2, pad 1    -> (N, 16, 4, 4), ReLU
+    conv1: 3x3, 1 -> 6, stride 1, pad 1     -> (N, 6, 8, 8), ReLU
+    conv2: 3x3, 6 -> 16, stride 2, pad 1    -> (N, 16, 4, 4), ReLU
     flatten (C, H, W order)                 -> (N, 256)
     fc:    256 -> 10                        -> logits
-3,850 parameters. The forward's three GEMMs go through accel_sim.ops (names "conv1", "conv2",
+3,510 parameters. The forward's three GEMMs go through accel_sim.ops (names "conv1", "conv2",
 "fc"), so the same code runs in float32, is recorded into a trace, or runs on a simulated
 array. ReLU and flatten are float32 numpy outside the array.
 
@@ -25,11 +25,15 @@ __all__ = ["PARAM_NAMES", "SHAPES", "forward", "predict", "accuracy", "init_para
            "split", "evaluate", "params_from_trace", "weights_sha256", "N_TRAIN", "SEED"]
 
 # The layer table: name -> (weight shape, stride, padding) for convs; fc is plain.
-SHAPES = {
-    "conv1.w": (8, 1, 3, 3), "conv1.b": (8,),
-    "conv2.w": (16, 8, 3, 3), "conv2.b": (16,),
-    "fc.w": (10, 16 * 4 * 4), "fc.b": (10,),
-}
+C1, C2 = 6, 16           # conv1 / conv2 output channels (6, not 8: keeps the trace < 2 MB)
+
+
+def _shapes(c1, c2):
+    return {"conv1.w": (c1, 1, 3, 3), "conv1.b": (c1,), "conv2.w": (c2, c1, 3, 3), "conv2.b": (c2,),
+            "fc.w": (10, c2 * 4 * 4), "fc.b": (10,)}
+
+
+SHAPES = _shapes(C1, C2)
 PARAM_NAMES = tuple(SHAPES)
 CONV = {"conv1": (1, 1), "conv2": (2, 1)}  # name -> (stride, padding)
 
