@@ -35,3 +35,17 @@ def pointer(array: np.ndarray, ctype: str):
     """A C pointer into a C-contiguous numpy array (the caller keeps the array alive)."""
     assert array.flags.c_contiguous
     return ffi.cast(ctype, ffi.from_buffer(array, require_writable=False))
+
+
+class fast_paths:
+    """Context manager turning the engine's exact fast paths on or off (tests compare both)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = bool(enabled)
+
+    def __enter__(self):
+        self.previous = lib.acs_set_fast_paths(self.enabled)
+        return self
+
+    def __exit__(self, *exc):
+        lib.acs_set_fast_paths(self.previous)

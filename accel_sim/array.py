@@ -22,7 +22,7 @@ from accel_sim.quant import CALIBRATIONS, QTensor, quantize
 __all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]
 
 DATAFLOWS = {"os": lib.ACS_OS, "ws": lib.ACS_WS, "is": lib.ACS_IS}
-_SCALES = ("tensor", "channel")
+_SCALES = ("tensor", "channel", "none")
 
 
 def gemm_cycles(dataflow, rows, cols, m, n, k, terms=1):
@@ -145,7 +145,8 @@ class Array:
     sums ws/is tiles (default: the PE accumulator).  sram_kb: total on-chip SRAM split evenly
     among A, B and outputs, or a triple (a_kb, b_kb, out_kb); with dram_bytes_per_cycle it adds
     stall cycles (docs/array.md).  quant: how float inputs are quantized: dict with "a", "b"
-    ("tensor" or "channel": per row of A, per column of B), "calibration", "rounding".
+    ("tensor"; "channel": per row of A, per column of B; "none": scale 1, a plain cast),
+    "calibration", "rounding".
     seed: stochastic rounding's seed.  energy: an EnergyTable, or the path of a TOML one
     (default: EnergyTable.default(45))."""
 
@@ -458,8 +459,9 @@ class Array:
                 raise ValueError(f"{argname} must have at least 2 dimensions, got shape {np.shape(v)}")
             if isinstance(v, QTensor) and v.axis is not None:
                 raise ValueError(f"{argname} must be quantized per tensor for matmul")
-        qa = self._operand(a, self.mac.a, "tensor", 0, "a", None)
-        qb = self._operand(b, self.mac.b, "tensor", 1, "b", None)
+        per_tensor = {k: "none" if self.quant[k] == "none" else "tensor" for k in ("a", "b")}
+        qa = self._operand(a, self.mac.a, per_tensor["a"], 0, "a", None)
+        qb = self._operand(b, self.mac.b, per_tensor["b"], 1, "b", None)
         if qa.shape[-1] != qb.shape[-2]:
             raise ValueError(f"a {qa.shape} and b {qb.shape} do not multiply: K differs")
         try:
@@ -493,7 +495,9 @@ class Array:
             raise ValueError(f"stride and dilation must be >= 1 and padding >= 0, got {stride}, {dilation}, {padding}")
         if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) or groups < 1:
             raise ValueError(f"groups must be a positive integer, got {groups!r}")
-        qx = self._operand(x, self.mac.a, "tensor", 0, "x", 4)
+        if self.quant["a"] == "channel":
+            raise ValueError("conv2d quantizes x per tensor: quant['a'] must be 'tensor' or 'none', not 'channel'")
+        qx = self._operand(x, self.mac.a, self.quant["a"], 0, "x", 4)
         qw = self._operand(w, self.mac.b, self.quant["b"], 0, "w", 4)
         nb, c, h, wd = qx.shape
         o, cg, kh, kw = qw.shape

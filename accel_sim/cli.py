@@ -5,13 +5,23 @@ import argparse
 import json
 import math
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 
 from accel_sim import formats, quant
 from accel_sim.mac import mac_from_names
 
-DEMO_FORMATS = ("int8", "e4m3fn", "e4m3", "e5m2", "e3m4", "e4m3fnuz", "e5m2fnuz", "bf16", "fp16")
+# The demo's design space: every 8-bit format against the accumulators hardware uses.
+DEMO_GRIDS = (
+    {"a": ["int8"], "scale": ["tensor", "channel"], "acc": ["int32"]},
+    {"a": ["e4m3fn", "e5m2", "e3m4"], "scale": ["tensor", "channel"], "acc": ["fp32"]},
+    {"a": ["e4m3fn", "e5m2", "e3m4"], "acc": ["fp16", "bf16"]},
+    {"a": ["e4m3fn", "e5m2"], "acc": ["tensor_core:h100"]},
+    {"a": ["bf16", "fp16"], "scale_a": ["none"], "scale": ["none"], "acc": ["fp32"]},
+)
+DEMO_QUICK_GRIDS = ({"a": ["int8"], "acc": ["int32"]}, {"a": ["e4m3fn"], "acc": ["fp32", "tensor_core:h100"]})
 
 
 def format_rows():
@@ -34,27 +44,6 @@ def cmd_formats(args):
               f"{r['min_subnormal']:>15.6g}  {'yes' if r['inf'] else 'no':<5} {'yes' if r['nan'] else 'no'}")
 
 
-def cmd_demo(args):
-    """Quantize a heavy-tailed tensor to each format: the error each 8-bit choice costs."""
-    rng = np.random.default_rng(args.seed)
-    x = rng.standard_t(df=4, size=(256, 256))
-    rows = []
-    for name in DEMO_FORMATS:
-        for scale in ("tensor", "channel"):
-            q = quant.quantize(x, name, scale=scale)
-            err = q.dequantize() - x
-            sqnr = 10 * math.log10(np.sum(x * x) / max(np.sum(err * err), 1e-300))
-            rows.append({"format": name, "scale": scale, "sqnr_db": round(sqnr, 2),
-                         "max_abs_error": float(np.abs(err).max())})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
-    print("Quantizing a 256x256 Student-t(4) tensor (heavy tails, like activations):")
-    print(f"{'format':<10}{'scale':<9}{'SQNR dB':>9}{'max |err|':>12}")
-    for r in rows:
-        print(f"{r['format']:<10}{r['scale']:<9}{r['sqnr_db']:>9.2f}{r['max_abs_error']:>12.4g}")
-
-
 def parse_array_size(text):
     try:
         rows, cols = (int(v) for v in text.lower().split("x"))
@@ -65,13 +54,12 @@ def parse_array_size(text):
 
 def cmd_replay(args):
     from accel_sim import trace as trace_mod
-    from accel_sim.array import Array
     try:
-        mac = mac_from_names(args.a, args.b, args.acc, args.rounding)
-        arr = Array(*args.array, args.dataflow, mac, quant={"a": "tensor", "b": args.scale})
+        arr = _array_from_args(args)
+        mac = arr.mac
         report = trace_mod.replay(args.trace, arr, task=not args.no_task)
     except (ValueError, TypeError) as e:
-        raise SystemExit(f"accel-sim: error: {e}") from None
+        _error(e)
     if args.json:
         print(report.to_json())
         return
@@ -87,39 +75,267 @@ def cmd_replay(args):
         print("task:", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.task.items()))
 
 
+def _error(message):
+    raise SystemExit(f"accel-sim: error: {message}")
+
+
+def _array_from_args(args, a_scale="tensor"):
+    from accel_sim.array import Array
+    mac = mac_from_names(args.a, args.b, args.acc, args.rounding)
+    return Array(*args.array, args.dataflow, mac, quant={"a": a_scale, "b": args.scale}, seed=args.seed)
+
+
+def _print_result(res, as_json, what):
+    if as_json:
+        print(json.dumps(_jsonable(res.to_dict()), indent=2))
+        return
+    m = res.metrics["vs_float64"]
+    print(f"{what}: {res.cycles} cycles ({res.folds} folds, utilization {res.utilization:.1%}), "
+          f"{res.time_us:.2f} us at the clock")
+    print(f"error vs float64: SQNR {m['sqnr_db']:.2f} dB, relative {m['rel_fro']:.3e}, cosine {m['cosine']:.6f}; "
+          f"arithmetic alone (vs dequantized operands): SQNR {res.metrics['vs_dequantized']['sqnr_db']:.2f} dB")
+    print(f"energy {res.energy_pj / 1e6:.4f} uJ, {res.pj_per_mac:.3f} pJ/MAC, {res.tops_per_w:.2f} TOPS/W; "
+          + ", ".join(f"{k} {v / 1e6:.4f}" for k, v in res.energy_breakdown.items()) + " (uJ)")
+
+
+def _jsonable(v):
+    from accel_sim.sweep import _jsonable as j
+    return j(v)
+
+
+def cmd_gemm(args):
+    """A random (or given) GEMM on the array."""
+    try:
+        arr = _array_from_args(args)
+        if args.inputs:
+            with np.load(args.inputs, allow_pickle=False) as data:
+                if "A" not in data.files or "B" not in data.files:
+                    _error(f"{args.inputs} must hold arrays named A and B")
+                A, B = data["A"], data["B"]
+        else:
+            rng = np.random.default_rng(args.seed)
+            A, B = rng.standard_normal((args.m, args.k)), rng.standard_normal((args.k, args.n))
+        res = arr.gemm(A, B)
+    except (ValueError, TypeError, OSError) as e:
+        _error(e)
+    _print_result(res, args.json, f"gemm {A.shape[0]}x{A.shape[1]} @ {B.shape[0]}x{B.shape[1]} on {arr!r}")
+
+
+def _dims(text, n, argname):
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != n or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{argname} needs {n} positive integers, got {text!r}")
+    return dims
+
+
+def cmd_conv(args):
+    """A random conv2d layer (PyTorch layouts) on the array."""
+    try:
+        arr = _array_from_args(args)
+        rng = np.random.default_rng(args.seed)
+        x = rng.standard_normal(args.input)
+        w = rng.standard_normal(args.weight)
+        res = arr.conv2d(x, w, stride=args.stride, padding=args.padding, dilation=args.dilation, groups=args.groups)
+    except (ValueError, TypeError) as e:
+        _error(e)
+    _print_result(res, args.json, f"conv2d x{args.input} w{args.weight} -> {res.output.shape} on {arr!r}")
+
+
+def cmd_plan(args):
+    """SCALE-Sim config + topology: per-layer cycles and energy without numerics."""
+    from accel_sim import scalesim
+    try:
+        cfg = scalesim.load_config(args.config)
+        layers = scalesim.load_topology(args.topology)
+        mac = mac_from_names(args.a, args.b, args.acc, args.rounding)
+        arr = cfg.to_array(mac)
+        rows = []
+        for layer in layers:
+            m, n, k = layer.gemm_shape(output_size=args.output_size)
+            p = arr.plan_gemm(m, n, k)
+            rows.append({"name": layer.name, "M": m, "N": n, "K": k, "cycles": p.cycles,
+                         "scalesim_cycles": p.cycles - 1 - p.stall_cycles, "utilization": p.utilization,
+                         "energy_pj": p.energy_pj, "pj_per_mac": p.pj_per_mac})
+    except (ValueError, TypeError, OSError) as e:
+        _error(e)
+    totals = {"cycles": sum(r["cycles"] for r in rows), "energy_pj": sum(r["energy_pj"] for r in rows)}
+    if args.json:
+        print(json.dumps(_jsonable({"config": cfg.run_name, "array": f"{arr.rows}x{arr.cols}", "dataflow": arr.dataflow,
+                                    "mac": mac.name, "energy_basis": "data-independent estimate", "layers": rows,
+                                    "totals": totals}), indent=2))
+        return
+    print(f"{cfg.run_name}: {arr.rows}x{arr.cols} {arr.dataflow}, {mac.name} (energy: data-independent estimate)")
+    print(f"{'layer':<20}{'M':>8}{'N':>7}{'K':>7}{'cycles':>12}{'util':>7}{'energy uJ':>11}")
+    for r in rows:
+        print(f"{r['name']:<20}{r['M']:>8}{r['N']:>7}{r['K']:>7}{r['cycles']:>12}{r['utilization']:>7.1%}"
+              f"{r['energy_pj'] / 1e6:>11.3f}")
+    print(f"{'total':<20}{'':>22}{totals['cycles']:>12}{'':>7}{totals['energy_pj'] / 1e6:>11.3f}")
+
+
+def _print_table(table):
+    print(f"{'a':<8}{'scale':<8}{'acc':<18}{'error':>10}{'SQNR dB':>9}{'energy uJ':>11}{'pJ/MAC':>8}")
+    for r in sorted(table, key=lambda r: r["energy_pj"]):
+        err = f"{r['error']:.3e}" if math.isfinite(r["error"]) else "overflow"
+        print(f"{r['a']:<8}{r['scale']:<8}{r['acc']:<18}{err:>10}{r['sqnr_db']:>9.2f}"
+              f"{r['energy_pj'] / 1e6:>11.1f}{r['pj_per_mac']:>8.3f}")
+
+
+def _split(text):
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def cmd_sweep(args):
+    """A sweep over a trace; writes the table (CSV) and the energy-accuracy plot."""
+    from accel_sim import plot
+    from accel_sim.sweep import sweep
+    grid = {"a": _split(args.a), "scale": _split(args.scale), "array": _split(args.array),
+            "dataflow": _split(args.dataflow)}
+    if args.b:
+        grid["b"] = _split(args.b)
+    if args.acc:
+        grid["acc"] = _split(args.acc)
+    if args.rounding:
+        grid["rounding"] = _split(args.rounding)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        executor = False if args.workers == 1 else None
+        table = sweep(args.trace, grid, executor=executor, cache=args.cache, task=args.task)
+        table.to_csv(out / "sweep.csv")
+        plot.energy_accuracy(table, out / "energy_vs_accuracy.png")
+    except (ValueError, TypeError, OSError) as e:
+        _error(e)
+    if args.json:
+        print(table.to_json())
+        return
+    _print_table(table)
+    for s in table.skipped:
+        print(f"skipped {s['a']}/{s['acc']}: {s['reason']}")
+    print(f"wrote {out / 'sweep.csv'} and {out / 'energy_vs_accuracy.png'}")
+
+
+def cmd_demo(args):
+    """The shipped MiniLM layer on a 32x32 ws array: INT8 vs FP8 flavours vs bf16/fp16, against
+    the accumulators hardware uses; prints the table, writes the CSV and the plot."""
+    from accel_sim import plot
+    from accel_sim.sweep import Table, pareto, sweep
+    from accel_sim.trace import _shipped_traces
+    trace_path = Path(args.trace) if args.trace else _shipped_traces() / "minilm_l6.npz"
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        table = Table()
+        for grid in (DEMO_QUICK_GRIDS if args.quick else DEMO_GRIDS):
+            part = sweep(trace_path, {**grid, "array": ["32x32"], "dataflow": ["ws"]},
+                                   progress=not args.json)
+            table.extend(part)
+        table.to_csv(out / "energy_vs_accuracy.csv")
+        plot.energy_accuracy(table, out / "energy_vs_accuracy.png", x="pj_per_mac",
+                             title="MiniLM-L6 layer 0 on a 32x32 weight-stationary array")
+    except (ValueError, TypeError, OSError) as e:
+        _error(e)
+    if args.json:
+        print(table.to_json())
+        return
+    print(f"MiniLM-L6 encoder layer 0 ({trace_path.name}) on a 32x32 ws array; error = mean relative "
+          "error of the layer outputs against the recorded fp32 ones")
+    _print_table(table)
+    front = pareto(table, x="energy_pj", y="error")
+    print("Pareto front (energy, error): " + "; ".join(f"{r['a']}/{r['scale']}/{r['acc']}" for r in front))
+    print(f"wrote {out / 'energy_vs_accuracy.csv'} and {out / 'energy_vs_accuracy.png'} "
+          f"in {time.perf_counter() - t0:.0f} s")
+
+
+def _add_mac_args(p, default_a="int8"):
+    p.add_argument("--a", default=default_a, help="format of A (activations), e.g. int8 e4m3fn e5m2")
+    p.add_argument("--b", default=None, help="format of B (weights); default: --a")
+    p.add_argument("--acc", default=None,
+                   help="accumulator: fp32 fp16 bf16 int32 int24 int16, or tensor_core:GPU (h100, a100, ...); "
+                        "default int32 for integer operands, else fp32")
+    p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne rna rtz rup rdn rto sr)")
+
+
+def _add_array_args(p):
+    p.add_argument("--scale", choices=("tensor", "channel", "none"), default="tensor", help="weight scales")
+    p.add_argument("--array", type=parse_array_size, default=(32, 32), help="array size RxC (default 32x32)")
+    p.add_argument("--dataflow", choices=("os", "ws", "is"), default="ws")
+    p.add_argument("--seed", type=int, default=0, help="seed of random inputs and stochastic rounding")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="accel-sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("formats", help="table of every number format")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_formats)
-    p = sub.add_parser("demo", help="quantization error of every 8-bit format on a sample tensor")
+    p = sub.add_parser("demo", help="energy vs accuracy of INT8/FP8/bf16 on the shipped MiniLM layer")
+    p.add_argument("--out", default=".", help="folder for energy_vs_accuracy.png and .csv (default: here)")
+    p.add_argument("--trace", default=None, help="another trace to use instead of the shipped MiniLM one")
+    p.add_argument("--quick", action="store_true", help="a reduced grid (3 configurations), for a first look")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sample tensor")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("gemm", help="a random GEMM (or --inputs A, B) on a simulated array")
+    _add_mac_args(p)
+    _add_array_args(p)
+    p.add_argument("--m", type=int, default=64)
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--k", type=int, default=64)
+    p.add_argument("--inputs", default=None, help=".npz file with float arrays A (MxK) and B (KxN)")
+    p.set_defaults(func=cmd_gemm)
+    p = sub.add_parser("conv", help="a random conv2d layer (PyTorch layouts) on a simulated array")
+    _add_mac_args(p)
+    _add_array_args(p)
+    p.add_argument("--input", type=lambda t: _dims(t, 4, "--input"), default=(1, 16, 16, 16), help="N,C,H,W")
+    p.add_argument("--weight", type=lambda t: _dims(t, 4, "--weight"), default=(32, 16, 3, 3), help="O,C/groups,KH,KW")
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--padding", type=int, default=1)
+    p.add_argument("--dilation", type=int, default=1)
+    p.add_argument("--groups", type=int, default=1)
+    p.set_defaults(func=cmd_conv)
+    p = sub.add_parser("sweep", help="sweep formats/accumulators/arrays over a trace; CSV and plot")
+    p.add_argument("trace", help="a trace file (.npz)")
+    p.add_argument("--a", default="int8,e4m3fn", help="comma-separated activation formats")
+    p.add_argument("--b", default=None, help="comma-separated weight formats (default: each --a)")
+    p.add_argument("--acc", default=None, help="comma-separated accumulators (default per format)")
+    p.add_argument("--rounding", default=None, help="comma-separated float-accumulator roundings")
+    p.add_argument("--scale", default="tensor", help="comma-separated weight scalings (tensor,channel,none)")
+    p.add_argument("--array", default="32x32", help="comma-separated array sizes RxC")
+    p.add_argument("--dataflow", default="ws", help="comma-separated dataflows")
+    p.add_argument("--cache", default=None, help="cache file: an interrupted sweep resumes from it")
+    p.add_argument("--workers", type=int, default=0, help="1: run in this process; default: all cores")
+    p.add_argument("--task", action="store_true", help="also the trace's end-to-end task metric")
+    p.add_argument("--out", default=".", help="folder for sweep.csv and energy_vs_accuracy.png")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("plan", help="SCALE-Sim config + topology -> per-layer cycles and energy")
+    p.add_argument("config", help="SCALE-Sim .cfg file")
+    p.add_argument("topology", help="SCALE-Sim topology .csv (conv or GEMM form)")
+    _add_mac_args(p)
+    p.add_argument("--output-size", choices=("pytorch", "scalesim"), default="pytorch",
+                   help="conv output size rule (SCALE-Sim's ceil or PyTorch's floor)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
     p = sub.add_parser("replay", help="replay a recorded model trace on a simulated array")
     p.add_argument("trace", help="a trace file (.npz)")
-    p.add_argument("--a", default="int8", help="format of A (activations), e.g. int8 e4m3fn e5m2")
-    p.add_argument("--b", default=None, help="format of B (weights); default: --a")
-    p.add_argument("--acc", default=None,
-                   help="accumulator: fp32 fp16 bf16 int32 int24 int16, or tensor_core:GPU (h100, a100, ...); "
-                        "default int32 for int8 operands, else fp32")
-    p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne rna rtz rup rdn rto sr)")
-    p.add_argument("--scale", choices=("tensor", "channel"), default="tensor", help="weight scales")
-    p.add_argument("--array", type=parse_array_size, default=(32, 32), help="array size RxC (default 32x32)")
-    p.add_argument("--dataflow", choices=("os", "ws", "is"), default="ws")
+    _add_mac_args(p)
+    _add_array_args(p)
     p.add_argument("--no-task", action="store_true", help="skip the end-to-end task metric")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_replay)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if getattr(args, "b", "") is None:
-        args.b = args.a
-    if getattr(args, "acc", "") is None:
-        args.acc = "int32" if args.a in ("int8", "uint8", "int4") else "fp32"
+    if args.command in ("gemm", "conv", "replay", "plan"):
+        if args.b is None:
+            args.b = args.a
+        if args.acc is None:
+            args.acc = "int32" if args.a in ("int8", "uint8", "int4") and args.b in ("int8", "uint8", "int4") else "fp32"
     args.func(args)
     return 0
 

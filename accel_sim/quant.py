@@ -61,7 +61,8 @@ def quantize(x, fmt, scale="tensor", axis=None, calibration="absmax", rounding="
     """Post-training quantization of x to fmt with symmetric scales.
 
     scale: "tensor" (one scale), "channel" (one per index along `axis`, default 0: the
-    output channel of PyTorch weights), or explicit float32 scale(s).
+    output channel of PyTorch weights), "none" (scale 1: a plain cast, for wide formats such
+    as bf16 and fp16 baselines), or explicit float32 scale(s).
     calibration: how the clipping magnitude amax is chosen per scale group:
       "absmax" max |x|; "percentile" that percentile of |x|; "mse" the clip among 100
       candidates amax*k/100 (k=1..100) with the least squared error after quantization.
@@ -77,19 +78,19 @@ def quantize(x, fmt, scale="tensor", axis=None, calibration="absmax", rounding="
     if not np.all(np.isfinite(x)):
         raise ValueError("x contains NaN or inf; quantize needs finite values to calibrate")
     if isinstance(scale, str):
-        if scale == "tensor":
+        if scale in ("tensor", "none"):
             if axis is not None:
-                raise ValueError("axis applies to scale='channel'; leave it None for scale='tensor'")
+                raise ValueError(f"axis applies to scale='channel'; leave it None for scale={scale!r}")
             group_axis = None
         elif scale == "channel":
             if x.ndim == 0:
                 raise ValueError("scale='channel' needs an array with at least one axis")
             group_axis = _check_axis(0 if axis is None else axis, x.ndim, "axis")
         else:
-            raise ValueError(f"scale must be 'tensor', 'channel' or explicit scale values, got {scale!r}")
+            raise ValueError(f"scale must be 'tensor', 'channel', 'none' or explicit scale values, got {scale!r}")
         if calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
-        scales = _calibrate(x, fmt, group_axis, calibration, percentile, rounding, saturate)
+        scales = 1.0 if scale == "none" else _calibrate(x, fmt, group_axis, calibration, percentile, rounding, saturate)
     else:
         group_axis = None if axis is None else _check_axis(axis, x.ndim, "axis")
         scales = scale

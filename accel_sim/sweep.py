@@ -5,7 +5,6 @@ Pareto fronts of the resulting table."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import csv
 import hashlib
 import io
@@ -14,15 +13,16 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from accel_sim._io import atomic_write
+
 __all__ = ["sweep", "pareto", "Table", "GRID_KEYS", "expand_grid"]
 
-GRID_KEYS = ("a", "b", "scale", "acc", "rounding", "array", "dataflow", "calibration")
-DEFAULTS = {"a": "int8", "b": None, "scale": "tensor", "acc": None, "rounding": None, "array": "32x32",
+GRID_KEYS = ("a", "b", "scale_a", "scale", "acc", "rounding", "array", "dataflow", "calibration")
+DEFAULTS = {"a": "int8", "b": None, "scale_a": "tensor", "scale": "tensor", "acc": None, "rounding": None, "array": "32x32",
             "dataflow": "ws", "calibration": "absmax"}
 INT_FORMATS = ("int8", "uint8", "int4")
 
@@ -62,22 +62,6 @@ class Table(list):
     def to_pandas(self):
         import pandas as pd
         return pd.DataFrame(list(self))
-
-
-def atomic_write(path, data: bytes):
-    """Write data to path through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _jsonable(v):
@@ -139,26 +123,34 @@ def build(cfg):
         raise ValueError(f"array must look like '32x32', got {cfg['array']!r}") from None
     mac = mac_from_names(cfg["a"], cfg["b"], cfg["acc"], cfg["rounding"])
     return Array(rows, cols, cfg["dataflow"], mac,
-                 quant={"a": "tensor", "b": cfg["scale"], "calibration": cfg["calibration"]})
+                 quant={"a": cfg["scale_a"], "b": cfg["scale"], "calibration": cfg["calibration"]})
 
 
 # -- targets ------------------------------------------------------------------------------------
 def _fingerprint(target) -> str:
+    """A hash of everything a target holds: array shapes, dtypes and bytes, and parameters."""
     h = hashlib.sha256()
+
+    def add_array(key, arr):
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+
     from accel_sim.trace import Trace
     if isinstance(target, Trace):
         h.update(json.dumps(target.manifest(), sort_keys=True).encode())
         for k in sorted(target.arrays):
-            h.update(k.encode())
-            h.update(np.ascontiguousarray(target.arrays[k]).tobytes())
+            add_array(k, target.arrays[k])
     elif isinstance(target, dict):
         for k in sorted(target):
             v = target[k]
-            h.update(k.encode())
-            h.update(np.ascontiguousarray(v).tobytes() if isinstance(v, np.ndarray) else json.dumps(v).encode())
+            if isinstance(v, np.ndarray):
+                add_array(k, v)
+            else:
+                h.update(f"{k}={json.dumps(v)}".encode())
     else:
-        for arr in target:
-            h.update(np.ascontiguousarray(arr).tobytes())
+        for i, arr in enumerate(target):
+            add_array(str(i), arr)
     return h.hexdigest()
 
 
@@ -228,8 +220,8 @@ def _load_cache(path):
 
 
 def _save_cache(path, rows):
-    atomic_write(path, json.dumps({"format": "accel_sim.sweep-cache", "version": 1,
-                                   "rows": _jsonable(rows)}).encode())
+    # Python's JSON keeps inf and NaN (as Infinity/NaN), so cached rows read back unchanged.
+    atomic_write(path, json.dumps({"format": "accel_sim.sweep-cache", "version": 1, "rows": rows}).encode())
 
 
 class _Progress:
@@ -263,8 +255,8 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
 
     target: a Trace or trace path (replayed; error = mean relative error over layers), a pair
     (A, B) (Array.gemm), or a conv dict {"x", "w", stride, padding, ...} (Array.conv2d).
-    grid: lists per key of a (activation format), b (weight format, default a), scale (weight
-    scales: tensor/channel), acc (fp32 fp16 bf16 int32 ... or tensor_core:GPU; default int32
+    grid: lists per key of a (activation format), b (weight format, default a), scale_a
+    (activation scales: tensor/none), scale (weight scales: tensor/channel/none), acc (fp32 fp16 bf16 int32 ... or tensor_core:GPU; default int32
     for integer operands, else fp32), rounding (float accumulators), array ("RxC"), dataflow,
     calibration.
     executor: any concurrent.futures.Executor (a Dask client's get_executor() works); default
@@ -291,30 +283,38 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
         elif todo:
             own = executor is None
             pool = cf.ProcessPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) if own else executor
+            failure = None
             try:
                 futures = {pool.submit(run_config, target, c, trace_dir, task): k for k, c in todo}
                 for fut in cf.as_completed(futures):
-                    done[futures[fut]] = fut.result()
+                    try:
+                        done[futures[fut]] = fut.result()
+                    except Exception as e:  # keep collecting: every finished row reaches the cache
+                        failure = failure or e
+                        continue
                     if cache is not None:
                         _save_cache(cache, done)
                     bar.update()
             finally:
                 if own:
                     pool.shutdown(cancel_futures=True)
+            if failure is not None:
+                raise failure
     finally:
         bar.close()
     return Table([done[k] for k in keys], skipped)
 
 
 def pareto(table, x="energy_pj", y="error"):
-    """The rows no other row beats on both x and y (lower is better), sorted by x."""
+    """The rows no other row dominates (no worse on both x and y, better on one; lower is
+    better), sorted by x; exact ties are all kept.  Rows with a non-finite x or y are left out."""
     rows = [r for r in table if _finite(r.get(x)) and _finite(r.get(y))]
     rows.sort(key=lambda r: (r[x], r[y]))
-    front, best = [], math.inf
+    front, best, last = [], math.inf, None
     for r in rows:
-        if r[y] < best:
+        if r[y] < best or (r[x], r[y]) == last:
             front.append(r)
-            best = r[y]
+            best, last = r[y], (r[x], r[y])
     return front
 
 

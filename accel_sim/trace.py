@@ -12,7 +12,6 @@ import importlib.util
 import json
 import math
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from accel_sim import layers, ops
+from accel_sim._io import atomic_write
 
 __all__ = ["Trace", "Report", "load", "record", "record_torch", "simulate", "replay", "VERSION", "MAX_BYTES"]
 
@@ -74,17 +74,8 @@ class Trace:
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
         manifest = np.frombuffer(json.dumps(self.manifest()).encode(), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                (np.savez_compressed if compress else np.savez)(f, **{MANIFEST_KEY: manifest}, **self.arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        save = np.savez_compressed if compress else np.savez
+        atomic_write(path, lambda f: save(f, **{MANIFEST_KEY: manifest}, **self.arrays))
 
     def __repr__(self):
         return f"Trace({self.model!r}, {len(self.layers)} layers, {len(self.arrays)} arrays)"

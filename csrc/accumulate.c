@@ -1,5 +1,6 @@
 /* accumulate.c: one accumulation step for every accumulator kind, and chains of them.
  * Products of two operands are exact; every rounding goes through acs_round() (round.c). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -233,22 +234,135 @@ acs_acc_state acs_acc_start(const acs_acc *acc, double init)
     return s;
 }
 
+/* ---- Exact fast paths ------------------------------------------------------------------
+ * FloatAcc fp32 rne: when every product of two operand values is exact in fp32 (significands
+ * of at most 24 bits together, no product below 2^-149's grid or beyond 2^128), a native fp32
+ * add rounds acc + a*b exactly once to nearest-even, with IEEE's overflow, subnormals, signed
+ * zeros and NaN rules: the general step's result bit for bit (the engine is built without
+ * fast-math, on SSE arithmetic with no flush-to-zero).
+ * IntAcc wrap: two's complement wrapping after every step equals wrapping the exact sum once,
+ * and an int64 sum of products of <= 16-bit integers cannot overflow below 2^30 steps. */
+static int fast_paths_enabled = 1;
+
+int acs_set_fast_paths(int enabled)
+{
+    int old = fast_paths_enabled;
+    fast_paths_enabled = enabled != 0;
+    return old;
+}
+
+/* Significand bits, exponent of the least significant bit, and a bound 2^top on magnitudes. */
+static void value_range(const acs_format *f, int *sig, int64_t *lsb, int64_t *top)
+{
+    if (f->grid.kind == ACS_GRID_FLOAT) {
+        *sig = f->grid.man_bits + 1;
+        *lsb = (int64_t)f->grid.emin - f->grid.man_bits;
+        *top = (int64_t)f->grid.emax + 1;
+    } else {
+        *sig = f->grid.total_bits;
+        *lsb = -(int64_t)f->grid.frac_bits;
+        *top = (int64_t)f->grid.total_bits - f->grid.frac_bits;
+    }
+}
+
+static int fast_path_of(const acs_mac *mac)
+{
+    const acs_acc *acc = &mac->acc;
+    if (!fast_paths_enabled || mac->a.bits > 16 || mac->b.bits > 16) return ACS_FAST_NONE;
+    if (acc->kind == ACS_ACC_INT && acc->overflow == ACS_OVF_WRAP) return ACS_FAST_INT_WRAP;
+    const acs_grid *g = &acc->grid, *ad = &acc->addend;
+    int fp32 = acc->kind == ACS_ACC_FLOAT && acc->rounding == ACS_RNE && acc->overflow == ACS_OVF_INF
+        && g->man_bits == 23 && g->emin == -126 && g->emax == 127 && g->max_sig == (1ULL << 24) - 1 && g->subnormals
+        && ad->man_bits == 23 && ad->emin == -126 && ad->emax == 127 && ad->max_sig == (1ULL << 24) - 1 && ad->subnormals;
+    if (!fp32) return ACS_FAST_NONE;
+    int sa, sb;
+    int64_t la, lb, ta, tb;
+    value_range(&mac->a, &sa, &la, &ta);
+    value_range(&mac->b, &sb, &lb, &tb);
+    return sa + sb <= 24 && la + lb >= -149 && ta + tb <= 128 ? ACS_FAST_FP32 : ACS_FAST_NONE;
+}
+
 int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
 {
+    memset(ctx, 0, sizeof *ctx);
     ctx->mac = mac;
-    ctx->ta = ctx->tb = NULL;
     int status = check_mac(mac);
     if (status) return status;
     ctx->ta = operand_table(&mac->a);
     ctx->tb = operand_table(&mac->b);
+    ctx->fast = ctx->ta && ctx->tb ? fast_path_of(mac) : ACS_FAST_NONE;
+    if (ctx->fast == ACS_FAST_FP32) {
+        ctx->fa = malloc(sizeof(float) << mac->a.bits);
+        ctx->fb = malloc(sizeof(float) << mac->b.bits);
+        for (uint64_t c = 0; ctx->fa && c < (1ULL << mac->a.bits); c++) {
+            acs_operand v = ctx->ta[c];
+            ctx->fa[c] = (float)(v.cls == ACS_NAN ? NAN : v.cls == ACS_INF ? INFINITY : ldexp((double)v.sig, v.exp));
+            if (v.neg) ctx->fa[c] = -ctx->fa[c];
+        }
+        for (uint64_t c = 0; ctx->fb && c < (1ULL << mac->b.bits); c++) {
+            acs_operand v = ctx->tb[c];
+            ctx->fb[c] = (float)(v.cls == ACS_NAN ? NAN : v.cls == ACS_INF ? INFINITY : ldexp((double)v.sig, v.exp));
+            if (v.neg) ctx->fb[c] = -ctx->fb[c];
+        }
+        if (!ctx->fa || !ctx->fb) ctx->fast = ACS_FAST_NONE;
+    } else if (ctx->fast == ACS_FAST_INT_WRAP) {
+        ctx->ia = malloc(sizeof(int64_t) << mac->a.bits);
+        ctx->ib = malloc(sizeof(int64_t) << mac->b.bits);
+        for (uint64_t c = 0; ctx->ia && c < (1ULL << mac->a.bits); c++)
+            ctx->ia[c] = ctx->ta[c].neg ? -(int64_t)ctx->ta[c].sig : (int64_t)ctx->ta[c].sig;
+        for (uint64_t c = 0; ctx->ib && c < (1ULL << mac->b.bits); c++)
+            ctx->ib[c] = ctx->tb[c].neg ? -(int64_t)ctx->tb[c].sig : (int64_t)ctx->tb[c].sig;
+        if (!ctx->ia || !ctx->ib) ctx->fast = ACS_FAST_NONE;
+    }
     return ACS_OK;
 }
 
 void acs_mac_close(acs_mac_ctx *ctx)
 {
-    free(ctx->ta);
-    free(ctx->tb);
-    ctx->ta = ctx->tb = NULL;
+    free(ctx->ta); free(ctx->tb);
+    free(ctx->fa); free(ctx->fb);
+    free(ctx->ia); free(ctx->ib);
+    memset(ctx, 0, sizeof *ctx);
+}
+
+static const acs_grid fp32_acc_grid = { ACS_GRID_FLOAT, 23, -126, 127, (1ULL << 24) - 1, 1, 0, 0, 0 };
+
+/* The fp32 fast path's chain: the state converts to a float and back exactly (it lies on the
+ * fp32 grid). */
+static void chain_fp32(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, int64_t ib,
+                       int64_t len, acs_acc_state *s, int64_t *zeros)
+{
+    float acc = (float)acs_rounded_to_double(&s->v);
+    int64_t z = 0;
+    int ab = ctx->mac->a.bits, bb = ctx->mac->b.bits;
+    for (int64_t j = 0; j < len; j++) {
+        uint64_t ca = acs_load_code(a, ia + j, ab), cb = acs_load_code(b, ib + j, bb);
+        z += ctx->ta[ca].cls == ACS_ZERO || ctx->tb[cb].cls == ACS_ZERO;
+        float p = ctx->fa[ca] * ctx->fb[cb];
+        acc = acc + p;
+    }
+    uint32_t u;
+    memcpy(&u, &acc, sizeof u);
+    int cls;
+    acs_real x = acs_real_from_bits(u, 32, &cls);
+    acs_rounded r = { cls, cls == ACS_NAN ? 0 : x.neg, 0, 0, 0 }; /* NaN: canonical, as the general path */
+    if (cls == ACS_FINITE) r = acs_round(&fp32_acc_grid, x, ACS_RNE, ACS_OVF_INF, 0);
+    s->v = r;
+    *zeros += z;
+}
+
+static void chain_int_wrap(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, int64_t ib,
+                           int64_t len, acs_acc_state *s, int64_t *zeros)
+{
+    int64_t sum = 0, z = 0;
+    int ab = ctx->mac->a.bits, bb = ctx->mac->b.bits;
+    for (int64_t j = 0; j < len; j++) {
+        int64_t x = ctx->ia[acs_load_code(a, ia + j, ab)], y = ctx->ib[acs_load_code(b, ib + j, bb)];
+        z += x == 0 || y == 0;
+        sum += x * y;
+    }
+    s->reg = clamp_register(&ctx->mac->acc, s->reg + sum);
+    *zeros += z;
 }
 
 /* Products a[ia + j] * b[ib + j], j = 0..len-1, into the accumulator in order (blocks of
@@ -263,6 +377,11 @@ int acs_chain(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, 
     int n = acc->kind == ACS_ACC_BLOCK ? acc->terms : 1;
     int64_t zeros = 0;
     term block[64];
+    if (ctx->fast == ACS_FAST_FP32 || (ctx->fast == ACS_FAST_INT_WRAP && len < (1 << 30))) {
+        (ctx->fast == ACS_FAST_FP32 ? chain_fp32 : chain_int_wrap)(ctx, a, ia, b, ib, len, s, &zeros);
+        if (zero_macs) *zero_macs += zeros;
+        return ACS_OK;
+    }
     for (int64_t j0 = 0, step = 0; j0 < len; j0 += n, step++) {
         uint32_t rand = acc->rounding == ACS_SR ? acs_rand32(seed, element, step0 + (uint64_t)step) : 0;
         for (int t = 0; t < n; t++) {

@@ -137,6 +137,11 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
                  const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
                  const float *bias, float *out);
 
+/* Exact fast paths (on by default): FloatAcc fp32 rne whose operand products are exact in
+ * fp32 runs on native float adds, IntAcc wrap on native integer sums.  0 turns them off so
+ * tests can compare them with the general path; returns the previous setting. */
+int acs_set_fast_paths(int enabled);
+
 /* The counter-based generator behind stochastic rounding (see docs/numerics.md). */
 uint32_t acs_rand32(uint64_t seed, uint64_t index, uint64_t step);
 /* cdef-end */

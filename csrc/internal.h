@@ -61,9 +61,14 @@ typedef struct {
     acs_i128 reg;    /* integer and fixed registers */
 } acs_acc_state;
 
+enum acs_fast_path { ACS_FAST_NONE = 0, ACS_FAST_FP32 = 1, ACS_FAST_INT_WRAP = 2 };
+
 typedef struct {
     const acs_mac *mac;
     acs_operand *ta, *tb;  /* decoded operand codes, for formats of at most 16 bits */
+    int fast;              /* an exact fast path (acs_fast_path) this MAC allows */
+    float *fa, *fb;        /* ACS_FAST_FP32: operand values */
+    int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP: operand values */
 } acs_mac_ctx;
 
 int acs_check_acc(const acs_acc *acc);

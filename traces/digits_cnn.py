@@ -11,7 +11,8 @@ Architecture (PyTorch layouts, NCHW activations, OIHW weights):
 "fc"), so the same code runs in float32, is recorded into a trace, or runs on a simulated
 array. ReLU and flatten are float32 numpy outside the array.
 
-Training (numpy only, float64, im2col backprop, Adam, fixed seed) uses the images only as
+Training (numpy only, float64, im2col backprop, AdamW with cosine decay, random 1-pixel
+shifts, one fixed seed for initialisation, batch order and shifts) uses the images only as
 plain arrays: scikit-learn is needed to *load* the data set (traces/record_digits.py), never
 here, so replaying the shipped trace needs neither scikit-learn nor training.
 """
@@ -24,7 +25,6 @@ from accel_sim import ops
 __all__ = ["PARAM_NAMES", "SHAPES", "forward", "predict", "accuracy", "init_params", "train",
            "split", "evaluate", "params_from_trace", "weights_sha256", "N_TRAIN", "SEED"]
 
-# The layer table: name -> (weight shape, stride, padding) for convs; fc is plain.
 C1, C2 = 6, 16           # conv1 / conv2 output channels (6, not 8: keeps the trace < 2 MB)
 
 
@@ -38,7 +38,7 @@ PARAM_NAMES = tuple(SHAPES)
 CONV = {"conv1": (1, 1), "conv2": (2, 1)}  # name -> (stride, padding)
 
 N_TRAIN = 1297           # load_digits order: first 1297 train, last 500 test
-SEED = 20240607          # the one seed: initialisation and batch order
+SEED = 20240607          # the one seed: initialisation, batch order, shifts
 EPOCHS = 80
 BATCH = 32
 LR = 1e-2
@@ -179,7 +179,7 @@ def _shift(x, rng, max_shift):
 
 
 def train(x, y, epochs=EPOCHS, seed=SEED, batch=BATCH, lr=LR, wd=WD, shift=SHIFT, log=None):
-    """Adam on mini-batches in a seeded order; returns float32 params (a dict of arrays).
+    """AdamW on mini-batches in a seeded order; returns float32 params (a dict of arrays).
     Deterministic: the same inputs and seed give the same bits (on one machine's BLAS)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)

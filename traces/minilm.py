@@ -171,13 +171,27 @@ def embeddings(weights, input_ids):
     return _layer_norm(h, weights[p + "LayerNorm.weight"], weights[p + "LayerNorm.bias"])
 
 
+class NonFiniteOutput(ArithmeticError):
+    """A GEMM gave inf or NaN (e.g. a simulated accumulator overflowed): the forward stops."""
+
+
+def _finite(y, name):
+    y = np.asarray(y)
+    bad = int(y.size - np.count_nonzero(np.isfinite(y)))
+    if bad:
+        raise NonFiniteOutput(f"{name}: {bad} of {y.size} outputs are inf or NaN")
+    return y
+
+
 def encoder_layer(weights, i, h, attention_mask):
-    """One BERT layer on h (B, T, 384) float32; its 8 GEMMs go through acs.ops as layer{i}.*."""
+    """One BERT layer on h (B, T, 384) float32; its 8 GEMMs go through acs.ops as layer{i}.*
+    (NonFiniteOutput if one of them returns inf or NaN)."""
     p = f"encoder.layer.{i}."
     B, T, _ = h.shape
 
     def lin(x, key, name):
-        return ops.linear(x, weights[p + key + ".weight"], weights[p + key + ".bias"], name=f"layer{i}.{name}")
+        name = f"layer{i}.{name}"
+        return _finite(ops.linear(x, weights[p + key + ".weight"], weights[p + key + ".bias"], name=name), name)
 
     def heads(x):  # (B, T, 384) -> (B, 12, T, 32)
         return np.ascontiguousarray(x.reshape(B, T, HEADS, HEAD_DIM).transpose(0, 2, 1, 3))
@@ -185,11 +199,13 @@ def encoder_layer(weights, i, h, attention_mask):
     q = heads(lin(h, "attention.self.query", "attn.q"))
     k = heads(lin(h, "attention.self.key", "attn.k"))
     v = heads(lin(h, "attention.self.value", "attn.v"))
-    scores = ops.matmul(q, np.ascontiguousarray(k.transpose(0, 1, 3, 2)), name=f"layer{i}.attn.scores")
+    name = f"layer{i}.attn.scores"
+    scores = _finite(ops.matmul(q, np.ascontiguousarray(k.transpose(0, 1, 3, 2)), name=name), name)
     # HF BERT: scores / sqrt(head_dim) + (1 - mask) * float32 min, softmax over keys
     bias = (1.0 - np.asarray(attention_mask, np.float64))[:, None, None, :] * np.finfo(np.float32).min
     probs = _softmax(np.asarray(scores, np.float64) / math.sqrt(HEAD_DIM) + bias)
-    ctx = ops.matmul(probs, v, name=f"layer{i}.attn.context")
+    name = f"layer{i}.attn.context"
+    ctx = _finite(ops.matmul(probs, v, name=name), name)
     ctx = np.ascontiguousarray(ctx.transpose(0, 2, 1, 3)).reshape(B, T, HIDDEN)
     attn = lin(ctx, "attention.output.dense", "attn.out")
     h = _layer_norm(np.asarray(attn, np.float64) + h, weights[p + "attention.output.LayerNorm.weight"],
@@ -262,7 +278,9 @@ def compare(simulated, reference) -> dict:
 def evaluate(trace, run):
     """Embed the trace's sentences with every GEMM on the simulated array (inside `with run():`)
     and in float32, and compare: mean / min cosine between the two embeddings of each sentence,
-    and the fraction of sentences whose nearest other sentence is the same in both."""
+    and the fraction of sentences whose nearest other sentence is the same in both.  If a
+    simulated GEMM returns inf or NaN the forward cannot go on: the cosines are NaN,
+    nn_agreement 0, and "nonfinite" names the GEMM.  Without the package: {"skipped": ...}."""
     if not available():
         return dict(SKIPPED)
     task = trace.task
@@ -270,6 +288,10 @@ def evaluate(trace, run):
     mask = trace.arrays[task.get("attention_mask", "task.attention_mask")]
     weights = load_weights()
     reference = embed(weights, ids, mask)
-    with run():
-        simulated = embed(weights, ids, mask)
+    try:
+        with run():
+            simulated = embed(weights, ids, mask)
+    except NonFiniteOutput as e:  # the hardware's answer, not a failure of the metric
+        return {"embedding_cosine_mean": float("nan"), "embedding_cosine_min": float("nan"), "nn_agreement": 0.0,
+                "sentences": int(ids.shape[0]), "nonfinite": str(e)}
     return compare(simulated, reference)

@@ -1,0 +1,95 @@
+"""The engine's exact fast paths (native fp32 adds for FloatAcc fp32 rne when operand products
+are exact in fp32; native integer sums for IntAcc wrap) against its general path, bit for bit."""
+import numpy as np
+import pytest
+
+import accel_sim as acs
+from accel_sim._native import fast_paths
+
+FP32_FAST = ["e4m3fn", "e4m3", "e5m2", "e4m3fnuz", "e5m2fnuz", "e3m4", "fp16", "int8", "uint8", "int4"]
+
+
+def bits(x):
+    x = np.asarray(x)
+    if x.dtype.kind in "iu":
+        return x
+    return np.where(np.isnan(x), np.uint64(0x7FF8000000000000), x.view(np.uint64))
+
+
+def both_paths(fn):
+    with fast_paths(True):
+        fast = fn()
+    with fast_paths(False):
+        general = fn()
+    return fast, general
+
+
+def random_codes(fmt, shape, rng):
+    codes = fmt.all_codes()
+    return rng.choice(codes, size=shape).astype(fmt.code_dtype)
+
+
+@pytest.mark.parametrize("a", FP32_FAST)
+@pytest.mark.parametrize("b", ["e4m3fn", "e5m2", "int8"])
+def test_fp32_fast_path_equals_general(a, b):
+    rng = np.random.default_rng(abs(hash((a, b))) % 2**32)
+    fa, fb = acs.formats.get(a), acs.formats.get(b)
+    mac = acs.MAC(fa, fb, "fp32")
+    A, B = random_codes(fa, (200, 150), rng), random_codes(fb, (200, 150), rng)  # NaN, inf, zeros included
+    init = rng.standard_normal(200) * 10.0 ** rng.integers(-40, 40, 200)
+    fast, general = both_paths(lambda: acs.accumulate(A, B, mac, init=init))
+    assert np.array_equal(bits(fast), bits(general))
+    assert np.array_equal(np.signbit(fast), np.signbit(general))
+
+
+def test_fp32_fast_path_overflow_subnormals_and_signed_zeros():
+    f = acs.formats.get("e5m2")
+    mac = acs.MAC(f, f, "fp32")
+    big = f.encode(np.full((4, 300), 57344.0))          # products 2^31.6: the sum overflows fp32? no: 300 * 3.3e9
+    tiny = f.encode(np.full((4, 300), 2.0 ** -16))      # products 2^-32: sums stay exact
+    negz = f.encode(np.full((4, 300), -0.0))
+    for A, B, init in ((big, big, 3e38), (tiny, tiny, 1e-45), (negz, tiny, -0.0), (big, negz, -3.4e38)):
+        fast, general = both_paths(lambda: acs.accumulate(A, B, mac, init=init))
+        assert np.array_equal(bits(fast), bits(general)), (fast, general)
+        assert np.array_equal(np.signbit(fast), np.signbit(general))
+
+
+@pytest.mark.parametrize("a", ["int8", "uint8", "int4"])
+@pytest.mark.parametrize("bits_", [8, 16, 24, 32, 64])
+def test_int_wrap_fast_path_equals_general(a, bits_):
+    rng = np.random.default_rng(bits_)
+    f = acs.formats.get(a)
+    mac = acs.MAC(f, f, acs.IntAcc(bits_, overflow="wrap"))
+    A, B = random_codes(f, (100, 500), rng), random_codes(f, (100, 500), rng)
+    init = rng.integers(-(2 ** (bits_ - 1)), 2 ** (bits_ - 1) - 1, 100, dtype=np.int64).astype(np.float64)
+    init = np.clip(init, -2.0**52, 2.0**52)
+    fast, general = both_paths(lambda: acs.accumulate(A, B, mac, init=init))
+    assert np.array_equal(fast, general)
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+@pytest.mark.parametrize("mac", [acs.MAC("e4m3fn", "e4m3fn", "fp32"), acs.MAC("int8", "int8", "int32"),
+                                 acs.MAC("fp16", "fp16", "fp32")], ids=lambda m: m.name)
+def test_array_fast_paths_equal_general(dataflow, mac):
+    rng = np.random.default_rng(7)
+    A = acs.QTensor(random_codes(mac.a, (37, 70), rng), mac.a)
+    B = acs.QTensor(random_codes(mac.b, (70, 23), rng), mac.b)
+    arr = acs.Array(8, 4, dataflow, mac)
+    fast, general = both_paths(lambda: arr.gemm(A, B))
+    assert np.array_equal(bits(fast.acc), bits(general.acc))
+    assert fast.counts == general.counts
+
+
+def test_ineligible_formats_use_the_general_path():
+    """bf16 products can underflow or overflow fp32, so bf16 -> fp32 must not take the fast
+    path: a product of two tiny bf16 values is below fp32's subnormals, and the general path
+    (exact fused step) keeps it in the sum."""
+    f = acs.formats.get("bf16")
+    mac = acs.MAC(f, f, "fp32")
+    a = f.encode(np.array([[2.0 ** -100, 2.0 ** -100]]))
+    b = f.encode(np.array([[2.0 ** -60, 2.0 ** -60]]))
+    fast, general = both_paths(lambda: acs.accumulate(a, b, mac, init=2.0 ** -149))
+    assert fast[0] == general[0] == 2.0 ** -149  # each product (2^-160) rounds away in the fused step
+    a2 = f.encode(np.array([[2.0 ** 100]]))
+    fast, general = both_paths(lambda: acs.accumulate(a2, a2, mac))
+    assert np.isinf(fast[0]) and np.isinf(general[0])
