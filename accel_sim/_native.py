@@ -31,6 +31,16 @@ def check_seed(seed, argname: str = "seed") -> int:
     return seed
 
 
+def raise_for_status(status: int, acc_name: str, what) -> None:
+    """Turn an engine status from accumulating into the exception the user should see."""
+    if status == lib.ACS_ERR_NAN:
+        raise ValueError(f"the operands hold NaN, which {acc_name} cannot accumulate")
+    if status == lib.ACS_ERR_RANGE:
+        raise ValueError(f"the operands hold infinities, which {acc_name} cannot accumulate")
+    if status != lib.ACS_OK:
+        raise ValueError(f"the engine rejected {what!r} (status {status})")
+
+
 def pointer(array: np.ndarray, ctype: str):
     """A C pointer into a C-contiguous numpy array (the caller keeps the array alive)."""
     assert array.flags.c_contiguous

@@ -15,7 +15,7 @@ import numpy as np
 
 from accel_sim import formats, layers
 from accel_sim.energy import ENERGY_PARTS, EnergyTable, evaluate
-from accel_sim._native import check_seed, ffi, lib, pointer, rounding_code
+from accel_sim._native import check_seed, ffi, lib, pointer, raise_for_status, rounding_code
 from accel_sim.mac import MAC, BlockFMA, FixedAcc, FloatAcc, IntAcc, get_acc
 from accel_sim.quant import CALIBRATIONS, QTensor, quantize
 
@@ -375,12 +375,7 @@ class Array:
                               pointer(a, "void *"), pointer(bt, "void *"), m, n, k,
                               ffi.NULL if int_out else pointer(acc, "double *"),
                               pointer(acc, "int64_t *") if int_out else ffi.NULL, self.seed, counts)
-        if status == lib.ACS_ERR_NAN:
-            raise ValueError(f"the operands hold NaN, which {out_acc.name} cannot accumulate")
-        if status == lib.ACS_ERR_RANGE:
-            raise ValueError(f"the operands hold infinities, which {out_acc.name} cannot accumulate")
-        if status != lib.ACS_OK:
-            raise ValueError(f"the engine rejected {self!r} (status {status})")
+        raise_for_status(status, out_acc.name, self)
         (sa, sa_stride), (sb, sb_stride) = sa, sb
         y = np.empty((m, n), dtype=np.float32)
         lib.acs_epilogue(ffi.NULL if int_out else pointer(acc, "double *"),

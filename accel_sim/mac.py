@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accel_sim import formats
-from accel_sim._native import ROUNDING_MODES, check_seed, ffi, lib, pointer
+from accel_sim._native import ROUNDING_MODES, check_seed, ffi, lib, pointer, raise_for_status
 
 __all__ = ["FloatAcc", "IntAcc", "FixedAcc", "BlockFMA", "MAC", "accumulate", "get_acc", "mac_from_names",
            "ACCUMULATORS"]
@@ -304,10 +304,5 @@ def accumulate(a_codes, b_codes, mac: MAC, init=0.0, seed: int = 0):
         mac._c, pointer(a, "void *"), pointer(b, "void *"), rows, k, pointer(init_arr, "double *"),
         ffi.NULL if mac.int_output else pointer(out, "double *"),
         pointer(out, "int64_t *") if mac.int_output else ffi.NULL, seed, 0)
-    if status == lib.ACS_ERR_NAN:
-        raise ValueError(f"the operands hold NaN, which {mac.acc.name} cannot accumulate")
-    if status == lib.ACS_ERR_RANGE:
-        raise ValueError(f"the operands hold infinities, which {mac.acc.name} cannot accumulate")
-    if status != lib.ACS_OK:
-        raise ValueError(f"the engine rejected {mac!r} (status {status})")
+    raise_for_status(status, mac.acc.name, mac)
     return out

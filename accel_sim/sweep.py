@@ -239,13 +239,13 @@ class _Progress:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
-        elif self.enabled:
+        elif self.enabled and sys.stderr.isatty():
             print(f"\rsweep: {self.done}/{self.total} configurations", end="", file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled and self.total:
+        elif self.enabled and self.total and sys.stderr.isatty():
             print(file=sys.stderr)
 
 

@@ -8,6 +8,7 @@ optionally task data for an end-to-end metric."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import math
@@ -49,13 +50,24 @@ class Trace:
         self.arrays[key] = arr
         return key
 
+    def _stored(self, key, array) -> str:
+        """Store an array, or reuse the key of an identical one already stored (the same
+        activations feeding q, k and v, the same weights called twice)."""
+        arr = np.asarray(array)
+        digest = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode() + np.ascontiguousarray(arr).tobytes()).digest()
+        index = self.__dict__.setdefault("_by_digest", {})
+        if digest in index and index[digest] in self.arrays:
+            return index[digest]
+        index[digest] = self.add_array(key, arr)
+        return key
+
     def add_layer(self, name, op, inputs, output, attrs=None):
         """Record one layer call; inputs maps roles (x/w/bias, a/b) to arrays."""
         i = len(self.layers)
         entry = {"name": name, "op": op, "inputs": {}, "attrs": dict(attrs or {})}
         for role, arr in inputs.items():
-            entry["inputs"][role] = self.add_array(f"L{i:04d}.{role}", arr)
-        entry["output"] = self.add_array(f"L{i:04d}.output", output)
+            entry["inputs"][role] = self._stored(f"L{i:04d}.{role}", arr)
+        entry["output"] = self._stored(f"L{i:04d}.output", output)
         _check_layer(entry, self.arrays, f"layer {i}")
         self.layers.append(entry)
         return entry
@@ -283,8 +295,8 @@ def _jsonable(v):
 def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
     """Run every recorded layer on `array` from its recorded inputs and compare with the
     recorded float32 output; with task=True and a forward module named by the trace (looked
-    for in trace_dir, default the shipped traces/ folder), also the end-to-end task metric
-    with every GEMM on the array."""
+    for in trace_dir, by default the trace file's folder, then the shipped traces/), also the
+    end-to-end task metric with every GEMM on the array."""
     from accel_sim.array import Array, _error_metrics
     if isinstance(trace, (str, os.PathLike)):
         trace_dir = trace_dir or Path(trace).parent
@@ -318,7 +330,8 @@ def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
     totals["sqnr_db_min"] = min(sq) if sq else math.inf
     report.totals = totals
     if task and trace.task.get("forward"):
-        report.task = _task_metric(trace, array, Path(trace_dir) if trace_dir else _shipped_traces())
+        folders = [Path(trace_dir)] if trace_dir else []
+        report.task = _task_metric(trace, array, folders + [_shipped_traces()])
     return report
 
 
@@ -326,10 +339,14 @@ def _shipped_traces() -> Path:
     return Path(__file__).resolve().parents[1] / "traces"
 
 
-def _task_metric(trace, array, folder):
-    module_file = folder / trace.task["forward"]
-    if Path(trace.task["forward"]).name != trace.task["forward"] or not module_file.is_file():
-        return {"skipped": f"no forward module {trace.task['forward']!r} in {folder}"}
+def _task_metric(trace, array, folders):
+    """The trace's task metric through its forward module, looked for in `folders` in order
+    (the trace's own folder, then the shipped traces/)."""
+    name = trace.task["forward"]
+    found = [f / name for f in folders if (f / name).is_file()]
+    if not isinstance(name, str) or Path(name).name != name or not found:
+        return {"skipped": f"no forward module {name!r} in {', '.join(map(str, folders))}"}
+    module_file = found[0]
     spec = importlib.util.spec_from_file_location(f"accel_sim_traces_{module_file.stem}", module_file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 
 import accel_sim as acs  # noqa: E402
 from accel_sim import reference  # noqa: E402
+from accel_sim._native import fast_paths  # noqa: E402
 from _machine import describe  # noqa: E402
 
 ROWS, K = 4096, 1024
@@ -50,6 +51,9 @@ def main():
     print("|---|---|")
     for label, mac, fmt in cases:
         print(f"| {label} | {steps_per_second(mac, fmt) / 1e6:.1f} |")
+    with fast_paths(False):
+        for label, mac, fmt in cases[:3:2]:
+            print(f"| {label}, general path (fast paths off) | {steps_per_second(mac, fmt) / 1e6:.1f} |")
     ref = reference_steps_per_second()
     print(f"| reference.py float_acc fp32 (pure Python, Fraction) | {ref / 1e6:.4f} |")
 
