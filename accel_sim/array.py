@@ -9,6 +9,7 @@ dataflow os/ws/is the array folds Sr x Sc over R x C and streams T, per fold T +
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,6 +138,25 @@ def _error_metrics(out, ref):
     }
 
 
+def _check_threads(threads):
+    if threads is None:
+        env = os.environ.get("ACCEL_SIM_THREADS")
+        if env is None:
+            return min(256, os.cpu_count() or 1)
+        try:
+            threads = int(env)
+        except ValueError:
+            raise ValueError(f"ACCEL_SIM_THREADS must be a positive integer, got {env!r}") from None
+        argname = "ACCEL_SIM_THREADS"
+    else:
+        argname = "threads"
+        if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
+            raise TypeError(f"threads must be a positive integer or None, got {type(threads).__name__}")
+    if not 1 <= threads <= 256:
+        raise ValueError(f"{argname} must be in [1, 256], got {threads}")
+    return int(threads)
+
+
 class Array:
     """An R x C systolic array of one kind of MAC.
 
@@ -148,10 +168,11 @@ class Array:
     ("tensor"; "channel": per row of A, per column of B; "none": scale 1, a plain cast),
     "calibration", "rounding".
     seed: stochastic rounding's seed.  energy: an EnergyTable, or the path of a TOML one
-    (default: EnergyTable.default(45))."""
+    (default: EnergyTable.default(45)).  threads: engine threads over output rows (default: the
+    ACCEL_SIM_THREADS environment variable, else every core); the bits never depend on it."""
 
     def __init__(self, rows, cols, dataflow="ws", mac=None, *, buffer_acc=None, clock_ghz=1.0,
-                 sram_kb=None, dram_bytes_per_cycle=None, quant=None, energy=None, seed=0):
+                 sram_kb=None, dram_bytes_per_cycle=None, quant=None, energy=None, seed=0, threads=None):
         for argname, v in (("rows", rows), ("cols", cols)):
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"{argname} must be an integer, got {type(v).__name__}")
@@ -181,6 +202,7 @@ class Array:
         self.dram_bytes_per_cycle = dram_bytes_per_cycle
         self.quant = self._check_quant(quant)
         self.seed = check_seed(seed)
+        self.threads = _check_threads(threads)
         if energy is None:
             energy = EnergyTable.default(45)
         elif isinstance(energy, (str, bytes)) or hasattr(energy, "__fspath__"):
@@ -374,7 +396,7 @@ class Array:
         status = lib.acs_gemm(self.mac._c, self._buffer_c, DATAFLOWS[self.dataflow], self.rows, self.cols,
                               pointer(a, "void *"), pointer(bt, "void *"), m, n, k,
                               ffi.NULL if int_out else pointer(acc, "double *"),
-                              pointer(acc, "int64_t *") if int_out else ffi.NULL, self.seed, counts)
+                              pointer(acc, "int64_t *") if int_out else ffi.NULL, self.seed, self.threads, counts)
         raise_for_status(status, out_acc.name, self)
         (sa, sa_stride), (sb, sb_stride) = sa, sb
         y = np.empty((m, n), dtype=np.float32)
@@ -400,10 +422,11 @@ class Array:
             raise ValueError(f"bias must be a float array of shape ({n},), got {b.dtype} {b.shape}")
         return np.ascontiguousarray(b, dtype=np.float32)
 
-    def gemm(self, A, B, bias=None, out_format=None) -> Result:
+    def gemm(self, A, B, bias=None, out_format=None, metrics=True) -> Result:
         """A (M, K) @ B (K, N) on the array: floats are quantized with the array's quant spec,
         QTensors used as they are.  Output: fp32(fp32(acc * fp32(scale_a * scale_b)) + bias),
-        then rounded to out_format if given."""
+        then rounded to out_format if given.  metrics=False skips the float64 reference
+        products behind Result.metrics (they cost more than a fast-path GEMM)."""
         qa = self._operand(A, self.mac.a, self.quant["a"], 0, "A", 2)
         qb = self._operand(B, self.mac.b, self.quant["b"], 1, "B", 2)
         if qa.shape[1] != qb.shape[0]:
@@ -412,6 +435,8 @@ class Array:
         bias32 = self._bias(bias, n)
         acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, self._scales(qa, 0, m), self._scales(qb, 1, n),
                                              bias32, out_format)
+        if not metrics:
+            return Result(**vars(plan), output=output, acc=acc, metrics={})
         ref_q = qa.dequantize() @ qb.dequantize()
         ref = (np.asarray(A, np.float64) if not isinstance(A, QTensor) else qa.dequantize()) @ \
               (np.asarray(B, np.float64) if not isinstance(B, QTensor) else qb.dequantize())

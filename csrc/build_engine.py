@@ -24,8 +24,8 @@ ffibuilder.set_source(
     sources=[os.path.relpath(CSRC / "engine.c")],
     include_dirs=[os.path.relpath(CSRC)],
     depends=[os.path.relpath(p) for p in sorted(CSRC.glob("*.[ch]"))],
-    extra_compile_args=["-O2", "-fno-math-errno", *shlex.split(os.environ.get("ACCEL_SIM_CFLAGS", ""))],
-    extra_link_args=shlex.split(os.environ.get("ACCEL_SIM_LDFLAGS", "")),
+    extra_compile_args=["-O2", "-fno-math-errno", "-pthread", *shlex.split(os.environ.get("ACCEL_SIM_CFLAGS", ""))],
+    extra_link_args=["-pthread", *shlex.split(os.environ.get("ACCEL_SIM_LDFLAGS", ""))],
 )
 
 if __name__ == "__main__":

@@ -116,7 +116,8 @@ int acs_accumulate(const acs_mac *mac, const void *a, const void *b, int64_t row
  * chain starts from zero, and the tile sums join `buffer` (the accumulator buffer) in order.
  * a is m x k, bt is b transposed (n x k), both codes.  Stochastic rounding: chain steps draw
  * acs_rand32(seed, i*n + j, step) with step counted over the whole K (in blocks), buffer adds
- * step ceil(k/terms) + tile.  out (float64) or out_int (IntAcc output) is m x n. */
+ * step ceil(k/terms) + tile.  out (float64) or out_int (IntAcc output) is m x n.  Output rows
+ * are shared among `threads` workers; the bits do not depend on their number. */
 enum acs_dataflow { ACS_OS = 0, ACS_WS = 1, ACS_IS = 2 };
 
 typedef struct {
@@ -128,7 +129,7 @@ typedef struct {
 
 int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t cols,
              const void *a, const void *bt, int64_t m, int64_t n, int64_t k,
-             double *out, int64_t *out_int, uint64_t seed, acs_gemm_counts *counts);
+             double *out, int64_t *out_int, uint64_t seed, int threads, acs_gemm_counts *counts);
 
 /* The epilogue y = fp32(fp32(acc * fp32(sa * sb)) + bias), each step one nearest-even
  * rounding of the exact value.  acc (float64) or acc_int is m x n; sa has m entries (or 1

@@ -93,3 +93,52 @@ def test_ineligible_formats_use_the_general_path():
     a2 = f.encode(np.array([[2.0 ** 100]]))
     fast, general = both_paths(lambda: acs.accumulate(a2, a2, mac))
     assert np.isinf(fast[0]) and np.isinf(general[0])
+
+
+@pytest.mark.parametrize("mac", [acs.MAC("e4m3fn", "e4m3fn", "fp32"), acs.MAC("int8", "int8", "int32"),
+                                 acs.MAC("int4", "int4", acs.IntAcc(12)), acs.MAC("e5m2", "e5m2", "fp16"),
+                                 acs.presets.tensor_core("h100", "e4m3")], ids=lambda m: m.name)
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+def test_bits_do_not_depend_on_threads_or_vector_kernels(mac, dataflow):
+    """Odd shapes (not multiples of the 4x16 register block), specials included: every thread
+    count and the general path give the same accumulators and counts."""
+    rng = np.random.default_rng(11)
+    A = acs.QTensor(random_codes(mac.a, (23, 41), rng), mac.a)
+    B = acs.QTensor(random_codes(mac.b, (41, 19), rng), mac.b)
+    results = [acs.Array(5, 3, dataflow, mac, threads=t).gemm(A, B, metrics=False) for t in (1, 2, 3, 7)]
+    with fast_paths(False):
+        results.append(acs.Array(5, 3, dataflow, mac, threads=1).gemm(A, B, metrics=False))
+    for r in results[1:]:
+        assert np.array_equal(bits(r.acc), bits(results[0].acc))
+        assert np.array_equal(r.output.view(np.uint64), results[0].output.view(np.uint64))
+        assert r.counts == results[0].counts
+
+
+def test_threads_argument_and_environment(monkeypatch):
+    monkeypatch.setenv("ACCEL_SIM_THREADS", "3")
+    assert acs.Array(4, 4).threads == 3
+    assert acs.Array(4, 4, threads=1).threads == 1
+    monkeypatch.setenv("ACCEL_SIM_THREADS", "many")
+    with pytest.raises(ValueError, match="ACCEL_SIM_THREADS"):
+        acs.Array(4, 4)
+    with pytest.raises(ValueError, match="threads"):
+        acs.Array(4, 4, threads=0)
+    with pytest.raises(TypeError, match="threads"):
+        acs.Array(4, 4, threads=1.5)
+
+
+def test_epilogue_fast_case_equals_exact_rounding():
+    """The epilogue's exact fast case (24-bit accumulator values) against the general one:
+    int32 accumulators past 2^24 take the general branch, smaller ones the fast one; both
+    must round fp32(acc * scale) once."""
+    from fractions import Fraction
+    f = acs.formats.get("int8")
+    A = acs.QTensor(np.full((3, 4000), 127, np.uint8), f, scale=np.float32(0.1))   # sums 127*127*4000 > 2^24
+    B = acs.QTensor(np.full((4000, 2), 127, np.uint8), f, scale=np.float32(0.3))
+    res = acs.Array(4, 4, "os", acs.MAC(f, f, "int32")).gemm(A, B, metrics=False)
+    s = np.float32(np.float64(np.float32(0.1)) * np.float64(np.float32(0.3)))
+    exact = Fraction(int(res.acc[0, 0])) * Fraction(float(s))
+    assert res.acc[0, 0] == 127 * 127 * 4000
+    from accel_sim import reference
+    want = reference.round_float(exact, **reference.float_format_params(8, 23))  # one rounding to fp32
+    assert res.output[0, 0] == want
