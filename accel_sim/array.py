@@ -138,6 +138,34 @@ def _error_metrics(out, ref):
     }
 
 
+DEFAULT_MEMORY_LIMIT = 8 << 30
+
+
+def _size(nbytes):
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def _check_memory_limit(limit):
+    argname = "memory_limit_bytes"
+    if limit is None:
+        env = os.environ.get("ACCEL_SIM_MEMORY_LIMIT")
+        if env is None:
+            return DEFAULT_MEMORY_LIMIT
+        argname = "ACCEL_SIM_MEMORY_LIMIT"
+        try:
+            limit = int(env)
+        except ValueError:
+            raise ValueError(f"ACCEL_SIM_MEMORY_LIMIT must be a number of bytes, got {env!r}") from None
+    if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer)):
+        raise TypeError(f"{argname} must be an integer number of bytes, got {type(limit).__name__}")
+    if limit < 1:
+        raise ValueError(f"{argname} must be positive, got {limit}")
+    return int(limit)
+
+
 def _check_threads(threads):
     if threads is None:
         env = os.environ.get("ACCEL_SIM_THREADS")
@@ -169,10 +197,13 @@ class Array:
     "calibration", "rounding".
     seed: stochastic rounding's seed.  energy: an EnergyTable, or the path of a TOML one
     (default: EnergyTable.default(45)).  threads: engine threads over output rows (default: the
-    ACCEL_SIM_THREADS environment variable, else every core); the bits never depend on it."""
+    ACCEL_SIM_THREADS environment variable, else every core); the bits never depend on it.
+    memory_limit_bytes: a GEMM whose outputs and working copies would need more is refused
+    before anything is allocated (default: ACCEL_SIM_MEMORY_LIMIT, else 8 GiB)."""
 
     def __init__(self, rows, cols, dataflow="ws", mac=None, *, buffer_acc=None, clock_ghz=1.0,
-                 sram_kb=None, dram_bytes_per_cycle=None, quant=None, energy=None, seed=0, threads=None):
+                 sram_kb=None, dram_bytes_per_cycle=None, quant=None, energy=None, seed=0, threads=None,
+                 memory_limit_bytes=None):
         for argname, v in (("rows", rows), ("cols", cols)):
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"{argname} must be an integer, got {type(v).__name__}")
@@ -203,6 +234,7 @@ class Array:
         self.quant = self._check_quant(quant)
         self.seed = check_seed(seed)
         self.threads = _check_threads(threads)
+        self.memory_limit_bytes = _check_memory_limit(memory_limit_bytes)
         if energy is None:
             energy = EnergyTable.default(45)
         elif isinstance(energy, (str, bytes)) or hasattr(energy, "__fspath__"):
@@ -383,10 +415,20 @@ class Array:
         s = np.ascontiguousarray(q.scale, dtype=np.float32).reshape(-1)
         return s, (1 if q.axis == axis and length else 0)
 
+    def _check_memory(self, m, n, k, what="the GEMM"):
+        """Refuse, before allocating, a GEMM whose outputs (accumulators, fp32 and float64
+        outputs, float64 references for the metrics) and decoded operand copies exceed the limit."""
+        need = int(m) * int(n) * 36 + 5 * (int(m) + int(n)) * int(k)
+        if need > self.memory_limit_bytes:
+            raise ValueError(f"{what} ({m}x{k} @ {k}x{n}) would need about {_size(need)}, over the array's "
+                             f"memory_limit_bytes ({_size(self.memory_limit_bytes)}); raise the limit "
+                             "(or ACCEL_SIM_MEMORY_LIMIT) or split the layer")
+
     def _gemm_codes(self, a_codes, bt_codes, sa, sb, bias, out_format):
         """Run one GEMM of codes (a: M x K, bt: N x K); returns acc, epilogue output, counts."""
         m, k = a_codes.shape
         n = bt_codes.shape[0]
+        self._check_memory(m, n, k)
         a = np.ascontiguousarray(a_codes, dtype=self.mac.a.code_dtype)
         bt = np.ascontiguousarray(bt_codes, dtype=self.mac.b.code_dtype)
         out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
@@ -427,10 +469,15 @@ class Array:
         QTensors used as they are.  Output: fp32(fp32(acc * fp32(scale_a * scale_b)) + bias),
         then rounded to out_format if given.  metrics=False skips the float64 reference
         products behind Result.metrics (they cost more than a fast-path GEMM)."""
+        for argname, v in (("A", A), ("B", B)):
+            if np.ndim(v.codes if isinstance(v, QTensor) else v) != 2:
+                raise ValueError(f"{argname} must have 2 dimensions, got shape {np.shape(v.codes if isinstance(v, QTensor) else v)}")
+        (m_, k_), (k2, n_) = np.shape(A.codes if isinstance(A, QTensor) else A), np.shape(B.codes if isinstance(B, QTensor) else B)
+        if k_ != k2:
+            raise ValueError(f"A ({m_}, {k_}) and B ({k2}, {n_}) do not multiply: K differs")
+        self._check_memory(m_, n_, k_)
         qa = self._operand(A, self.mac.a, self.quant["a"], 0, "A", 2)
         qb = self._operand(B, self.mac.b, self.quant["b"], 1, "B", 2)
-        if qa.shape[1] != qb.shape[0]:
-            raise ValueError(f"A {qa.shape} and B {qb.shape} do not multiply: K differs")
         m, n = qa.shape[0], qb.shape[1]
         bias32 = self._bias(bias, n)
         acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, self._scales(qa, 0, m), self._scales(qb, 1, n),
@@ -488,6 +535,7 @@ class Array:
             batch = np.broadcast_shapes(qa.shape[:-2], qb.shape[:-2])
         except ValueError:
             raise ValueError(f"batch shapes of a {qa.shape} and b {qb.shape} do not broadcast") from None
+        self._check_memory(int(np.prod(batch, dtype=object)) * qa.shape[-2], qb.shape[-1], qa.shape[-1], "the batched matmul")
         ac = np.broadcast_to(qa.codes, batch + qa.shape[-2:]).reshape(-1, *qa.shape[-2:])
         bc = np.broadcast_to(qb.codes, batch + qb.shape[-2:]).reshape(-1, *qb.shape[-2:])
         scales = (self._scales(qa, 0, 0), self._scales(qb, 1, 0))
@@ -528,6 +576,7 @@ class Array:
         ow = layers.conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
         if oh < 1 or ow < 1:
             raise ValueError(f"the kernel ({kh}x{kw}, dilation {dilation}) does not fit the padded input {h}x{wd}")
+        self._check_memory(nb * oh * ow, o, cg * kh * kw, "the convolution")
         bias32 = self._bias(bias, o)
         og = o // groups
         sa = self._scales(qx, 0, 0)
