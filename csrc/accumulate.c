@@ -472,6 +472,8 @@ void acs_acc_read(const acs_acc *acc, const acs_acc_state *s, double *out, int64
 int acs_accumulate(const acs_mac *mac, const void *a, const void *b, int64_t rows, int64_t k,
                    const double *init, double *out, int64_t *out_int, uint64_t seed, int64_t element0)
 {
+    if (!mac || rows < 0 || k < 0 || (rows && k > INT64_MAX / rows) || (rows && (!init || (!out && !out_int))))
+        return ACS_ERR_ARG;
     acs_mac_ctx ctx;
     int status = acs_mac_open(&ctx, mac);
     for (int64_t r = 0; r < rows && status == ACS_OK; r++) {

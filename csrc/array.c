@@ -312,8 +312,9 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     if (rows < 1 || cols < 1 || m < 0 || n < 0 || k < 0 || dataflow < ACS_OS || dataflow > ACS_IS
         || threads < 1 || threads > 256)
         return ACS_ERR_ARG;
-    if (mac->a.bits > 16 || mac->b.bits > 16) return ACS_ERR_ARG;
+    if (!mac || !counts || mac->a.bits > 16 || mac->b.bits > 16) return ACS_ERR_ARG;
     if (m && n && k && (m > INT64_MAX / n || m * n > INT64_MAX / k)) return ACS_ERR_ARG; /* m*n*k fits */
+    if (m && n && ((k && (!a || !bt)) || (!out && !out_int))) return ACS_ERR_ARG;
     int status = dataflow == ACS_OS ? ACS_OK : acs_check_acc(buffer);
     if (status) return status;
     if (dataflow != ACS_OS && buffer->kind == ACS_ACC_INT && mac->acc.kind != ACS_ACC_INT) return ACS_ERR_ARG;
@@ -398,7 +399,8 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
                  const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
                  const float *bias, float *out)
 {
-    if (m < 0 || n < 0 || (!acc && !acc_int)) return ACS_ERR_ARG;
+    if (m < 0 || n < 0 || (m && n && ((!acc && !acc_int) || !sa || !sb || !out))) return ACS_ERR_ARG;
+    if (m && n > INT64_MAX / m) return ACS_ERR_ARG;
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             int cls;

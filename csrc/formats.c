@@ -261,6 +261,7 @@ static int encode_loop(const acs_format *f, const void *x, int in_bits, int64_t 
     int status = check_encode_args(f, rounding, overflow);
     table_geometry t;
     if (status) return status;
+    if (n < 0 || (n && (!x || !codes || !bad_index))) return ACS_ERR_ARG;
     if (table && !table_geometry_of(f, in_bits, rounding, &t)) return ACS_ERR_ARG;
     uint64_t abs_mask = in_bits == 32 ? 0x7fffffffULL : 0x7fffffffffffffffULL;
     for (int64_t i = 0; i < n; i++) {
@@ -295,6 +296,7 @@ int acs_encode_f32(const acs_format *f, const float *x, int64_t n, void *codes,
 
 void acs_decode(const acs_format *f, const void *codes, int64_t n, double *out)
 {
+    if (!f || n <= 0 || !codes || !out || f->bits < 1 || f->bits > 64) return;
     if (f->bits <= 8 && n > 256) { /* small formats: decode each code once */
         double table[256];
         for (uint64_t c = 0; c < (1ULL << f->bits); c++) table[c] = decode_one(f, c);
