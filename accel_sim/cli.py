@@ -224,6 +224,9 @@ def cmd_demo(args):
     from accel_sim.sweep import Table, pareto, sweep
     from accel_sim.trace import _shipped_traces
     trace_path = Path(args.trace) if args.trace else _shipped_traces() / "minilm_l6.npz"
+    if not trace_path.is_file():
+        _error(f"no trace at {trace_path}: run the demo from a clone of the project (traces/ ships with it) "
+               "or pass --trace PATH")
     out = Path(args.out)
     t0 = time.perf_counter()
     try:
@@ -330,6 +333,15 @@ def build_parser():
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # e.g. `accel-sim formats | head`: stop quietly
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command in ("gemm", "conv", "replay", "plan"):
         if args.b is None:

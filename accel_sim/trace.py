@@ -336,7 +336,10 @@ def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
 
 
 def _shipped_traces() -> Path:
-    return Path(__file__).resolve().parents[1] / "traces"
+    """traces/ of the project checkout the package runs from (an editable install), else of
+    the current folder."""
+    beside = Path(__file__).resolve().parents[1] / "traces"
+    return beside if beside.is_dir() else Path.cwd() / "traces"
 
 
 def _task_metric(trace, array, folders):
