@@ -185,6 +185,22 @@ def _check_threads(threads):
     return int(threads)
 
 
+def _fold_groups(size, tile):
+    """The folds of `size` in tiles of `tile` as groups (is_first, first index, tile size, count):
+    the first fold, the full ones after it, and a partial last one."""
+    n = -(-size // tile)
+    if n == 0:
+        return []
+    groups = [(True, 0, min(tile, size), 1)]
+    last = size - (n - 1) * tile
+    if n > 2 or (n == 2 and last == tile):
+        full = n - 1 if last == tile else n - 2
+        groups.append((False, 1, tile, full))
+    if n > 1 and last != tile:
+        groups.append((False, n - 1, last, 1))
+    return groups
+
+
 class Array:
     """An R x C systolic array of one kind of MAC.
 
@@ -302,38 +318,38 @@ class Array:
         a_bytes, b_bytes = self.mac.a.bits / 8, self.mac.b.bits / 8
         acc_bytes = _bits_of(self.mac.acc if df == "os" else self.buffer_acc) / 8
         sr, sc, t = {"os": (m, n, kp), "ws": (kp, n, m), "is": (kp, m, n)}[df]
-        n_r, n_c = -(-sr // R), -(-sc // C)
-        r_act = np.minimum(R, sr - R * np.arange(n_r))          # per row fold
-        c_act = np.minimum(C, sc - C * np.arange(n_c))          # per column fold
         per_fold = t + R + C - 2 if df == "os" else 2 * R + C + t - 2
-        if df == "os":
-            k_f = np.full(n_r, k)
-            a_read = np.outer(r_act * k, np.ones(n_c))          # A rows of this fold
-            b_read = np.outer(np.ones(n_r), c_act * k)
-            out_w = np.outer(r_act, c_act) * 1.0
-            out_r = np.zeros((n_r, n_c))
-            a_key, b_key = ("row", "col")                        # which fold index a slice follows
-        else:
-            k_f = np.minimum(k, (np.arange(n_r) + 1) * R * nt) - np.arange(n_r) * R * nt
-            stream = m if df == "ws" else n
-            stat = np.outer(k_f, c_act) * 1.0                    # stationary operand of the fold
-            flow = np.outer(k_f * stream, np.ones(n_c))          # streaming operand
-            a_read, b_read = (flow, stat) if df == "ws" else (stat, flow)
-            out_w = np.outer(np.ones(n_r), c_act * stream) * 1.0
-            out_r = out_w * (np.arange(n_r) > 0)[:, None]
-            a_key, b_key = ("row", "fold") if df == "ws" else ("fold", "row")
+        # Folds come in at most three sizes per axis (the first, the full middle ones, the last),
+        # so sums over the fold grid are sums over at most 3 x 3 weighted groups.
+        rows_ = [(first, r, min(k, (i + 1) * R * nt) - i * R * nt if df != "os" else k, cnt)
+                 for first, i, r, cnt in _fold_groups(sr, R)]
+        cols_ = [(first, c, cnt) for first, _, c, cnt in _fold_groups(sc, C)]
+        a_key, b_key = {"os": ("row", "col"), "ws": ("row", "fold"), "is": ("fold", "row")}[df]
+        stream = {"os": 0, "ws": m, "is": n}[df]
+        groups = []   # (weight, a elements, b elements, out writes, out reads, row first, col first)
+        for rf, r, kf, rc in rows_:
+            for cf, c, cc in cols_:
+                if df == "os":
+                    av, bv, ow, orr = r * k, c * k, r * c, 0
+                else:
+                    stat, flow = kf * c, kf * stream
+                    av, bv = (flow, stat) if df == "ws" else (stat, flow)
+                    ow = c * stream
+                    orr = 0 if rf else ow
+                groups.append((rc * cc, av, bv, ow, orr, rf, cf))
+        total = lambda i: sum(g[0] * g[i] for g in groups)  # noqa: E731
         counts = {
             "macs": m * n * k,
             "pe_adds": m * n * kp,
-            "buffer_adds": 0 if df == "os" else m * n * len(k_f),
-            "sram_read_bytes_a": math.ceil(float(a_read.sum()) * a_bytes),
-            "sram_read_bytes_b": math.ceil(float(b_read.sum()) * b_bytes),
-            "sram_write_bytes_out": math.ceil(float(out_w.sum()) * acc_bytes),
-            "sram_read_bytes_out": math.ceil(float(out_r.sum()) * acc_bytes),
+            "buffer_adds": 0 if df == "os" else m * n * -(-sr // R),
+            "sram_read_bytes_a": math.ceil(total(1) * a_bytes),
+            "sram_read_bytes_b": math.ceil(total(2) * b_bytes),
+            "sram_write_bytes_out": math.ceil(total(3) * acc_bytes),
+            "sram_read_bytes_out": math.ceil(total(4) * acc_bytes),
         }
         counts.update(self._register_loads(m, n, kp))
-        dram, stall = self._dram(m, n, k, a_read * a_bytes, b_read * b_bytes, a_key, b_key,
-                                 out_w * acc_bytes, out_bits, per_fold, df)
+        dram, stall = self._dram(m, n, k, groups, a_bytes, b_bytes, a_key, b_key, acc_bytes, out_bits, per_fold,
+                                 df, folds)
         counts["dram_bytes"] = dram
         counts["stall_cycles"] = stall
         cycles = ideal + stall
@@ -344,6 +360,39 @@ class Array:
                     utilization=macs / (R * C * nt * cycles) if cycles else 0.0,
                     time_us=cycles / (self.clock_ghz * 1e3), counts=counts)
         return self._with_energy(plan, measured=False)
+
+    def _dram(self, m, n, k, groups, a_bytes, b_bytes, a_key, b_key, acc_bytes, out_bits, per_fold, df, folds):
+        """DRAM bytes and stall cycles: an operand that fits its SRAM share is fetched once, at
+        its first use; one that does not is fetched by every fold that uses it.  A fold's fetch
+        must arrive while the previous fold computes (double buffering); outputs drain the same
+        way, the last fold's after it."""
+        out_bytes = m * n * out_bits / 8
+        total_a, total_b = m * k * self.mac.a.bits / 8, k * n * self.mac.b.bits / 8
+        if self.sram_kb is None or self.dram_bytes_per_cycle is None or not groups:
+            return math.ceil(total_a + total_b + out_bytes), 0
+
+        def fetched(nbytes, total, kb, key, row_first, col_first):
+            if total > kb * 1024 or key == "fold":
+                return nbytes                                   # every fold brings its own slice
+            if key == "row":
+                return nbytes if col_first else 0               # a slice per row fold, first used at column 0
+            return nbytes if row_first else 0                   # a slice per column fold, first used at row 0
+
+        bw = float(self.dram_bytes_per_cycle)
+        fetch_total = stall = 0.0
+        out_tile = max(g[3] for g in groups) * acc_bytes
+        spill = 2 * sum(g[0] * g[4] for g in groups) * acc_bytes if df != "os" and out_tile > self.sram_kb[2] * 1024 else 0.0
+        for weight, av, bv, _, _, rf, cf in groups:
+            f = (fetched(av * a_bytes, total_a, self.sram_kb[0], a_key, rf, cf)
+                 + fetched(bv * b_bytes, total_b, self.sram_kb[1], b_key, rf, cf))
+            fetch_total += weight * f
+            need = math.ceil(f / bw)
+            if rf and cf:                                       # the first fold: its fetch is exposed
+                stall += need + (weight - 1) * max(0, need - per_fold)
+            else:
+                stall += weight * max(0, need - per_fold)
+        stall += math.ceil(spill / bw) + math.ceil(out_bytes / max(1, folds) / bw)
+        return math.ceil(fetch_total + spill + out_bytes), int(stall)
 
     def _register_loads(self, m, n, kp):
         """Codes loaded into the PEs' operand registers (each lane of an n-term PE counts):
@@ -360,33 +409,6 @@ class Array:
         plan.energy_pj, plan.energy_breakdown = evaluate(self.energy, self, plan.counts, measured)
         plan.energy_basis = MEASURED if measured else ESTIMATED
         return plan
-
-    def _dram(self, m, n, k, a_fold, b_fold, a_key, b_key, out_fold, out_bits, per_fold, df):
-        """DRAM bytes and stall cycles: an operand that fits its SRAM share is fetched once, at
-        its first use; one that does not is fetched by every fold that uses it.  A fold's fetch
-        must arrive while the previous fold computes (double buffering); outputs drain the same
-        way, the last fold's after it."""
-        out_bytes = m * n * out_bits / 8
-        total_a, total_b = m * k * self.mac.a.bits / 8, k * n * self.mac.b.bits / 8
-        if self.sram_kb is None or self.dram_bytes_per_cycle is None or a_fold.size == 0:
-            return math.ceil(total_a + total_b + out_bytes), 0
-        fetch = np.zeros_like(a_fold)
-        for fold_bytes, total, kb, key in ((a_fold, total_a, self.sram_kb[0], a_key),
-                                           (b_fold, total_b, self.sram_kb[1], b_key)):
-            if total > kb * 1024 or key == "fold":
-                fetch += fold_bytes                        # every fold brings its own slice
-            elif key == "row":
-                fetch[:, 0] += fold_bytes[:, 0]            # a slice per row fold, first used at column 0
-            else:
-                fetch[0, :] += fold_bytes[0, :]            # a slice per column fold, first used at row 0
-        spill = 0.0
-        if df != "os" and float(out_fold.max(initial=0)) > self.sram_kb[2] * 1024:
-            spill = 2 * float(out_fold[1:].sum())          # partial sums out to DRAM and back
-        bw = float(self.dram_bytes_per_cycle)
-        need = np.ceil(fetch.reshape(-1) / bw)
-        stall = need[0] + np.maximum(0, need[1:] - per_fold).sum() if need.size else 0
-        stall += math.ceil(spill / bw) + math.ceil(out_bytes / max(1, need.size) / bw)
-        return math.ceil(float(fetch.sum()) + spill + out_bytes), int(stall)
 
     # -- numerics -------------------------------------------------------------------------------
     def _operand(self, x, fmt, scale, axis, argname, ndim):
