@@ -141,6 +141,10 @@ def _error_metrics(out, ref):
 DEFAULT_MEMORY_LIMIT = 8 << 30
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
 def _size(nbytes):
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
@@ -239,12 +243,12 @@ class Array:
                              f"accumulate {self.mac.acc.name}")
         if self.rows * self.cols * self.mac.terms > 1 << 22:
             raise ValueError(f"rows * cols * terms must be at most 2**22, got {self.rows * self.cols * self.mac.terms}")
-        if not isinstance(clock_ghz, (int, float)) or not 0 < clock_ghz < 1e3:
+        if not _is_number(clock_ghz) or not 0 < clock_ghz < 1e3:
             raise ValueError(f"clock_ghz must be a positive number, got {clock_ghz!r}")
         self.clock_ghz = float(clock_ghz)
         self.sram_kb = self._check_sram(sram_kb)
-        if dram_bytes_per_cycle is not None and (not isinstance(dram_bytes_per_cycle, (int, float))
-                                                 or not dram_bytes_per_cycle > 0):
+        if dram_bytes_per_cycle is not None and (not _is_number(dram_bytes_per_cycle) or not dram_bytes_per_cycle > 0
+                                                 or not math.isfinite(dram_bytes_per_cycle)):
             raise ValueError(f"dram_bytes_per_cycle must be a positive number or None, got {dram_bytes_per_cycle!r}")
         self.dram_bytes_per_cycle = dram_bytes_per_cycle
         self.quant = self._check_quant(quant)
@@ -266,7 +270,7 @@ class Array:
     def _check_sram(sram_kb):
         if sram_kb is None:
             return None
-        parts = (sram_kb / 3,) * 3 if isinstance(sram_kb, (int, float)) and not isinstance(sram_kb, bool) else sram_kb
+        parts = (sram_kb / 3,) * 3 if _is_number(sram_kb) else sram_kb
         try:
             parts = tuple(float(p) for p in parts)
         except (TypeError, ValueError):
@@ -429,8 +433,11 @@ class Array:
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{argname} contains NaN or inf; float inputs must be finite to be quantized "
                              "(pass a QTensor to feed special codes)")
-        return quantize(arr, fmt, scale=scale, axis=axis if scale == "channel" else None,
-                        calibration=self.quant["calibration"], rounding=self.quant["rounding"])
+        try:
+            return quantize(arr, fmt, scale=scale, axis=axis if scale == "channel" else None,
+                            calibration=self.quant["calibration"], rounding=self.quant["rounding"])
+        except ValueError as e:  # name the caller's argument, not quantize's own x
+            raise ValueError(f"{argname}: {e}") from None
 
     @staticmethod
     def _scales(q, axis, length):
@@ -486,20 +493,20 @@ class Array:
             raise ValueError(f"bias must be a float array of shape ({n},), got {b.dtype} {b.shape}")
         return np.ascontiguousarray(b, dtype=np.float32)
 
-    def gemm(self, A, B, bias=None, out_format=None, metrics=True) -> Result:
+    def gemm(self, A, B, bias=None, out_format=None, metrics=True, _names=("A", "B")) -> Result:
         """A (M, K) @ B (K, N) on the array: floats are quantized with the array's quant spec,
         QTensors used as they are.  Output: fp32(fp32(acc * fp32(scale_a * scale_b)) + bias),
         then rounded to out_format if given.  metrics=False skips the float64 reference
         products behind Result.metrics (they cost more than a fast-path GEMM)."""
-        for argname, v in (("A", A), ("B", B)):
+        for argname, v in zip(_names, (A, B)):
             if np.ndim(v.codes if isinstance(v, QTensor) else v) != 2:
                 raise ValueError(f"{argname} must have 2 dimensions, got shape {np.shape(v.codes if isinstance(v, QTensor) else v)}")
         (m_, k_), (k2, n_) = np.shape(A.codes if isinstance(A, QTensor) else A), np.shape(B.codes if isinstance(B, QTensor) else B)
         if k_ != k2:
-            raise ValueError(f"A ({m_}, {k_}) and B ({k2}, {n_}) do not multiply: K differs")
+            raise ValueError(f"{_names[0]} ({m_}, {k_}) and {_names[1]} ({k2}, {n_}) do not multiply: K differs")
         self._check_memory(m_, n_, k_)
-        qa = self._operand(A, self.mac.a, self.quant["a"], 0, "A", 2)
-        qb = self._operand(B, self.mac.b, self.quant["b"], 1, "B", 2)
+        qa = self._operand(A, self.mac.a, self.quant["a"], 0, _names[0], 2)
+        qb = self._operand(B, self.mac.b, self.quant["b"], 1, _names[1], 2)
         m, n = qa.shape[0], qb.shape[1]
         bias32 = self._bias(bias, n)
         acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, self._scales(qa, 0, m), self._scales(qb, 1, n),
@@ -535,7 +542,7 @@ class Array:
             w_t = w_arr.T
         if w_t.shape[0] != x2.shape[-1]:
             raise ValueError(f"x has {x2.shape[-1]} input features but w {tuple(w_t.shape[::-1])} expects {w_t.shape[0]}")
-        res = self.gemm(x2, w_t, bias=bias, out_format=out_format)
+        res = self.gemm(x2, w_t, bias=bias, out_format=out_format, _names=("x", "w"))
         res.output = res.output.reshape(*lead, -1)
         res.acc = res.acc.reshape(*lead, -1)
         return res

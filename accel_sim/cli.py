@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -105,18 +106,28 @@ def _jsonable(v):
 
 def cmd_gemm(args):
     """A random (or given) GEMM on the array."""
+    for flag in ("m", "n", "k"):
+        if getattr(args, flag) < 1:
+            _error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
     try:
         arr = _array_from_args(args)
         if args.inputs:
-            with np.load(args.inputs, allow_pickle=False) as data:
-                if "A" not in data.files or "B" not in data.files:
-                    _error(f"{args.inputs} must hold arrays named A and B")
-                A, B = data["A"], data["B"]
+            try:
+                with np.load(args.inputs, allow_pickle=False) as data:
+                    if "A" not in data.files or "B" not in data.files:
+                        _error(f"{args.inputs} must hold arrays named A and B")
+                    A, B = data["A"], data["B"]
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+                _error(f"--inputs {args.inputs}: cannot read it as an .npz of A and B ({e})")
         else:
+            # float64 inputs of m*k + k*n values come first: refuse them too before allocating
+            arr._check_memory(args.m, args.n, args.k, "the random GEMM")
+            if 8 * (args.m + args.n) * args.k > arr.memory_limit_bytes:
+                _error(f"random inputs of {args.m}x{args.k} and {args.k}x{args.n} would exceed the memory limit")
             rng = np.random.default_rng(args.seed)
             A, B = rng.standard_normal((args.m, args.k)), rng.standard_normal((args.k, args.n))
         res = arr.gemm(A, B)
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as e:
         _error(e)
     _print_result(res, args.json, f"gemm {A.shape[0]}x{A.shape[1]} @ {B.shape[0]}x{B.shape[1]} on {arr!r}")
 

@@ -4,6 +4,7 @@ real operand bits.  Formulas and sources: docs/energy.md."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields, replace
 
 try:
@@ -73,7 +74,7 @@ class EnergyTable:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"energy table entry {name} must be a finite number >= 0, got {v!r}")
-        if self.node_nm not in NODE_SCALE:
+        if isinstance(self.node_nm, bool) or not isinstance(self.node_nm, int) or self.node_nm not in NODE_SCALE:
             raise ValueError(f"node_nm must be one of {sorted(NODE_SCALE)} (Stillmaker & Baas factors), "
                              f"got {self.node_nm!r}")
         if self.default_sram_kb <= 0:
@@ -82,7 +83,7 @@ class EnergyTable:
     @classmethod
     def default(cls, node_nm: int = 45) -> "EnergyTable":
         """Horowitz's 45 nm figures, scaled to node_nm by Stillmaker & Baas's factor."""
-        if node_nm not in NODE_SCALE:
+        if isinstance(node_nm, bool) or not isinstance(node_nm, int) or node_nm not in NODE_SCALE:
             raise ValueError(f"node_nm must be one of {sorted(NODE_SCALE)} (Stillmaker & Baas factors), "
                              f"got {node_nm!r}")
         base = cls()
@@ -103,12 +104,14 @@ class EnergyTable:
     def from_toml(cls, path) -> "EnergyTable":
         """A table from a TOML file: [model] node_nm picks the scaled defaults, then [energy]
         entries (pJ at that node) and [model] settings override them."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
         except OSError as e:
             raise ValueError(f"cannot read energy table {path}: {e}") from None
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"energy table {path} is not valid TOML: {e}") from None
         unknown = set(data) - {"model", "energy"}
         if unknown:

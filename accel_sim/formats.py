@@ -27,6 +27,8 @@ class Format:
     has_nan: bool = False
 
     def __init__(self, name: str, bits: int, struct):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty string, got {name!r}")
         self.name = name
         self.bits = bits
         self.code_dtype = np.dtype(next(t for b, t in _CODE_DTYPES if bits <= b))

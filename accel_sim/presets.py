@@ -36,7 +36,10 @@ _OPERAND_FORMAT = {"fp16": "fp16", "bf16": "bf16", "e4m3": "e4m3fn", "e5m2": "e5
 
 def tensor_core(gpu: str, informat: str, out: str = "fp32") -> MAC:
     """The MAC of an NVIDIA tensor core for one input format and output precision."""
-    gpu_l = gpu.lower() if isinstance(gpu, str) else gpu
+    for argname, v in (("gpu", gpu), ("informat", informat), ("out", out)):
+        if not isinstance(v, str):
+            raise TypeError(f"{argname} must be a string, got {type(v).__name__}")
+    gpu_l = gpu.lower()
     key = (gpu_l, informat)
     if key not in TENSOR_CORES:
         known = ", ".join(f"{g}/{f}" for g, f in TENSOR_CORES)

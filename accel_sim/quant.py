@@ -102,6 +102,8 @@ def quantize(x, fmt, scale="tensor", axis=None, calibration="absmax", rounding="
 def _calibrate(x, fmt, axis, calibration, percentile, rounding, saturate) -> np.ndarray:
     reduce = None if axis is None else tuple(i for i in range(x.ndim) if i != axis)
     mags = np.abs(x)
+    if mags.size == 0:  # nothing to calibrate on: scale 1 per group
+        return _scale_for(np.zeros(() if axis is None else (x.shape[axis],)), fmt)
     if calibration == "percentile":
         if not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
             raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")

@@ -359,10 +359,10 @@ def round_fixed(x, *, total_bits, frac_bits, signed=True, rounding="rne",
         if overflow != "saturate":
             raise OverflowError("infinity does not fit a fixed-point grid")
         lo, hi = _fixed_range(total_bits, signed)
-        return Fraction(lo if negative else hi, 2**frac_bits)
+        return Fraction(lo if negative else hi) / _pow2(frac_bits)
     k = _round_to_int(v * _pow2(frac_bits), rounding, rand)
     k = _fixed_overflow(k, total_bits, signed, overflow)
-    return Fraction(k, 2**frac_bits)
+    return Fraction(k) / _pow2(frac_bits)
 
 
 # ---------------------------------------------------------------------------
@@ -491,7 +491,7 @@ def fixed_acc(a, b, *, int_bits, frac_bits, rounding="rne", overflow="saturate",
         raise ValueError(f"unknown overflow policy {overflow!r}")
     a, b = _check_lengths(a, b)
     total_bits = int_bits + frac_bits
-    scale = 2**frac_bits
+    scale = _pow2(frac_bits)
     kind, _, v = _classify(init)
     if kind in ("nan", "inf") or (v * scale).denominator != 1:
         raise ValueError(f"init {init!r} is not on the 2^-{frac_bits} grid")

@@ -265,6 +265,8 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
     already holds are not recomputed, so an interrupted sweep resumes where it stopped.
     progress: a bar (tqdm if installed, else a line on stderr); default on for > 4 configs.
     task: also compute the trace's end-to-end task metric (columns task_*)."""
+    if executor is not None and executor is not False and not callable(getattr(executor, "submit", None)):
+        raise TypeError(f"executor must be a concurrent.futures Executor, None or False, got {type(executor).__name__}")
     target, trace_dir = _normalise_target(target)
     configs, skipped = expand_grid(grid)
     fingerprint = _fingerprint(target)
@@ -308,6 +310,8 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
 def pareto(table, x="energy_pj", y="error"):
     """The rows no other row dominates (no worse on both x and y, better on one; lower is
     better), sorted by x; exact ties are all kept.  Rows with a non-finite x or y are left out."""
+    if not all(isinstance(r, dict) for r in table):
+        raise TypeError("table must be a sequence of rows (dicts), such as sweep() returns")
     rows = [r for r in table if _finite(r.get(x)) and _finite(r.get(y))]
     rows.sort(key=lambda r: (r[x], r[y]))
     front, best, last = [], math.inf, None

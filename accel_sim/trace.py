@@ -36,9 +36,14 @@ class Trace:
     """Arrays by key, layers that refer to them, and optional task data."""
 
     def __init__(self, model: str, source: str = "", layers_=None, arrays=None, task=None):
+        for argname, v in (("model", model), ("source", source)):
+            if not isinstance(v, str):
+                raise TypeError(f"{argname} must be a string, got {type(v).__name__}")
         self.model, self.source = model, source
         self.layers = list(layers_ or [])
-        self.arrays = dict(arrays or {})
+        self.arrays = {}
+        for key, arr in dict(arrays or {}).items():
+            self.add_array(key, arr)
         self.task = dict(task or {})
 
     def add_array(self, key: str, array) -> str:
