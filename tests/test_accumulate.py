@@ -1053,11 +1053,14 @@ def test_tensor_core_preset_parameters(key, out):
         assert mac.a.max == 448.0
 
 
-@pytest.mark.parametrize("args,match", [
-    (("b200", "fp16"), "gpu"), (("h100", "fp8"), "informat"), (("h100", "E4M3"), "informat"),
-    (("v100", "bf16"), "v100"), (("a100", "e4m3"), "informat"), ((None, "fp16"), "gpu"),
-    (("h100", "e4m3", "bf16"), "out"), (("h100", "e4m3", "fp64"), "out"), (("h100", "e4m3", None), "out"),
+@pytest.mark.parametrize("args,match,error", [
+    (("b200", "fp16"), "gpu", ValueError), (("h100", "fp8"), "informat", ValueError),
+    (("h100", "E4M3"), "informat", ValueError), (("v100", "bf16"), "v100", ValueError),
+    (("a100", "e4m3"), "informat", ValueError), ((None, "fp16"), "gpu", TypeError),
+    (("h100", "e4m3", "bf16"), "out", ValueError), (("h100", "e4m3", "fp64"), "out", ValueError),
+    (("h100", "e4m3", None), "out", TypeError),
 ])
-def test_tensor_core_preset_rejects_unknown(args, match):
-    with pytest.raises(ValueError, match=match):
+def test_tensor_core_preset_rejects_unknown(args, match, error):
+    """Unknown names are ValueErrors, names that are not strings TypeErrors; both name the argument."""
+    with pytest.raises(error, match=match):
         acs.presets.tensor_core(*args)
