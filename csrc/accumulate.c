@@ -325,8 +325,6 @@ void acs_mac_close(acs_mac_ctx *ctx)
     memset(ctx, 0, sizeof *ctx);
 }
 
-static const acs_grid fp32_acc_grid = { ACS_GRID_FLOAT, 23, -126, 127, (1ULL << 24) - 1, 1, 0, 0, 0 };
-
 /* The fp32 fast path's chain: the state converts to a float and back exactly (it lies on the
  * fp32 grid). */
 static void chain_fp32(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, int64_t ib,
@@ -346,7 +344,7 @@ static void chain_fp32(const acs_mac_ctx *ctx, const void *a, int64_t ia, const 
     int cls;
     acs_real x = acs_real_from_bits(u, 32, &cls);
     acs_rounded r = { cls, cls == ACS_NAN ? 0 : x.neg, 0, 0, 0 }; /* NaN: canonical, as the general path */
-    if (cls == ACS_FINITE) r = acs_round(&fp32_acc_grid, x, ACS_RNE, ACS_OVF_INF, 0);
+    if (cls == ACS_FINITE) r = acs_round(&acs_fp32_grid, x, ACS_RNE, ACS_OVF_INF, 0);
     s->v = r;
     *zeros += z;
 }

@@ -367,13 +367,6 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
 }
 
 /* ---- Epilogue: scale (and bias) in fp32, as the array's output stage does --------------- */
-static const acs_grid fp32_grid = { ACS_GRID_FLOAT, 23, -126, 127, (1ULL << 24) - 1, 1, 0, 0, 0 };
-
-static acs_real real_of(uint64_t bits, int in_bits, int *cls)
-{
-    return acs_real_from_bits(bits, in_bits, cls);
-}
-
 static float fp32_of(acs_rounded r)
 {
     return (float)acs_rounded_to_double(&r); /* exact: r lies on the fp32 grid */
@@ -385,14 +378,14 @@ static acs_rounded mul_round(acs_real x, int xcls, float y)
     uint32_t yb;
     memcpy(&yb, &y, sizeof yb);
     int ycls;
-    acs_real yr = real_of(yb, 32, &ycls);
+    acs_real yr = acs_real_from_bits(yb, 32, &ycls);
     acs_rounded r = { ACS_FINITE, x.neg ^ yr.neg, 0, 0, 0 };
     if (xcls == ACS_NAN || ycls == ACS_NAN || (xcls == ACS_INF && ycls == ACS_ZERO)
         || (ycls == ACS_INF && xcls == ACS_ZERO)) { r.cls = ACS_NAN; return r; }
     if (xcls == ACS_INF || ycls == ACS_INF) { r.cls = ACS_INF; return r; }
     if (xcls == ACS_ZERO || ycls == ACS_ZERO) { r.cls = ACS_ZERO; return r; }
     acs_real p = { r.neg, 0, x.exp + yr.exp, x.sig * yr.sig };
-    return acs_round(&fp32_grid, p, ACS_RNE, ACS_OVF_INF, 0);
+    return acs_round(&acs_fp32_grid, p, ACS_RNE, ACS_OVF_INF, 0);
 }
 
 int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
@@ -426,14 +419,14 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
             } else {
                 uint64_t ab;
                 memcpy(&ab, &acc[i * n + j], sizeof ab);
-                x = real_of(ab, 64, &cls);
+                x = acs_real_from_bits(ab, 64, &cls);
             }
             acs_rounded y = mul_round(x, cls, s);
             if (bias && y.cls != ACS_NAN) {
                 uint32_t bb;
                 memcpy(&bb, &bias[j], sizeof bb);
                 int bcls;
-                acs_real b = real_of(bb, 32, &bcls);
+                acs_real b = acs_real_from_bits(bb, 32, &bcls);
                 if (bcls == ACS_NAN || (y.cls == ACS_INF && bcls == ACS_INF && y.neg != b.neg)) {
                     y.cls = ACS_NAN;
                 } else if (bcls == ACS_INF) {
@@ -441,11 +434,11 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
                 } else if (y.cls == ACS_ZERO && bcls == ACS_ZERO) {
                     y.neg = y.neg && b.neg;          /* IEEE: -0 + -0 = -0, else +0 */
                 } else if (y.cls == ACS_ZERO) {
-                    y = acs_round(&fp32_grid, b, ACS_RNE, ACS_OVF_INF, 0);
+                    y = acs_round(&acs_fp32_grid, b, ACS_RNE, ACS_OVF_INF, 0);
                 } else if (y.cls == ACS_FINITE && bcls == ACS_FINITE) {
                     acs_real s2 = acs_add_exact(y.neg, y.kept, y.q, b.neg, b.sig, b.exp);
                     if (s2.sig == 0 && !s2.sticky) { y.cls = ACS_ZERO; y.neg = 0; }
-                    else y = acs_round(&fp32_grid, s2, ACS_RNE, ACS_OVF_INF, 0);
+                    else y = acs_round(&acs_fp32_grid, s2, ACS_RNE, ACS_OVF_INF, 0);
                 }
             }
             out[i * n + j] = fp32_of(y);

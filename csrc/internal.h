@@ -49,6 +49,7 @@ acs_operand acs_decode_operand(const acs_format *f, uint64_t code);
 uint64_t acs_load_code(const void *codes, int64_t i, int bits);
 
 acs_real acs_add_exact(int xneg, acs_u128 xs, int64_t xe, int yneg, acs_u128 ys, int64_t ye);
+extern const acs_grid acs_fp32_grid;
 acs_rounded acs_round(const acs_grid *g, acs_real x, int rounding, int overflow, uint32_t rand);
 acs_rounded acs_round_infinity(const acs_grid *g, int neg, int overflow);
 double acs_rounded_to_double(const acs_rounded *r);

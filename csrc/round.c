@@ -207,6 +207,9 @@ double acs_rounded_to_double(const acs_rounded *r)
     return r->neg ? -v : v;
 }
 
+/* The binary32 grid (fp32 accumulators, the epilogue). */
+const acs_grid acs_fp32_grid = { ACS_GRID_FLOAT, 23, -126, 127, (1ULL << 24) - 1, 1, 0, 0, 0 };
+
 /* Decompose an IEEE binary32 (in_bits 32) or binary64 bit pattern exactly. */
 acs_real acs_real_from_bits(uint64_t u, int in_bits, int *cls)
 {
