@@ -3,6 +3,7 @@ the target, so readers see the old file or the new one, never a part."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,3 +36,17 @@ def atomic_write(path, data) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def jsonable(v):
+    """v with numpy scalars made Python numbers and non-finite floats made strings, so that it
+    writes as standard JSON."""
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)) and getattr(v, "ndim", None) == 0:
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v

@@ -41,6 +41,14 @@ def raise_for_status(status: int, acc_name: str, what) -> None:
         raise ValueError(f"the engine rejected {what!r} (status {status})")
 
 
+def check_int(argname: str, value, lo: int, hi: int) -> None:
+    """An integer (not a bool) in [lo, hi], or an error naming argname."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argname} must be an integer, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{argname} must be in [{lo}, {hi}], got {value}")
+
+
 def pointer(array: np.ndarray, ctype: str):
     """A C pointer into a C-contiguous numpy array (the caller keeps the array alive)."""
     assert array.flags.c_contiguous

@@ -17,7 +17,7 @@ import numpy as np
 from accel_sim import formats, layers
 from accel_sim.energy import ENERGY_PARTS, EnergyTable, evaluate
 from accel_sim._native import check_seed, ffi, lib, pointer, raise_for_status, rounding_code
-from accel_sim.mac import MAC, BlockFMA, FixedAcc, FloatAcc, IntAcc, get_acc
+from accel_sim.mac import MAC, BlockFMA, FloatAcc, IntAcc, get_acc
 from accel_sim.quant import CALIBRATIONS, QTensor, quantize
 
 __all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]

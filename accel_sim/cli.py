@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from accel_sim import formats, quant
+from accel_sim import formats
+from accel_sim._io import jsonable as _jsonable
 from accel_sim.mac import mac_from_names
 
 # The demo's design space: every 8-bit format against the accumulators hardware uses.
@@ -97,11 +98,6 @@ def _print_result(res, as_json, what):
           f"arithmetic alone (vs dequantized operands): SQNR {res.metrics['vs_dequantized']['sqnr_db']:.2f} dB")
     print(f"energy {res.energy_pj / 1e6:.4f} uJ, {res.pj_per_mac:.3f} pJ/MAC, {res.tops_per_w:.2f} TOPS/W; "
           + ", ".join(f"{k} {v / 1e6:.4f}" for k, v in res.energy_breakdown.items()) + " (uJ)")
-
-
-def _jsonable(v):
-    from accel_sim.sweep import _jsonable as j
-    return j(v)
 
 
 def cmd_gemm(args):

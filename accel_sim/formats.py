@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from accel_sim._native import check_seed, ffi, lib, pointer, rounding_code
+from accel_sim._native import check_int as _check_int, check_seed, ffi, lib, pointer, rounding_code
 
 __all__ = ["Format", "FloatFormat", "FixedFormat", "IntFormat", "get", "names", "register"]
 
@@ -260,13 +260,6 @@ class IntFormat(FixedFormat):
 
     def __init__(self, bits: int, signed: bool = True, name: str | None = None):
         super().__init__(bits, 0, signed, name or f"{'' if signed else 'u'}int{bits}")
-
-
-def _check_int(argname, value, lo, hi):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{argname} must be an integer, got {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{argname} must be in [{lo}, {hi}], got {value}")
 
 
 def _position(values, index) -> str:

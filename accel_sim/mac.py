@@ -14,20 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accel_sim import formats
-from accel_sim._native import ROUNDING_MODES, check_seed, ffi, lib, pointer, raise_for_status
+from accel_sim._native import ROUNDING_MODES, check_int as _check_int, check_seed, ffi, lib, pointer, raise_for_status
 
 __all__ = ["FloatAcc", "IntAcc", "FixedAcc", "BlockFMA", "MAC", "accumulate", "get_acc", "mac_from_names",
            "ACCUMULATORS"]
 
 _FLOAT_OVERFLOW = {"inf": lib.ACS_OVF_INF, "saturate": lib.ACS_OVF_SATURATE}
 _REGISTER_OVERFLOW = {"wrap": lib.ACS_OVF_WRAP, "saturate": lib.ACS_OVF_SATURATE}
-
-
-def _check_int(argname, value, lo, hi):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{argname} must be an integer, got {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{argname} must be in [{lo}, {hi}], got {value}")
 
 
 def _check_choice(argname, value, choices):

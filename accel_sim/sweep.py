@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from accel_sim._io import atomic_write
+from accel_sim._io import atomic_write, jsonable as _jsonable
 
 __all__ = ["sweep", "pareto", "Table", "GRID_KEYS", "expand_grid"]
 
@@ -62,18 +62,6 @@ class Table(list):
     def to_pandas(self):
         import pandas as pd
         return pd.DataFrame(list(self))
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.floating, np.integer)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
 
 
 # -- configurations ----------------------------------------------------------------------------

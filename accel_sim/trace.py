@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from accel_sim import layers, ops
-from accel_sim._io import atomic_write
+from accel_sim._io import atomic_write, jsonable as _jsonable
 
 __all__ = ["Trace", "Report", "load", "record", "record_torch", "simulate", "replay", "VERSION", "MAX_BYTES"]
 
@@ -283,18 +283,6 @@ class Report:
 
     def to_json(self) -> str:
         return json.dumps(_jsonable(self.to_dict()), indent=2)
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if isinstance(v, (np.floating, np.integer)):
-        return _jsonable(v.item())
-    return v
 
 
 def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
