@@ -282,6 +282,24 @@ static int fast_path_of(const acs_mac *mac)
     return sa + sb <= 24 && la + lb >= -149 && ta + tb <= 128 ? ACS_FAST_FP32 : ACS_FAST_NONE;
 }
 
+/* Every code's value as a float (fp32 fast path) or an integer (wrap fast path). */
+static float *float_values(const acs_operand *t, int bits)
+{
+    float *v = malloc(sizeof(float) << bits);
+    for (uint64_t c = 0; v && c < (1ULL << bits); c++) {
+        double x = t[c].cls == ACS_NAN ? NAN : t[c].cls == ACS_INF ? INFINITY : ldexp((double)t[c].sig, t[c].exp);
+        v[c] = (float)(t[c].neg ? -x : x);
+    }
+    return v;
+}
+
+static int64_t *int_values(const acs_operand *t, int bits)
+{
+    int64_t *v = malloc(sizeof(int64_t) << bits);
+    for (uint64_t c = 0; v && c < (1ULL << bits); c++) v[c] = t[c].neg ? -(int64_t)t[c].sig : (int64_t)t[c].sig;
+    return v;
+}
+
 int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
 {
     memset(ctx, 0, sizeof *ctx);
@@ -292,26 +310,12 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
     ctx->tb = operand_table(&mac->b);
     ctx->fast = ctx->ta && ctx->tb ? fast_path_of(mac) : ACS_FAST_NONE;
     if (ctx->fast == ACS_FAST_FP32) {
-        ctx->fa = malloc(sizeof(float) << mac->a.bits);
-        ctx->fb = malloc(sizeof(float) << mac->b.bits);
-        for (uint64_t c = 0; ctx->fa && c < (1ULL << mac->a.bits); c++) {
-            acs_operand v = ctx->ta[c];
-            ctx->fa[c] = (float)(v.cls == ACS_NAN ? NAN : v.cls == ACS_INF ? INFINITY : ldexp((double)v.sig, v.exp));
-            if (v.neg) ctx->fa[c] = -ctx->fa[c];
-        }
-        for (uint64_t c = 0; ctx->fb && c < (1ULL << mac->b.bits); c++) {
-            acs_operand v = ctx->tb[c];
-            ctx->fb[c] = (float)(v.cls == ACS_NAN ? NAN : v.cls == ACS_INF ? INFINITY : ldexp((double)v.sig, v.exp));
-            if (v.neg) ctx->fb[c] = -ctx->fb[c];
-        }
+        ctx->fa = float_values(ctx->ta, mac->a.bits);
+        ctx->fb = float_values(ctx->tb, mac->b.bits);
         if (!ctx->fa || !ctx->fb) ctx->fast = ACS_FAST_NONE;
     } else if (ctx->fast == ACS_FAST_INT_WRAP) {
-        ctx->ia = malloc(sizeof(int64_t) << mac->a.bits);
-        ctx->ib = malloc(sizeof(int64_t) << mac->b.bits);
-        for (uint64_t c = 0; ctx->ia && c < (1ULL << mac->a.bits); c++)
-            ctx->ia[c] = ctx->ta[c].neg ? -(int64_t)ctx->ta[c].sig : (int64_t)ctx->ta[c].sig;
-        for (uint64_t c = 0; ctx->ib && c < (1ULL << mac->b.bits); c++)
-            ctx->ib[c] = ctx->tb[c].neg ? -(int64_t)ctx->tb[c].sig : (int64_t)ctx->tb[c].sig;
+        ctx->ia = int_values(ctx->ta, mac->a.bits);
+        ctx->ib = int_values(ctx->tb, mac->b.bits);
         if (!ctx->ia || !ctx->ib) ctx->fast = ACS_FAST_NONE;
     }
     return ACS_OK;
