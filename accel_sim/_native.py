@@ -55,15 +55,31 @@ def pointer(array: np.ndarray, ctype: str):
     return ffi.cast(ctype, ffi.from_buffer(array, require_writable=False))
 
 
-class fast_paths:
-    """Context manager turning the engine's exact fast paths on or off (tests compare both)."""
+class _EngineSwitch:
+    """Context manager setting one of the engine's global switches for the duration of a block
+    (tests compare the paths they choose between)."""
+
+    setter = None
 
     def __init__(self, enabled: bool):
         self.enabled = bool(enabled)
 
     def __enter__(self):
-        self.previous = lib.acs_set_fast_paths(self.enabled)
+        self.previous = type(self).setter(self.enabled)
         return self
 
     def __exit__(self, *exc):
-        lib.acs_set_fast_paths(self.previous)
+        type(self).setter(self.previous)
+
+
+class fast_paths(_EngineSwitch):
+    """The exact fast paths on (default) or off (everything through the general step)."""
+
+    setter = staticmethod(lambda on: lib.acs_set_fast_paths(on))
+
+
+class vector_isa(_EngineSwitch):
+    """The vector kernels' AVX2/FMA versions on (default, where the CPU has them) or off (their
+    portable C versions)."""
+
+    setter = staticmethod(lambda on: lib.acs_set_vector_isa(on))

@@ -9,87 +9,121 @@
 
 static inline int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
-/* Code at (row, col) of a row-major matrix with `width` columns, or 0 (every format's +0
- * code) in the padding beyond `valid` columns. */
-static inline uint64_t code_at(const void *codes, int bits, int64_t row, int64_t col, int64_t width, int64_t valid)
-{
-    return col < valid ? acs_load_code(codes, row * width + col, bits) : 0;
-}
-
 /* Bit flips on the operand registers.  A streaming operand passes through every active PE
  * of its row (OS: A along rows, B down columns; WS: A along rows; IS: B along rows), so its
  * flips count once per PE that sees it; a stationary operand (WS: B, IS: A) flips when a fold
  * loads a different code into its PE.  Registers keep their code between folds and start at 0;
- * each of the `terms` lanes of an n-term PE is a register of its own. */
+ * each of the `terms` lanes of an n-term PE is a register of its own.
+ * Folds are visited row-fold major.  A register sees the same stream in every fold of a
+ * row-fold (OS columns: of a column index), so the flips inside a stream are counted once and
+ * only the step from the previous fold's last code to the stream's first is counted per fold.
+ * Registers of different array rows (OS: columns) never interact, so workers split them. */
+typedef struct {
+    const acs_mac *mac;
+    int dataflow;
+    int64_t R, C, m, n, k;
+    const void *a, *bt;
+    int64_t lo, hi;          /* array rows [lo, hi), and for OS also array columns [lo, hi) */
+    int64_t ta, tb;
+    int status;
+} toggle_job;
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("popcnt", "default")))
+#define ACS_POPCNT_CLONES __attribute__((target_clones("popcnt", "default")))
+#else
+#define ACS_POPCNT_CLONES
 #endif
-static int count_toggles(const acs_mac *mac, int dataflow, int64_t R, int64_t C, const void *a,
-                         const void *bt, int64_t m, int64_t n, int64_t k, acs_gemm_counts *counts)
+
+/* Flips along a stream of len codes starting `first`, each `step` codes apart; its first and
+ * last codes go to *head and *tail. */
+ACS_POPCNT_CLONES
+static int64_t stream_flips(const void *codes, int bits, int64_t first, int64_t step, int64_t len,
+                            uint16_t *head, uint16_t *tail)
 {
-    int nt = mac->acc.kind == ACS_ACC_BLOCK ? mac->acc.terms : 1;
-    int ab = mac->a.bits, bb = mac->b.bits;
-    int64_t kp = ceil_div(k, nt);
-    int64_t sr = dataflow == ACS_OS ? m : kp, sc = dataflow == ACS_IS ? m : n;
-    uint16_t *row_reg = calloc((size_t)(R * nt), sizeof *row_reg);  /* streaming along rows */
-    uint16_t *col_reg = calloc((size_t)(C * nt), sizeof *col_reg);  /* OS: B down columns */
-    uint16_t *pe_reg = dataflow == ACS_OS ? NULL : calloc((size_t)(R * C * nt), sizeof *pe_reg);
-    if (!row_reg || !col_reg || (dataflow != ACS_OS && !pe_reg)) {
-        free(row_reg); free(col_reg); free(pe_reg);
-        return ACS_ERR_ARG;
+    int64_t flips = 0;
+    uint16_t prev = (uint16_t)acs_load_code(codes, first, bits);
+    *head = prev;
+    for (int64_t x = 1; x < len; x++) {
+        uint16_t v = (uint16_t)acs_load_code(codes, first + x * step, bits);
+        flips += __builtin_popcount(prev ^ v);
+        prev = v;
     }
-    int64_t ta = 0, tb = 0;
-    for (int64_t fr = 0; fr < ceil_div(sr, R); fr++) {
-        int64_t r_act = sr - fr * R < R ? sr - fr * R : R;
-        for (int64_t fc = 0; fc < ceil_div(sc, C); fc++) {
-            int64_t c_act = sc - fc * C < C ? sc - fc * C : C;
-            for (int64_t i = 0; i < r_act; i++)
-                for (int t = 0; t < nt; t++) {
-                    uint16_t *reg = &row_reg[i * nt + t];
-                    int64_t flips = 0;
-                    if (dataflow == ACS_OS) {        /* A[fr*R+i, :] streams along row i */
-                        for (int64_t kk = 0; kk < kp; kk++) {
-                            uint16_t v = (uint16_t)code_at(a, ab, fr * R + i, kk * nt + t, k, k);
-                            flips += __builtin_popcount(*reg ^ v); *reg = v;
-                        }
-                        ta += flips * c_act;
-                    } else {
-                        int64_t kidx = (fr * R + i) * nt + t;
-                        const void *src = dataflow == ACS_WS ? a : bt;
-                        int bits = dataflow == ACS_WS ? ab : bb;
-                        int64_t len = dataflow == ACS_WS ? m : n;  /* WS: A[:, kidx]; IS: B[kidx, :] */
-                        for (int64_t x = 0; x < len; x++) {
-                            uint16_t v = (uint16_t)code_at(src, bits, x, kidx, k, k);
-                            flips += __builtin_popcount(*reg ^ v); *reg = v;
-                        }
-                        if (dataflow == ACS_WS) ta += flips * c_act; else tb += flips * c_act;
-                        for (int64_t j = 0; j < c_act; j++) {  /* the stationary operand */
-                            uint16_t *p = &pe_reg[(i * C + j) * nt + t];
-                            uint16_t v = dataflow == ACS_WS
-                                ? (uint16_t)code_at(bt, bb, fc * C + j, kidx, k, k)
-                                : (uint16_t)code_at(a, ab, fc * C + j, kidx, k, k);
-                            if (dataflow == ACS_WS) tb += __builtin_popcount(*p ^ v); else ta += __builtin_popcount(*p ^ v);
-                            *p = v;
-                        }
+    *tail = prev;
+    return flips;
+}
+
+ACS_POPCNT_CLONES
+static void count_toggles_part(toggle_job *tj)
+{
+    const acs_mac *mac = tj->mac;
+    int df = tj->dataflow, nt = mac->acc.kind == ACS_ACC_BLOCK ? mac->acc.terms : 1;
+    int ab = mac->a.bits, bb = mac->b.bits;
+    int64_t R = tj->R, C = tj->C, m = tj->m, n = tj->n, k = tj->k, kp = ceil_div(k, nt);
+    int64_t sr = df == ACS_OS ? m : kp, sc = df == ACS_IS ? m : n;
+    int64_t frs = ceil_div(sr, R), fcs = ceil_div(sc, C);
+    uint16_t *pe = df == ACS_OS ? NULL : calloc((size_t)(C * nt), sizeof *pe);
+    if (df != ACS_OS && !pe) { tj->status = ACS_ERR_ARG; return; }
+    for (int64_t i = tj->lo; i < tj->hi && i < R; i++) {
+        if (df != ACS_OS) memset(pe, 0, (size_t)(C * nt) * sizeof *pe);
+        for (int t = 0; t < nt; t++) {
+            uint16_t reg = 0, head, tail;
+            for (int64_t fr = 0; fr < frs && fr * R + i < sr; fr++) {
+                int64_t flips, row = fr * R + i;
+                if (df == ACS_OS) {      /* A[row, t::nt] streams along row i; zero padding past k */
+                    int64_t valid = kp - (kp * nt - k > 0 && t >= nt - (kp * nt - k) ? 1 : 0);
+                    flips = valid ? stream_flips(tj->a, ab, row * k + t, nt, valid, &head, &tail) : 0;
+                    if (!valid) head = tail = 0;
+                    if (valid < kp) { flips += __builtin_popcount(tail); tail = 0; }
+                } else {                 /* WS: A[:, kidx] along row i; IS: B[kidx, :] */
+                    int64_t kidx = row * nt + t;
+                    if (kidx < k)
+                        flips = stream_flips(df == ACS_WS ? tj->a : tj->bt, df == ACS_WS ? ab : bb, kidx, k,
+                                             df == ACS_WS ? m : n, &head, &tail);
+                    else { flips = 0; head = tail = 0; }
+                }
+                for (int64_t fc = 0; fc < fcs; fc++) {
+                    int64_t c_act = sc - fc * C < C ? sc - fc * C : C;
+                    int64_t f = flips + __builtin_popcount(reg ^ head);
+                    reg = tail;
+                    if (df == ACS_IS) tj->tb += f * c_act; else tj->ta += f * c_act;
+                    if (df == ACS_OS) continue;
+                    int64_t kidx = row * nt + t;
+                    for (int64_t j = 0; j < c_act; j++) {  /* the stationary operand */
+                        uint16_t *p = &pe[j * nt + t];
+                        uint16_t v = kidx >= k ? 0 : df == ACS_WS
+                            ? (uint16_t)acs_load_code(tj->bt, (fc * C + j) * k + kidx, bb)
+                            : (uint16_t)acs_load_code(tj->a, (fc * C + j) * k + kidx, ab);
+                        if (df == ACS_WS) tj->tb += __builtin_popcount(*p ^ v); else tj->ta += __builtin_popcount(*p ^ v);
+                        *p = v;
                     }
                 }
-            if (dataflow == ACS_OS)                     /* B[:, fc*C+j] streams down column j */
-                for (int64_t j = 0; j < c_act; j++)
-                    for (int t = 0; t < nt; t++) {
-                        uint16_t *reg = &col_reg[j * nt + t];
-                        int64_t flips = 0;
-                        for (int64_t kk = 0; kk < kp; kk++) {
-                            uint16_t v = (uint16_t)code_at(bt, bb, fc * C + j, kk * nt + t, k, k);
-                            flips += __builtin_popcount(*reg ^ v); *reg = v;
-                        }
-                        tb += flips * r_act;
-                    }
+            }
         }
     }
-    counts->toggles_a = ta;
-    counts->toggles_b = tb;
-    free(row_reg); free(col_reg); free(pe_reg);
-    return ACS_OK;
+    if (df == ACS_OS) {               /* B[col, t::nt] streams down column j in every row-fold */
+        int64_t *flips = malloc((size_t)fcs * sizeof *flips);
+        uint16_t *heads = malloc((size_t)fcs * sizeof *heads), *tails = malloc((size_t)fcs * sizeof *tails);
+        if (!flips || !heads || !tails) tj->status = ACS_ERR_ARG;
+        for (int64_t j = tj->lo; j < tj->hi && j < C && !tj->status; j++)
+            for (int t = 0; t < nt; t++) {
+                int64_t valid = kp - (kp * nt - k > 0 && t >= nt - (kp * nt - k) ? 1 : 0), cols = 0;
+                for (int64_t fc = 0; fc < fcs && fc * C + j < sc; fc++, cols++) {
+                    flips[fc] = valid ? stream_flips(tj->bt, bb, (fc * C + j) * k + t, nt, valid, &heads[fc], &tails[fc]) : 0;
+                    if (!valid) heads[fc] = tails[fc] = 0;
+                    if (valid < kp) { flips[fc] += __builtin_popcount(tails[fc]); tails[fc] = 0; }
+                }
+                uint16_t reg = 0;
+                for (int64_t fr = 0; fr < frs; fr++) {
+                    int64_t r_act = sr - fr * R < R ? sr - fr * R : R;
+                    for (int64_t fc = 0; fc < cols; fc++) {
+                        tj->tb += (flips[fc] + __builtin_popcount(reg ^ heads[fc])) * r_act;
+                        reg = tails[fc];
+                    }
+                }
+            }
+        free(flips); free(heads); free(tails);
+    }
+    free(pe);
 }
 
 /* ---- The GEMM: workers over blocks of output rows ------------------------------------------
@@ -101,14 +135,17 @@ typedef struct {
     const acs_acc *buffer, *out_acc;
     int dataflow, nt, fast;
     int64_t tile, kp, m, n, k, i0, i1;
+    int64_t p0, p1;                  /* the B column panels this worker decodes */
     const void *a, *bt;
     double *out;
     int64_t *out_int;
     uint64_t seed;
     int64_t zeros;
     int status;
-    const float *a_f32, *b_f32;      /* the vector kernels' decoded operands */
-    const int32_t *a_i32, *b_i32;
+    int64_t *za, *zb;                /* fast paths: zero operands per k in its A rows, B panels */
+    float *a_f32, *b_f32;            /* fast paths: decoded operands, shared by the workers */
+    int16_t *a_i16, *b_i16;
+    int64_t kpair;                   /* k rounded up to even: int16 operands go in pairs */
 } gemm_job;
 
 static void gemm_rows_general(gemm_job *jb)
@@ -139,25 +176,43 @@ static void gemm_rows_general(gemm_job *jb)
 }
 
 /* ---- Vectorised exact fast paths ------------------------------------------------------------
- * A block of MR rows x NR columns lives in vector registers; B's column panel is decoded once
- * per panel into a small buffer (operands otherwise stay codes).  Each output still adds its
- * products in k order, tile by tile, and its tile sums into the buffer in order: the same
- * sequence of IEEE fp32 roundings (or integer adds modulo 2^32) as the general path.  A fused
- * multiply-add would give the same bits because every product is exact.  target_clones builds
- * an AVX2 version and a portable one and picks by the CPU's features at load time. */
+ * A block of MR rows x NR columns lives in vector registers; A and B are decoded once per GEMM
+ * (B into column panels of NR).  fp32: each output still adds its products in k order, tile by
+ * tile, and its tile sums into the buffer in order: the same sequence of IEEE fp32 roundings as
+ * the general path; a fused multiply-add gives the same bits because every product is exact.
+ * Integer wrap: sums modulo 2^32 do not depend on grouping, so 16-bit operands go in pairs
+ * through AVX2's multiply-and-add-pairs (pmaddwd).  Each kernel has a portable C version and an
+ * AVX2(+FMA) one chosen when the CPU has it; tests compare the two. */
 #define MR 4
 #define NR 16
 typedef float vf8 __attribute__((vector_size(32)));
-typedef uint32_t vu8 __attribute__((vector_size(32)));
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define ACS_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define ACS_CLONES
+#include <immintrin.h>
+#define ACS_X86 1
 #endif
 
-ACS_CLONES
-void acs_fp32_block(const float *arows[MR], const float *panel, int64_t k, int64_t tile, float out[MR][NR])
+static int isa_enabled = 1;
+
+int acs_set_vector_isa(int enabled)
+{
+    int old = isa_enabled;
+    isa_enabled = enabled != 0;
+    return old;
+}
+
+static int have_avx2_fma(void)
+{
+#ifdef ACS_X86
+    __builtin_cpu_init();
+    return isa_enabled && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+static inline __attribute__((always_inline))
+void fp32_block(const float *arows[MR], const float *panel, int64_t k, int64_t tile, float out[MR][NR])
 {
     vf8 total[MR][2], acc[MR][2];
     for (int r = 0; r < MR; r++) total[r][0] = total[r][1] = (vf8){0};
@@ -168,8 +223,10 @@ void acs_fp32_block(const float *arows[MR], const float *panel, int64_t k, int64
             vf8 b0, b1;
             memcpy(&b0, panel + kk * NR, sizeof b0);
             memcpy(&b1, panel + kk * NR + 8, sizeof b1);
+            _Pragma("GCC unroll 8")   /* keeps the accumulators in registers */
             for (int r = 0; r < MR; r++) {
-                vf8 av = (vf8){0} + arows[r][kk];
+                float x = arows[r][kk];
+                vf8 av = { x, x, x, x, x, x, x, x };
                 acc[r][0] = acc[r][0] + av * b0;
                 acc[r][1] = acc[r][1] + av * b1;
             }
@@ -185,54 +242,89 @@ void acs_fp32_block(const float *arows[MR], const float *panel, int64_t k, int64
     }
 }
 
-ACS_CLONES
-void acs_int_block(const int32_t *arows[MR], const int32_t *panel, int64_t k, uint32_t out[MR][NR])
+static void fp32_block_portable(const float *arows[MR], const float *panel, int64_t k, int64_t tile, float out[MR][NR])
 {
-    vu8 acc[MR][2];
-    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (vu8){0};
-    for (int64_t kk = 0; kk < k; kk++) {
-        vu8 b0, b1;
-        memcpy(&b0, panel + kk * NR, sizeof b0);
-        memcpy(&b1, panel + kk * NR + 8, sizeof b1);
+    fp32_block(arows, panel, k, tile, out);
+}
+
+/* panel: for each pair q of k, NR lanes of (B[2q][j], B[2q+1][j]); a row: k codes' values (+0). */
+static void int16_block_portable(const int16_t *arows[MR], const int16_t *panel, int64_t pairs, uint32_t out[MR][NR])
+{
+    uint32_t acc[MR][NR] = { { 0 } };
+    for (int64_t q = 0; q < pairs; q++)
         for (int r = 0; r < MR; r++) {
-            vu8 av = (vu8){0} + (uint32_t)arows[r][kk];
-            acc[r][0] += av * b0;
-            acc[r][1] += av * b1;
+            uint32_t a0 = (uint32_t)(int32_t)arows[r][2 * q], a1 = (uint32_t)(int32_t)arows[r][2 * q + 1];
+            const int16_t *b = panel + q * 2 * NR;
+            for (int j = 0; j < NR; j++)
+                acc[r][j] += a0 * (uint32_t)(int32_t)b[2 * j] + a1 * (uint32_t)(int32_t)b[2 * j + 1];
+        }
+    memcpy(out, acc, sizeof acc);
+}
+
+#ifdef ACS_X86
+__attribute__((target("avx2,fma")))
+static void fp32_block_avx2(const float *arows[MR], const float *panel, int64_t k, int64_t tile, float out[MR][NR])
+{
+    fp32_block(arows, panel, k, tile, out);
+}
+
+__attribute__((target("avx2")))
+static void int16_block_avx2(const int16_t *arows[MR], const int16_t *panel, int64_t pairs, uint32_t out[MR][NR])
+{
+    __m256i acc[MR][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int64_t q = 0; q < pairs; q++) {
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(panel + q * 2 * NR));
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(panel + q * 2 * NR + 16));
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < MR; r++) {
+            int32_t pair;
+            memcpy(&pair, arows[r] + 2 * q, sizeof pair);
+            __m256i av = _mm256_set1_epi32(pair);
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
         }
     }
     for (int r = 0; r < MR; r++) {
-        memcpy(out[r], &acc[r][0], sizeof acc[r][0]);
-        memcpy(out[r] + 8, &acc[r][1], sizeof acc[r][1]);
+        _mm256_storeu_si256((__m256i *)out[r], acc[r][0]);
+        _mm256_storeu_si256((__m256i *)(out[r] + 8), acc[r][1]);
     }
 }
+#endif
 
-/* Rows [i0, i1) through the vector kernels, from A decoded row-major (m x k) and B decoded
- * into column panels of NR (panel p holds k x NR values), both prepared once per GEMM.
- * Integer wrap sums are taken modulo 2^32 and wrapped to the register once. */
+/* Rows [i0, i1) through the vector kernels.  Integer wrap sums are taken modulo 2^32 and
+ * wrapped to the register once. */
 static void gemm_rows_fast(gemm_job *jb)
 {
     const acs_mac *mac = jb->ctx->mac;
     int64_t n = jb->n, k = jb->k;
-    int fp = jb->fast == ACS_FAST_FP32;
+    int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma();
+    void (*fp32_kernel)(const float **, const float *, int64_t, int64_t, float (*)[NR]) = fp32_block_portable;
+    void (*int_kernel)(const int16_t **, const int16_t *, int64_t, uint32_t (*)[NR]) = int16_block_portable;
+#ifdef ACS_X86
+    if (avx2) { fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; }
+#endif
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
             int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
-            const void *arows[MR];
-            for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
-                arows[r] = fp ? (const void *)(jb->a_f32 + (i0 + (r < mr ? r : 0)) * k)
-                              : (const void *)(jb->a_i32 + (i0 + (r < mr ? r : 0)) * k);
             if (fp) {
+                const float *arows[MR];
+                for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
+                    arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
                 float res[MR][NR];
-                acs_fp32_block((const float **)arows, jb->b_f32 + p * k * NR, k, jb->tile, res);
+                fp32_kernel(arows, jb->b_f32 + p * k * NR, k, jb->tile, res);
                 for (int64_t r = 0; r < mr; r++)
                     for (int64_t c = 0; c < nr; c++) {
                         float v = res[r][c];
                         jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : (double)v; /* canonical NaN */
                     }
             } else {
+                const int16_t *arows[MR];
+                for (int r = 0; r < MR; r++)
+                    arows[r] = jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
                 uint32_t res[MR][NR];
-                acs_int_block((const int32_t **)arows, jb->b_i32 + p * k * NR, k, res);
+                int_kernel(arows, jb->b_i16 + p * jb->kpair * NR, jb->kpair / 2, res);
                 int sh = 64 - mac->acc.grid.total_bits;   /* wrap to the register's width */
                 for (int64_t r = 0; r < mr; r++)
                     for (int64_t c = 0; c < nr; c++)
@@ -242,31 +334,32 @@ static void gemm_rows_fast(gemm_job *jb)
     }
 }
 
-/* Operand values for the vector kernels: A row-major, B in column panels (zero-padded). */
-static int decode_for_vectors(gemm_job *jb, const acs_mac_ctx *ctx)
+/* A worker's share of the decoding: its A rows and its B panels, counting zero operands. */
+static void decode_part(gemm_job *jb)
 {
-    int64_t m = jb->m, n = jb->n, k = jb->k, panels = ceil_div(n, NR);
-    int fp = jb->fast == ACS_FAST_FP32;
-    size_t esz = fp ? sizeof(float) : sizeof(int32_t);
-    void *a = malloc((size_t)(m * k > 0 ? m * k : 1) * esz);
-    void *b = calloc((size_t)(panels * k * NR > 0 ? panels * k * NR : 1), esz);
-    if (!a || !b) { free(a); free(b); return ACS_ERR_ARG; }
-    for (int64_t i = 0; i < m * k; i++) {
-        uint64_t code = acs_load_code(jb->a, i, ctx->mac->a.bits);
-        if (fp) ((float *)a)[i] = ctx->fa[code]; else ((int32_t *)a)[i] = (int32_t)ctx->ia[code];
-    }
-    for (int64_t j = 0; j < n; j++)
+    const acs_mac_ctx *ctx = jb->ctx;
+    int64_t n = jb->n, k = jb->k, kpair = jb->kpair;
+    int fp = jb->fast == ACS_FAST_FP32, ab = ctx->mac->a.bits, bb = ctx->mac->b.bits;
+    for (int64_t i = jb->i0; i < jb->i1; i++)
         for (int64_t kk = 0; kk < k; kk++) {
-            uint64_t code = acs_load_code(jb->bt, j * k + kk, ctx->mac->b.bits);
-            int64_t at = (j / NR) * k * NR + kk * NR + j % NR;
-            if (fp) ((float *)b)[at] = ctx->fb[code]; else ((int32_t *)b)[at] = (int32_t)ctx->ib[code];
+            uint64_t code = acs_load_code(jb->a, i * k + kk, ab);
+            jb->za[kk] += ctx->ta[code].cls == ACS_ZERO;
+            if (fp) jb->a_f32[i * k + kk] = ctx->fa[code];
+            else jb->a_i16[i * kpair + kk] = (int16_t)ctx->ia[code];
         }
-    if (fp) { jb->a_f32 = a; jb->b_f32 = b; } else { jb->a_i32 = a; jb->b_i32 = b; }
-    return ACS_OK;
+    for (int64_t p = jb->p0; p < jb->p1; p++)
+        for (int64_t j = p * NR; j < n && j < (p + 1) * NR; j++)
+            for (int64_t kk = 0; kk < k; kk++) {
+                uint64_t code = acs_load_code(jb->bt, j * k + kk, bb);
+                jb->zb[kk] += ctx->tb[code].cls == ACS_ZERO;
+                if (fp) jb->b_f32[p * k * NR + kk * NR + j % NR] = ctx->fb[code];
+                else jb->b_i16[p * kpair * NR + (kk / 2) * 2 * NR + 2 * (j % NR) + kk % 2] = (int16_t)ctx->ib[code];
+            }
 }
 
-/* The vector kernels apply: an exact fast path, and for ws/is a buffer that rounds (or wraps)
- * exactly like the PE accumulator, so tile sums join it by the same native operation. */
+/* The vector kernels apply: an exact fast path whose operands fit the kernel, and for ws/is a
+ * buffer that rounds (or wraps) exactly like the PE accumulator, so tile sums join it by the
+ * same native operation. */
 static int vector_path(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflow)
 {
     const acs_acc *pe = &ctx->mac->acc;
@@ -274,35 +367,82 @@ static int vector_path(const acs_mac_ctx *ctx, const acs_acc *buffer, int datafl
         return dataflow == ACS_OS || (buffer->kind == ACS_ACC_FLOAT && buffer->rounding == ACS_RNE
             && buffer->overflow == ACS_OVF_INF && !memcmp(&buffer->grid, &pe->grid, sizeof pe->grid)
             && !memcmp(&buffer->addend, &pe->addend, sizeof pe->addend));
-    if (ctx->fast == ACS_FAST_INT_WRAP && pe->grid.total_bits <= 32)
+    if (ctx->fast == ACS_FAST_INT_WRAP && pe->grid.total_bits <= 32) {
+        for (int s = 0; s < 2; s++)   /* operand values must fit int16 */
+            for (uint64_t c = 0; c < (1ULL << (s ? ctx->mac->b.bits : ctx->mac->a.bits)); c++) {
+                int64_t v = (s ? ctx->ib : ctx->ia)[c];
+                if (v < INT16_MIN || v > INT16_MAX) return 0;
+            }
         return dataflow == ACS_OS || (buffer->kind == ACS_ACC_INT && buffer->overflow == ACS_OVF_WRAP
             && buffer->grid.total_bits == pe->grid.total_bits);
+    }
     return 0;
 }
 
-/* MACs with a zero operand: sum over k of zA_k*N + zB_k*M - zA_k*zB_k. */
-static int64_t count_zero_macs(const acs_mac_ctx *ctx, const void *a, const void *bt, int64_t m, int64_t n, int64_t k)
+/* Run fn on `workers` jobs `stride` bytes apart, jobs 1.. on threads of their own (or here,
+ * when no thread can be had). */
+typedef struct { void (*fn)(void *); void *arg; } thread_call;
+
+static void *thread_entry(void *p)
 {
-    int64_t *za = calloc((size_t)(k > 0 ? k : 1), sizeof *za), *zb = calloc((size_t)(k > 0 ? k : 1), sizeof *zb);
-    int64_t total = 0;
-    if (!za || !zb) { free(za); free(zb); return -1; }
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t kk = 0; kk < k; kk++)
-            za[kk] += ctx->ta[acs_load_code(a, i * k + kk, ctx->mac->a.bits)].cls == ACS_ZERO;
-    for (int64_t j = 0; j < n; j++)
-        for (int64_t kk = 0; kk < k; kk++)
-            zb[kk] += ctx->tb[acs_load_code(bt, j * k + kk, ctx->mac->b.bits)].cls == ACS_ZERO;
-    for (int64_t kk = 0; kk < k; kk++) total += za[kk] * n + zb[kk] * m - za[kk] * zb[kk];
-    free(za);
-    free(zb);
-    return total;
+    thread_call *c = p;
+    c->fn(c->arg);
+    return NULL;
 }
 
-static void *gemm_worker(void *p)
+static void run_parallel(void (*fn)(void *), void *jobs, size_t stride, int workers)
+{
+    pthread_t tids[256];
+    thread_call calls[256];
+    int started[256] = { 0 };
+    for (int w = 1; w < workers; w++) {
+        calls[w].fn = fn;
+        calls[w].arg = (char *)jobs + w * stride;
+        started[w] = pthread_create(&tids[w], NULL, thread_entry, &calls[w]) == 0;
+    }
+    fn(jobs);
+    for (int w = 1; w < workers; w++) {
+        if (started[w]) pthread_join(tids[w], NULL);
+        else fn((char *)jobs + w * stride);
+    }
+}
+
+static void gemm_worker(void *p)
 {
     gemm_job *jb = p;
     if (jb->fast) gemm_rows_fast(jb); else gemm_rows_general(jb);
-    return NULL;
+}
+
+static void decode_worker(void *p) { decode_part(p); }
+static void toggle_worker(void *p) { count_toggles_part(p); }
+
+/* The fast paths' shared operand buffers and per-worker zero counts; 0 when out of memory. */
+static int alloc_decoded(gemm_job *jobs, int workers)
+{
+    gemm_job *b = &jobs[0];
+    int64_t m = b->m, k = b->k, panels = ceil_div(b->n, NR);
+    int64_t *z = calloc((size_t)(2 * workers * (k > 0 ? k : 1)), sizeof *z);
+    if (b->fast == ACS_FAST_FP32) {
+        b->a_f32 = malloc((size_t)(m * k > 0 ? m * k : 1) * sizeof(float));
+        b->b_f32 = calloc((size_t)(panels * k * NR > 0 ? panels * k * NR : 1), sizeof(float));
+    } else {
+        b->a_i16 = calloc((size_t)(m * b->kpair > 0 ? m * b->kpair : 1), sizeof(int16_t));
+        b->b_i16 = calloc((size_t)(panels * b->kpair * NR > 0 ? panels * b->kpair * NR : 1), sizeof(int16_t));
+    }
+    if (!z || !(b->a_f32 || b->a_i16) || !(b->b_f32 || b->b_i16)) {
+        free(z); free(b->a_f32); free(b->b_f32); free(b->a_i16); free(b->b_i16);
+        b->a_f32 = b->b_f32 = NULL; b->a_i16 = b->b_i16 = NULL;
+        return 0;
+    }
+    for (int w = 0; w < workers; w++) {
+        jobs[w].a_f32 = b->a_f32; jobs[w].b_f32 = b->b_f32;
+        jobs[w].a_i16 = b->a_i16; jobs[w].b_i16 = b->b_i16;
+        jobs[w].za = z + 2 * w * (k > 0 ? k : 1);
+        jobs[w].zb = jobs[w].za + (k > 0 ? k : 1);
+        jobs[w].p0 = panels * w / workers;
+        jobs[w].p1 = panels * (w + 1) / workers;
+    }
+    return 1;
 }
 
 int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t cols,
@@ -324,16 +464,12 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     int nt = mac->acc.kind == ACS_ACC_BLOCK ? mac->acc.terms : 1;
     gemm_job base = { &ctx, buffer, dataflow == ACS_OS ? &mac->acc : buffer, dataflow, nt,
                       vector_path(&ctx, buffer, dataflow) ? ctx.fast : ACS_FAST_NONE,
-                      dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m,
-                      a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL };
-    if (base.fast && decode_for_vectors(&base, &ctx) != ACS_OK) base.fast = ACS_FAST_NONE;
+                      dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m, 0, 0,
+                      a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
     /* Rows in blocks of MR, spread over at most `threads` workers. */
     int64_t blocks = ceil_div(m, MR);
     int workers = (int)(threads < blocks ? threads : (blocks > 0 ? blocks : 1));
     gemm_job jobs[256];
-    pthread_t tids[256];
-    int started[256] = { 0 };
-    jobs[0] = base;
     for (int w = 0; w < workers; w++) {
         jobs[w] = base;
         jobs[w].i0 = blocks * w / workers * MR;
@@ -341,29 +477,46 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
         if (jobs[w].i1 > m) jobs[w].i1 = m;
         if (jobs[w].i0 > m) jobs[w].i0 = m;
     }
-    for (int w = 1; w < workers; w++)
-        started[w] = pthread_create(&tids[w], NULL, gemm_worker, &jobs[w]) == 0;
-    gemm_worker(&jobs[0]);
-    for (int w = 1; w < workers; w++) {
-        if (started[w]) pthread_join(tids[w], NULL);
-        else gemm_worker(&jobs[w]);   /* no thread to be had: run it here */
-    }
+    if (base.fast && !alloc_decoded(jobs, workers))
+        for (int w = 0; w < workers; w++) jobs[w].fast = ACS_FAST_NONE;
+    if (jobs[0].fast) run_parallel(decode_worker, jobs, sizeof jobs[0], workers);
+    run_parallel(gemm_worker, jobs, sizeof jobs[0], workers);
     int64_t zeros = 0;
     for (int w = 0; w < workers; w++) {
         if (jobs[w].status && !status) status = jobs[w].status;
         zeros += jobs[w].zeros;
     }
-    if (status == ACS_OK && base.fast) {
-        zeros = count_zero_macs(&ctx, a, bt, m, n, k);
-        if (zeros < 0) status = ACS_ERR_ARG;
+    if (jobs[0].fast) {   /* MACs with a zero operand: sum over k of zA*N + zB*M - zA*zB */
+        for (int64_t kk = 0; kk < k; kk++) {
+            int64_t za = 0, zb = 0;
+            for (int w = 0; w < workers; w++) { za += jobs[w].za[kk]; zb += jobs[w].zb[kk]; }
+            zeros += za * n + zb * m - za * zb;
+        }
+        free(jobs[0].za);
+        free(jobs[0].a_f32); free(jobs[0].b_f32);
+        free(jobs[0].a_i16); free(jobs[0].b_i16);
     }
-    free((void *)base.a_f32); free((void *)base.b_f32);
-    free((void *)base.a_i32); free((void *)base.b_i32);
     acs_mac_close(&ctx);
     if (status) return status;
     counts->macs = m * n * k;
     counts->zero_macs = zeros;
-    return count_toggles(mac, dataflow, rows, cols, a, bt, m, n, k, counts);
+    counts->toggles_a = counts->toggles_b = 0;
+    if (!m || !n || !k) return ACS_OK;
+    /* Register toggles: array rows (OS: and columns) shared among the workers. */
+    int64_t lanes = rows > cols ? rows : cols;
+    int tw = (int)(threads < lanes ? threads : lanes);
+    toggle_job tjobs[256];
+    for (int w = 0; w < tw; w++) {
+        toggle_job t = { mac, dataflow, rows, cols, m, n, k, a, bt, lanes * w / tw, lanes * (w + 1) / tw, 0, 0, ACS_OK };
+        tjobs[w] = t;
+    }
+    run_parallel(toggle_worker, tjobs, sizeof tjobs[0], tw);
+    for (int w = 0; w < tw; w++) {
+        if (tjobs[w].status) return tjobs[w].status;
+        counts->toggles_a += tjobs[w].ta;
+        counts->toggles_b += tjobs[w].tb;
+    }
+    return ACS_OK;
 }
 
 /* ---- Epilogue: scale (and bias) in fp32, as the array's output stage does --------------- */

@@ -143,6 +143,10 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
  * tests can compare them with the general path; returns the previous setting. */
 int acs_set_fast_paths(int enabled);
 
+/* The vector kernels use AVX2 (and FMA) where the CPU has them; 0 keeps them on their portable
+ * C versions so tests can compare the two; returns the previous setting. */
+int acs_set_vector_isa(int enabled);
+
 /* The counter-based generator behind stochastic rounding (see docs/numerics.md). */
 uint32_t acs_rand32(uint64_t seed, uint64_t index, uint64_t step);
 /* cdef-end */

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import accel_sim as acs
-from accel_sim._native import fast_paths
+from accel_sim._native import fast_paths, vector_isa
 
 FP32_FAST = ["e4m3fn", "e4m3", "e5m2", "e4m3fnuz", "e5m2fnuz", "e3m4", "fp16", "int8", "uint8", "int4"]
 
@@ -100,18 +100,43 @@ def test_ineligible_formats_use_the_general_path():
                                  acs.presets.tensor_core("h100", "e4m3")], ids=lambda m: m.name)
 @pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
 def test_bits_do_not_depend_on_threads_or_vector_kernels(mac, dataflow):
-    """Odd shapes (not multiples of the 4x16 register block), specials included: every thread
-    count and the general path give the same accumulators and counts."""
+    """Odd shapes (not multiples of the 4x16 register block, odd K for the int16 pairs),
+    specials included: every thread count, the portable and the AVX2 kernels, and the general
+    path give the same accumulators and counts."""
     rng = np.random.default_rng(11)
     A = acs.QTensor(random_codes(mac.a, (23, 41), rng), mac.a)
     B = acs.QTensor(random_codes(mac.b, (41, 19), rng), mac.b)
     results = [acs.Array(5, 3, dataflow, mac, threads=t).gemm(A, B, metrics=False) for t in (1, 2, 3, 7)]
+    with vector_isa(False):
+        results += [acs.Array(5, 3, dataflow, mac, threads=t).gemm(A, B, metrics=False) for t in (1, 2)]
     with fast_paths(False):
         results.append(acs.Array(5, 3, dataflow, mac, threads=1).gemm(A, B, metrics=False))
     for r in results[1:]:
         assert np.array_equal(bits(r.acc), bits(results[0].acc))
         assert np.array_equal(r.output.view(np.uint64), results[0].output.view(np.uint64))
         assert r.counts == results[0].counts
+
+
+@pytest.mark.parametrize("mac", [acs.MAC("e4m3fn", "e4m3fn", "fp32"), acs.MAC("int8", "int8", "int32"),
+                                 acs.MAC("int8", "int8", acs.IntAcc(20))], ids=lambda m: m.name)
+def test_vector_kernels_on_large_blocks_equal_general_path(mac):
+    """Several register blocks and panels, K spanning many ws tiles: AVX2, portable and general
+    paths agree bit for bit (int8 extremes: -128 * -128 pairs sum to 2^15 per pair)."""
+    rng = np.random.default_rng(5)
+    A = acs.QTensor(random_codes(mac.a, (70, 301), rng), mac.a)
+    B = acs.QTensor(random_codes(mac.b, (301, 50), rng), mac.b)
+    if mac.a.name == "int8":
+        A.codes[:8] = 0x80
+        B.codes[:, :5] = 0x80
+    arr = acs.Array(16, 8, "ws", mac, threads=2)
+    ref = arr.gemm(A, B, metrics=False)
+    with vector_isa(False):
+        portable = arr.gemm(A, B, metrics=False)
+    with fast_paths(False):
+        general = arr.gemm(A, B, metrics=False)
+    for r in (portable, general):
+        assert np.array_equal(bits(r.acc), bits(ref.acc))
+        assert r.counts == ref.counts
 
 
 def test_threads_argument_and_environment(monkeypatch):
