@@ -265,31 +265,59 @@ static void value_range(const acs_format *f, int *sig, int64_t *lsb, int64_t *to
     }
 }
 
+/* FloatAcc with a directed or nearest-even rounding, subnormals and IEEE or saturating overflow
+ * whose acc + a*b is always exact in binary64 (products and grid between 2^lo and 2^hi, 53 bits
+ * apart at most): the array's vector kernel forms that sum natively and rounds it once onto the
+ * grid (array.c).  The chains here keep the general step. */
+static int exact64_path(const acs_mac *mac, int sa, int sb, int64_t lo_ab, int64_t top_ab)
+{
+    const acs_acc *acc = &mac->acc;
+    const acs_grid *g = &acc->grid;
+    if (acc->kind != ACS_ACC_FLOAT || !g->subnormals || memcmp(&acc->addend, g, sizeof *g)
+        || (acc->rounding != ACS_RNE && acc->rounding != ACS_RTZ && acc->rounding != ACS_RUP
+            && acc->rounding != ACS_RDN)
+        || (acc->overflow != ACS_OVF_INF && acc->overflow != ACS_OVF_SATURATE))
+        return 0;
+    int64_t lo = (int64_t)g->emin - g->man_bits, hi = (int64_t)g->emax + 1;
+    if (lo_ab < lo) lo = lo_ab;
+    if (top_ab > hi) hi = top_ab;
+    return sa + sb <= 53 && lo >= -1022 && hi <= 1000 && hi + 1 - lo <= 53;
+}
+
 static int fast_path_of(const acs_mac *mac)
 {
     const acs_acc *acc = &mac->acc;
     if (!fast_paths_enabled || mac->a.bits > 16 || mac->b.bits > 16) return ACS_FAST_NONE;
     if (acc->kind == ACS_ACC_INT && acc->overflow == ACS_OVF_WRAP) return ACS_FAST_INT_WRAP;
-    const acs_grid *g = &acc->grid, *ad = &acc->addend;
-    int fp32 = acc->kind == ACS_ACC_FLOAT && acc->rounding == ACS_RNE && acc->overflow == ACS_OVF_INF
-        && g->man_bits == 23 && g->emin == -126 && g->emax == 127 && g->max_sig == (1ULL << 24) - 1 && g->subnormals
-        && ad->man_bits == 23 && ad->emin == -126 && ad->emax == 127 && ad->max_sig == (1ULL << 24) - 1 && ad->subnormals;
-    if (!fp32) return ACS_FAST_NONE;
     int sa, sb;
     int64_t la, lb, ta, tb;
     value_range(&mac->a, &sa, &la, &ta);
     value_range(&mac->b, &sb, &lb, &tb);
-    return sa + sb <= 24 && la + lb >= -149 && ta + tb <= 128 ? ACS_FAST_FP32 : ACS_FAST_NONE;
+    const acs_grid *g = &acc->grid, *ad = &acc->addend;
+    int fp32 = acc->kind == ACS_ACC_FLOAT && acc->rounding == ACS_RNE && acc->overflow == ACS_OVF_INF
+        && g->man_bits == 23 && g->emin == -126 && g->emax == 127 && g->max_sig == (1ULL << 24) - 1 && g->subnormals
+        && ad->man_bits == 23 && ad->emin == -126 && ad->emax == 127 && ad->max_sig == (1ULL << 24) - 1 && ad->subnormals;
+    if (fp32 && sa + sb <= 24 && la + lb >= -149 && ta + tb <= 128) return ACS_FAST_FP32;
+    return exact64_path(mac, sa, sb, la + lb, ta + tb) ? ACS_FAST_EXACT64 : ACS_FAST_NONE;
 }
 
-/* Every code's value as a float (fp32 fast path) or an integer (wrap fast path). */
-static float *float_values(const acs_operand *t, int bits)
+/* Every code's value as a double, a float (exact: fp32 fast path only) or an integer. */
+static double *double_values(const acs_operand *t, int bits)
 {
-    float *v = malloc(sizeof(float) << bits);
+    double *v = malloc(sizeof(double) << bits);
     for (uint64_t c = 0; v && c < (1ULL << bits); c++) {
         double x = t[c].cls == ACS_NAN ? NAN : t[c].cls == ACS_INF ? INFINITY : ldexp((double)t[c].sig, t[c].exp);
-        v[c] = (float)(t[c].neg ? -x : x);
+        v[c] = t[c].neg ? -x : x;
     }
+    return v;
+}
+
+static float *float_values(const acs_operand *t, int bits)
+{
+    double *d = double_values(t, bits);
+    float *v = d ? malloc(sizeof(float) << bits) : NULL;
+    for (uint64_t c = 0; v && c < (1ULL << bits); c++) v[c] = (float)d[c];
+    free(d);
     return v;
 }
 
@@ -313,6 +341,10 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
         ctx->fa = float_values(ctx->ta, mac->a.bits);
         ctx->fb = float_values(ctx->tb, mac->b.bits);
         if (!ctx->fa || !ctx->fb) ctx->fast = ACS_FAST_NONE;
+    } else if (ctx->fast == ACS_FAST_EXACT64) {
+        ctx->da = double_values(ctx->ta, mac->a.bits);
+        ctx->db = double_values(ctx->tb, mac->b.bits);
+        if (!ctx->da || !ctx->db) ctx->fast = ACS_FAST_NONE;
     } else if (ctx->fast == ACS_FAST_INT_WRAP) {
         ctx->ia = int_values(ctx->ta, mac->a.bits);
         ctx->ib = int_values(ctx->tb, mac->b.bits);
@@ -326,6 +358,7 @@ void acs_mac_close(acs_mac_ctx *ctx)
     free(ctx->ta); free(ctx->tb);
     free(ctx->fa); free(ctx->fb);
     free(ctx->ia); free(ctx->ib);
+    free(ctx->da); free(ctx->db);
     memset(ctx, 0, sizeof *ctx);
 }
 

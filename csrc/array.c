@@ -145,6 +145,7 @@ typedef struct {
     int64_t *za, *zb;                /* fast paths: zero operands per k in its A rows, B panels */
     float *a_f32, *b_f32;            /* fast paths: decoded operands, shared by the workers */
     int16_t *a_i16, *b_i16;
+    double *a_f64, *b_f64;
     int64_t kpair;                   /* k rounded up to even: int16 operands go in pairs */
 } gemm_job;
 
@@ -292,6 +293,120 @@ static void int16_block_avx2(const int16_t *arows[MR], const int16_t *panel, int
 }
 #endif
 
+/* Narrow float accumulators (ACS_FAST_EXACT64): acc + a*b is exact in binary64, so one
+ * rounding of that double onto the accumulator's grid is the fused step.  The rounding: the
+ * spacing 2^(e - man_bits) from the sum's exponent e (at least the subnormal spacing), the sum
+ * scaled to units of it and rounded to an integer (1.5 * 2^52 added and taken away rounds to
+ * nearest-even; directed modes then step by one), scaled back; overflow and the sign of exact
+ * zero sums as IEEE 754 says.  Every operation is exact or one IEEE binary64 rounding, so the
+ * AVX2 and portable builds agree bit for bit. */
+typedef double vd4 __attribute__((vector_size(32)));
+typedef int64_t vi4 __attribute__((vector_size(32)));
+#pragma GCC diagnostic ignored "-Wpsabi"   /* vector helpers are always inlined: no ABI crosses */
+
+typedef struct {
+    int mode;
+    int64_t man_shift;           /* man_bits << 52: from a value's exponent field to its spacing's */
+    int64_t ulp_min;             /* bits of the subnormal spacing 2^(emin - man_bits) */
+    double max;
+    double over_pos, over_neg;   /* what an overflow becomes, by sign (magnitudes) */
+    int64_t keep_inf;            /* all ones: infinite sums stay infinite (IEEE); 0: they saturate */
+} exact64_grid;
+
+static exact64_grid exact64_grid_of(const acs_acc *acc)
+{
+    const acs_grid *g = &acc->grid;
+    double max = ldexp((double)g->max_sig, g->emax - g->man_bits);
+    int sat = acc->overflow == ACS_OVF_SATURATE, m = acc->rounding;
+    exact64_grid e = { m, (int64_t)g->man_bits << 52, (int64_t)(g->emin - g->man_bits + 1023) << 52, max,
+                       sat || m == ACS_RTZ || m == ACS_RDN ? max : INFINITY,
+                       sat || m == ACS_RTZ || m == ACS_RUP ? max : INFINITY, sat ? 0 : -1 };
+    return e;
+}
+
+static inline __attribute__((always_inline)) vd4 vd(double x) { return (vd4){ x, x, x, x }; }
+static inline __attribute__((always_inline)) vi4 vi(int64_t x) { return (vi4){ x, x, x, x }; }
+
+/* The grid's constants in vector registers. */
+typedef struct { vi4 man_shift, ulp_min, not_keep_inf; vd4 max, over_pos, over_neg; } exact64_vconst;
+
+static inline __attribute__((always_inline)) exact64_vconst exact64_vconst_of(const exact64_grid *g)
+{
+    exact64_vconst c = { vi(g->man_shift), vi(g->ulp_min), ~vi(g->keep_inf), vd(g->max), vd(g->over_pos),
+                         vd(g->over_neg) };
+    return c;
+}
+
+/* round(x + p) onto the grid; `mode` is a constant in each instance. */
+static inline __attribute__((always_inline)) vd4 exact64_add(const exact64_vconst *c, int mode, vd4 x, vd4 p)
+{
+    const vi4 sign = vi(INT64_MIN), one = (vi4)vd(1.0);
+    const vd4 magic = vd(6755399441055744.0);               /* 1.5 * 2^52 */
+    vd4 s = x + p;
+    vi4 sb = (vi4)s;
+    if (mode == ACS_RDN) sb |= (vi4)(s == vd(0.0)) & ((vi4)x | (vi4)p) & sign;
+    vi4 ub = (sb & vi(0x7FF0000000000000)) - c->man_shift;
+    vi4 small = ub < c->ulp_min;
+    ub = (small & c->ulp_min) | (~small & ub);
+    vd4 t = (vd4)sb * (vd4)(vi((int64_t)2046 << 52) - ub);  /* the sum in units of its spacing */
+    vd4 r = (t + magic) - magic;
+    if (mode == ACS_RUP) r = r + (vd4)(one & (vi4)(r < t));
+    else if (mode == ACS_RDN) r = r - (vd4)(one & (vi4)(r > t));
+    else if (mode == ACS_RTZ)
+        r = r - (vd4)((one | ((vi4)t & sign)) & (vi4)((vd4)((vi4)r & ~sign) > (vd4)((vi4)t & ~sign)));
+    r = (vd4)((vi4)r | ((vi4)t & sign)) * (vd4)ub;            /* a zero keeps the sum's sign */
+    vi4 over = (vi4)((vd4)((vi4)r & ~sign) > c->max)
+        & ((vi4)((vd4)(sb & ~sign) <= vd(1.7976931348623157e308)) | c->not_keep_inf);
+    vi4 neg = (vi4)(r < vd(0.0));
+    vi4 ov = (neg & (vi4)c->over_neg) | (~neg & (vi4)c->over_pos) | ((vi4)r & sign);
+    return (vd4)((over & ov) | (~over & (vi4)r));
+}
+
+static inline __attribute__((always_inline))
+void exact64_block(const exact64_grid *g, int mode, const double *arows[MR], const double *panel, int64_t k,
+                   int64_t tile, int chain_only, double out[MR][NR])
+{
+    exact64_vconst c = exact64_vconst_of(g);
+    vd4 total[MR][NR / 4], part[MR][NR / 4];
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NR / 4; q++) total[r][q] = vd(0.0);
+    for (int64_t t0 = 0; t0 < k; t0 += tile) {
+        int64_t t1 = t0 + tile < k ? t0 + tile : k;
+        for (int r = 0; r < MR; r++)
+            for (int q = 0; q < NR / 4; q++) part[r][q] = vd(0.0);
+        for (int64_t kk = t0; kk < t1; kk++) {
+            vd4 b[NR / 4];
+            memcpy(b, panel + kk * NR, sizeof b);
+            for (int r = 0; r < MR; r++) {
+                vd4 av = vd(arows[r][kk]);
+                _Pragma("GCC unroll 4")
+                for (int q = 0; q < NR / 4; q++) part[r][q] = exact64_add(&c, mode, part[r][q], av * b[q]);
+            }
+        }
+        for (int r = 0; r < MR; r++)     /* os: one tile, the chain is the result */
+            for (int q = 0; q < NR / 4; q++)
+                total[r][q] = chain_only ? part[r][q] : exact64_add(&c, mode, total[r][q], part[r][q]);
+    }
+    for (int r = 0; r < MR; r++) memcpy(out[r], total[r], sizeof total[r]);
+}
+
+/* One instance per rounding mode, so each inner loop is straight-line code. */
+#define EXACT64_KERNEL(name, attr)                                                                      \
+    attr static void name(const exact64_grid *g, const double *arows[MR], const double *panel, int64_t k,   \
+                          int64_t tile, int chain_only, double out[MR][NR])                              \
+    {                                                                                                    \
+        switch (g->mode) {                                                                               \
+        case ACS_RUP: exact64_block(g, ACS_RUP, arows, panel, k, tile, chain_only, out); break;          \
+        case ACS_RDN: exact64_block(g, ACS_RDN, arows, panel, k, tile, chain_only, out); break;          \
+        case ACS_RTZ: exact64_block(g, ACS_RTZ, arows, panel, k, tile, chain_only, out); break;          \
+        default: exact64_block(g, ACS_RNE, arows, panel, k, tile, chain_only, out);                      \
+        }                                                                                                \
+    }
+EXACT64_KERNEL(exact64_block_portable, )
+#ifdef ACS_X86
+EXACT64_KERNEL(exact64_block_avx2, __attribute__((target("avx2,fma"))))
+#endif
+
 /* Rows [i0, i1) through the vector kernels.  Integer wrap sums are taken modulo 2^32 and
  * wrapped to the register once. */
 static void gemm_rows_fast(gemm_job *jb)
@@ -301,14 +416,28 @@ static void gemm_rows_fast(gemm_job *jb)
     int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma();
     void (*fp32_kernel)(const float **, const float *, int64_t, int64_t, float (*)[NR]) = fp32_block_portable;
     void (*int_kernel)(const int16_t **, const int16_t *, int64_t, uint32_t (*)[NR]) = int16_block_portable;
+    void (*f64_kernel)(const exact64_grid *, const double **, const double *, int64_t, int64_t, int, double (*)[NR])
+        = exact64_block_portable;
 #ifdef ACS_X86
-    if (avx2) { fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; }
+    if (avx2) { fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; f64_kernel = exact64_block_avx2; }
 #endif
+    exact64_grid g = exact64_grid_of(&mac->acc);
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
             int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
-            if (fp) {
+            if (jb->fast == ACS_FAST_EXACT64) {
+                const double *arows[MR];
+                for (int r = 0; r < MR; r++)
+                    arows[r] = jb->a_f64 + (i0 + (r < mr ? r : 0)) * k;
+                double res[MR][NR];
+                f64_kernel(&g, arows, jb->b_f64 + p * k * NR, k, jb->tile, jb->dataflow == ACS_OS, res);
+                for (int64_t r = 0; r < mr; r++)
+                    for (int64_t c = 0; c < nr; c++) {
+                        double v = res[r][c];
+                        jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : v;
+                    }
+            } else if (fp) {
                 const float *arows[MR];
                 for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
                     arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
@@ -345,6 +474,7 @@ static void decode_part(gemm_job *jb)
             uint64_t code = acs_load_code(jb->a, i * k + kk, ab);
             jb->za[kk] += ctx->ta[code].cls == ACS_ZERO;
             if (fp) jb->a_f32[i * k + kk] = ctx->fa[code];
+            else if (jb->a_f64) jb->a_f64[i * k + kk] = ctx->da[code];
             else jb->a_i16[i * kpair + kk] = (int16_t)ctx->ia[code];
         }
     for (int64_t p = jb->p0; p < jb->p1; p++)
@@ -353,6 +483,7 @@ static void decode_part(gemm_job *jb)
                 uint64_t code = acs_load_code(jb->bt, j * k + kk, bb);
                 jb->zb[kk] += ctx->tb[code].cls == ACS_ZERO;
                 if (fp) jb->b_f32[p * k * NR + kk * NR + j % NR] = ctx->fb[code];
+                else if (jb->b_f64) jb->b_f64[p * k * NR + kk * NR + j % NR] = ctx->db[code];
                 else jb->b_i16[p * kpair * NR + (kk / 2) * 2 * NR + 2 * (j % NR) + kk % 2] = (int16_t)ctx->ib[code];
             }
 }
@@ -366,6 +497,10 @@ static int vector_path(const acs_mac_ctx *ctx, const acs_acc *buffer, int datafl
     if (ctx->fast == ACS_FAST_FP32)
         return dataflow == ACS_OS || (buffer->kind == ACS_ACC_FLOAT && buffer->rounding == ACS_RNE
             && buffer->overflow == ACS_OVF_INF && !memcmp(&buffer->grid, &pe->grid, sizeof pe->grid)
+            && !memcmp(&buffer->addend, &pe->addend, sizeof pe->addend));
+    if (ctx->fast == ACS_FAST_EXACT64)
+        return dataflow == ACS_OS || (buffer->kind == ACS_ACC_FLOAT && buffer->rounding == pe->rounding
+            && buffer->overflow == pe->overflow && !memcmp(&buffer->grid, &pe->grid, sizeof pe->grid)
             && !memcmp(&buffer->addend, &pe->addend, sizeof pe->addend));
     if (ctx->fast == ACS_FAST_INT_WRAP && pe->grid.total_bits <= 32) {
         for (int s = 0; s < 2; s++)   /* operand values must fit int16 */
@@ -425,18 +560,22 @@ static int alloc_decoded(gemm_job *jobs, int workers)
     if (b->fast == ACS_FAST_FP32) {
         b->a_f32 = malloc((size_t)(m * k > 0 ? m * k : 1) * sizeof(float));
         b->b_f32 = calloc((size_t)(panels * k * NR > 0 ? panels * k * NR : 1), sizeof(float));
+    } else if (b->fast == ACS_FAST_EXACT64) {
+        b->a_f64 = malloc((size_t)(m * k > 0 ? m * k : 1) * sizeof(double));
+        b->b_f64 = calloc((size_t)(panels * k * NR > 0 ? panels * k * NR : 1), sizeof(double));
     } else {
         b->a_i16 = calloc((size_t)(m * b->kpair > 0 ? m * b->kpair : 1), sizeof(int16_t));
         b->b_i16 = calloc((size_t)(panels * b->kpair * NR > 0 ? panels * b->kpair * NR : 1), sizeof(int16_t));
     }
-    if (!z || !(b->a_f32 || b->a_i16) || !(b->b_f32 || b->b_i16)) {
-        free(z); free(b->a_f32); free(b->b_f32); free(b->a_i16); free(b->b_i16);
-        b->a_f32 = b->b_f32 = NULL; b->a_i16 = b->b_i16 = NULL;
+    if (!z || !(b->a_f32 || b->a_i16 || b->a_f64) || !(b->b_f32 || b->b_i16 || b->b_f64)) {
+        free(z); free(b->a_f32); free(b->b_f32); free(b->a_i16); free(b->b_i16); free(b->a_f64); free(b->b_f64);
+        b->a_f32 = b->b_f32 = NULL; b->a_i16 = b->b_i16 = NULL; b->a_f64 = b->b_f64 = NULL;
         return 0;
     }
     for (int w = 0; w < workers; w++) {
         jobs[w].a_f32 = b->a_f32; jobs[w].b_f32 = b->b_f32;
         jobs[w].a_i16 = b->a_i16; jobs[w].b_i16 = b->b_i16;
+        jobs[w].a_f64 = b->a_f64; jobs[w].b_f64 = b->b_f64;
         jobs[w].za = z + 2 * w * (k > 0 ? k : 1);
         jobs[w].zb = jobs[w].za + (k > 0 ? k : 1);
         jobs[w].p0 = panels * w / workers;
@@ -465,7 +604,7 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     gemm_job base = { &ctx, buffer, dataflow == ACS_OS ? &mac->acc : buffer, dataflow, nt,
                       vector_path(&ctx, buffer, dataflow) ? ctx.fast : ACS_FAST_NONE,
                       dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m, 0, 0,
-                      a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
+                      a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
     /* Rows in blocks of MR, spread over at most `threads` workers. */
     int64_t blocks = ceil_div(m, MR);
     int workers = (int)(threads < blocks ? threads : (blocks > 0 ? blocks : 1));
@@ -495,6 +634,7 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
         free(jobs[0].za);
         free(jobs[0].a_f32); free(jobs[0].b_f32);
         free(jobs[0].a_i16); free(jobs[0].b_i16);
+        free(jobs[0].a_f64); free(jobs[0].b_f64);
     }
     acs_mac_close(&ctx);
     if (status) return status;

@@ -62,7 +62,7 @@ typedef struct {
     acs_i128 reg;    /* integer and fixed registers */
 } acs_acc_state;
 
-enum acs_fast_path { ACS_FAST_NONE = 0, ACS_FAST_FP32 = 1, ACS_FAST_INT_WRAP = 2 };
+enum acs_fast_path { ACS_FAST_NONE = 0, ACS_FAST_FP32 = 1, ACS_FAST_INT_WRAP = 2, ACS_FAST_EXACT64 = 3 };
 
 typedef struct {
     const acs_mac *mac;
@@ -70,6 +70,7 @@ typedef struct {
     int fast;              /* an exact fast path (acs_fast_path) this MAC allows */
     float *fa, *fb;        /* ACS_FAST_FP32: operand values */
     int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP: operand values */
+    double *da, *db;       /* ACS_FAST_EXACT64: operand values */
 } acs_mac_ctx;
 
 int acs_check_acc(const acs_acc *acc);

@@ -139,6 +139,42 @@ def test_vector_kernels_on_large_blocks_equal_general_path(mac):
         assert r.counts == ref.counts
 
 
+EXACT64 = [acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(5, 10, rounding=r, overflow=o))
+           for r in ("rne", "rtz", "rup", "rdn") for o in ("inf", "saturate")]
+EXACT64 += [acs.MAC("e4m3", "int8", acs.FloatAcc(5, 10)), acs.MAC("int4", "e4m3fnuz", acs.FloatAcc(5, 6, "rdn")),
+            acs.MAC("e3m4", "e3m4", acs.FloatAcc(6, 12, "rup"))]
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+@pytest.mark.parametrize("mac", EXACT64, ids=lambda m: f"{m.a.name}x{m.b.name}-{m.acc.name}")
+def test_narrow_float_vector_kernel_equals_general(mac, dataflow):
+    """Narrow float accumulators whose acc + a*b is exact in binary64 take a vector kernel
+    (one rounding of that double per step); it must equal the general step bit for bit with
+    every code (NaN, inf, signed zeros), overflow in each direction, and exact zero sums."""
+    rng = np.random.default_rng(3)
+    A = random_codes(mac.a, (45, 90), rng)
+    B = random_codes(mac.b, (90, 37), rng)
+    big_a, big_b = mac.a.encode(np.float64(mac.a.max)), mac.b.encode(np.float64(mac.b.max))
+    A[:6] = big_a                                         # rows that overflow a narrow accumulator
+    A[6:10] = mac.a.encode(-np.float64(mac.a.max))
+    B[:, :4] = big_b
+    A[10:14, ::2], A[10:14, 1::2] = mac.a.encode(1.0), mac.a.encode(-1.0)   # exact zero sums
+    B[:, 4:8] = mac.b.encode(1.0)
+    A[14:16] = mac.a.encode(-0.0)
+    qa, qb = acs.QTensor(A, mac.a), acs.QTensor(B, mac.b)
+    arr = acs.Array(16, 8, dataflow, mac, threads=2)
+    ref = arr.gemm(qa, qb, metrics=False)
+    with vector_isa(False):
+        portable = arr.gemm(qa, qb, metrics=False)
+    with fast_paths(False):
+        general = arr.gemm(qa, qb, metrics=False)
+    for r in (portable, general):
+        assert np.array_equal(bits(r.acc), bits(ref.acc))
+        assert r.counts == ref.counts
+    finite = np.isfinite(ref.acc)
+    assert finite.any() and (~finite).any() or mac.acc.overflow == "saturate"
+
+
 def test_threads_argument_and_environment(monkeypatch):
     monkeypatch.setenv("ACCEL_SIM_THREADS", "3")
     assert acs.Array(4, 4).threads == 3
