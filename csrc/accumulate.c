@@ -288,7 +288,7 @@ static int fast_path_of(const acs_mac *mac)
 {
     const acs_acc *acc = &mac->acc;
     if (!fast_paths_enabled || mac->a.bits > 16 || mac->b.bits > 16) return ACS_FAST_NONE;
-    if (acc->kind == ACS_ACC_INT && acc->overflow == ACS_OVF_WRAP) return ACS_FAST_INT_WRAP;
+    if (acc->kind == ACS_ACC_INT) return acc->overflow == ACS_OVF_WRAP ? ACS_FAST_INT_WRAP : ACS_FAST_INT_SAT;
     int sa, sb;
     int64_t la, lb, ta, tb;
     value_range(&mac->a, &sa, &la, &ta);
@@ -345,10 +345,14 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
         ctx->da = double_values(ctx->ta, mac->a.bits);
         ctx->db = double_values(ctx->tb, mac->b.bits);
         if (!ctx->da || !ctx->db) ctx->fast = ACS_FAST_NONE;
-    } else if (ctx->fast == ACS_FAST_INT_WRAP) {
+    } else if (ctx->fast == ACS_FAST_INT_WRAP || ctx->fast == ACS_FAST_INT_SAT) {
         ctx->ia = int_values(ctx->ta, mac->a.bits);
         ctx->ib = int_values(ctx->tb, mac->b.bits);
         if (!ctx->ia || !ctx->ib) ctx->fast = ACS_FAST_NONE;
+        int64_t ma = 0, mb = 0;
+        for (uint64_t c = 0; ctx->ia && c < (1ULL << mac->a.bits); c++) ma = llabs(ctx->ia[c]) > ma ? llabs(ctx->ia[c]) : ma;
+        for (uint64_t c = 0; ctx->ib && c < (1ULL << mac->b.bits); c++) mb = llabs(ctx->ib[c]) > mb ? llabs(ctx->ib[c]) : mb;
+        ctx->max_product = ma * mb;   /* operands of at most 16 bits: below 2^32 */
     }
     return ACS_OK;
 }
@@ -400,6 +404,15 @@ static void chain_int_wrap(const acs_mac_ctx *ctx, const void *a, int64_t ia, co
     *zeros += z;
 }
 
+/* IntAcc saturate: whether no partial sum of len more products after `start` can leave the
+ * register, so that saturating after every step is the exact sum (the wrap path's). */
+int acs_int_sat_exact(const acs_mac_ctx *ctx, acs_i128 start, int64_t len)
+{
+    acs_i128 limit = ((acs_i128)1 << (ctx->mac->acc.grid.total_bits - 1)) - 1;
+    return ctx->fast == ACS_FAST_INT_SAT && len >= 0 && len < ((int64_t)1 << 40)
+        && (start < 0 ? -start : start) + (acs_i128)len * ctx->max_product <= limit;
+}
+
 /* Products a[ia + j] * b[ib + j], j = 0..len-1, into the accumulator in order (blocks of
  * `terms` for a BlockFMA, padded with +0).  Stochastic rounding at step s of this call draws
  * acs_rand32(seed, element, step0 + s). */
@@ -412,7 +425,8 @@ int acs_chain(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, 
     int n = acc->kind == ACS_ACC_BLOCK ? acc->terms : 1;
     int64_t zeros = 0;
     term block[64];
-    if (ctx->fast == ACS_FAST_FP32 || (ctx->fast == ACS_FAST_INT_WRAP && len < (1 << 30))) {
+    if (ctx->fast == ACS_FAST_FP32 || (ctx->fast == ACS_FAST_INT_WRAP && len < (1 << 30))
+        || acs_int_sat_exact(ctx, s->reg, len)) {
         (ctx->fast == ACS_FAST_FP32 ? chain_fp32 : chain_int_wrap)(ctx, a, ia, b, ib, len, s, &zeros);
         if (zero_macs) *zero_macs += zeros;
         return ACS_OK;

@@ -491,7 +491,7 @@ static void decode_part(gemm_job *jb)
 /* The vector kernels apply: an exact fast path whose operands fit the kernel, and for ws/is a
  * buffer that rounds (or wraps) exactly like the PE accumulator, so tile sums join it by the
  * same native operation. */
-static int vector_path(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflow)
+static int vector_path(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflow, int64_t k)
 {
     const acs_acc *pe = &ctx->mac->acc;
     if (ctx->fast == ACS_FAST_FP32)
@@ -502,13 +502,13 @@ static int vector_path(const acs_mac_ctx *ctx, const acs_acc *buffer, int datafl
         return dataflow == ACS_OS || (buffer->kind == ACS_ACC_FLOAT && buffer->rounding == pe->rounding
             && buffer->overflow == pe->overflow && !memcmp(&buffer->grid, &pe->grid, sizeof pe->grid)
             && !memcmp(&buffer->addend, &pe->addend, sizeof pe->addend));
-    if (ctx->fast == ACS_FAST_INT_WRAP && pe->grid.total_bits <= 32) {
+    if ((ctx->fast == ACS_FAST_INT_WRAP || acs_int_sat_exact(ctx, 0, k)) && pe->grid.total_bits <= 32) {
         for (int s = 0; s < 2; s++)   /* operand values must fit int16 */
             for (uint64_t c = 0; c < (1ULL << (s ? ctx->mac->b.bits : ctx->mac->a.bits)); c++) {
                 int64_t v = (s ? ctx->ib : ctx->ia)[c];
                 if (v < INT16_MIN || v > INT16_MAX) return 0;
             }
-        return dataflow == ACS_OS || (buffer->kind == ACS_ACC_INT && buffer->overflow == ACS_OVF_WRAP
+        return dataflow == ACS_OS || (buffer->kind == ACS_ACC_INT && buffer->overflow == pe->overflow
             && buffer->grid.total_bits == pe->grid.total_bits);
     }
     return 0;
@@ -602,7 +602,7 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     if (status) return status;
     int nt = mac->acc.kind == ACS_ACC_BLOCK ? mac->acc.terms : 1;
     gemm_job base = { &ctx, buffer, dataflow == ACS_OS ? &mac->acc : buffer, dataflow, nt,
-                      vector_path(&ctx, buffer, dataflow) ? ctx.fast : ACS_FAST_NONE,
+                      vector_path(&ctx, buffer, dataflow, k) ? ctx.fast : ACS_FAST_NONE,
                       dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m, 0, 0,
                       a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
     /* Rows in blocks of MR, spread over at most `threads` workers. */

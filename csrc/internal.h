@@ -62,14 +62,16 @@ typedef struct {
     acs_i128 reg;    /* integer and fixed registers */
 } acs_acc_state;
 
-enum acs_fast_path { ACS_FAST_NONE = 0, ACS_FAST_FP32 = 1, ACS_FAST_INT_WRAP = 2, ACS_FAST_EXACT64 = 3 };
+enum acs_fast_path { ACS_FAST_NONE = 0, ACS_FAST_FP32 = 1, ACS_FAST_INT_WRAP = 2, ACS_FAST_EXACT64 = 3,
+                     ACS_FAST_INT_SAT = 4 };
 
 typedef struct {
     const acs_mac *mac;
     acs_operand *ta, *tb;  /* decoded operand codes, for formats of at most 16 bits */
     int fast;              /* an exact fast path (acs_fast_path) this MAC allows */
     float *fa, *fb;        /* ACS_FAST_FP32: operand values */
-    int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP: operand values */
+    int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP, ACS_FAST_INT_SAT: operand values */
+    int64_t max_product;   /* ACS_FAST_INT_SAT: the largest |a*b| */
     double *da, *db;       /* ACS_FAST_EXACT64: operand values */
 } acs_mac_ctx;
 
@@ -77,6 +79,7 @@ int acs_check_acc(const acs_acc *acc);
 int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac);
 void acs_mac_close(acs_mac_ctx *ctx);
 acs_acc_state acs_acc_start(const acs_acc *acc, double init);
+int acs_int_sat_exact(const acs_mac_ctx *ctx, acs_i128 start, int64_t len);
 int acs_chain(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, int64_t ib,
               int64_t len, acs_acc_state *s, uint64_t seed, uint64_t element, uint64_t step0,
               int64_t *zero_macs);

@@ -175,6 +175,31 @@ def test_narrow_float_vector_kernel_equals_general(mac, dataflow):
     assert finite.any() and (~finite).any() or mac.acc.overflow == "saturate"
 
 
+@pytest.mark.parametrize("bits_", [12, 16, 20, 32])
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+def test_int_saturate_fast_path_equals_general(bits_, dataflow):
+    """IntAcc saturate takes the exact integer sum only where no partial sum can reach the
+    register's bounds (K * max|a*b| below 2^(bits-1)); otherwise the general step saturates.
+    Both cases, in the array and in accumulate with inits near the bound, equal the general path."""
+    rng = np.random.default_rng(bits_)
+    f = acs.formats.get("int8")
+    mac = acs.MAC(f, f, acs.IntAcc(bits_, overflow="saturate"))
+    for k in (3, 40, 300):
+        A = acs.QTensor(random_codes(f, (21, k), rng), f)
+        B = acs.QTensor(random_codes(f, (k, 18), rng), f)
+        A.codes[:3] = f.encode(-128.0)
+        B.codes[:, :2] = f.encode(-128.0)
+        arr = acs.Array(8, 4, dataflow, mac, threads=2)
+        fast, general = both_paths(lambda: arr.gemm(A, B, metrics=False))
+        assert np.array_equal(fast.acc, general.acc)
+        assert fast.counts == general.counts
+        top = 2.0 ** (bits_ - 1) - 1
+        init = np.array([0.0, top, -top - 1, top - 16384 * k, 5.0] * 5)[:21]
+        Bt = random_codes(f, (21, k), rng)
+        fast, general = both_paths(lambda: acs.accumulate(A.codes, Bt, mac, init=init))
+        assert np.array_equal(fast, general)
+
+
 def test_threads_argument_and_environment(monkeypatch):
     monkeypatch.setenv("ACCEL_SIM_THREADS", "3")
     assert acs.Array(4, 4).threads == 3
