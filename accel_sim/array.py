@@ -117,25 +117,75 @@ def _bits_of(acc):
     return acc.int_bits + acc.frac_bits
 
 
-def _error_metrics(out, ref):
-    """Error of out against ref; non-finite outputs (an accumulator that overflowed) are
+class _ErrorSums:
+    """Error of an output against a reference, gathered block by block (so no whole-size
+    float64 reference need exist); non-finite outputs (an accumulator that overflowed) are
     counted in "nonfinite" and make the error infinite."""
-    nonfinite = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
-    with np.errstate(all="ignore"):
-        err = out - ref
-        ref_sq, err_sq = float(np.sum(ref * ref)), float(np.sum(err * err))
-        out_sq, dot = float(np.sum(out * out)), float(np.sum(out * ref))
-    if nonfinite:
-        return {"rel_fro": math.inf, "sqnr_db": -math.inf, "max_abs": math.inf, "cosine": math.nan,
-                "nonfinite": nonfinite}
-    norms = math.sqrt(out_sq) * math.sqrt(ref_sq)
-    return {
-        "rel_fro": math.sqrt(err_sq / ref_sq) if ref_sq else (0.0 if err_sq == 0 else math.inf),
-        "sqnr_db": 10 * math.log10(ref_sq / err_sq) if err_sq else math.inf,
-        "max_abs": float(np.max(np.abs(err))) if err.size else 0.0,
-        "cosine": dot / norms if norms else (1.0 if err_sq == 0 else 0.0),
-        "nonfinite": 0,
-    }
+
+    def __init__(self):
+        self.nonfinite, self.size = 0, 0
+        self.ref_sq = self.err_sq = self.out_sq = self.dot = self.max_abs = 0.0
+
+    def add(self, out, ref):
+        self.size += np.size(out)
+        self.nonfinite += int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+        with np.errstate(all="ignore"):
+            err = out - ref
+            self.ref_sq += float(np.sum(ref * ref))
+            self.err_sq += float(np.sum(err * err))
+            self.out_sq += float(np.sum(out * out))
+            self.dot += float(np.sum(out * ref))
+            if err.size:
+                self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
+
+    def result(self) -> dict:
+        if self.nonfinite:
+            return {"rel_fro": math.inf, "sqnr_db": -math.inf, "max_abs": math.inf, "cosine": math.nan,
+                    "nonfinite": self.nonfinite}
+        ref_sq, err_sq = self.ref_sq, self.err_sq
+        norms = math.sqrt(self.out_sq) * math.sqrt(ref_sq)
+        return {
+            "rel_fro": math.sqrt(err_sq / ref_sq) if ref_sq else (0.0 if err_sq == 0 else math.inf),
+            "sqnr_db": 10 * math.log10(ref_sq / err_sq) if err_sq else math.inf,
+            "max_abs": self.max_abs,
+            "cosine": self.dot / norms if norms else (1.0 if err_sq == 0 else 0.0),
+            "nonfinite": 0,
+        }
+
+
+def _error_metrics(out, ref):
+    sums = _ErrorSums()
+    sums.add(out, ref)
+    return sums.result()
+
+
+def _part(x, axis, lo, hi):
+    """float64 values of rows (axis 0) or columns (axis 1) lo:hi of a float array or QTensor."""
+    idx = [slice(None)] * 2
+    idx[axis] = slice(lo, hi)
+    if not isinstance(x, QTensor):
+        return np.asarray(x[tuple(idx)], np.float64)
+    s = x.scale_array()
+    if s.ndim and s.shape[axis] > 1:
+        s = s[tuple(idx)]
+    return x.format.decode(x.codes[tuple(idx)]) * s
+
+
+def _gemm_metrics(output, pairs, block=512) -> dict:
+    """Error metrics of output against float64 references A @ B (+ bias), one per
+    (name, A, B, bias or None) in pairs, formed block by block: memory stays near that of the
+    output."""
+    m, n = output.shape
+    sums = {name: _ErrorSums() for name, *_ in pairs}
+    for j0 in range(0, n, block):
+        for name, a, b, bias in pairs:
+            bj = _part(b, 1, j0, j0 + block)
+            for i0 in range(0, m, block):
+                ref = _part(a, 0, i0, i0 + block) @ bj
+                if bias is not None:
+                    ref += bias[j0:j0 + block]
+                sums[name].add(output[i0:i0 + block, j0:j0 + block], ref)
+    return {name: s.result() for name, s in sums.items()}
 
 
 DEFAULT_MEMORY_LIMIT = 8 << 30
@@ -513,13 +563,11 @@ class Array:
                                              bias32, out_format)
         if not metrics:
             return Result(**vars(plan), output=output, acc=acc, metrics={})
-        ref_q = qa.dequantize() @ qb.dequantize()
-        ref = (np.asarray(A, np.float64) if not isinstance(A, QTensor) else qa.dequantize()) @ \
-              (np.asarray(B, np.float64) if not isinstance(B, QTensor) else qb.dequantize())
-        if bias32 is not None:
-            ref_q, ref = ref_q + bias32, ref + np.asarray(bias, np.float64)
-        metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": _error_metrics(output, ref_q)}
-        return Result(**vars(plan), output=output, acc=acc, metrics=metrics)
+        pairs = [("vs_dequantized", qa, qb, None if bias is None else bias32.astype(np.float64)),
+                 ("vs_float64", qa if isinstance(A, QTensor) else A, qb if isinstance(B, QTensor) else B,
+                  None if bias is None else np.asarray(bias, np.float64))]
+        metrics = _gemm_metrics(output, pairs)
+        return Result(**vars(plan), output=output, acc=acc, metrics={k: metrics[k] for k in ("vs_float64", "vs_dequantized")})
 
     def linear(self, x, w, bias=None, out_format=None) -> Result:
         """y = x @ w.T + bias with PyTorch's layout: x (..., in), w (out, in)."""

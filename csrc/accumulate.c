@@ -301,23 +301,15 @@ static int fast_path_of(const acs_mac *mac)
     return exact64_path(mac, sa, sb, la + lb, ta + tb) ? ACS_FAST_EXACT64 : ACS_FAST_NONE;
 }
 
-/* Every code's value as a double, a float (exact: fp32 fast path only) or an integer. */
-static double *double_values(const acs_operand *t, int bits)
-{
-    double *v = malloc(sizeof(double) << bits);
-    for (uint64_t c = 0; v && c < (1ULL << bits); c++) {
-        double x = t[c].cls == ACS_NAN ? NAN : t[c].cls == ACS_INF ? INFINITY : ldexp((double)t[c].sig, t[c].exp);
-        v[c] = t[c].neg ? -x : x;
-    }
-    return v;
-}
-
+/* Every code's value as a float (exact for the formats of at most 16 bits the fast paths take)
+ * or an integer. */
 static float *float_values(const acs_operand *t, int bits)
 {
-    double *d = double_values(t, bits);
-    float *v = d ? malloc(sizeof(float) << bits) : NULL;
-    for (uint64_t c = 0; v && c < (1ULL << bits); c++) v[c] = (float)d[c];
-    free(d);
+    float *v = malloc(sizeof(float) << bits);
+    for (uint64_t c = 0; v && c < (1ULL << bits); c++) {
+        double x = t[c].cls == ACS_NAN ? NAN : t[c].cls == ACS_INF ? INFINITY : ldexp((double)t[c].sig, t[c].exp);
+        v[c] = (float)(t[c].neg ? -x : x);
+    }
     return v;
 }
 
@@ -337,14 +329,10 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
     ctx->ta = operand_table(&mac->a);
     ctx->tb = operand_table(&mac->b);
     ctx->fast = ctx->ta && ctx->tb ? fast_path_of(mac) : ACS_FAST_NONE;
-    if (ctx->fast == ACS_FAST_FP32) {
+    if (ctx->fast == ACS_FAST_FP32 || ctx->fast == ACS_FAST_EXACT64) {
         ctx->fa = float_values(ctx->ta, mac->a.bits);
         ctx->fb = float_values(ctx->tb, mac->b.bits);
         if (!ctx->fa || !ctx->fb) ctx->fast = ACS_FAST_NONE;
-    } else if (ctx->fast == ACS_FAST_EXACT64) {
-        ctx->da = double_values(ctx->ta, mac->a.bits);
-        ctx->db = double_values(ctx->tb, mac->b.bits);
-        if (!ctx->da || !ctx->db) ctx->fast = ACS_FAST_NONE;
     } else if (ctx->fast == ACS_FAST_INT_WRAP || ctx->fast == ACS_FAST_INT_SAT) {
         ctx->ia = int_values(ctx->ta, mac->a.bits);
         ctx->ib = int_values(ctx->tb, mac->b.bits);
@@ -362,7 +350,6 @@ void acs_mac_close(acs_mac_ctx *ctx)
     free(ctx->ta); free(ctx->tb);
     free(ctx->fa); free(ctx->fb);
     free(ctx->ia); free(ctx->ib);
-    free(ctx->da); free(ctx->db);
     memset(ctx, 0, sizeof *ctx);
 }
 

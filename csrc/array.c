@@ -145,7 +145,6 @@ typedef struct {
     int64_t *za, *zb;                /* fast paths: zero operands per k in its A rows, B panels */
     float *a_f32, *b_f32;            /* fast paths: decoded operands, shared by the workers */
     int16_t *a_i16, *b_i16;
-    double *a_f64, *b_f64;
     int64_t kpair;                   /* k rounded up to even: int16 operands go in pairs */
 } gemm_job;
 
@@ -363,7 +362,7 @@ static inline __attribute__((always_inline)) vd4 exact64_add(const exact64_vcons
 }
 
 static inline __attribute__((always_inline))
-void exact64_block(const exact64_grid *g, int mode, const double *arows[MR], const double *panel, int64_t k,
+void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], const float *panel, int64_t k,
                    int64_t tile, int chain_only, double out[MR][NR])
 {
     exact64_vconst c = exact64_vconst_of(g);
@@ -376,7 +375,9 @@ void exact64_block(const exact64_grid *g, int mode, const double *arows[MR], con
             for (int q = 0; q < NR / 4; q++) part[r][q] = vd(0.0);
         for (int64_t kk = t0; kk < t1; kk++) {
             vd4 b[NR / 4];
-            memcpy(b, panel + kk * NR, sizeof b);
+            for (int q = 0; q < NR / 4; q++)
+                b[q] = (vd4){ panel[kk * NR + 4 * q], panel[kk * NR + 4 * q + 1], panel[kk * NR + 4 * q + 2],
+                              panel[kk * NR + 4 * q + 3] };
             for (int r = 0; r < MR; r++) {
                 vd4 av = vd(arows[r][kk]);
                 _Pragma("GCC unroll 4")
@@ -392,7 +393,7 @@ void exact64_block(const exact64_grid *g, int mode, const double *arows[MR], con
 
 /* One instance per rounding mode, so each inner loop is straight-line code. */
 #define EXACT64_KERNEL(name, attr)                                                                      \
-    attr static void name(const exact64_grid *g, const double *arows[MR], const double *panel, int64_t k,   \
+    attr static void name(const exact64_grid *g, const float *arows[MR], const float *panel, int64_t k,     \
                           int64_t tile, int chain_only, double out[MR][NR])                              \
     {                                                                                                    \
         switch (g->mode) {                                                                               \
@@ -416,10 +417,10 @@ static void gemm_rows_fast(gemm_job *jb)
     int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma();
     void (*fp32_kernel)(const float **, const float *, int64_t, int64_t, float (*)[NR]) = fp32_block_portable;
     void (*int_kernel)(const int16_t **, const int16_t *, int64_t, uint32_t (*)[NR]) = int16_block_portable;
-    void (*f64_kernel)(const exact64_grid *, const double **, const double *, int64_t, int64_t, int, double (*)[NR])
+    void (*exact64_kernel)(const exact64_grid *, const float **, const float *, int64_t, int64_t, int, double (*)[NR])
         = exact64_block_portable;
 #ifdef ACS_X86
-    if (avx2) { fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; f64_kernel = exact64_block_avx2; }
+    if (avx2) { fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2; }
 #endif
     exact64_grid g = exact64_grid_of(&mac->acc);
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
@@ -427,11 +428,11 @@ static void gemm_rows_fast(gemm_job *jb)
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
             int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
             if (jb->fast == ACS_FAST_EXACT64) {
-                const double *arows[MR];
+                const float *arows[MR];
                 for (int r = 0; r < MR; r++)
-                    arows[r] = jb->a_f64 + (i0 + (r < mr ? r : 0)) * k;
+                    arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
                 double res[MR][NR];
-                f64_kernel(&g, arows, jb->b_f64 + p * k * NR, k, jb->tile, jb->dataflow == ACS_OS, res);
+                exact64_kernel(&g, arows, jb->b_f32 + p * k * NR, k, jb->tile, jb->dataflow == ACS_OS, res);
                 for (int64_t r = 0; r < mr; r++)
                     for (int64_t c = 0; c < nr; c++) {
                         double v = res[r][c];
@@ -468,13 +469,12 @@ static void decode_part(gemm_job *jb)
 {
     const acs_mac_ctx *ctx = jb->ctx;
     int64_t n = jb->n, k = jb->k, kpair = jb->kpair;
-    int fp = jb->fast == ACS_FAST_FP32, ab = ctx->mac->a.bits, bb = ctx->mac->b.bits;
+    int ab = ctx->mac->a.bits, bb = ctx->mac->b.bits;
     for (int64_t i = jb->i0; i < jb->i1; i++)
         for (int64_t kk = 0; kk < k; kk++) {
             uint64_t code = acs_load_code(jb->a, i * k + kk, ab);
             jb->za[kk] += ctx->ta[code].cls == ACS_ZERO;
-            if (fp) jb->a_f32[i * k + kk] = ctx->fa[code];
-            else if (jb->a_f64) jb->a_f64[i * k + kk] = ctx->da[code];
+            if (jb->a_f32) jb->a_f32[i * k + kk] = ctx->fa[code];
             else jb->a_i16[i * kpair + kk] = (int16_t)ctx->ia[code];
         }
     for (int64_t p = jb->p0; p < jb->p1; p++)
@@ -482,8 +482,7 @@ static void decode_part(gemm_job *jb)
             for (int64_t kk = 0; kk < k; kk++) {
                 uint64_t code = acs_load_code(jb->bt, j * k + kk, bb);
                 jb->zb[kk] += ctx->tb[code].cls == ACS_ZERO;
-                if (fp) jb->b_f32[p * k * NR + kk * NR + j % NR] = ctx->fb[code];
-                else if (jb->b_f64) jb->b_f64[p * k * NR + kk * NR + j % NR] = ctx->db[code];
+                if (jb->b_f32) jb->b_f32[p * k * NR + kk * NR + j % NR] = ctx->fb[code];
                 else jb->b_i16[p * kpair * NR + (kk / 2) * 2 * NR + 2 * (j % NR) + kk % 2] = (int16_t)ctx->ib[code];
             }
 }
@@ -557,25 +556,21 @@ static int alloc_decoded(gemm_job *jobs, int workers)
     gemm_job *b = &jobs[0];
     int64_t m = b->m, k = b->k, panels = ceil_div(b->n, NR);
     int64_t *z = calloc((size_t)(2 * workers * (k > 0 ? k : 1)), sizeof *z);
-    if (b->fast == ACS_FAST_FP32) {
+    if (b->fast == ACS_FAST_FP32 || b->fast == ACS_FAST_EXACT64) {
         b->a_f32 = malloc((size_t)(m * k > 0 ? m * k : 1) * sizeof(float));
         b->b_f32 = calloc((size_t)(panels * k * NR > 0 ? panels * k * NR : 1), sizeof(float));
-    } else if (b->fast == ACS_FAST_EXACT64) {
-        b->a_f64 = malloc((size_t)(m * k > 0 ? m * k : 1) * sizeof(double));
-        b->b_f64 = calloc((size_t)(panels * k * NR > 0 ? panels * k * NR : 1), sizeof(double));
     } else {
         b->a_i16 = calloc((size_t)(m * b->kpair > 0 ? m * b->kpair : 1), sizeof(int16_t));
         b->b_i16 = calloc((size_t)(panels * b->kpair * NR > 0 ? panels * b->kpair * NR : 1), sizeof(int16_t));
     }
-    if (!z || !(b->a_f32 || b->a_i16 || b->a_f64) || !(b->b_f32 || b->b_i16 || b->b_f64)) {
-        free(z); free(b->a_f32); free(b->b_f32); free(b->a_i16); free(b->b_i16); free(b->a_f64); free(b->b_f64);
-        b->a_f32 = b->b_f32 = NULL; b->a_i16 = b->b_i16 = NULL; b->a_f64 = b->b_f64 = NULL;
+    if (!z || !(b->a_f32 || b->a_i16) || !(b->b_f32 || b->b_i16)) {
+        free(z); free(b->a_f32); free(b->b_f32); free(b->a_i16); free(b->b_i16);
+        b->a_f32 = b->b_f32 = NULL; b->a_i16 = b->b_i16 = NULL;
         return 0;
     }
     for (int w = 0; w < workers; w++) {
         jobs[w].a_f32 = b->a_f32; jobs[w].b_f32 = b->b_f32;
         jobs[w].a_i16 = b->a_i16; jobs[w].b_i16 = b->b_i16;
-        jobs[w].a_f64 = b->a_f64; jobs[w].b_f64 = b->b_f64;
         jobs[w].za = z + 2 * w * (k > 0 ? k : 1);
         jobs[w].zb = jobs[w].za + (k > 0 ? k : 1);
         jobs[w].p0 = panels * w / workers;
@@ -604,7 +599,7 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     gemm_job base = { &ctx, buffer, dataflow == ACS_OS ? &mac->acc : buffer, dataflow, nt,
                       vector_path(&ctx, buffer, dataflow, k) ? ctx.fast : ACS_FAST_NONE,
                       dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m, 0, 0,
-                      a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
+                      a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
     /* Rows in blocks of MR, spread over at most `threads` workers. */
     int64_t blocks = ceil_div(m, MR);
     int workers = (int)(threads < blocks ? threads : (blocks > 0 ? blocks : 1));
@@ -634,7 +629,6 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
         free(jobs[0].za);
         free(jobs[0].a_f32); free(jobs[0].b_f32);
         free(jobs[0].a_i16); free(jobs[0].b_i16);
-        free(jobs[0].a_f64); free(jobs[0].b_f64);
     }
     acs_mac_close(&ctx);
     if (status) return status;

@@ -69,10 +69,9 @@ typedef struct {
     const acs_mac *mac;
     acs_operand *ta, *tb;  /* decoded operand codes, for formats of at most 16 bits */
     int fast;              /* an exact fast path (acs_fast_path) this MAC allows */
-    float *fa, *fb;        /* ACS_FAST_FP32: operand values */
+    float *fa, *fb;        /* ACS_FAST_FP32, ACS_FAST_EXACT64: operand values */
     int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP, ACS_FAST_INT_SAT: operand values */
     int64_t max_product;   /* ACS_FAST_INT_SAT: the largest |a*b| */
-    double *da, *db;       /* ACS_FAST_EXACT64: operand values */
 } acs_mac_ctx;
 
 int acs_check_acc(const acs_acc *acc);
