@@ -138,6 +138,20 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
                  const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
                  const float *bias, float *out);
 
+/* Block-scaled GEMMs (blockscale.c): a running output register per output, of the MAC's
+ * scale accumulator (FLOAT or FIXED), kept in caller memory of acs_join_state_size() bytes
+ * per output.  acs_join_start sets count registers to +0.  acs_join_block joins one K-block:
+ * out[i,j] <- out[i,j] + partial[i,j] * sa[i*sa_stride] * sb[j*sb_stride], the product exact
+ * (scales are powers of two or small integers; ACS_ERR_ARG if it would exceed 127 bits) and
+ * the sum rounded once with the register's rules; partial (float64) or partial_int is m x n.
+ * Stochastic rounding draws acs_rand32(seed, i*n + j, step).  acs_join_read gives float64. */
+int64_t acs_join_state_size(void);
+int acs_join_start(const acs_acc *scale_acc, void *state, int64_t count);
+int acs_join_block(const acs_acc *scale_acc, void *state, const double *partial, const int64_t *partial_int,
+                   int64_t m, int64_t n, const double *sa, int64_t sa_stride, const double *sb,
+                   int64_t sb_stride, uint64_t seed, uint64_t step);
+int acs_join_read(const acs_acc *scale_acc, const void *state, int64_t count, double *out);
+
 /* Exact fast paths (on by default): FloatAcc fp32 rne whose operand products are exact in
  * fp32 runs on native float adds, IntAcc wrap on native integer sums.  0 turns them off so
  * tests can compare them with the general path; returns the previous setting. */
