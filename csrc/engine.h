@@ -19,8 +19,11 @@ enum acs_grid_kind { ACS_GRID_FLOAT = 0, ACS_GRID_FIXED = 1 };
 
 /* Which codes of a float format are special (names as in ml_dtypes).
  * IEEE: all-ones exponent is inf (mantissa 0, if has_inf) or NaN; FN: only all-ones exponent
- * and mantissa is NaN; FNUZ: only the negative-zero code is NaN (no -0, no inf). */
-enum acs_nan_style { ACS_NAN_IEEE = 0, ACS_NAN_FN = 1, ACS_NAN_FNUZ = 2 };
+ * and mantissa is NaN; FNUZ: only the negative-zero code is NaN (no -0, no inf); NONE: no
+ * special codes, every code is a number (float4_e2m1fn, float6_*); POW2: unsigned powers of
+ * two, no sign, mantissa or zero, field e is 2^(e - bias) and the all-ones code is NaN
+ * (float8_e8m0fnu; grid: man_bits 0, emin -bias, no subnormals). */
+enum acs_nan_style { ACS_NAN_IEEE = 0, ACS_NAN_FN = 1, ACS_NAN_FNUZ = 2, ACS_NAN_NONE = 3, ACS_NAN_POW2 = 4 };
 
 enum acs_status { ACS_OK = 0, ACS_ERR_NAN = 1, ACS_ERR_RANGE = 2, ACS_ERR_ARG = 3 };
 
