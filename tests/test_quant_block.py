@@ -85,6 +85,7 @@ def test_mx_scales_and_elements_match_the_ocp_rule(name, rng):
     assert q.block == 32 and q.block_axis == 1 and q.scale_format == "e8m0" and q.axis is None
     assert q.scale == np.float32(1.0) and q.block_scale_codes.dtype == np.uint8
     assert_codes_equal(q.block_scale_codes, scodes, what="e8m0 scale codes")
+    assert scodes[0, 0] == 0 and scodes[1, 1] == 0   # amax 0, and a shared exponent below -127: clamped
     assert_codes_equal(q.codes, ecodes, inputs=x, what=f"{name} element codes")
     # e8m0 codes are ml_dtypes' float8_e8m0fnu of the scale, and the package's e8m0 format agrees
     pow2 = np.ldexp(1.0, scodes - 127).astype(np.float32).astype(ml_dtypes.float8_e8m0fnu).view(np.uint8)
@@ -155,8 +156,8 @@ def vsq_oracle(x, name, block, scale_bits, coarse):
     s = amax / qmax, a coarse fp32 scale gamma = max(s) / (2^M - 1) per row (or tensor), integer
     scales round(s / gamma) in [1, 2^M - 1] (0 for an all-zero vector), elements round(x / (sq gamma))
     saturated (rne)."""
-    qmax = {"int4": 7, "int8": 127}[name]
-    lo, hi = {"int4": (-8, 7), "int8": (-128, 127)}[name]
+    bits = {"int4": 4, "int8": 8}[name]
+    qmax, lo, hi = 2 ** (bits - 1) - 1, -2 ** (bits - 1), 2 ** (bits - 1) - 1
     top = 2 ** scale_bits - 1
     rows, cols = x.shape
     nb = cols // block
@@ -174,7 +175,7 @@ def vsq_oracle(x, name, block, scale_bits, coarse):
                 continue
             sq[i, b] = min(max(int(np.rint(s[i, b] / g)), 1), top)
             v = x[i, b * block:(b + 1) * block] / (sq[i, b] * g)
-            codes[i, b * block:(b + 1) * block] = np.clip(np.rint(v), lo, hi).astype(np.int64) & ((1 << (qmax.bit_length() + 1)) - 1)
+            codes[i, b * block:(b + 1) * block] = np.clip(np.rint(v), lo, hi).astype(np.int64) & ((1 << bits) - 1)
     return codes, sq, gamma.astype(np.float32)
 
 
