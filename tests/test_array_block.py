@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from fractions import Fraction
 
 import gmpy2
 import numpy as np
@@ -172,6 +173,32 @@ def test_identical_across_dataflows_and_array_sizes_when_inner_sums_are_exact():
             res = acs.Array(rows, cols, df, mac).gemm(qa, qb)
             assert_bits(res.acc, base.acc, f"{df} {rows}x{cols}")
             assert_bits(res.output, base.output, f"{df} {rows}x{cols}")
+
+
+def test_stochastic_join_is_seeded_and_independent_of_order_and_threads():
+    """A stochastically rounded fp16 join: block b of output (i, j) rounds with the draw
+    reference.rand32(seed, i*N + j, b) (reference.round_float's sr rule), the same under every
+    dataflow and thread count."""
+    qa, qb = operands("vector", "int4", 5, 64, 4, 6, "uint4")
+    acc = FloatAcc(5, 10, rounding="sr")
+    mac = MAC("int4", "int4", "int32", scale_acc=acc)
+    parts = exact_partials(qa, qb)
+    sa, sb = qa.block_scales(), qb.block_scales()
+    want = np.zeros((5, 4))
+    for i in range(5):
+        for j in range(4):
+            v = 0.0
+            for b, part in enumerate(parts):
+                term = Fraction(int(part[i][j])) * Fraction(float(sa[i, b])) * Fraction(float(sb[b, j]))
+                v = ref.round_float(Fraction(v) + term, man_bits=10, emin=-14, emax=15, max_sig=2047,
+                                    rounding="sr", rand=ref.rand32(7, i * 4 + j, b))
+            want[i, j] = v
+    for df in DATAFLOWS:
+        for threads in (1, 3):
+            res = acs.Array(4, 4, df, mac, seed=7, threads=threads).gemm(qa, qb)
+            assert_bits(res.acc, want, f"{df} threads={threads}")
+    other = acs.Array(4, 4, "os", mac, seed=8).gemm(qa, qb)
+    assert not np.array_equal(other.acc, want)
 
 
 def test_nan_scale_code_poisons_its_outputs():
