@@ -284,6 +284,20 @@ static int exact64_path(const acs_mac *mac, int sa, int sb, int64_t lo_ab, int64
     return sa + sb <= 53 && lo >= -1022 && hi <= 1000 && hi + 1 - lo <= 53;
 }
 
+/* BlockFMA with nearest-even, toward-zero or upward rounding, subnormals and IEEE or saturating
+ * overflow, whose block sum (n + 1 terms below 2^(F+2) on the aligned grid) is exact in
+ * binary64: the array's vector kernel forms it natively (array.c). */
+static int block64_path(const acs_mac *mac, int sa, int sb)
+{
+    const acs_acc *acc = &mac->acc;
+    int bits = 0;
+    while ((1 << bits) < acc->terms + 1) bits++;
+    return acc->kind == ACS_ACC_BLOCK && acc->grid.subnormals && sa + sb <= 53
+        && (acc->rounding == ACS_RNE || acc->rounding == ACS_RTZ || acc->rounding == ACS_RUP)
+        && (acc->overflow == ACS_OVF_INF || acc->overflow == ACS_OVF_SATURATE)
+        && acc->align_bits + 2 + bits <= 53 && acc->grid.emin - acc->grid.man_bits >= -1000 && acc->grid.emax <= 1000;
+}
+
 static int fast_path_of(const acs_mac *mac)
 {
     const acs_acc *acc = &mac->acc;
@@ -298,6 +312,7 @@ static int fast_path_of(const acs_mac *mac)
         && g->man_bits == 23 && g->emin == -126 && g->emax == 127 && g->max_sig == (1ULL << 24) - 1 && g->subnormals
         && ad->man_bits == 23 && ad->emin == -126 && ad->emax == 127 && ad->max_sig == (1ULL << 24) - 1 && ad->subnormals;
     if (fp32 && sa + sb <= 24 && la + lb >= -149 && ta + tb <= 128) return ACS_FAST_FP32;
+    if (block64_path(mac, sa, sb)) return ACS_FAST_BLOCK64;
     return exact64_path(mac, sa, sb, la + lb, ta + tb) ? ACS_FAST_EXACT64 : ACS_FAST_NONE;
 }
 
@@ -329,7 +344,7 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
     ctx->ta = operand_table(&mac->a);
     ctx->tb = operand_table(&mac->b);
     ctx->fast = ctx->ta && ctx->tb ? fast_path_of(mac) : ACS_FAST_NONE;
-    if (ctx->fast == ACS_FAST_FP32 || ctx->fast == ACS_FAST_EXACT64) {
+    if (ctx->fast == ACS_FAST_FP32 || ctx->fast == ACS_FAST_EXACT64 || ctx->fast == ACS_FAST_BLOCK64) {
         ctx->fa = float_values(ctx->ta, mac->a.bits);
         ctx->fb = float_values(ctx->tb, mac->b.bits);
         if (!ctx->fa || !ctx->fb) ctx->fast = ACS_FAST_NONE;

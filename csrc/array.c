@@ -145,34 +145,38 @@ typedef struct {
     int64_t *za, *zb;                /* fast paths: zero operands per k in its A rows, B panels */
     float *a_f32, *b_f32;            /* fast paths: decoded operands, shared by the workers */
     int16_t *a_i16, *b_i16;
+    int16_t *a_bx, *b_bx;            /* BlockFMA: the operands' alignment exponents (zero: -30000) */
     int64_t kpair;                   /* k rounded up to even: int16 operands go in pairs */
 } gemm_job;
 
-static void gemm_rows_general(gemm_job *jb)
+/* One output through the general step; zero-operand MACs are added to *zeros if it is given. */
+static void general_output(gemm_job *jb, int64_t i, int64_t j, int64_t *zeros)
 {
     const acs_mac_ctx *ctx = jb->ctx;
     const acs_mac *mac = ctx->mac;
     int64_t n = jb->n, k = jb->k;
-    for (int64_t i = jb->i0; i < jb->i1 && jb->status == ACS_OK; i++)
-        for (int64_t j = 0; j < n && jb->status == ACS_OK; j++) {
-            uint64_t element = (uint64_t)(i * n + j);
-            acs_acc_state total = acs_acc_start(jb->out_acc, 0.0);
-            for (int64_t t0 = 0, t = 0; t0 < k && jb->status == ACS_OK; t0 += jb->tile, t++) {
-                int64_t len = k - t0 < jb->tile ? k - t0 : jb->tile;
-                if (jb->dataflow == ACS_OS) {
-                    jb->status = acs_chain(ctx, jb->a, i * k, jb->bt, j * k, len, &total, jb->seed, element, 0, &jb->zeros);
-                } else {
-                    acs_acc_state part = acs_acc_start(&mac->acc, 0.0);
-                    jb->status = acs_chain(ctx, jb->a, i * k + t0, jb->bt, j * k + t0, len, &part, jb->seed, element,
-                                           (uint64_t)(t0 / jb->nt), &jb->zeros);
-                    uint32_t rand = jb->buffer->rounding == ACS_SR
-                        ? acs_rand32(jb->seed, element, (uint64_t)(jb->kp + t)) : 0;
-                    if (jb->status == ACS_OK) jb->status = acs_acc_add(jb->buffer, &total, &mac->acc, &part, rand);
-                }
-            }
-            int64_t o = i * n + j;
-            acs_acc_read(jb->out_acc, &total, jb->out ? jb->out + o : NULL, jb->out_int ? jb->out_int + o : NULL);
+    uint64_t element = (uint64_t)(i * n + j);
+    acs_acc_state total = acs_acc_start(jb->out_acc, 0.0);
+    for (int64_t t0 = 0, t = 0; t0 < k && jb->status == ACS_OK; t0 += jb->tile, t++) {
+        int64_t len = k - t0 < jb->tile ? k - t0 : jb->tile;
+        if (jb->dataflow == ACS_OS) {
+            jb->status = acs_chain(ctx, jb->a, i * k, jb->bt, j * k, len, &total, jb->seed, element, 0, zeros);
+        } else {
+            acs_acc_state part = acs_acc_start(&mac->acc, 0.0);
+            jb->status = acs_chain(ctx, jb->a, i * k + t0, jb->bt, j * k + t0, len, &part, jb->seed, element,
+                                   (uint64_t)(t0 / jb->nt), zeros);
+            uint32_t rand = jb->buffer->rounding == ACS_SR ? acs_rand32(jb->seed, element, (uint64_t)(jb->kp + t)) : 0;
+            if (jb->status == ACS_OK) jb->status = acs_acc_add(jb->buffer, &total, &mac->acc, &part, rand);
         }
+    }
+    int64_t o = i * n + j;
+    acs_acc_read(jb->out_acc, &total, jb->out ? jb->out + o : NULL, jb->out_int ? jb->out_int + o : NULL);
+}
+
+static void gemm_rows_general(gemm_job *jb)
+{
+    for (int64_t i = jb->i0; i < jb->i1 && jb->status == ACS_OK; i++)
+        for (int64_t j = 0; j < jb->n && jb->status == ACS_OK; j++) general_output(jb, i, j, &jb->zeros);
 }
 
 /* ---- Vectorised exact fast paths ------------------------------------------------------------
@@ -408,6 +412,103 @@ EXACT64_KERNEL(exact64_block_portable, )
 EXACT64_KERNEL(exact64_block_avx2, __attribute__((target("avx2,fma"))))
 #endif
 
+/* BlockFMA (ACS_FAST_BLOCK64): per block, the alignment exponent E is the largest of the
+ * accumulator's binade and the products' operand exponents; every term scaled by 2^(F-E) is
+ * truncated to an integer (exact: below 2^51), the n + 1 integers summed exactly, and the sum
+ * times 2^(E-F) rounded once onto the grid, as block_step does.  Lanes that meet NaN or inf,
+ * end non-finite, or whose tile sum joins the buffer inexactly are marked and recomputed by the
+ * general step. */
+static inline __attribute__((always_inline)) vd4 vtrunc(vd4 x)   /* |x| < 2^51 */
+{
+    const vi4 sign = vi(INT64_MIN);
+    vd4 r = (x + vd(6755399441055744.0)) - vd(6755399441055744.0);
+    r = r - (vd4)(((vi4)vd(1.0) | ((vi4)x & sign)) & (vi4)((vd4)((vi4)r & ~sign) > (vd4)((vi4)x & ~sign)));
+    return (vd4)((vi4)r | ((vi4)x & sign));
+}
+
+static inline __attribute__((always_inline)) vi4 vmax(vi4 a, vi4 b)
+{
+    vi4 gt = a > b;
+    return (gt & a) | (~gt & b);
+}
+
+typedef struct {
+    const float *const *arows;
+    const int16_t *const *xrows;
+    const float *panel;
+    const int16_t *xpanel;
+    int64_t k, tile;
+    int terms, align, emin, chain_only;
+} block64_args;
+
+static inline __attribute__((always_inline))
+void block64_block(const exact64_grid *g, int mode, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4])
+{
+    exact64_vconst c = exact64_vconst_of(g);
+    const vi4 sign = vi(INT64_MIN);
+    vd4 total[MR][NR / 4], part[MR][NR / 4];
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NR / 4; q++) { total[r][q] = vd(0.0); bad[r][q] = vi(0); }
+    for (int64_t t0 = 0; t0 < w->k; t0 += w->tile) {
+        int64_t t1 = t0 + w->tile < w->k ? t0 + w->tile : w->k;
+        for (int r = 0; r < MR; r++)
+            for (int q = 0; q < NR / 4; q++) part[r][q] = vd(0.0);
+        for (int64_t b0 = t0; b0 < t1; b0 += w->terms) {
+            int64_t b1 = b0 + w->terms < t1 ? b0 + w->terms : t1;
+            for (int r = 0; r < MR; r++)
+                for (int q = 0; q < NR / 4; q++) {
+                    vd4 acc = part[r][q];
+                    vi4 e = vmax((((vi4)acc >> 52) & vi(0x7FF)) - vi(1023), vi(w->emin));
+                    e = ((vi4)(acc == vd(0.0)) & vi(-30000)) | (~(vi4)(acc == vd(0.0)) & e);
+                    vi4 special = vi(0);
+                    for (int64_t kk = b0; kk < b1; kk++) {
+                        const float *bp = w->panel + kk * NR + 4 * q;
+                        const int16_t *xp = w->xpanel + kk * NR + 4 * q;
+                        vd4 p = vd(w->arows[r][kk]) * (vd4){ bp[0], bp[1], bp[2], bp[3] };
+                        e = vmax(e, vi(w->xrows[r][kk]) + (vi4){ xp[0], xp[1], xp[2], xp[3] });
+                        special |= ~(vi4)((vd4)((vi4)p & ~sign) <= vd(1.7976931348623157e308));
+                    }
+                    e = vmax(e, vi(-900));
+                    vd4 up = (vd4)((vi(w->align + 1023) - e) << 52), down = (vd4)((e - vi(w->align - 1023)) << 52);
+                    vd4 sum = vtrunc(acc * up);
+                    for (int64_t kk = b0; kk < b1; kk++) {
+                        const float *bp = w->panel + kk * NR + 4 * q;
+                        sum += vtrunc(vd(w->arows[r][kk]) * (vd4){ bp[0], bp[1], bp[2], bp[3] } * up);
+                    }
+                    part[r][q] = exact64_add(&c, mode, vd(0.0), sum * down);
+                    bad[r][q] |= special;
+                }
+        }
+        for (int r = 0; r < MR; r++)
+            for (int q = 0; q < NR / 4; q++) {
+                if (w->chain_only) { total[r][q] = part[r][q]; continue; }
+                vd4 x = total[r][q], y = part[r][q], s = x + y, yv = s - x;   /* TwoSum: exact iff err == 0 */
+                vd4 err = (x - (s - yv)) + (y - yv);
+                bad[r][q] |= (vi4)(err != vd(0.0));
+                total[r][q] = exact64_add(&c, mode, x, y);
+            }
+    }
+    for (int r = 0; r < MR; r++) {
+        memcpy(out[r], total[r], sizeof total[r]);
+        for (int q = 0; q < NR / 4; q++)
+            bad[r][q] |= ~(vi4)((vd4)((vi4)total[r][q] & ~sign) <= vd(1.7976931348623157e308));
+    }
+}
+
+#define BLOCK64_KERNEL(name, attr)                                                                     \
+    attr static void name(const exact64_grid *g, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4]) \
+    {                                                                                                   \
+        switch (g->mode) {                                                                              \
+        case ACS_RUP: block64_block(g, ACS_RUP, w, out, bad); break;                                    \
+        case ACS_RTZ: block64_block(g, ACS_RTZ, w, out, bad); break;                                    \
+        default: block64_block(g, ACS_RNE, w, out, bad);                                                \
+        }                                                                                               \
+    }
+BLOCK64_KERNEL(block64_block_portable, )
+#ifdef ACS_X86
+BLOCK64_KERNEL(block64_block_avx2, __attribute__((target("avx2,fma"))))
+#endif
+
 /* Rows [i0, i1) through the vector kernels.  Integer wrap sums are taken modulo 2^32 and
  * wrapped to the register once. */
 static void gemm_rows_fast(gemm_job *jb)
@@ -419,15 +520,37 @@ static void gemm_rows_fast(gemm_job *jb)
     void (*int_kernel)(const int16_t **, const int16_t *, int64_t, uint32_t (*)[NR]) = int16_block_portable;
     void (*exact64_kernel)(const exact64_grid *, const float **, const float *, int64_t, int64_t, int, double (*)[NR])
         = exact64_block_portable;
+    void (*block_kernel)(const exact64_grid *, const block64_args *, double (*)[NR], vi4 (*)[NR / 4])
+        = block64_block_portable;
 #ifdef ACS_X86
-    if (avx2) { fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2; }
+    if (avx2) {
+        fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
+        block_kernel = block64_block_avx2;
+    }
 #endif
     exact64_grid g = exact64_grid_of(&mac->acc);
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
             int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
-            if (jb->fast == ACS_FAST_EXACT64) {
+            if (jb->fast == ACS_FAST_BLOCK64) {
+                const float *arows[MR];
+                const int16_t *xrows[MR];
+                for (int r = 0; r < MR; r++) {
+                    arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
+                    xrows[r] = jb->a_bx + (i0 + (r < mr ? r : 0)) * k;
+                }
+                block64_args w = { arows, xrows, jb->b_f32 + p * k * NR, jb->b_bx + p * k * NR, k, jb->tile,
+                                   mac->acc.terms, mac->acc.align_bits, mac->acc.grid.emin, jb->dataflow == ACS_OS };
+                double res[MR][NR];
+                vi4 bad[MR][NR / 4];
+                block_kernel(&g, &w, res, bad);
+                for (int64_t r = 0; r < mr; r++)
+                    for (int64_t c = 0; c < nr; c++) {
+                        if (bad[r][c / 4][c % 4]) general_output(jb, i0 + r, j0 + c, NULL);
+                        else jb->out[(i0 + r) * n + j0 + c] = res[r][c];
+                    }
+            } else if (jb->fast == ACS_FAST_EXACT64) {
                 const float *arows[MR];
                 for (int r = 0; r < MR; r++)
                     arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
@@ -464,6 +587,11 @@ static void gemm_rows_fast(gemm_job *jb)
     }
 }
 
+static inline int16_t alignment_exponent(const acs_operand *x)
+{
+    return x->cls == ACS_FINITE ? (int16_t)x->bexp : x->cls == ACS_ZERO ? -30000 : 0;
+}
+
 /* A worker's share of the decoding: its A rows and its B panels, counting zero operands. */
 static void decode_part(gemm_job *jb)
 {
@@ -474,6 +602,7 @@ static void decode_part(gemm_job *jb)
         for (int64_t kk = 0; kk < k; kk++) {
             uint64_t code = acs_load_code(jb->a, i * k + kk, ab);
             jb->za[kk] += ctx->ta[code].cls == ACS_ZERO;
+            if (jb->a_bx) jb->a_bx[i * k + kk] = alignment_exponent(&ctx->ta[code]);
             if (jb->a_f32) jb->a_f32[i * k + kk] = ctx->fa[code];
             else jb->a_i16[i * kpair + kk] = (int16_t)ctx->ia[code];
         }
@@ -482,6 +611,7 @@ static void decode_part(gemm_job *jb)
             for (int64_t kk = 0; kk < k; kk++) {
                 uint64_t code = acs_load_code(jb->bt, j * k + kk, bb);
                 jb->zb[kk] += ctx->tb[code].cls == ACS_ZERO;
+                if (jb->b_bx) jb->b_bx[p * k * NR + kk * NR + j % NR] = alignment_exponent(&ctx->tb[code]);
                 if (jb->b_f32) jb->b_f32[p * k * NR + kk * NR + j % NR] = ctx->fb[code];
                 else jb->b_i16[p * kpair * NR + (kk / 2) * 2 * NR + 2 * (j % NR) + kk % 2] = (int16_t)ctx->ib[code];
             }
@@ -497,6 +627,10 @@ static int vector_path(const acs_mac_ctx *ctx, const acs_acc *buffer, int datafl
         return dataflow == ACS_OS || (buffer->kind == ACS_ACC_FLOAT && buffer->rounding == ACS_RNE
             && buffer->overflow == ACS_OVF_INF && !memcmp(&buffer->grid, &pe->grid, sizeof pe->grid)
             && !memcmp(&buffer->addend, &pe->addend, sizeof pe->addend));
+    if (ctx->fast == ACS_FAST_BLOCK64)
+        return dataflow == ACS_OS || ((buffer->kind == ACS_ACC_FLOAT || buffer->kind == ACS_ACC_BLOCK)
+            && buffer->rounding == pe->rounding && buffer->overflow == pe->overflow
+            && !memcmp(&buffer->grid, &pe->grid, sizeof pe->grid));
     if (ctx->fast == ACS_FAST_EXACT64)
         return dataflow == ACS_OS || (buffer->kind == ACS_ACC_FLOAT && buffer->rounding == pe->rounding
             && buffer->overflow == pe->overflow && !memcmp(&buffer->grid, &pe->grid, sizeof pe->grid)
@@ -556,21 +690,27 @@ static int alloc_decoded(gemm_job *jobs, int workers)
     gemm_job *b = &jobs[0];
     int64_t m = b->m, k = b->k, panels = ceil_div(b->n, NR);
     int64_t *z = calloc((size_t)(2 * workers * (k > 0 ? k : 1)), sizeof *z);
-    if (b->fast == ACS_FAST_FP32 || b->fast == ACS_FAST_EXACT64) {
+    if (b->fast == ACS_FAST_FP32 || b->fast == ACS_FAST_EXACT64 || b->fast == ACS_FAST_BLOCK64) {
         b->a_f32 = malloc((size_t)(m * k > 0 ? m * k : 1) * sizeof(float));
         b->b_f32 = calloc((size_t)(panels * k * NR > 0 ? panels * k * NR : 1), sizeof(float));
+        if (b->fast == ACS_FAST_BLOCK64) {
+            b->a_bx = malloc((size_t)(m * k > 0 ? m * k : 1) * sizeof(int16_t));
+            b->b_bx = calloc((size_t)(panels * k * NR > 0 ? panels * k * NR : 1), sizeof(int16_t));
+        }
     } else {
         b->a_i16 = calloc((size_t)(m * b->kpair > 0 ? m * b->kpair : 1), sizeof(int16_t));
         b->b_i16 = calloc((size_t)(panels * b->kpair * NR > 0 ? panels * b->kpair * NR : 1), sizeof(int16_t));
     }
-    if (!z || !(b->a_f32 || b->a_i16) || !(b->b_f32 || b->b_i16)) {
-        free(z); free(b->a_f32); free(b->b_f32); free(b->a_i16); free(b->b_i16);
-        b->a_f32 = b->b_f32 = NULL; b->a_i16 = b->b_i16 = NULL;
+    if (!z || !(b->a_f32 || b->a_i16) || !(b->b_f32 || b->b_i16)
+        || (b->fast == ACS_FAST_BLOCK64 && (!b->a_bx || !b->b_bx))) {
+        free(z); free(b->a_f32); free(b->b_f32); free(b->a_i16); free(b->b_i16); free(b->a_bx); free(b->b_bx);
+        b->a_f32 = b->b_f32 = NULL; b->a_i16 = b->b_i16 = b->a_bx = b->b_bx = NULL;
         return 0;
     }
     for (int w = 0; w < workers; w++) {
         jobs[w].a_f32 = b->a_f32; jobs[w].b_f32 = b->b_f32;
         jobs[w].a_i16 = b->a_i16; jobs[w].b_i16 = b->b_i16;
+        jobs[w].a_bx = b->a_bx; jobs[w].b_bx = b->b_bx;
         jobs[w].za = z + 2 * w * (k > 0 ? k : 1);
         jobs[w].zb = jobs[w].za + (k > 0 ? k : 1);
         jobs[w].p0 = panels * w / workers;
@@ -599,7 +739,7 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     gemm_job base = { &ctx, buffer, dataflow == ACS_OS ? &mac->acc : buffer, dataflow, nt,
                       vector_path(&ctx, buffer, dataflow, k) ? ctx.fast : ACS_FAST_NONE,
                       dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m, 0, 0,
-                      a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
+                      a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
     /* Rows in blocks of MR, spread over at most `threads` workers. */
     int64_t blocks = ceil_div(m, MR);
     int workers = (int)(threads < blocks ? threads : (blocks > 0 ? blocks : 1));
@@ -629,6 +769,7 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
         free(jobs[0].za);
         free(jobs[0].a_f32); free(jobs[0].b_f32);
         free(jobs[0].a_i16); free(jobs[0].b_i16);
+        free(jobs[0].a_bx); free(jobs[0].b_bx);
     }
     acs_mac_close(&ctx);
     if (status) return status;

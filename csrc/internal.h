@@ -63,13 +63,13 @@ typedef struct {
 } acs_acc_state;
 
 enum acs_fast_path { ACS_FAST_NONE = 0, ACS_FAST_FP32 = 1, ACS_FAST_INT_WRAP = 2, ACS_FAST_EXACT64 = 3,
-                     ACS_FAST_INT_SAT = 4 };
+                     ACS_FAST_INT_SAT = 4, ACS_FAST_BLOCK64 = 5 };
 
 typedef struct {
     const acs_mac *mac;
     acs_operand *ta, *tb;  /* decoded operand codes, for formats of at most 16 bits */
     int fast;              /* an exact fast path (acs_fast_path) this MAC allows */
-    float *fa, *fb;        /* ACS_FAST_FP32, ACS_FAST_EXACT64: operand values */
+    float *fa, *fb;        /* ACS_FAST_FP32, ACS_FAST_EXACT64, ACS_FAST_BLOCK64: operand values */
     int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP, ACS_FAST_INT_SAT: operand values */
     int64_t max_product;   /* ACS_FAST_INT_SAT: the largest |a*b| */
 } acs_mac_ctx;

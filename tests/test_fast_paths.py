@@ -200,6 +200,41 @@ def test_int_saturate_fast_path_equals_general(bits_, dataflow):
         assert np.array_equal(fast, general)
 
 
+TENSOR_CORE_MACS = [acs.presets.tensor_core(g, f, out) for g, f in (("h100", "e4m3"), ("ada", "e5m2"),
+                    ("a100", "bf16"), ("h100", "fp16"), ("v100", "fp16")) for out in ("fp32", "fp16")]
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+@pytest.mark.parametrize("mac", TENSOR_CORE_MACS, ids=lambda m: m.name)
+def test_block_fma_vector_kernel_equals_general(mac, dataflow):
+    """The BlockFMA vector kernel (block sums exact in binary64) against the general block step:
+    normal data over a wide dynamic range, blocks of zeros, K not a multiple of the block, rows
+    that overflow the output format, NaN/inf operands (recomputed by the general step), and tile
+    sums whose exponents lie too far apart for an exact binary64 join (recomputed too)."""
+    rng = np.random.default_rng(17)
+    f = mac.a
+    x = rng.standard_normal((37, 203)) * 2.0 ** rng.integers(-12, 12, (37, 203))
+    w = rng.standard_normal((203, 29)) * 2.0 ** rng.integers(-12, 12, (203, 29))
+    A, B = f.encode(x, saturate=True), f.encode(w, saturate=True)
+    A[:, 40:80] = f.encode(0.0)                             # whole blocks of zeros
+    A[0], A[1] = f.encode(f.max), f.encode(-f.max)          # overflow the output
+    B[:, 0] = f.encode(f.max)
+    A[2, 5], B[7, 3] = f.all_codes()[~np.isfinite(f.decode(f.all_codes()))][:1].repeat(2)[:2] \
+        if (~np.isfinite(f.decode(f.all_codes()))).any() else (A[2, 5], B[7, 3])
+    A[3, :64] = f.encode(2.0 ** 100 if f.max > 2.0 ** 100 else f.max)   # a huge first tile ...
+    A[3, 64:] = f.encode(2.0 ** -100 if f.max > 2.0 ** 100 else 2.0 ** -6)  # ... then tiny ones
+    qa, qb = acs.QTensor(A, f), acs.QTensor(B, f)
+    arr = acs.Array(2, 8, dataflow, mac, threads=2)
+    ref = arr.gemm(qa, qb, metrics=False)
+    with vector_isa(False):
+        portable = arr.gemm(qa, qb, metrics=False)
+    with fast_paths(False):
+        general = arr.gemm(qa, qb, metrics=False)
+    for r in (portable, general):
+        assert np.array_equal(bits(r.acc), bits(ref.acc))
+        assert r.counts == ref.counts
+
+
 def test_threads_argument_and_environment(monkeypatch):
     monkeypatch.setenv("ACCEL_SIM_THREADS", "3")
     assert acs.Array(4, 4).threads == 3
