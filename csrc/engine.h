@@ -15,7 +15,7 @@ enum acs_rounding { ACS_RNE = 0, ACS_RNA = 1, ACS_RTZ = 2, ACS_RUP = 3, ACS_RDN 
  * away from zero give inf (or NaN for formats without inf), the others the largest finite value. */
 enum acs_overflow { ACS_OVF_INF = 0, ACS_OVF_NAN = 1, ACS_OVF_SATURATE = 2, ACS_OVF_WRAP = 3, ACS_OVF_ERROR = 4 };
 
-enum acs_grid_kind { ACS_GRID_FLOAT = 0, ACS_GRID_FIXED = 1 };
+enum acs_grid_kind { ACS_GRID_FLOAT = 0, ACS_GRID_FIXED = 1, ACS_GRID_POSIT = 2 };
 
 /* Which codes of a float format are special (names as in ml_dtypes).
  * IEEE: all-ones exponent is inf (mantissa 0, if has_inf) or NaN; FN: only all-ones exponent
@@ -43,11 +43,16 @@ typedef struct {
     int is_signed;
 } acs_grid;
 
-/* A number format with codes: a grid plus the bit layout of its codes. */
+/* A number format with codes: a grid plus the bit layout of its codes.
+ * Posits (grid.kind ACS_GRID_POSIT, Posit Standard 2022): `bits` = n (3..16), exp_bits = es
+ * (0..3); the grid only describes the values' extent: man_bits the widest fraction, emin and
+ * emax the scales of minpos and maxpos, and total_bits/frac_bits a fixed grid holding every
+ * value (so bounds computed as for fixed formats stay true).  Encoding rounds the bit pattern
+ * (see formats.c); acs_round never sees a posit grid. */
 typedef struct {
     acs_grid grid;
     int bits;          /* code width, 1..64 */
-    int exp_bits;      /* float formats only */
+    int exp_bits;      /* float formats; es of posits */
     int bias;
     int has_inf;
     int nan_style;
