@@ -292,9 +292,10 @@ class PositFormat(Format):
         _check_int("es", es, 0, 3)
         self.n, self.es = n, es
         self.max_scale = (n - 2) << es
+        self.grid_man_bits = max(n - 3 - es, 0)  # the widest fraction (next to 1.0)
         struct = ffi.new("acs_format *")
         g = struct.grid
-        g.kind, g.man_bits = lib.ACS_GRID_POSIT, max(n - 3 - es, 0)
+        g.kind, g.man_bits = lib.ACS_GRID_POSIT, self.grid_man_bits
         g.emin, g.emax = -self.max_scale, self.max_scale
         # every value is a multiple of 2^-frac_bits below 2^(emax+1)
         g.total_bits, g.frac_bits, g.is_signed = 2 * self.max_scale + 2, self.max_scale, 1

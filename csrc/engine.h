@@ -92,8 +92,10 @@ void acs_decode(const acs_format *f, const void *codes, int64_t n, double *out);
  * FIXED: each product rounded onto the 2^-frac_bits grid, added exactly to the register,
  * then wrapped or saturated.  BLOCK: the multi-term fused adder of tensor cores (`terms`
  * products per step, aligned to the largest exponent and truncated to `align_bits` fraction
- * bits, one rounding onto the float `grid` per block). */
-enum acs_acc_kind { ACS_ACC_FLOAT = 0, ACS_ACC_INT = 1, ACS_ACC_FIXED = 2, ACS_ACC_BLOCK = 3 };
+ * bits, one rounding onto the float `grid` per block).  QUIRE: the exact fixed-point register
+ * of posit dot products (grid: signed, total_bits <= 128, wrapping), products added exactly,
+ * a NaR product makes it NaR; read out once, rounded (rne) to the posit format `readout`. */
+enum acs_acc_kind { ACS_ACC_FLOAT = 0, ACS_ACC_INT = 1, ACS_ACC_FIXED = 2, ACS_ACC_BLOCK = 3, ACS_ACC_QUIRE = 4 };
 
 typedef struct {
     int kind;
@@ -103,6 +105,7 @@ typedef struct {
     int overflow;
     int terms;
     int align_bits;
+    acs_format readout;  /* QUIRE only */
 } acs_acc;
 
 typedef struct {

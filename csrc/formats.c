@@ -80,7 +80,7 @@ static acs_operand posit_operand(const acs_format *f, uint64_t c)
  * integer bits, the pattern; acs_round rounds that onto the integers, so ties go to the even
  * pattern (in the tapered region the tie is the (n+1)-bit posit between two neighbours, not
  * their arithmetic mean).  No value rounds to zero (minpos instead) or beyond maxpos. */
-static uint64_t posit_code(const acs_format *f, acs_real x, int rounding)
+uint64_t acs_posit_code(const acs_format *f, acs_real x, int rounding)
 {
     int n = f->bits, es = f->exp_bits;
     uint64_t maxpos = mask64(n - 1), mag;
@@ -201,7 +201,7 @@ static inline uint64_t encode_one(const acs_format *f, uint64_t bits, int in_bit
     acs_real v = acs_real_from_bits(bits, in_bits, &cls);
     acs_rounded r = { cls, v.neg, 0, 0, 0 };
     if (f->grid.kind == ACS_GRID_POSIT) /* NaN and +-inf are NaR; one zero */
-        return cls == ACS_FINITE ? posit_code(f, v, rounding) : cls == ACS_ZERO ? 0 : sign_bit(f);
+        return cls == ACS_FINITE ? acs_posit_code(f, v, rounding) : cls == ACS_ZERO ? 0 : sign_bit(f);
     if (f->nan_style == ACS_NAN_POW2 && (v.neg || cls == ACS_ZERO))
         cls = r.cls = ACS_NAN;  /* no zero, no sign: as ml_dtypes' float8_e8m0fnu */
     switch (cls) {
