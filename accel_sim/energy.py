@@ -159,6 +159,11 @@ class EnergyTable:
         alpha, kappa = self._fp_mult_coefficients()
         return max(0.0, alpha * (ma + 1) * (mb + 1) + kappa * max(ea, eb))
 
+    def posit_codec(self, n: int) -> float:
+        """Decoding or encoding an n-bit posit: a leading-run detector and an n-bit shifter of
+        log2(n) stages, each stage taken as one n-bit add (an estimate, docs/energy.md)."""
+        return self.int_add(n) * math.log2(n)
+
     def fp_add(self, e: int, m: int) -> float:
         """The table's fp16/fp32 adds; other widths ~ (e+m+1) scaled from the 32b FP add."""
         if (e, m) == (5, 10):
@@ -186,26 +191,36 @@ class EnergyTable:
 
 # -- the model -----------------------------------------------------------------------------------
 def _format_kind(fmt):
-    from accel_sim.formats import FloatFormat
+    from accel_sim.formats import FloatFormat, PositFormat
     if isinstance(fmt, FloatFormat):
         return fmt.exp_bits, fmt.man_bits
+    if isinstance(fmt, PositFormat):  # the decoded scale (signed) and the widest fraction
+        return fmt.max_scale.bit_length() + 1, fmt.grid_man_bits
     return 0, fmt.bits - 1  # an integer: its magnitude bits as a significand, no exponent
 
 
 def mult_energy(table: EnergyTable, mac) -> float:
-    from accel_sim.formats import FloatFormat
-    if not isinstance(mac.a, FloatFormat) and not isinstance(mac.b, FloatFormat):
+    """One multiply.  Posit operands: each decoded, the fp multiplier of the decoded fields
+    ((fraction bits + 1)^2 array, scale adder), and one encoder (docs/energy.md)."""
+    from accel_sim.formats import FloatFormat, PositFormat
+    posits = [f for f in (mac.a, mac.b) if isinstance(f, PositFormat)]
+    if not posits and not isinstance(mac.a, FloatFormat) and not isinstance(mac.b, FloatFormat):
         return table.int_mult(mac.a.bits, mac.b.bits)
     (ea, ma), (eb, mb) = _format_kind(mac.a), _format_kind(mac.b)
-    return table.fp_mult(ea, ma, eb, mb)
+    codec = sum(table.posit_codec(f.bits) for f in posits)
+    if posits:
+        codec += table.posit_codec(max(f.bits for f in posits))
+    return table.fp_mult(ea, ma, eb, mb) + codec
 
 
 def add_energy(table: EnergyTable, acc) -> float:
     """One accumulator step; a BlockFMA step: per-term alignment, an adder tree over the
     aligned width (the accumulator included), one normaliser/rounder."""
-    from accel_sim.mac import BlockFMA, FixedAcc, FloatAcc, IntAcc
+    from accel_sim.mac import BlockFMA, FixedAcc, FloatAcc, IntAcc, Quire
     if isinstance(acc, FloatAcc):
         return table.fp_add(acc.exp_bits, acc.man_bits)
+    if isinstance(acc, Quire):  # an integer add as wide as the register
+        return table.int_add(acc.bits)
     if isinstance(acc, IntAcc):
         return table.int_add(acc.bits)
     if isinstance(acc, FixedAcc):

@@ -12,7 +12,7 @@ import numpy as np
 
 from accel_sim._native import check_int as _check_int, check_seed, ffi, lib, pointer, rounding_code
 
-__all__ = ["Format", "FloatFormat", "FixedFormat", "IntFormat", "get", "names", "register"]
+__all__ = ["Format", "FloatFormat", "FixedFormat", "IntFormat", "PositFormat", "get", "names", "register"]
 
 _CODE_DTYPES = ((8, np.uint8), (16, np.uint16), (32, np.uint32), (64, np.uint64))
 _NAN_STYLES = {"ieee": lib.ACS_NAN_IEEE, "fn": lib.ACS_NAN_FN, "fnuz": lib.ACS_NAN_FNUZ,
@@ -272,6 +272,70 @@ class IntFormat(FixedFormat):
         super().__init__(bits, 0, signed, name or f"{'' if signed else 'u'}int{bits}")
 
 
+class PositFormat(Format):
+    """A posit of n bits with es exponent bits (Posit Standard 2022; es=2 is the standard's,
+    es=0 SoftPosit's posit8).  One zero, one NaR (code 100..0, decoded as NaN).
+
+    Encoding rounds the bit pattern: rne (ties to the even pattern; in the tapered region the
+    tie point is the (n+1)-bit posit between two neighbours, not their arithmetic mean), rna,
+    rtz, rup, rdn, rto; sr is refused.  Nonzero values never round to 0 (+-minpos instead)
+    and saturate at +-maxpos; NaN and +-inf encode to NaR; `saturate` changes nothing.
+    max = maxpos = 2^((n-2) 2^es); min_normal = min_subnormal = minpos = 1/maxpos (posits have
+    no subnormals: precision tapers in the regime instead)."""
+
+    has_inf = False
+    has_nan = True
+    signed = True
+
+    def __init__(self, n: int = 8, es: int = 0, name: str | None = None):
+        _check_int("n", n, 3, 16)
+        _check_int("es", es, 0, 3)
+        self.n, self.es = n, es
+        self.max_scale = (n - 2) << es
+        self.grid_man_bits = max(n - 3 - es, 0)  # the widest fraction (next to 1.0)
+        struct = ffi.new("acs_format *")
+        g = struct.grid
+        g.kind, g.man_bits = lib.ACS_GRID_POSIT, self.grid_man_bits
+        g.emin, g.emax = -self.max_scale, self.max_scale
+        # every value is a multiple of 2^-frac_bits below 2^(emax+1)
+        g.total_bits, g.frac_bits, g.is_signed = 2 * self.max_scale + 2, self.max_scale, 1
+        struct.bits, struct.exp_bits = n, es
+        super().__init__(name or f"posit{n}es{es}", n, struct)
+
+    @property
+    def max(self) -> float:
+        """maxpos."""
+        return math.ldexp(1.0, self.max_scale)
+
+    @property
+    def min(self) -> float:
+        return -self.max
+
+    @property
+    def min_normal(self) -> float:
+        """minpos (posits have no subnormals)."""
+        return math.ldexp(1.0, -self.max_scale)
+
+    min_subnormal = min_normal
+
+    @property
+    def nar(self) -> int:
+        """The NaR code."""
+        return 1 << (self.n - 1)
+
+    def encode(self, x, rounding: str = "rne", saturate: bool = False, seed: int = 0):
+        if rounding == "sr":
+            raise ValueError(f"rounding 'sr' is not supported for {self.name}: posits round their bit "
+                             "pattern (rne rna rtz rup rdn rto)")
+        return super().encode(x, rounding=rounding, saturate=saturate, seed=seed)
+
+    def _overflow_policy(self) -> int:
+        return lib.ACS_OVF_SATURATE  # posits saturate at maxpos by definition
+
+    def _key(self):
+        return ("posit", self.n, self.es)
+
+
 def _position(values, index) -> str:
     """The multi-index of a flat C-order index, as the user would write it."""
     return str([int(i) for i in np.unravel_index(index, values.shape)]) if values.ndim else "[()]"
@@ -308,6 +372,8 @@ _FACTORIES = {
     "e2m3": lambda: FloatFormat(2, 3, inf=False, nan="none", name="e2m3"),
     "e3m2": lambda: FloatFormat(3, 2, inf=False, nan="none", name="e3m2"),
     "e8m0": lambda: FloatFormat(8, 0, inf=False, nan="pow2", name="e8m0"),
+    "posit8": lambda: PositFormat(8, 0, name="posit8"),
+    "posit8es2": lambda: PositFormat(8, 2, name="posit8es2"),
     "fp16": lambda: FloatFormat(5, 10, name="fp16"),
     "bf16": lambda: FloatFormat(8, 7, name="bf16"),
     "fp32": lambda: FloatFormat(8, 23, name="fp32"),

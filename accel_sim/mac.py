@@ -5,6 +5,7 @@ FloatAcc  acc <- round(acc + a*b): one rounding of the exact sum (fused), IEEE-s
 IntAcc    exact integer sum in a `bits`-wide two's complement register, wrapped or saturated.
 FixedAcc  each exact product rounded onto 2^-frac_bits, added exactly, wrapped or saturated.
 BlockFMA  the multi-term fused adder of tensor cores (see DESIGN.md "Numerics").
+Quire     the exact register of posit dot products, rounded once to the posit when read.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 from accel_sim import formats
 from accel_sim._native import ROUNDING_MODES, check_int as _check_int, check_seed, ffi, lib, pointer, raise_for_status
 
-__all__ = ["FloatAcc", "IntAcc", "FixedAcc", "BlockFMA", "MAC", "accumulate", "get_acc", "mac_from_names",
+__all__ = ["FloatAcc", "IntAcc", "FixedAcc", "BlockFMA", "Quire", "MAC", "accumulate", "get_acc", "mac_from_names",
            "ACCUMULATORS"]
 
 _FLOAT_OVERFLOW = {"inf": lib.ACS_OVF_INF, "saturate": lib.ACS_OVF_SATURATE}
@@ -172,6 +173,66 @@ class BlockFMA:
         c.kind, c.terms, c.align_bits = lib.ACS_ACC_BLOCK, self.terms, self.align_bits
 
 
+@dataclass(frozen=True)
+class Quire:
+    """The quire of a posit format (Posit Standard 2022): a two's complement fixed-point
+    register that holds every product of two posits exactly and sums them exactly; reading
+    it out rounds once (rne on the bit pattern) to the posit format, from the exact register.
+
+    The least significant bit is minpos^2 = 2^-frac_bits; the width is
+    bits = 4 * max_scale + 2 + carry_bits (a sign, the 4*max_scale + 1 bits between minpos^2
+    and maxpos^2, and carry bits), at most 128.  Default carry_bits=30: posit8es2 gets the
+    standard's 16n = 128 bits (lsb 2^-48), posit8 (es=0) 56 bits (lsb 2^-12).  Any dot product
+    of up to max_terms = 2^(carry_bits+1) - 1 products is exact; a longer one can wrap (the
+    register wraps modulo 2^bits, like any adder of that width).  A NaR operand makes the
+    quire NaR until the end.  Operands must be posits no wider in range than `fmt`."""
+
+    fmt: object = "posit8"
+    carry_bits: int = 30
+
+    def __post_init__(self):
+        f = formats.get(self.fmt, "fmt")
+        if not isinstance(f, formats.PositFormat):
+            raise ValueError(f"a Quire needs a posit format, got fmt={f.name}")
+        object.__setattr__(self, "fmt", f)
+        _check_int("carry_bits", self.carry_bits, 0, 126)
+        if self.bits > 128:
+            raise ValueError(f"a quire of {f.name} with carry_bits={self.carry_bits} needs {self.bits} bits; "
+                             "at most 128 are supported")
+
+    @property
+    def frac_bits(self) -> int:
+        return 2 * self.fmt.max_scale
+
+    @property
+    def bits(self) -> int:
+        """Width of the register."""
+        return 4 * self.fmt.max_scale + 2 + self.carry_bits
+
+    @property
+    def int_bits(self) -> int:
+        """Bits above the binary point, sign included (bits - frac_bits)."""
+        return self.bits - self.frac_bits
+
+    @property
+    def max_terms(self) -> int:
+        """Products of any posits (maxpos^2 included) that always sum without wrapping."""
+        return 2 ** (self.carry_bits + 1) - 1
+
+    @property
+    def name(self) -> str:
+        if self == ACCUMULATORS["quire"]:
+            return "quire"
+        return f"quire({self.fmt.name},{self.carry_bits})"
+
+    def _fill(self, c):
+        c.kind = lib.ACS_ACC_QUIRE
+        g = c.grid
+        g.kind, g.total_bits, g.frac_bits, g.is_signed = lib.ACS_GRID_FIXED, self.bits, self.frac_bits, 1
+        c.rounding, c.overflow = lib.ACS_RNE, lib.ACS_OVF_WRAP
+        c.readout = self.fmt._c[0]
+
+
 ACCUMULATORS = {
     "fp32": FloatAcc(8, 23),
     "fp16": FloatAcc(5, 10),
@@ -179,8 +240,9 @@ ACCUMULATORS = {
     "int32": IntAcc(32),
     "int24": IntAcc(24),
     "int16": IntAcc(16),
+    "quire": Quire("posit8"),
 }
-_ACC_TYPES = (FloatAcc, IntAcc, FixedAcc, BlockFMA)
+_ACC_TYPES = (FloatAcc, IntAcc, FixedAcc, BlockFMA, Quire)
 
 
 def get_acc(acc, argname: str = "acc"):
@@ -190,9 +252,9 @@ def get_acc(acc, argname: str = "acc"):
     if isinstance(acc, str):
         if acc not in ACCUMULATORS:
             raise ValueError(f"unknown accumulator {acc!r} for {argname}; known: {', '.join(ACCUMULATORS)} "
-                             "(or pass FloatAcc/IntAcc/FixedAcc/BlockFMA)")
+                             "(or pass FloatAcc/IntAcc/FixedAcc/BlockFMA/Quire)")
         return ACCUMULATORS[acc]
-    raise TypeError(f"{argname} must be a name or a FloatAcc/IntAcc/FixedAcc/BlockFMA, got {type(acc).__name__}")
+    raise TypeError(f"{argname} must be a name or a FloatAcc/IntAcc/FixedAcc/BlockFMA/Quire, got {type(acc).__name__}")
 
 
 class MAC:
@@ -215,6 +277,11 @@ class MAC:
             for arg, f in (("a", self.a), ("b", self.b)):
                 if not isinstance(f, formats.FixedFormat) or f.frac_bits != 0:
                     raise ValueError(f"IntAcc needs integer operands; {arg} is {f.name}")
+        if isinstance(self.acc, Quire):
+            for arg, f in (("a", self.a), ("b", self.b)):
+                if not isinstance(f, formats.PositFormat) or f.max_scale > self.acc.fmt.max_scale:
+                    raise ValueError(f"a quire of {self.acc.fmt.name} needs posit operands within its range; "
+                                     f"{arg} is {f.name}")
         self.name = name or f"{self.a.name}x{self.b.name}->{self.acc.name}"
         c = ffi.new("acs_mac *")
         c.a, c.b = self.a._c[0], self.b._c[0]

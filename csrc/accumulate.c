@@ -114,6 +114,18 @@ static inline int fixed_product(const acs_acc *acc, term p, uint32_t rand, acs_i
     return ACS_OK;
 }
 
+/* ---- Quire: an exact register of posit products, wrapping at its width (<= 128 bits) ------
+ * NaR is kept in the state's v.cls (ACS_NAN), the register in reg. */
+static inline void quire_add(const acs_acc *acc, acs_acc_state *s, term p)
+{
+    if (p.cls == ACS_NAN || p.cls == ACS_INF) s->v.cls = ACS_NAN;
+    if (p.cls != ACS_FINITE || s->v.cls == ACS_NAN) return;
+    acs_i128 k = 0;
+    fixed_product(acc, p, 0, &k); /* exact: posit products lie on the register's grid */
+    acs_i128 sum = (acs_i128)((acs_u128)s->reg + (acs_u128)k); /* wraps modulo 2^128 */
+    s->reg = acc->grid.total_bits < 128 ? clamp_register(acc, sum) : sum;
+}
+
 /* ---- BlockFMA: `n` products and the accumulator in one fused step ---------------------------- */
 static acs_rounded block_step(const acs_acc *acc, acs_rounded c, const term *p, int n, uint32_t rand)
 {
@@ -176,6 +188,12 @@ int acs_check_acc(const acs_acc *acc)
         if (acc->kind == ACS_ACC_BLOCK && (acc->terms < 1 || acc->terms > 64 || acc->align_bits < 0 || acc->align_bits > 100))
             return ACS_ERR_ARG;
         return ACS_OK;
+    case ACS_ACC_QUIRE:
+        if (acc->grid.kind != ACS_GRID_FIXED || !acc->grid.is_signed || acc->overflow != ACS_OVF_WRAP
+            || acc->grid.total_bits < 2 || acc->grid.total_bits > 128 || acc->readout.grid.kind != ACS_GRID_POSIT
+            || acc->readout.bits < 3 || acc->readout.bits > 16 || acc->readout.exp_bits < 0 || acc->readout.exp_bits > 3)
+            return ACS_ERR_ARG;
+        return ACS_OK;
     case ACS_ACC_INT:
     case ACS_ACC_FIXED:
         if (acc->grid.kind != ACS_GRID_FIXED || !acc->grid.is_signed) return ACS_ERR_ARG;
@@ -227,9 +245,10 @@ acs_acc_state acs_acc_start(const acs_acc *acc, double init)
     if (g.kind == ACS_GRID_FIXED) g.total_bits = 127; /* range: the register's policy */
     if (cls == ACS_INF) s.v = acs_round_infinity(&g, x.neg, acc->overflow);
     if (cls == ACS_FINITE) s.v = acs_round(&g, x, ACS_RNE, acc->overflow, 0);
-    if (acc->kind == ACS_ACC_INT || acc->kind == ACS_ACC_FIXED) {
+    if (acc->kind == ACS_ACC_INT || acc->kind == ACS_ACC_FIXED || acc->kind == ACS_ACC_QUIRE) {
         s.reg = s.v.cls != ACS_FINITE ? 0 : s.v.neg ? -(acs_i128)s.v.kept : (acs_i128)s.v.kept;
-        s.reg = clamp_register(acc, s.reg);
+        if (acc->kind != ACS_ACC_QUIRE || acc->grid.total_bits < 128) s.reg = clamp_register(acc, s.reg);
+        if (acc->kind == ACS_ACC_QUIRE && s.v.cls == ACS_NAN) s.reg = 0; /* stays NaR */
     }
     return s;
 }
@@ -448,6 +467,7 @@ int acs_chain(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, 
         switch (acc->kind) {
         case ACS_ACC_BLOCK: s->v = block_step(acc, s->v, block, n, rand); break;
         case ACS_ACC_FLOAT: s->v = float_step(acc, s->v, block[0], rand); break;
+        case ACS_ACC_QUIRE: quire_add(acc, s, block[0]); break;
         case ACS_ACC_INT:
             pk = block[0].cls == ACS_FINITE ? (block[0].neg ? -(acs_i128)block[0].sig : (acs_i128)block[0].sig) : 0;
             s->reg = clamp_register(acc, s->reg + pk);
@@ -467,7 +487,8 @@ int acs_chain(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, 
 static term state_term(const acs_acc *acc, const acs_acc_state *s)
 {
     term t = { s->v.cls, s->v.neg, s->v.q, 0, s->v.kept };
-    if (acc->kind == ACS_ACC_INT || acc->kind == ACS_ACC_FIXED) {
+    if (acc->kind == ACS_ACC_QUIRE && s->v.cls == ACS_NAN) return t;
+    if (acc->kind == ACS_ACC_INT || acc->kind == ACS_ACC_FIXED || acc->kind == ACS_ACC_QUIRE) {
         t.cls = s->reg ? ACS_FINITE : ACS_ZERO;
         t.neg = s->reg < 0;
         t.sig = s->reg < 0 ? (acs_u128)(-s->reg) : (acs_u128)s->reg;
@@ -489,6 +510,9 @@ int acs_acc_add(const acs_acc *into, acs_acc_state *s, const acs_acc *from, cons
     case ACS_ACC_BLOCK:
         s->v = float_step(into, s->v, p, rand);
         return ACS_OK;
+    case ACS_ACC_QUIRE:
+        quire_add(into, s, p);
+        return ACS_OK;
     case ACS_ACC_INT:
         if (p.cls == ACS_NAN) return ACS_ERR_NAN;
         if (p.cls == ACS_INF) return ACS_ERR_RANGE;
@@ -508,6 +532,18 @@ void acs_acc_read(const acs_acc *acc, const acs_acc_state *s, double *out, int64
 {
     if (acc->kind == ACS_ACC_INT) {
         *out_int = (int64_t)s->reg;
+    } else if (acc->kind == ACS_ACC_QUIRE) {
+        /* rounded once, from the exact register, to the posit format */
+        uint64_t code = 0;
+        if (s->v.cls == ACS_NAN) {
+            code = 1ULL << (acc->readout.bits - 1);
+        } else if (s->reg) {
+            acs_real x = { s->reg < 0, 0, -(int64_t)acc->grid.frac_bits,
+                           s->reg < 0 ? (acs_u128)0 - (acs_u128)s->reg : (acs_u128)s->reg };
+            code = acs_posit_code(&acc->readout, x, ACS_RNE);
+        }
+        acs_operand v = acs_decode_operand(&acc->readout, code);
+        *out = v.cls == ACS_NAN ? NAN : v.cls == ACS_ZERO ? 0.0 : (v.neg ? -1.0 : 1.0) * ldexp((double)v.sig, v.exp);
     } else if (acc->kind == ACS_ACC_FIXED) {
         /* read out once, correctly rounded to float64 (exact when it fits 53 bits) */
         acs_grid f64 = { ACS_GRID_FLOAT, 52, -1022, 1023, (1ULL << 53) - 1, 1, 0, 0, 0 };

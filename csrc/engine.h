@@ -15,7 +15,7 @@ enum acs_rounding { ACS_RNE = 0, ACS_RNA = 1, ACS_RTZ = 2, ACS_RUP = 3, ACS_RDN 
  * away from zero give inf (or NaN for formats without inf), the others the largest finite value. */
 enum acs_overflow { ACS_OVF_INF = 0, ACS_OVF_NAN = 1, ACS_OVF_SATURATE = 2, ACS_OVF_WRAP = 3, ACS_OVF_ERROR = 4 };
 
-enum acs_grid_kind { ACS_GRID_FLOAT = 0, ACS_GRID_FIXED = 1 };
+enum acs_grid_kind { ACS_GRID_FLOAT = 0, ACS_GRID_FIXED = 1, ACS_GRID_POSIT = 2 };
 
 /* Which codes of a float format are special (names as in ml_dtypes).
  * IEEE: all-ones exponent is inf (mantissa 0, if has_inf) or NaN; FN: only all-ones exponent
@@ -43,11 +43,16 @@ typedef struct {
     int is_signed;
 } acs_grid;
 
-/* A number format with codes: a grid plus the bit layout of its codes. */
+/* A number format with codes: a grid plus the bit layout of its codes.
+ * Posits (grid.kind ACS_GRID_POSIT, Posit Standard 2022): `bits` = n (3..16), exp_bits = es
+ * (0..3); the grid only describes the values' extent: man_bits the widest fraction, emin and
+ * emax the scales of minpos and maxpos, and total_bits/frac_bits a fixed grid holding every
+ * value (so bounds computed as for fixed formats stay true).  Encoding rounds the bit pattern
+ * (see formats.c); acs_round never sees a posit grid. */
 typedef struct {
     acs_grid grid;
     int bits;          /* code width, 1..64 */
-    int exp_bits;      /* float formats only */
+    int exp_bits;      /* float formats; es of posits */
     int bias;
     int has_inf;
     int nan_style;
@@ -87,8 +92,10 @@ void acs_decode(const acs_format *f, const void *codes, int64_t n, double *out);
  * FIXED: each product rounded onto the 2^-frac_bits grid, added exactly to the register,
  * then wrapped or saturated.  BLOCK: the multi-term fused adder of tensor cores (`terms`
  * products per step, aligned to the largest exponent and truncated to `align_bits` fraction
- * bits, one rounding onto the float `grid` per block). */
-enum acs_acc_kind { ACS_ACC_FLOAT = 0, ACS_ACC_INT = 1, ACS_ACC_FIXED = 2, ACS_ACC_BLOCK = 3 };
+ * bits, one rounding onto the float `grid` per block).  QUIRE: the exact fixed-point register
+ * of posit dot products (grid: signed, total_bits <= 128, wrapping), products added exactly,
+ * a NaR product makes it NaR; read out once, rounded (rne) to the posit format `readout`. */
+enum acs_acc_kind { ACS_ACC_FLOAT = 0, ACS_ACC_INT = 1, ACS_ACC_FIXED = 2, ACS_ACC_BLOCK = 3, ACS_ACC_QUIRE = 4 };
 
 typedef struct {
     int kind;
@@ -98,6 +105,7 @@ typedef struct {
     int overflow;
     int terms;
     int align_bits;
+    acs_format readout;  /* QUIRE only */
 } acs_acc;
 
 typedef struct {

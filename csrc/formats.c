@@ -45,9 +45,72 @@ static uint64_t pack_code(const acs_format *f, const acs_rounded *r)
     }
 }
 
+/* ---- Posits (Posit Standard 2022) --------------------------------------------------------
+ * A code is a sign bit and, for a positive value, the regime (a run of k equal bits ended by
+ * the opposite bit or the code's end: k-1 if ones, -k if zeros), then es exponent bits (bits
+ * cut off by the code's end are 0), then fraction bits: (1 + f) * 2^(regime * 2^es + e).
+ * Negative values are the two's complement of the code; 0 is zero and 100..0 is NaR. */
+static acs_operand posit_operand(const acs_format *f, uint64_t c)
+{
+    acs_operand v = { 0, 0, 0, ACS_ZERO, 0 };
+    int n = f->bits, es = f->exp_bits;
+    c &= mask64(n);
+    if (c == 0) return v;
+    if (c == sign_bit(f)) { v.cls = ACS_NAN; return v; }
+    v.neg = (int16_t)(c >> (n - 1));
+    uint64_t body = (v.neg ? (uint64_t)0 - c : c) & mask64(n - 1);
+    int rest = n - 1, first = (int)(body >> (rest - 1)) & 1, k = 0;
+    while (k < rest && (int)((body >> (rest - 1 - k)) & 1) == first) k++;
+    int64_t regime = first ? k - 1 : -k;
+    rest -= k;
+    if (rest > 0) rest--;                          /* the regime's terminating bit */
+    int eb = rest < es ? rest : es;
+    int64_t e = (int64_t)(((body >> (rest - eb)) & mask64(eb)) << (es - eb));
+    rest -= eb;                                    /* fraction bits left */
+    int64_t scale = regime * ((int64_t)1 << es) + e;
+    v.sig = (1ULL << rest) | (body & mask64(rest));
+    v.exp = (int32_t)(scale - rest);
+    v.bexp = (int32_t)scale;
+    v.cls = ACS_FINITE;
+    return v;
+}
+
+/* A nonzero finite value to a posit code.  The value's infinitely long posit bit string
+ * (regime, exponent, then all of its fraction) is read as a fixed-point number with n-1
+ * integer bits, the pattern; acs_round rounds that onto the integers, so ties go to the even
+ * pattern (in the tapered region the tie is the (n+1)-bit posit between two neighbours, not
+ * their arithmetic mean).  No value rounds to zero (minpos instead) or beyond maxpos. */
+uint64_t acs_posit_code(const acs_format *f, acs_real x, int rounding)
+{
+    int n = f->bits, es = f->exp_bits;
+    uint64_t maxpos = mask64(n - 1), mag;
+    int lz = acs_clz128(x.sig), fbits = 127 - lz;  /* fraction bits of x */
+    int64_t scale = x.exp + fbits, top = (int64_t)(n - 2) << es;
+    if (scale > top) {
+        mag = maxpos;
+    } else if (scale < -top) {
+        mag = 1;
+    } else {
+        int64_t regime = scale >> es;              /* floor division */
+        uint64_t e = (uint64_t)(scale - regime * ((int64_t)1 << es));
+        int rlen = regime >= 0 ? (int)regime + 2 : (int)-regime + 1;
+        acs_u128 head = regime >= 0 ? ((((acs_u128)1 << (regime + 1)) - 1) << 1) : 1;
+        head = (head << es) | e;
+        acs_u128 frac = x.sig & ((((acs_u128)1) << fbits) - 1);
+        acs_real p = { x.neg, 0, (int64_t)(n - 1) - rlen - es - fbits, (head << fbits) | frac };
+        acs_grid pattern = { ACS_GRID_FIXED, 0, 0, 0, 0, 0, n + 1, 0, 1 };
+        acs_rounded r = acs_round(&pattern, p, rounding, ACS_OVF_SATURATE, 0);
+        mag = r.cls == ACS_FINITE ? (uint64_t)r.kept : 0;
+        if (mag > maxpos) mag = maxpos;
+        if (mag == 0) mag = 1;
+    }
+    return (x.neg ? (uint64_t)0 - mag : mag) & mask64(n);
+}
+
 acs_operand acs_decode_operand(const acs_format *f, uint64_t c)
 {
     acs_operand v = { 0, 0, 0, ACS_ZERO, 0 };
+    if (f->grid.kind == ACS_GRID_POSIT) return posit_operand(f, c);
     if (f->grid.kind == ACS_GRID_FIXED) {
         uint64_t k = c;
         v.neg = f->grid.is_signed && (c & sign_bit(f)) && f->bits < 64;
@@ -114,7 +177,9 @@ uint64_t acs_load_code(const void *codes, int64_t i, int bits)
 static int check_encode_args(const acs_format *f, int rounding, int overflow)
 {
     if (!f || f->bits < 1 || f->bits > 64 || rounding < ACS_RNE || rounding > ACS_SR) return ACS_ERR_ARG;
-    if (f->grid.kind == ACS_GRID_FLOAT) {
+    if (f->grid.kind == ACS_GRID_POSIT) {
+        if (f->bits < 3 || f->bits > 16 || f->exp_bits < 0 || f->exp_bits > 3 || rounding == ACS_SR) return ACS_ERR_ARG;
+    } else if (f->grid.kind == ACS_GRID_FLOAT) {
         if (overflow == ACS_OVF_WRAP || (overflow == ACS_OVF_INF && !f->has_inf)) return ACS_ERR_ARG;
         if (overflow == ACS_OVF_NAN && f->nan_style == ACS_NAN_NONE) return ACS_ERR_ARG;
         if (f->grid.man_bits < 0 || f->grid.man_bits > 62 || f->exp_bits < 1) return ACS_ERR_ARG;
@@ -135,6 +200,8 @@ static inline uint64_t encode_one(const acs_format *f, uint64_t bits, int in_bit
     int cls;
     acs_real v = acs_real_from_bits(bits, in_bits, &cls);
     acs_rounded r = { cls, v.neg, 0, 0, 0 };
+    if (f->grid.kind == ACS_GRID_POSIT) /* NaN and +-inf are NaR; one zero */
+        return cls == ACS_FINITE ? acs_posit_code(f, v, rounding) : cls == ACS_ZERO ? 0 : sign_bit(f);
     if (f->nan_style == ACS_NAN_POW2 && (v.neg || cls == ACS_ZERO))
         cls = r.cls = ACS_NAN;  /* no zero, no sign: as ml_dtypes' float8_e8m0fnu */
     switch (cls) {
@@ -177,7 +244,7 @@ typedef struct {
 
 static int table_geometry_of(const acs_format *f, int in_bits, int rounding, table_geometry *t)
 {
-    if ((in_bits != 32 && in_bits != 64) || f->bits > 16) return 0;
+    if ((in_bits != 32 && in_bits != 64) || f->bits > 16 || f->grid.kind == ACS_GRID_POSIT) return 0;
     if (rounding == ACS_SR || rounding == ACS_RTO || rounding < ACS_RNE || rounding > ACS_SR) return 0;
     int man = in_bits == 32 ? 23 : 52;
     int64_t in_emin = in_bits == 32 ? -126 : -1022;

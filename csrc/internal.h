@@ -46,6 +46,7 @@ typedef struct {
 } acs_operand;
 
 acs_operand acs_decode_operand(const acs_format *f, uint64_t code);
+uint64_t acs_posit_code(const acs_format *f, acs_real x, int rounding);
 uint64_t acs_load_code(const void *codes, int64_t i, int bits);
 
 acs_real acs_add_exact(int xneg, acs_u128 xs, int64_t xe, int yneg, acs_u128 ys, int64_t ye);
