@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accel_sim import formats, layers
-from accel_sim.energy import ENERGY_PARTS, EnergyTable, evaluate
+from accel_sim.energy import ENERGY_PARTS, EnergyTable, add_scale_energy, evaluate
 from accel_sim._native import check_seed, ffi, lib, pointer, raise_for_status, rounding_code
 from accel_sim.mac import MAC, BlockFMA, FloatAcc, IntAcc, get_acc
 from accel_sim.quant import CALIBRATIONS, QTensor, quantize
@@ -418,6 +418,9 @@ class Array:
     def _operand(self, x, fmt, scale, axis, argname, ndim):
         """codes and float32 scales (per axis, or one) of an operand; float inputs quantized."""
         if isinstance(x, QTensor):
+            if x.is_block_scaled:
+                raise ValueError(f"{argname} is block-scaled ({x.scale_format} per {x.block}); block-scaled operands "
+                                 "are taken by Array.gemm, with both operands block-scaled along K")
             if x.format != fmt:
                 raise ValueError(f"{argname} is a QTensor of {x.format.name}, but the MAC takes {fmt.name}")
             if ndim is not None and x.ndim != ndim:
@@ -498,6 +501,8 @@ class Array:
         QTensors used as they are.  Output: fp32(fp32(acc * fp32(scale_a * scale_b)) + bias),
         then rounded to out_format if given.  metrics=False skips the float64 reference
         products behind Result.metrics (they cost more than a fast-path GEMM)."""
+        if any(isinstance(v, QTensor) and v.is_block_scaled for v in (A, B)):
+            return self._gemm_blocks(A, B, bias, out_format, metrics, _names)
         for argname, v in zip(_names, (A, B)):
             if np.ndim(v.codes if isinstance(v, QTensor) else v) != 2:
                 raise ValueError(f"{argname} must have 2 dimensions, got shape {np.shape(v.codes if isinstance(v, QTensor) else v)}")
@@ -520,6 +525,89 @@ class Array:
             ref_q, ref = ref_q + bias32, ref + np.asarray(bias, np.float64)
         metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": _error_metrics(output, ref_q)}
         return Result(**vars(plan), output=output, acc=acc, metrics=metrics)
+
+    def _gemm_blocks(self, A, B, bias, out_format, metrics, names) -> Result:
+        """A block-scaled GEMM (OCP MX, VS-Quant; docs/scaling.md): per K-block, the array's
+        usual accumulation (from zero, in dataflow order) gives a partial sum; the MAC's
+        scale_acc adds partial * (scale_a * scale_b) with one rounding per block; the epilogue
+        applies the coarse scales and bias as in an unscaled GEMM."""
+        for argname, q, k_axis in ((names[0], A, 1), (names[1], B, 0)):
+            if not isinstance(q, QTensor) or not q.is_block_scaled:
+                raise ValueError(f"{argname} must be a block-scaled QTensor: in a block-scaled GEMM both operands "
+                                 "carry block scales along K")
+            if q.ndim != 2:
+                raise ValueError(f"{argname} must have 2 dimensions, got shape {q.shape}")
+            if q.block_axis != k_axis:
+                raise ValueError(f"{argname} must be block-scaled along K (axis {k_axis}), got block_axis {q.block_axis}")
+            if q.axis not in (None, 1 - k_axis):
+                raise ValueError(f"{argname}'s coarse scales must be per tensor or along axis {1 - k_axis}, "
+                                 f"got axis {q.axis}")
+        if A.format != self.mac.a or B.format != self.mac.b:
+            raise ValueError(f"{names[0]} and {names[1]} hold {A.format.name} and {B.format.name} codes, but the MAC "
+                             f"takes {self.mac.a.name} and {self.mac.b.name}")
+        if A.block != B.block:
+            raise ValueError(f"{names[0]} and {names[1]} must share the block size along K, got {A.block} and {B.block}")
+        (m, k), (k2, n) = A.shape, B.shape
+        if k != k2:
+            raise ValueError(f"{names[0]} ({m}, {k}) and {names[1]} ({k2}, {n}) do not multiply: K differs")
+        self._check_memory(m, n, k)
+        bias32 = self._bias(bias, n)
+        bs, nb = A.block, k // A.block
+        state_size = lib.acs_join_state_size()
+        if m * n * (state_size + 8) > self.memory_limit_bytes:
+            raise ValueError(f"the block-scaled GEMM's output registers ({_size(m * n * state_size)}) exceed the "
+                             f"array's memory_limit_bytes ({_size(self.memory_limit_bytes)})")
+        out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
+        int_out = isinstance(out_acc, IntAcc)
+        sa_blocks, sb_blocks = A.block_scales(), B.block_scales()
+        state = np.empty(m * n * state_size, np.uint8)
+        scale_c = self.mac._scale_c
+        raise_for_status(lib.acs_join_start(scale_c, pointer(state, "void *"), m * n), self.mac.scale_acc.name, self)
+        partial = np.empty((m, n), dtype=np.int64 if int_out else np.float64)
+        p_float = ffi.NULL if int_out else pointer(partial, "double *")
+        p_int = pointer(partial, "int64_t *") if int_out else ffi.NULL
+        counts = ffi.new("acs_gemm_counts *")
+        data = {"zero_macs": 0, "toggles_a": 0, "toggles_b": 0}
+        bt_codes = B.codes.T
+        for blk in range(nb):
+            cols = slice(blk * bs, (blk + 1) * bs)
+            a = np.ascontiguousarray(A.codes[:, cols])
+            bt = np.ascontiguousarray(bt_codes[:, cols])
+            status = lib.acs_gemm(self.mac._c, self._buffer_c, DATAFLOWS[self.dataflow], self.rows, self.cols,
+                                  pointer(a, "void *"), pointer(bt, "void *"), m, n, bs, p_float, p_int,
+                                  _block_seed(self.seed, blk), self.threads, counts)
+            raise_for_status(status, out_acc.name, self)
+            for key in data:
+                data[key] += getattr(counts, key)
+            sa = np.ascontiguousarray(sa_blocks[:, blk])
+            sb = np.ascontiguousarray(sb_blocks[blk, :])
+            status = lib.acs_join_block(scale_c, pointer(state, "void *"), p_float, p_int, m, n,
+                                        pointer(sa, "double *"), 1, pointer(sb, "double *"), 1, self.seed, blk)
+            raise_for_status(status, self.mac.scale_acc.name, self)
+        acc = np.empty((m, n), np.float64)
+        lib.acs_join_read(scale_c, pointer(state, "void *"), m * n, pointer(acc, "double *"))
+        (sa, sa_stride), (sb, sb_stride) = self._scales(A, 0, m), self._scales(B, 1, n)
+        y = np.empty((m, n), dtype=np.float32)
+        lib.acs_epilogue(pointer(acc, "double *"), ffi.NULL, m, n, pointer(sa, "float *"), sa_stride,
+                         pointer(sb, "float *"), sb_stride, ffi.NULL if bias32 is None else pointer(bias32, "float *"),
+                         pointer(y, "float *"))
+        if out_format is not None:
+            fmt = formats.get(out_format)
+            output = fmt.decode(fmt.encode(y, saturate=False))
+        else:
+            output = y.astype(np.float64)
+        plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
+        plan.counts.update(data)
+        plan.counts.update({"scale_mults": m * n * nb, "scale_joins": m * n * nb})
+        plan = self._with_energy(plan, measured=True)
+        add_scale_energy(self.energy, plan, self.mac, A.scale_format, B.scale_format, out_acc)
+        if not metrics:
+            return Result(**vars(plan), output=output, acc=acc, metrics={})
+        ref_q = A.dequantize() @ B.dequantize()
+        if bias32 is not None:
+            ref_q = ref_q + bias32
+        err = _error_metrics(output, ref_q)
+        return Result(**vars(plan), output=output, acc=acc, metrics={"vs_float64": err, "vs_dequantized": err})
 
     def linear(self, x, w, bias=None, out_format=None) -> Result:
         """y = x @ w.T + bias with PyTorch's layout: x (..., in), w (out, in)."""
@@ -633,6 +721,11 @@ class Array:
         metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": _error_metrics(output, ref_q)}
         return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
+
+
+def _block_seed(seed, blk):
+    """The stochastic-rounding seed of K-block blk's chains (each block's steps restart at 0)."""
+    return (seed + (blk + 1) * 0x9E3779B97F4A7C15) % (1 << 64)
 
 
 def _conv_reference(x, w, stride, padding, dilation, groups):

@@ -12,7 +12,7 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
-__all__ = ["EnergyTable", "NODE_SCALE", "evaluate", "ENERGY_PARTS"]
+__all__ = ["EnergyTable", "NODE_SCALE", "evaluate", "ENERGY_PARTS", "add_scale_energy"]
 
 # Energy relative to 45 nm (Stillmaker & Baas, "Scaling equations for the accurate prediction
 # of CMOS device performance from 180 nm to 7 nm", Integration 58, 2017).
@@ -36,6 +36,8 @@ _SOURCES = {
     "dram_64b": "Horowitz 2014: DRAM 1.3-2.6 nJ per 64 bits; the midpoint",
     "reg_bit": "estimate: one flip-flop write at 50% activity ~ one bit of the 8b int add (0.03/8)",
     "leakage_pe_cycle": "estimate: 5% of an int8 MAC's dynamic energy (0.2 + 0.03) per PE-cycle",
+    "scale_exp_add": "estimate: e8m0 x e8m0, or a power-of-two scale applied to a partial sum, is an 8-bit "
+                     "exponent add or shift ~ Horowitz 2014's 8b int add (docs/scaling.md)",
 }
 
 
@@ -59,6 +61,7 @@ class EnergyTable:
     dram_64b: float = 1950.0
     reg_bit: float = 0.00375
     leakage_pe_cycle: float = 0.0115
+    scale_exp_add: float = 0.03
     # model settings (not energies)
     node_nm: int = 45
     mult_idle_fraction: float = 0.0   # a gated multiplier's energy, as a fraction of an active one
@@ -66,7 +69,7 @@ class EnergyTable:
 
     ENERGIES = ("int_add_8", "int_add_32", "int_mult_8", "int_mult_32", "fp_add_16", "fp_add_32",
                 "fp_mult_16", "fp_mult_32", "sram_8kb_64b", "sram_32kb_64b", "sram_1mb_64b",
-                "dram_64b", "reg_bit", "leakage_pe_cycle")
+                "dram_64b", "reg_bit", "leakage_pe_cycle", "scale_exp_add")
     SETTINGS = ("node_nm", "mult_idle_fraction", "default_sram_kb")
 
     def __post_init__(self):
@@ -253,3 +256,34 @@ def evaluate(table: EnergyTable, array, counts: dict, measured: bool):
         "leakage": counts["pe_cycles"] * table.leakage_pe_cycle,
     }
     return sum(breakdown.values()), breakdown
+
+
+def _scale_product_energy(table: EnergyTable, fa: str, fb: str):
+    """(energy, bits of the product's significand) of multiplying two block scales: e8m0 by
+    anything is an exponent add; uintM x uintN an M x N integer multiply."""
+    if "e8m0" in (fa, fb):
+        other = fb if fa == "e8m0" else fa
+        return table.scale_exp_add, (0 if other == "e8m0" else int(other[4:]))
+    ba, bb = int(fa[4:]), int(fb[4:])
+    return table.int_mult(ba, bb), ba + bb
+
+
+def add_scale_energy(table: EnergyTable, plan, mac, scale_format_a: str, scale_format_b: str, partial_acc):
+    """Charge a block-scaled GEMM's scale steps onto plan (counts scale_mults, scale_joins):
+    per output and K-block, the scale product and the partial times it ("mult"), the join add
+    in mac.scale_acc ("buffer_add") and its register write ("reg").  Formulas: docs/scaling.md."""
+    from accel_sim.array import _bits_of
+    from accel_sim.mac import FloatAcc
+    product, product_bits = _scale_product_energy(table, scale_format_a, scale_format_b)
+    if product_bits == 0:        # a power of two: an exponent add (float partial) or a shift
+        apply = table.scale_exp_add
+    else:
+        inner = partial_acc.acc if hasattr(partial_acc, "terms") else partial_acc
+        sig = inner.man_bits + 1 if isinstance(inner, FloatAcc) else _bits_of(inner)
+        apply = table.int_mult(sig, product_bits)
+    n = plan.counts["scale_mults"]
+    joins = plan.counts["scale_joins"]
+    plan.energy_breakdown["mult"] += n * (product + apply)
+    plan.energy_breakdown["buffer_add"] += joins * buffer_add_energy(table, mac.scale_acc)
+    plan.energy_breakdown["reg"] += joins * table.reg_bit * _bits_of(mac.scale_acc)
+    plan.energy_pj = sum(plan.energy_breakdown.values())

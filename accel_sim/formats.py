@@ -15,7 +15,8 @@ from accel_sim._native import check_int as _check_int, check_seed, ffi, lib, poi
 __all__ = ["Format", "FloatFormat", "FixedFormat", "IntFormat", "get", "names", "register"]
 
 _CODE_DTYPES = ((8, np.uint8), (16, np.uint16), (32, np.uint32), (64, np.uint64))
-_NAN_STYLES = {"ieee": lib.ACS_NAN_IEEE, "fn": lib.ACS_NAN_FN, "fnuz": lib.ACS_NAN_FNUZ}
+_NAN_STYLES = {"ieee": lib.ACS_NAN_IEEE, "fn": lib.ACS_NAN_FN, "fnuz": lib.ACS_NAN_FNUZ,
+               "none": lib.ACS_NAN_NONE, "pow2": lib.ACS_NAN_POW2}
 
 
 class Format:
@@ -139,11 +140,12 @@ class FloatFormat(Format):
 
     nan: "ieee" (the all-ones exponent holds inf, if `inf`, and NaNs), "fn" (no inf; only the
     all-ones code of each sign is NaN, as float8_e4m3fn), "fnuz" (no inf, no negative zero; the
-    negative-zero code is the NaN, as float8_*fnuz).  bias defaults to 2^(e-1)-1, or 2^(e-1)
-    for fnuz.  subnormals=False decodes subnormal codes as zero and flushes results below the
-    smallest normal to a zero of the same sign."""
-
-    signed = True
+    negative-zero code is the NaN, as float8_*fnuz), "none" (no inf, no NaN: every code is a
+    number, as float4_e2m1fn / float6_*; overflow saturates, NaN input is an error), "pow2"
+    (man_bits=0 only: unsigned powers of two 2^(field - bias) with no sign, no zero, and the
+    all-ones code NaN, as float8_e8m0fnu).  bias defaults to 2^(e-1)-1, or 2^(e-1) for fnuz.
+    subnormals=False decodes subnormal codes as zero and flushes results below the smallest
+    normal to a zero of the same sign.  See docs/numerics.md for the rules of "none"/"pow2"."""
 
     def __init__(self, exp_bits: int, man_bits: int, bias: int | None = None, inf: bool = True,
                  nan: str = "ieee", subnormals: bool = True, name: str | None = None):
@@ -155,6 +157,8 @@ class FloatFormat(Format):
             raise ValueError(f"inf=True needs nan='ieee' (an all-ones exponent for inf), got nan={nan!r}")
         if nan in ("ieee", "fn") and man_bits == 0:
             raise ValueError(f"nan={nan!r} needs man_bits >= 1 to encode NaN apart from inf/max")
+        if nan == "pow2" and (man_bits != 0 or not subnormals):
+            raise ValueError("nan='pow2' (unsigned powers of two) needs man_bits=0 and the default subnormals=True")
         if bias is None:
             bias = 2 ** (exp_bits - 1) - (0 if nan == "fnuz" else 1)
         _check_int("bias", bias, -(2**20), 2**20)
@@ -164,19 +168,23 @@ class FloatFormat(Format):
             emax, max_sig = top_exponent - 1, 2 ** (man_bits + 1) - 1
         elif nan == "fn":
             emax, max_sig = top_exponent, 2 ** (man_bits + 1) - 2
+        elif nan == "pow2":  # every field but the all-ones NaN is a normal power of two
+            emin, emax, max_sig = -bias, top_exponent - 1, 1
         else:
             emax, max_sig = top_exponent, 2 ** (man_bits + 1) - 1
         if emin - man_bits < -1074 or emax > 1023:
             raise ValueError(f"bias={bias} puts values of e{exp_bits}m{man_bits} outside float64's range")
         self.exp_bits, self.man_bits, self.bias = exp_bits, man_bits, bias
-        self.has_inf, self.has_nan, self.nan_style = bool(inf), True, nan
-        self.subnormals = bool(subnormals)
+        self.has_inf, self.has_nan, self.nan_style = bool(inf), nan != "none", nan
+        self.signed = nan != "pow2"
+        self.subnormals = bool(subnormals) and nan != "pow2"  # pow2: no zero, all fields normal
         self.emin, self.emax, self.max_sig = emin, emax, max_sig
+        bits = int(self.signed) + exp_bits + man_bits
         struct = ffi.new("acs_format *")
         g = struct.grid
         g.kind, g.man_bits, g.emin, g.emax, g.max_sig = lib.ACS_GRID_FLOAT, man_bits, emin, emax, max_sig
         g.subnormals = self.subnormals
-        struct.bits, struct.exp_bits, struct.bias = 1 + exp_bits + man_bits, exp_bits, bias
+        struct.bits, struct.exp_bits, struct.bias = bits, exp_bits, bias
         struct.has_inf, struct.nan_style = self.has_inf, _NAN_STYLES[nan]
         if name is None:
             name = f"e{exp_bits}m{man_bits}" + ("" if nan == "ieee" else nan)
@@ -184,9 +192,9 @@ class FloatFormat(Format):
                 name += f"b{bias}"
             if not inf and nan == "ieee":
                 name += "noinf"
-            if not subnormals:
+            if not subnormals and nan != "pow2":
                 name += "ftz"
-        super().__init__(name, 1 + exp_bits + man_bits, struct)
+        super().__init__(name, bits, struct)
 
     @property
     def max(self) -> float:
@@ -194,8 +202,8 @@ class FloatFormat(Format):
 
     @property
     def min(self) -> float:
-        """Most negative finite value."""
-        return -self.max
+        """Most negative finite value (the smallest one for unsigned pow2 formats)."""
+        return -self.max if self.signed else self.min_normal
 
     @property
     def min_normal(self) -> float:
@@ -206,6 +214,8 @@ class FloatFormat(Format):
         return math.ldexp(1.0, self.emin - self.man_bits) if self.subnormals else self.min_normal
 
     def _overflow_policy(self) -> int:
+        if self.nan_style == "none":  # no inf or NaN to overflow to: clamp, as ml_dtypes does
+            return lib.ACS_OVF_SATURATE
         return lib.ACS_OVF_INF if self.has_inf else lib.ACS_OVF_NAN
 
     def _key(self):
@@ -294,6 +304,10 @@ _FACTORIES = {
     "e4m3fnuz": lambda: FloatFormat(4, 3, inf=False, nan="fnuz", name="e4m3fnuz"),
     "e5m2fnuz": lambda: FloatFormat(5, 2, inf=False, nan="fnuz", name="e5m2fnuz"),
     "e3m4": lambda: FloatFormat(3, 4, name="e3m4"),
+    "e2m1": lambda: FloatFormat(2, 1, inf=False, nan="none", name="e2m1"),
+    "e2m3": lambda: FloatFormat(2, 3, inf=False, nan="none", name="e2m3"),
+    "e3m2": lambda: FloatFormat(3, 2, inf=False, nan="none", name="e3m2"),
+    "e8m0": lambda: FloatFormat(8, 0, inf=False, nan="pow2", name="e8m0"),
     "fp16": lambda: FloatFormat(5, 10, name="fp16"),
     "bf16": lambda: FloatFormat(8, 7, name="bf16"),
     "fp32": lambda: FloatFormat(8, 23, name="fp32"),

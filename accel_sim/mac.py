@@ -196,12 +196,21 @@ def get_acc(acc, argname: str = "acc"):
 
 
 class MAC:
-    """A multiply-accumulate unit: operand formats a and b, and an accumulator."""
+    """A multiply-accumulate unit: operand formats a and b, and an accumulator.
 
-    def __init__(self, a="int8", b=None, acc="int32", name=None):
+    scale_acc: the output register of block-scaled GEMMs (OCP MX, VS-Quant): each K-block's
+    partial sum times the product of its two block scales is added to it with one rounding
+    (a FloatAcc, or a FixedAcc that first rounds the scaled partial onto its grid); default
+    fp32 rne.  Unused by unscaled GEMMs.  See docs/scaling.md."""
+
+    def __init__(self, a="int8", b=None, acc="int32", name=None, scale_acc="fp32"):
         self.a = formats.get(a, "a")
         self.b = formats.get(a if b is None else b, "b")
         self.acc = get_acc(acc)
+        self.scale_acc = get_acc(scale_acc, "scale_acc")
+        if not isinstance(self.scale_acc, (FloatAcc, FixedAcc)):
+            raise ValueError(f"scale_acc must be a FloatAcc or a FixedAcc (an integer register is "
+                             f"FixedAcc(bits, 0)), got {self.scale_acc.name}")
         if isinstance(self.acc, IntAcc):
             for arg, f in (("a", self.a), ("b", self.b)):
                 if not isinstance(f, formats.FixedFormat) or f.frac_bits != 0:
@@ -211,6 +220,8 @@ class MAC:
         c.a, c.b = self.a._c[0], self.b._c[0]
         self.acc._fill(c.acc)
         self._c = c
+        self._scale_c = ffi.new("acs_acc *")
+        self.scale_acc._fill(self._scale_c)
 
     @property
     def terms(self) -> int:

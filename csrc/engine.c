@@ -4,3 +4,4 @@
 #include "formats.c"
 #include "accumulate.c"
 #include "array.c"
+#include "blockscale.c"

@@ -19,8 +19,11 @@ enum acs_grid_kind { ACS_GRID_FLOAT = 0, ACS_GRID_FIXED = 1 };
 
 /* Which codes of a float format are special (names as in ml_dtypes).
  * IEEE: all-ones exponent is inf (mantissa 0, if has_inf) or NaN; FN: only all-ones exponent
- * and mantissa is NaN; FNUZ: only the negative-zero code is NaN (no -0, no inf). */
-enum acs_nan_style { ACS_NAN_IEEE = 0, ACS_NAN_FN = 1, ACS_NAN_FNUZ = 2 };
+ * and mantissa is NaN; FNUZ: only the negative-zero code is NaN (no -0, no inf); NONE: no
+ * special codes, every code is a number (float4_e2m1fn, float6_*); POW2: unsigned powers of
+ * two, no sign, mantissa or zero, field e is 2^(e - bias) and the all-ones code is NaN
+ * (float8_e8m0fnu; grid: man_bits 0, emin -bias, no subnormals). */
+enum acs_nan_style { ACS_NAN_IEEE = 0, ACS_NAN_FN = 1, ACS_NAN_FNUZ = 2, ACS_NAN_NONE = 3, ACS_NAN_POW2 = 4 };
 
 enum acs_status { ACS_OK = 0, ACS_ERR_NAN = 1, ACS_ERR_RANGE = 2, ACS_ERR_ARG = 3 };
 
@@ -137,6 +140,20 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
 int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
                  const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
                  const float *bias, float *out);
+
+/* Block-scaled GEMMs (blockscale.c): a running output register per output, of the MAC's
+ * scale accumulator (FLOAT or FIXED), kept in caller memory of acs_join_state_size() bytes
+ * per output.  acs_join_start sets count registers to +0.  acs_join_block joins one K-block:
+ * out[i,j] <- out[i,j] + partial[i,j] * sa[i*sa_stride] * sb[j*sb_stride], the product exact
+ * (scales are powers of two or small integers; ACS_ERR_ARG if it would exceed 127 bits) and
+ * the sum rounded once with the register's rules; partial (float64) or partial_int is m x n.
+ * Stochastic rounding draws acs_rand32(seed, i*n + j, step).  acs_join_read gives float64. */
+int64_t acs_join_state_size(void);
+int acs_join_start(const acs_acc *scale_acc, void *state, int64_t count);
+int acs_join_block(const acs_acc *scale_acc, void *state, const double *partial, const int64_t *partial_int,
+                   int64_t m, int64_t n, const double *sa, int64_t sa_stride, const double *sb,
+                   int64_t sb_stride, uint64_t seed, uint64_t step);
+int acs_join_read(const acs_acc *scale_acc, const void *state, int64_t count, double *out);
 
 /* Exact fast paths (on by default): FloatAcc fp32 rne whose operand products are exact in
  * fp32 runs on native float adds, IntAcc wrap on native integer sums.  0 turns them off so

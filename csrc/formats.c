@@ -17,6 +17,7 @@ static uint64_t nan_code(const acs_format *f, int neg)
     int m = f->grid.man_bits;
     uint64_t sign = neg ? sign_bit(f) : 0;
     switch (f->nan_style) {
+    case ACS_NAN_POW2: return mask64(f->bits);
     case ACS_NAN_FNUZ: return sign_bit(f);                 /* the would-be negative zero */
     case ACS_NAN_FN: return sign | exp_field_ones(f) | mask64(m);
     default: return sign | exp_field_ones(f) | (1ULL << (m - 1)); /* canonical quiet NaN */
@@ -30,7 +31,7 @@ static uint64_t pack_code(const acs_format *f, const acs_rounded *r)
         return (r->neg ? (uint64_t)0 - k : k) & mask64(f->bits);
     }
     int m = f->grid.man_bits;
-    uint64_t sign = r->neg ? sign_bit(f) : 0;
+    uint64_t sign = r->neg && f->nan_style != ACS_NAN_POW2 ? sign_bit(f) : 0;
     switch (r->cls) {
     case ACS_ZERO: return f->nan_style == ACS_NAN_FNUZ ? 0 : sign;
     case ACS_INF: return sign | exp_field_ones(f);
@@ -55,6 +56,12 @@ acs_operand acs_decode_operand(const acs_format *f, uint64_t c)
         v.exp = -f->grid.frac_bits;
         v.bexp = k ? v.exp + 63 - __builtin_clzll(k) : 0;
         v.cls = k ? ACS_FINITE : ACS_ZERO;
+        return v;
+    }
+    if (f->nan_style == ACS_NAN_POW2) {
+        v.cls = c == mask64(f->bits) ? ACS_NAN : ACS_FINITE;
+        v.sig = 1;
+        v.exp = v.bexp = (int32_t)c - f->bias;
         return v;
     }
     int m = f->grid.man_bits;
@@ -109,7 +116,10 @@ static int check_encode_args(const acs_format *f, int rounding, int overflow)
     if (!f || f->bits < 1 || f->bits > 64 || rounding < ACS_RNE || rounding > ACS_SR) return ACS_ERR_ARG;
     if (f->grid.kind == ACS_GRID_FLOAT) {
         if (overflow == ACS_OVF_WRAP || (overflow == ACS_OVF_INF && !f->has_inf)) return ACS_ERR_ARG;
+        if (overflow == ACS_OVF_NAN && f->nan_style == ACS_NAN_NONE) return ACS_ERR_ARG;
         if (f->grid.man_bits < 0 || f->grid.man_bits > 62 || f->exp_bits < 1) return ACS_ERR_ARG;
+        if (f->nan_style == ACS_NAN_POW2 && (f->grid.man_bits || f->grid.subnormals || f->bits != f->exp_bits))
+            return ACS_ERR_ARG;
     } else if (overflow != ACS_OVF_SATURATE && overflow != ACS_OVF_ERROR && overflow != ACS_OVF_WRAP) {
         return ACS_ERR_ARG;
     }
@@ -125,9 +135,11 @@ static inline uint64_t encode_one(const acs_format *f, uint64_t bits, int in_bit
     int cls;
     acs_real v = acs_real_from_bits(bits, in_bits, &cls);
     acs_rounded r = { cls, v.neg, 0, 0, 0 };
+    if (f->nan_style == ACS_NAN_POW2 && (v.neg || cls == ACS_ZERO))
+        cls = r.cls = ACS_NAN;  /* no zero, no sign: as ml_dtypes' float8_e8m0fnu */
     switch (cls) {
     case ACS_NAN:
-        if (f->grid.kind == ACS_GRID_FIXED) *status = ACS_ERR_NAN;
+        if (f->grid.kind == ACS_GRID_FIXED || f->nan_style == ACS_NAN_NONE) *status = ACS_ERR_NAN;
         break;
     case ACS_INF:
         r = acs_round_infinity(&f->grid, v.neg, overflow);
@@ -135,6 +147,11 @@ static inline uint64_t encode_one(const acs_format *f, uint64_t bits, int in_bit
     case ACS_FINITE:
         r = acs_round(&f->grid, v, rounding, overflow,
                       rounding == ACS_SR ? acs_rand32(seed, (uint64_t)index, 0) : 0);
+        if (r.cls == ACS_ZERO && f->nan_style == ACS_NAN_POW2) { /* no zero: the smallest value */
+            r.cls = ACS_FINITE;
+            r.kept = 1;
+            r.q = f->grid.emin;
+        }
         break;
     }
     if (r.flags & ACS_OUT_OF_RANGE) *status = ACS_ERR_RANGE;
