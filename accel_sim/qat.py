@@ -30,6 +30,7 @@ from accel_sim.quant import QTensor, quantize
 __all__ = ["Quantizer", "Forward", "linear", "conv2d", "col2im"]
 
 _STATIC = ("tensor", "channel")
+_BLOCKED = ("block", "vector")   # OCP MX and VS-Quant: scales per block of K, both operands
 
 
 class Quantizer:
@@ -42,7 +43,10 @@ class Quantizer:
     float32 scale) is calibrated once, with `calibration`, on the first tensor quantized (or by
     calibrate()), then kept; the backward returns its LSQ gradient, so a trainer can learn it.
     Dynamic (dynamic=True, or any other scale kind such as "vector"): quantize() calibrates
-    afresh on every call, as hardware computing scales on the fly does; no step gradient."""
+    afresh on every call, as hardware computing scales on the fly does; no step gradient.
+    Block kinds ("block": OCP MX, "vector": VS-Quant) scale blocks of the reduction axis K:
+    the layer hooks lower the layer to one GEMM, zero-pad K to a multiple of the block and
+    quantize both operands along K (so axis stays None here; both operands must be blocked)."""
 
     def __init__(self, fmt, scale="tensor", axis=None, *, calibration="absmax", dynamic=False, **quant_kwargs):
         self.format = formats.get(fmt, "fmt")
@@ -56,8 +60,9 @@ class Quantizer:
             axis = 0
         if axis is not None and (isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer))):
             raise TypeError(f"axis must be an integer or None, got {type(axis).__name__}")
-        if scale == "tensor" and axis is not None:
-            raise ValueError("axis applies to per-channel or per-vector scales; leave it None for scale='tensor'")
+        if scale in ("tensor",) + _BLOCKED and axis is not None:
+            raise ValueError(f"axis applies to per-channel scales; leave it None for scale={scale!r} "
+                             "(block scales run along the layer's reduction axis)")
         if "seed" in quant_kwargs or "saturate" in quant_kwargs:
             raise ValueError("saturate and seed are fixed by the quantizer (saturate=True, the array's seed)")
         self.kind, self.axis, self.calibration = scale, axis, calibration
@@ -97,9 +102,18 @@ class Quantizer:
         self.step = self._ptq(x).scale
         return self
 
+    @property
+    def blocked(self) -> bool:
+        return self.kind in _BLOCKED
+
+    @property
+    def block(self):
+        """Elements per block of K (block kinds), else None."""
+        return self.kwargs.get("block", 32 if self.kind == "block" else 16) if self.blocked else None
+
     def _ptq(self, x):
-        return quantize(x, self.format, scale=self.kind, axis=self.axis, calibration=self.calibration,
-                        saturate=True, **self.kwargs)
+        return quantize(x, self.format, scale=self.kind, axis=-1 if self.blocked else self.axis,
+                        calibration=self.calibration, saturate=True, **self.kwargs)
 
     def __call__(self, x) -> QTensor:
         """x quantized with the current step (calibrated first if there is none yet)."""
@@ -168,6 +182,11 @@ def _check(arr, x_quant, w_quant):
         raise ValueError(f"x_quant quantizes to {x_quant.format.name} but the array's MAC takes {arr.mac.a.name}")
     if w_quant.format != arr.mac.b:
         raise ValueError(f"w_quant quantizes to {w_quant.format.name} but the array's MAC takes {arr.mac.b.name}")
+    if x_quant.blocked != w_quant.blocked:
+        raise ValueError("x_quant and w_quant must both use block scales ('block'/'vector') or neither: "
+                         "the array joins block-scaled partial sums with both operands' block scales")
+    if x_quant.blocked and x_quant.block != w_quant.block:
+        raise ValueError(f"x_quant and w_quant must share the block size, got {x_quant.block} and {w_quant.block}")
     if x_quant.kind == "channel":
         raise ValueError("x_quant must scale per tensor (or dynamically): the array applies activation scales "
                          "per row after the sum, so a per-channel scale along K cannot be applied")
@@ -194,6 +213,10 @@ def linear(arr, x, w, bias=None, *, x_quant, w_quant) -> Forward:
     if x.ndim < 1 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"x {x.shape} and w {w.shape} do not fit: x's last axis must be w's in_features")
     b = None if bias is None else _float(bias, "bias", 1)
+    if x_quant.blocked:
+        fwd = _blocked_gemm(arr, x.reshape(-1, w.shape[1]), w, b, x_quant, w_quant)
+        out = fwd.output.reshape(*x.shape[:-1], -1)
+        return Forward(out, fwd.result, lambda g: _reshaped(fwd.backward(g.reshape(fwd.output.shape)), x.shape))
     qx, qw = x_quant(x), w_quant(w)
     res = arr.linear(qx, qw, bias=b)
 
@@ -231,6 +254,8 @@ def conv2d(arr, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, x
     b = None if bias is None else _float(bias, "bias", 1)
     stride, padding, dilation = (layers.pair(v, name) for v, name in
                                  ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
+    if x_quant.blocked:
+        return _blocked_conv2d(arr, x, w, b, stride, padding, dilation, groups, x_quant, w_quant)
     qx, qw = x_quant(x), w_quant(w)
     res = arr.conv2d(qx, qw, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=b)
 
@@ -253,3 +278,54 @@ def conv2d(arr, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, x
         return {"x": gx, "w": gw, "bias": None if b is None else gy.sum(axis=0), "x_step": gsx, "w_step": gsw}
 
     return Forward(res.output, res, backward)
+
+
+# -- block-scaled layers (OCP MX, VS-Quant): one GEMM, K zero-padded to whole blocks ---------
+
+def _reshaped(grads, xshape):
+    grads["x"] = grads["x"].reshape(xshape)
+    return grads
+
+
+def _blocked_gemm(arr, a, wt, bias, x_quant, w_quant) -> Forward:
+    """a (M, K) @ wt (N, K).T on the array with both operands block-scaled along K; K is
+    zero-padded to a multiple of the block (zeros add nothing; the padded MACs are counted)."""
+    k = a.shape[1]
+    pad = -k % x_quant.block
+    ap, wp = np.pad(a, ((0, 0), (0, pad))), np.pad(wt, ((0, 0), (0, pad)))
+    qa, qw = x_quant(ap), w_quant(wp)
+    qb = QTensor(qw.codes.T, qw.format, qw.scale, None if qw.axis is None else 1 - qw.axis, block=qw.block,
+                 block_axis=1 - qw.block_axis, block_scale_codes=qw.block_scale_codes.T, scale_format=qw.scale_format)
+    res = arr.gemm(qa, qb, bias=bias, _names=("x", "w"))
+
+    def backward(g):
+        ah, wh = qa.dequantize(), qw.dequantize()
+        ga, _ = x_quant.ste(ap, qa, g @ wh)
+        gw, _ = w_quant.ste(wp, qw, g.T @ ah)
+        return {"x": ga[:, :k], "w": gw[:, :k], "bias": None if bias is None else g.sum(axis=0),
+                "x_step": None, "w_step": None}
+
+    return Forward(res.output, res, backward)
+
+
+def _blocked_conv2d(arr, x, w, bias, stride, padding, dilation, groups, x_quant, w_quant) -> Forward:
+    """conv2d lowered by im2col of the float input, then _blocked_gemm (groups=1)."""
+    if groups != 1:
+        raise ValueError(f"block-scaled conv2d runs groups=1 only, got groups={groups}")
+    o, c, kh, kw = w.shape
+    if x.shape[1] != c:
+        raise ValueError(f"x has {x.shape[1]} channels but w {w.shape} expects {c}")
+    cols, (oh, ow) = layers.im2col(x, (kh, kw), stride, padding, dilation)
+    fwd = _blocked_gemm(arr, cols, w.reshape(o, -1), bias, x_quant, w_quant)
+    n = x.shape[0]
+
+    def nchw(y):
+        return y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+
+    def backward(g):
+        grads = fwd.backward(g.transpose(0, 2, 3, 1).reshape(-1, o))
+        grads["x"] = col2im(grads["x"], x.shape, (kh, kw), stride, padding, dilation)
+        grads["w"] = grads["w"].reshape(w.shape)
+        return grads
+
+    return Forward(nchw(fwd.output), fwd.result, backward)

@@ -15,7 +15,7 @@ import pytest
 import accel_sim as acs
 from accel_sim import layers, qat
 
-ACC = {"int8": "int32", "int4": "int32", "e4m3fn": "fp32", "e5m2": "fp32"}
+ACC = {"int8": "int32", "int4": "int32", "e4m3fn": "fp32", "e5m2": "fp32", "e2m1": "fp32"}
 
 
 def bits(a):
@@ -105,6 +105,73 @@ def test_dynamic_quantizer_is_ptq_every_call():
         g = fwd.backward(np.ones((5, 3)))
         assert g["x_step"] is None and g["w_step"] is None
     assert xq.step is None
+
+
+# ------------------------------------------------------------------------------------------
+# block-scaled (VS-Quant, OCP MX) layers: one GEMM with K zero-padded to whole blocks
+# ------------------------------------------------------------------------------------------
+
+def vsq(x2):
+    return acs.quant.quantize(x2, "int4", scale="vector", axis=-1, block=16, scale_format="uint4")
+
+
+def test_vsq_linear_forward_and_backward():
+    rng = np.random.default_rng(11)
+    x, w, b = rng.standard_normal((5, 40)), rng.standard_normal((3, 40)), rng.standard_normal(3)
+    x[:, 3] *= 20                                            # an outlier column: its vectors get big scales
+    arr = array_for("int4", "ws", 8, 4)
+    qz = {"scale": "vector", "block": 16, "scale_format": "uint4"}
+    fwd = qat.linear(arr, x, w, b, x_quant=qat.Quantizer("int4", **qz), w_quant=qat.Quantizer("int4", **qz))
+    xp, wp = np.pad(x, ((0, 0), (0, 8))), np.pad(w, ((0, 0), (0, 8)))   # K 40 -> 48
+    qx, qw = vsq(xp), vsq(wp)
+    qb = acs.QTensor(qw.codes.T, "int4", qw.scale, axis=1, block=16, block_axis=0,
+                     block_scale_codes=qw.block_scale_codes.T, scale_format="uint4")
+    want = arr.gemm(qx, qb, bias=b)
+    assert np.array_equal(bits(fwd.output), bits(want.output))
+    assert fwd.result.energy_pj == want.energy_pj
+    c = rng.standard_normal((5, 3))
+    g = fwd.backward(c)
+    # STE: the float gradient at the dequantized operands, zero where x / (its vector's scale) is
+    # outside int4's [-8, 7]
+    vec_scale = np.repeat(qx.block_scales(), 16, axis=1) * qx.scale_array()
+    inside = (xp >= -8 * vec_scale) & (xp <= 7 * vec_scale)
+    assert not inside.all() and inside.any()
+    np.testing.assert_array_equal(g["x"], np.where(inside, c @ qw.dequantize(), 0.0)[:, :40])
+    wscale = np.repeat(qw.block_scales(), 16, axis=1) * qw.scale_array()
+    np.testing.assert_array_equal(g["w"], np.where((wp >= -8 * wscale) & (wp <= 7 * wscale), c.T @ qx.dequantize(), 0.0)[:, :40])
+    assert g["x_step"] is None and g["w_step"] is None
+
+
+def test_vsq_conv2d_forward_is_array_gemm():
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((2, 6, 5, 5)), rng.standard_normal((4, 6, 3, 3))
+    arr = array_for("int4", "os", 4, 4)
+    qz = {"scale": "vector", "block": 16, "scale_format": "uint4"}
+    fwd = qat.conv2d(arr, x, w, stride=2, padding=1, x_quant=qat.Quantizer("int4", **qz),
+                     w_quant=qat.Quantizer("int4", **qz))
+    cols, (oh, ow) = layers.im2col(x, (3, 3), (2, 2), (1, 1), (1, 1))   # K = 54 -> 64
+    qx, qw = vsq(np.pad(cols, ((0, 0), (0, 10)))), vsq(np.pad(w.reshape(4, -1), ((0, 0), (0, 10))))
+    qb = acs.QTensor(qw.codes.T, "int4", qw.scale, axis=1, block=16, block_axis=0,
+                     block_scale_codes=qw.block_scale_codes.T, scale_format="uint4")
+    want = arr.gemm(qx, qb).output.reshape(2, oh, ow, 4).transpose(0, 3, 1, 2)
+    assert np.array_equal(bits(fwd.output), bits(want))
+    g = fwd.backward(np.ones(fwd.output.shape))
+    assert g["x"].shape == x.shape and g["w"].shape == w.shape
+
+
+def test_blocked_needs_both_operands():
+    arr = array_for("int4")
+    with pytest.raises(ValueError, match="both"):
+        qat.linear(arr, np.ones((2, 16)), np.ones((3, 16)), x_quant=qat.Quantizer("int4", "vector"),
+                   w_quant=qat.Quantizer("int4", "channel"))
+    with pytest.raises(ValueError, match="block size"):
+        qat.linear(arr, np.ones((2, 16)), np.ones((3, 16)), x_quant=qat.Quantizer("int4", "vector", block=8),
+                   w_quant=qat.Quantizer("int4", "vector"))
+    with pytest.raises(ValueError, match="axis"):
+        qat.Quantizer("int4", "vector", axis=0)
+    with pytest.raises(ValueError, match="groups"):
+        qat.conv2d(arr, np.ones((1, 2, 4, 4)), np.ones((2, 1, 3, 3)), groups=2,
+                   x_quant=qat.Quantizer("int4", "vector"), w_quant=qat.Quantizer("int4", "vector"))
 
 
 # ------------------------------------------------------------------------------------------
