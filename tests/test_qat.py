@@ -464,3 +464,36 @@ def test_bad_layer_arguments():
         fwd.backward(np.ones((2, 3)))
     with pytest.raises(TypeError, match="grad_output"):
         fwd.backward(np.array([["a"] * 4] * 2))
+
+
+# ------------------------------------------------------------------------------------------
+# the digits experiment's forward (traces/qat_digits.py)
+# ------------------------------------------------------------------------------------------
+
+def test_digits_experiment_forward_is_the_simulated_model():
+    """With per-call absmax quantizers, the experiment's forward gives the same logits, bit for
+    bit, as the digits CNN's own forward under acs.trace.simulate (Array.conv2d / linear with
+    float inputs quantized per tensor); one QAT epoch on 64 images runs and keeps the shapes."""
+    import importlib.util
+    from pathlib import Path
+    traces = Path(__file__).resolve().parents[1] / "traces"
+    spec = importlib.util.spec_from_file_location("_test_qat_digits", traces / "qat_digits.py")
+    qd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(qd)
+    trace = acs.trace.load(traces / "digits_cnn.npz")
+    params = qd.dc.params_from_trace(trace)
+    x = trace.arrays[trace.task["images"]][:64]
+    y = trace.arrays[trace.task["labels"]][:64]
+    arr = acs.Array(32, 32, "ws", mac=acs.MAC("int8", "int8", "int32"), threads=1)
+    dyn = {"dynamic": True}
+    qz = qd.quantizers("int8", dyn, dict(dyn, scale="tensor"), calibration="absmax")
+    logits, _ = qd.forward(params, qz, arr, x)
+    with acs.trace.simulate(arr):
+        want = qd.dc.forward(params, x)
+    assert np.array_equal(bits(logits), bits(want.astype(np.float64)))
+    qs = qd.quantizers("int4", {}, {"scale": "channel"})
+    arr4 = acs.Array(32, 32, "ws", mac=acs.MAC("int4", "int4", "int32"), threads=1)
+    qd.forward(params, qs, arr4, x)   # calibrates
+    tuned = qd.qat_finetune(params, qs, arr4, x, y, seed=1, epochs=1)
+    assert {k: v.shape for k, v in tuned.items()} == {k: v.shape for k, v in params.items()}
+    assert all(np.all(np.isfinite(v)) for v in tuned.values())
