@@ -611,6 +611,10 @@ class Array:
 
     def linear(self, x, w, bias=None, out_format=None) -> Result:
         """y = x @ w.T + bias with PyTorch's layout: x (..., in), w (out, in)."""
+        for argname, v in (("x", x), ("w", w)):
+            if isinstance(v, QTensor) and v.is_block_scaled:
+                raise ValueError(f"{argname} is block-scaled; block-scaled operands are taken by Array.gemm, with "
+                                 "both operands block-scaled along K")
         x_arr = x.dequantize() if isinstance(x, QTensor) else np.asarray(x)
         if x_arr.ndim < 1:
             raise ValueError("x must have at least one dimension (its last is in_features)")

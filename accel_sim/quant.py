@@ -10,7 +10,7 @@ import numpy as np
 from accel_sim import formats
 from accel_sim._native import check_seed, rounding_code
 
-__all__ = ["QTensor", "quantize", "CALIBRATIONS", "SCALE_FORMATS", "scale_values"]
+__all__ = ["QTensor", "quantize", "CALIBRATIONS", "SCALE_FORMATS", "MXINT8", "scale_values"]
 
 CALIBRATIONS = ("absmax", "percentile", "mse")
 
@@ -18,6 +18,9 @@ CALIBRATIONS = ("absmax", "percentile", "mse")
 # NaN; uintM (VS-Quant): code c stands for the integer c.
 SCALE_FORMATS = {"e8m0": 8, "uint4": 4, "uint6": 6, "uint8": 8}
 E8M0_BIAS, E8M0_NAN = 127, 0xFF
+
+# OCP MX's MXINT8 element: 8-bit two's complement with an implicit 2^-6 (values k/64, emax 0).
+MXINT8 = formats.register(formats.FixedFormat(2, 6, name="mxint8"))
 
 
 def scale_values(codes, scale_format) -> np.ndarray:

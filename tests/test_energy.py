@@ -38,6 +38,8 @@ HOROWITZ = {
 # a flip-flop bit ~ one bit of the 8b add; leakage 5% of an int8 MAC (mult + add) per PE-cycle.
 DEFAULTS = dict(HOROWITZ, dram_64b=(1300.0 + 2600.0) / 2, reg_bit=0.03 / 8,
                 leakage_pe_cycle=0.05 * (0.2 + 0.03))
+# docs/scaling.md: an e8m0 scale product (or applying a power-of-two scale) ~ an 8b add.
+DEFAULTS["scale_exp_add"] = 0.03
 # Stillmaker & Baas (Integration 58, 2017): energy relative to 45 nm.
 NODE_FACTOR = {32: 0.66, 16: 0.17, 14: 0.14, 7: 0.094}
 PARTS = {"mult", "pe_add", "buffer_add", "reg", "sram", "dram", "leakage"}
