@@ -23,7 +23,8 @@ from accel_sim.quant import CALIBRATIONS, QTensor, quantize
 __all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]
 
 DATAFLOWS = {"os": lib.ACS_OS, "ws": lib.ACS_WS, "is": lib.ACS_IS}
-_SCALES = ("tensor", "channel", "none")
+_SCALES = ("tensor", "channel", "none", "block", "vector")
+_BLOCK_SCALES = ("block", "vector")   # OCP MX and VS-Quant: both operands scaled per block of K
 
 
 def gemm_cycles(dataflow, rows, cols, m, n, k, terms=1):
@@ -168,7 +169,10 @@ def _part(x, axis, lo, hi):
     s = x.scale_array()
     if s.ndim and s.shape[axis] > 1:
         s = s[tuple(idx)]
-    return x.format.decode(x.codes[tuple(idx)]) * s
+    values = x.format.decode(x.codes[tuple(idx)])
+    if x.is_block_scaled:    # blocks run along the other axis: slice their scales alike
+        values = values * np.repeat(x.block_scales()[tuple(idx)], x.block, axis=x.block_axis)
+    return values * s
 
 
 def _gemm_metrics(output, pairs, block=512) -> dict:
@@ -263,8 +267,10 @@ class Array:
     sums ws/is tiles (default: the PE accumulator).  sram_kb: total on-chip SRAM split evenly
     among A, B and outputs, or a triple (a_kb, b_kb, out_kb); with dram_bytes_per_cycle it adds
     stall cycles (docs/array.md).  quant: how float inputs are quantized: dict with "a", "b"
-    ("tensor"; "channel": per row of A, per column of B; "none": scale 1, a plain cast),
-    "calibration", "rounding".
+    ("tensor"; "channel": per row of A, per column of B; "none": scale 1, a plain cast;
+    "block" (OCP MX) or "vector" (VS-Quant) for both: scales per block of K, with "block" (the
+    size) and "scale_format" keys as quant.quantize takes them; K is zero-padded to whole
+    blocks), "calibration", "rounding".
     seed: stochastic rounding's seed.  energy: an EnergyTable, or the path of a TOML one
     (default: EnergyTable.default(45)).  threads: engine threads over output rows (default: the
     ACCEL_SIM_THREADS environment variable, else every core); the bits never depend on it.
@@ -331,20 +337,36 @@ class Array:
 
     @staticmethod
     def _check_quant(quant):
-        spec = {"a": "tensor", "b": "tensor", "calibration": "absmax", "rounding": "rne"}
+        spec = {"a": "tensor", "b": "tensor", "calibration": "absmax", "rounding": "rne", "block": None,
+                "scale_format": None}
         if quant is None:
             return spec
         if not isinstance(quant, dict):
-            raise TypeError(f"quant must be a dict with keys a, b, calibration, rounding; got {type(quant).__name__}")
+            raise TypeError(f"quant must be a dict with keys {', '.join(spec)}; got {type(quant).__name__}")
         unknown = set(quant) - set(spec)
         if unknown:
-            raise ValueError(f"quant has unknown keys {sorted(unknown)}; expected a, b, calibration, rounding")
+            raise ValueError(f"quant has unknown keys {sorted(unknown)}; expected {', '.join(spec)}")
         spec.update(quant)
         for key in ("a", "b"):
             if spec[key] not in _SCALES:
                 raise ValueError(f"quant[{key!r}] must be one of {_SCALES}, got {spec[key]!r}")
+        if (spec["a"] in _BLOCK_SCALES) != (spec["b"] in _BLOCK_SCALES) or \
+                (spec["a"] in _BLOCK_SCALES and spec["a"] != spec["b"]):
+            raise ValueError(f"block scaling applies to both operands along K: quant['a'] and quant['b'] must both be "
+                             f"'block' or both 'vector', got {spec['a']!r} and {spec['b']!r}")
+        if spec["a"] not in _BLOCK_SCALES and (spec["block"] is not None or spec["scale_format"] is not None):
+            raise ValueError("quant['block'] and quant['scale_format'] apply to 'block' and 'vector' scaling only")
         if spec["calibration"] not in CALIBRATIONS:
             raise ValueError(f"quant['calibration'] must be one of {CALIBRATIONS}, got {spec['calibration']!r}")
+        if spec["a"] in _BLOCK_SCALES:   # quantize checks block, scale_format and calibration now, not later
+            try:
+                block = spec["block"] if isinstance(spec["block"], (int, np.integer)) and 0 < spec["block"] < 1 << 16 \
+                    else 32 if spec["a"] == "block" else 16
+                quantize(np.zeros((1, block)), "e4m3fn" if spec["a"] == "block" else "int4", scale=spec["a"],
+                         block=spec["block"], scale_format=spec["scale_format"], axis=1,
+                         calibration=spec["calibration"])
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"quant: {e}") from None
         rounding_code(spec["rounding"], "quant['rounding']")
         return spec
 
@@ -551,8 +573,9 @@ class Array:
         QTensors used as they are.  Output: fp32(fp32(acc * fp32(scale_a * scale_b)) + bias),
         then rounded to out_format if given.  metrics=False skips the float64 reference
         products behind Result.metrics (they cost more than a fast-path GEMM)."""
-        if any(isinstance(v, QTensor) and v.is_block_scaled for v in (A, B)):
-            return self._gemm_blocks(A, B, bias, out_format, metrics, _names)
+        if self.quant["a"] in _BLOCK_SCALES or any(isinstance(v, QTensor) and v.is_block_scaled for v in (A, B)):
+            qa, qb = self._block_operands(A, B, _names)
+            return self._gemm_blocks(qa, qb, bias, out_format, metrics, _names, floats=(A, B))
         for argname, v in zip(_names, (A, B)):
             if np.ndim(v.codes if isinstance(v, QTensor) else v) != 2:
                 raise ValueError(f"{argname} must have 2 dimensions, got shape {np.shape(v.codes if isinstance(v, QTensor) else v)}")
@@ -574,7 +597,36 @@ class Array:
         metrics = _gemm_metrics(output, pairs)
         return Result(**vars(plan), output=output, acc=acc, metrics={k: metrics[k] for k in ("vs_float64", "vs_dequantized")})
 
-    def _gemm_blocks(self, A, B, bias, out_format, metrics, names) -> Result:
+    def _block_operands(self, A, B, names):
+        """Float operands quantized per the quant spec's block scaling along K (A along axis 1,
+        B along axis 0), K zero-padded to whole blocks; QTensors pass through (checked later)."""
+        if not any(not isinstance(v, QTensor) for v in (A, B)):
+            return A, B
+        if self.quant["a"] not in _BLOCK_SCALES:
+            name = names[0] if not isinstance(A, QTensor) else names[1]
+            raise ValueError(f"{name} must be a block-scaled QTensor: in a block-scaled GEMM both operands carry block "
+                             "scales along K (quantize both, or give the Array quant={'a': 'block', 'b': 'block'})")
+        ops = []
+        for argname, v, fmt, k_axis in ((names[0], A, self.mac.a, 1), (names[1], B, self.mac.b, 0)):
+            if isinstance(v, QTensor):
+                ops.append(v)
+                continue
+            arr = np.asarray(v)
+            if arr.dtype.kind not in "fiu":
+                raise TypeError(f"{argname} must be a float array or a QTensor, got dtype {arr.dtype}")
+            if arr.ndim != 2:
+                raise ValueError(f"{argname} must have 2 dimensions, got shape {arr.shape}")
+            block = self.quant["block"] or (32 if self.quant["a"] == "block" else 16)
+            pad = [(0, 0), (0, 0)]
+            pad[k_axis] = (0, -arr.shape[k_axis] % block)
+            try:
+                ops.append(quantize(np.pad(arr, pad), fmt, scale=self.quant["a"], axis=k_axis, block=block,
+                                    scale_format=self.quant["scale_format"], rounding=self.quant["rounding"]))
+            except ValueError as e:
+                raise ValueError(f"{argname}: {e}") from None
+        return tuple(ops)
+
+    def _gemm_blocks(self, A, B, bias, out_format, metrics, names, floats=None) -> Result:
         """A block-scaled GEMM (OCP MX, VS-Quant; docs/scaling.md): per K-block, the array's
         usual accumulation (from zero, in dataflow order) gives a partial sum; the MAC's
         scale_acc adds partial * (scale_a * scale_b) with one rounding per block; the epilogue
@@ -651,11 +703,14 @@ class Array:
         add_scale_energy(self.energy, plan, self.mac, A.scale_format, B.scale_format, out_acc)
         if not metrics:
             return Result(**vars(plan), output=output, acc=acc, metrics={})
-        ref_q = A.dequantize() @ B.dequantize()
-        if bias32 is not None:
-            ref_q = ref_q + bias32
-        err = _error_metrics(output, ref_q)
-        return Result(**vars(plan), output=output, acc=acc, metrics={"vs_float64": err, "vs_dequantized": err})
+        fa, fb = (A, B) if floats is None else (A if isinstance(floats[0], QTensor) else floats[0],
+                                                B if isinstance(floats[1], QTensor) else floats[1])
+        if np.shape(fa)[1] != np.shape(fb)[0]:   # one float, one QTensor with K padded
+            fa, fb = A, B
+        pairs = [("vs_dequantized", A, B, None if bias is None else bias32.astype(np.float64)),
+                 ("vs_float64", fa, fb, None if bias is None else np.asarray(bias, np.float64))]
+        metrics = _gemm_metrics(output, pairs)
+        return Result(**vars(plan), output=output, acc=acc, metrics={k: metrics[k] for k in ("vs_float64", "vs_dequantized")})
 
     def linear(self, x, w, bias=None, out_format=None) -> Result:
         """y = x @ w.T + bias with PyTorch's layout: x (..., in), w (out, in)."""
@@ -695,6 +750,8 @@ class Array:
                 raise ValueError(f"{argname} must have at least 2 dimensions, got shape {np.shape(v)}")
             if isinstance(v, QTensor) and v.axis is not None:
                 raise ValueError(f"{argname} must be quantized per tensor for matmul")
+        if self.quant["a"] in _BLOCK_SCALES:
+            return self._matmul_blocks(a, b, out_format)
         per_tensor = {k: "none" if self.quant[k] == "none" else "tensor" for k in ("a", "b")}
         qa = self._operand(a, self.mac.a, per_tensor["a"], 0, "a", None)
         qb = self._operand(b, self.mac.b, per_tensor["b"], 1, "b", None)
@@ -722,6 +779,68 @@ class Array:
         return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 
+    def _float_operand(self, v, argname):
+        if isinstance(v, QTensor):
+            raise ValueError(f"{argname}: with quant {self.quant['a']!r} the array quantizes each GEMM's operands "
+                             "per block of K itself; pass floats")
+        arr = np.asarray(v)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"{argname} must be a float array, got dtype {arr.dtype}")
+        return arr.astype(np.float64)
+
+    def _block_gemms(self, triples, out_format):
+        """Block-scaled GEMMs of float (A, B, bias or None) triples: their Results, and the error
+        sums against the dequantized operands' products."""
+        results, sums = [], _ErrorSums()
+        for A, B, bias in triples:
+            qa, qb = self._block_operands(A, B, ("a", "b"))
+            res = self._gemm_blocks(qa, qb, bias, out_format, False, ("a", "b"))
+            ref = qa.dequantize() @ qb.dequantize()
+            sums.add(res.output, ref if bias is None else ref + self._bias(bias, ref.shape[1]))
+            results.append(res)
+        return results, sums
+
+    def _matmul_blocks(self, a, b, out_format) -> Result:
+        """Batched matmul with block scaling: every batch entry quantized per block of K."""
+        a64, b64 = self._float_operand(a, "a"), self._float_operand(b, "b")
+        if a64.shape[-1] != b64.shape[-2]:
+            raise ValueError(f"a {a64.shape} and b {b64.shape} do not multiply: K differs")
+        try:
+            batch = np.broadcast_shapes(a64.shape[:-2], b64.shape[:-2])
+        except ValueError:
+            raise ValueError(f"batch shapes of a {a64.shape} and b {b64.shape} do not broadcast") from None
+        m, n = a64.shape[-2], b64.shape[-1]
+        self._check_memory(int(np.prod(batch, dtype=object)) * m, n, a64.shape[-1], "the batched matmul")
+        ab = np.broadcast_to(a64, batch + a64.shape[-2:]).reshape(-1, *a64.shape[-2:])
+        bb = np.broadcast_to(b64, batch + b64.shape[-2:]).reshape(-1, *b64.shape[-2:])
+        results, sums = self._block_gemms(((x, y, None) for x, y in zip(ab, bb)), out_format)
+        output = np.stack([r.output for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
+        acc = np.stack([r.acc for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
+        metrics = {"vs_float64": _error_metrics(output, a64 @ b64), "vs_dequantized": sums.result()}
+        return _sum_plans(results, self.rows, self.cols, self.terms, self.clock_ghz, Result,
+                          output=output, acc=acc, metrics=metrics)
+
+    def _conv_blocks(self, x, w, kernel, stride, padding, dilation, groups, bias, out_format, out_hw) -> Result:
+        """conv2d with block scaling: per group, the im2col patches (A) and flattened filters (B)
+        are quantized per block of K = C/groups * KH * KW and multiplied as a block-scaled GEMM."""
+        nb, o, cg = x.shape[0], w.shape[0], w.shape[1]
+        og = o // groups
+        triples = ((layers.im2col(x[:, g * cg:(g + 1) * cg], kernel, stride, padding, dilation)[0],
+                    w[g * og:(g + 1) * og].reshape(og, -1).T,
+                    None if bias is None else np.asarray(bias, np.float64)[g * og:(g + 1) * og]) for g in range(groups))
+        results, sums = self._block_gemms(triples, out_format)
+
+        def nchw(parts):
+            return np.concatenate(parts, axis=1).reshape(nb, *out_hw, o).transpose(0, 3, 1, 2)
+
+        output, acc = nchw([r.output for r in results]), nchw([r.acc for r in results])
+        ref = _conv_reference(x, w, stride, padding, dilation, groups)
+        if bias is not None:
+            ref = ref + np.asarray(bias, np.float64)[None, :, None, None]
+        metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": sums.result()}
+        return _sum_plans(results, self.rows, self.cols, self.terms, self.clock_ghz, Result,
+                          output=output, acc=acc, metrics=metrics)
+
     def conv2d(self, x, w, stride=1, padding=0, dilation=1, groups=1, bias=None, out_format=None) -> Result:
         """2-D convolution with PyTorch's layouts (x NCHW, w OIHW) and output sizes, lowered to
         GEMMs by im2col, one per group.  x is quantized per tensor, w per the quant spec's "b"
@@ -734,8 +853,15 @@ class Array:
             raise ValueError(f"groups must be a positive integer, got {groups!r}")
         if self.quant["a"] == "channel":
             raise ValueError("conv2d quantizes x per tensor: quant['a'] must be 'tensor' or 'none', not 'channel'")
-        qx = self._operand(x, self.mac.a, self.quant["a"], 0, "x", 4)
-        qw = self._operand(w, self.mac.b, self.quant["b"], 0, "w", 4)
+        blocks = self.quant["a"] in _BLOCK_SCALES
+        if blocks:   # the im2col patches and flattened filters are quantized per block of K
+            qx, qw = self._float_operand(x, "x"), self._float_operand(w, "w")
+            for argname, v in (("x", qx), ("w", qw)):
+                if v.ndim != 4:
+                    raise ValueError(f"{argname} must have 4 dimensions, got shape {v.shape}")
+        else:
+            qx = self._operand(x, self.mac.a, self.quant["a"], 0, "x", 4)
+            qw = self._operand(w, self.mac.b, self.quant["b"], 0, "w", 4)
         nb, c, h, wd = qx.shape
         o, cg, kh, kw = qw.shape
         if c % groups or o % groups or cg != c // groups:
@@ -748,6 +874,8 @@ class Array:
         self._check_memory(nb * oh * ow, o, cg * kh * kw, "the convolution")
         bias32 = self._bias(bias, o)
         og = o // groups
+        if blocks:
+            return self._conv_blocks(qx, qw, (kh, kw), stride, padding, dilation, groups, bias, out_format, (oh, ow))
         sa = self._scales(qx, 0, 0)
         sw, sw_stride = self._scales(qw, 0, o)
         outs, accs, plans = [], [], []

@@ -15,13 +15,18 @@ from accel_sim import formats
 from accel_sim._io import jsonable as _jsonable
 from accel_sim.mac import mac_from_names
 
-# The demo's design space: every 8-bit format against the accumulators hardware uses.
+# The demo's design space: every 8-bit format against the accumulators hardware uses, and the
+# block-scaled (OCP MX, VS-Quant), 4-bit and posit alternatives.
 DEMO_GRIDS = (
     {"a": ["int8"], "scale": ["tensor", "channel"], "acc": ["int32"]},
     {"a": ["e4m3fn", "e5m2", "e3m4"], "scale": ["tensor", "channel"], "acc": ["fp32"]},
     {"a": ["e4m3fn", "e5m2", "e3m4"], "acc": ["fp16", "bf16"]},
     {"a": ["e4m3fn", "e5m2"], "acc": ["tensor_core:h100"]},
     {"a": ["bf16", "fp16"], "scale_a": ["none"], "scale": ["none"], "acc": ["fp32"]},
+    {"a": ["e4m3fn", "e2m1"], "scale_a": ["block"], "scale": ["block"], "acc": ["fp32"]},          # MXFP8, MXFP4
+    {"a": ["int4"], "scale_a": ["vector"], "scale": ["vector"], "scale_format": ["uint4"], "acc": ["int32"]},  # VSQ
+    {"a": ["int4"], "scale": ["channel"], "acc": ["int32"]},
+    {"a": ["posit8"], "scale_a": ["none"], "scale": ["tensor"], "acc": ["quire", "quire:posit16"]},
 )
 DEMO_QUICK_GRIDS = ({"a": ["int8"], "acc": ["int32"]}, {"a": ["e4m3fn"], "acc": ["fp32", "tensor_core:h100"]})
 

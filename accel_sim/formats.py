@@ -374,6 +374,7 @@ _FACTORIES = {
     "e8m0": lambda: FloatFormat(8, 0, inf=False, nan="pow2", name="e8m0"),
     "posit8": lambda: PositFormat(8, 0, name="posit8"),
     "posit8es2": lambda: PositFormat(8, 2, name="posit8es2"),
+    "posit16": lambda: PositFormat(16, 1, name="posit16"),   # SoftPosit's posit16 (es=1)
     "fp16": lambda: FloatFormat(5, 10, name="fp16"),
     "bf16": lambda: FloatFormat(8, 7, name="bf16"),
     "fp32": lambda: FloatFormat(8, 23, name="fp32"),

@@ -185,16 +185,23 @@ class Quire:
     standard's 16n = 128 bits (lsb 2^-48), posit8 (es=0) 56 bits (lsb 2^-12).  Any dot product
     of up to max_terms = 2^(carry_bits+1) - 1 products is exact; a longer one can wrap (the
     register wraps modulo 2^bits, like any adder of that width).  A NaR operand makes the
-    quire NaR until the end.  Operands must be posits no wider in range than `fmt`."""
+    quire NaR until the end.  Operands must be posits no wider in range than `fmt`.
+    readout: the posit format the sum is rounded to when read (default fmt; e.g. "posit16"
+    for a wider output than the operands)."""
 
     fmt: object = "posit8"
     carry_bits: int = 30
+    readout: object = None
 
     def __post_init__(self):
         f = formats.get(self.fmt, "fmt")
         if not isinstance(f, formats.PositFormat):
             raise ValueError(f"a Quire needs a posit format, got fmt={f.name}")
         object.__setattr__(self, "fmt", f)
+        r = f if self.readout is None else formats.get(self.readout, "readout")
+        if not isinstance(r, formats.PositFormat):
+            raise ValueError(f"a quire reads out to a posit format, got readout={r.name}")
+        object.__setattr__(self, "readout", r)
         _check_int("carry_bits", self.carry_bits, 0, 126)
         if self.bits > 128:
             raise ValueError(f"a quire of {f.name} with carry_bits={self.carry_bits} needs {self.bits} bits; "
@@ -223,14 +230,15 @@ class Quire:
     def name(self) -> str:
         if self == ACCUMULATORS["quire"]:
             return "quire"
-        return f"quire({self.fmt.name},{self.carry_bits})"
+        extra = "" if self.readout == self.fmt else f",{self.readout.name}"
+        return f"quire({self.fmt.name},{self.carry_bits}{extra})"
 
     def _fill(self, c):
         c.kind = lib.ACS_ACC_QUIRE
         g = c.grid
         g.kind, g.total_bits, g.frac_bits, g.is_signed = lib.ACS_GRID_FIXED, self.bits, self.frac_bits, 1
         c.rounding, c.overflow = lib.ACS_RNE, lib.ACS_OVF_WRAP
-        c.readout = self.fmt._c[0]
+        c.readout = self.readout._c[0]
 
 
 ACCUMULATORS = {
@@ -304,8 +312,9 @@ class MAC:
 
 
 def mac_from_names(a, b, acc, rounding=None) -> MAC:
-    """A MAC from names: acc is an accumulator name (fp32 fp16 bf16 int32 int24 int16) or
-    tensor_core:GPU for that GPU's preset (then a and b must both be its input format);
+    """A MAC from names: acc is an accumulator name (fp32 fp16 bf16 int32 int24 int16),
+    tensor_core:GPU for that GPU's preset (then a and b must both be its input format), or
+    quire / quire:READOUT for the quire of the operands' posit format (read out to READOUT);
     rounding replaces a float accumulator's rounding mode."""
     from accel_sim import presets
     if not isinstance(acc, str):
@@ -317,6 +326,10 @@ def mac_from_names(a, b, acc, rounding=None) -> MAC:
         if rounding not in (None, "rtz"):
             raise ValueError(f"a tensor core's rounding is fixed (rtz for fp32 output), got rounding={rounding!r}")
         return presets.tensor_core(acc.split(":", 1)[1], informat)
+    if acc == "quire" or acc.startswith("quire:"):   # the quire of the operands' posit format
+        if a != b:
+            raise ValueError(f"acc {acc} needs a and b of one posit format, got {a} and {b}")
+        return MAC(a, b, Quire(a, readout=acc[6:] or None))
     desc = get_acc(acc)
     if rounding is not None:
         if not isinstance(desc, FloatAcc):

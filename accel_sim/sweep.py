@@ -21,8 +21,8 @@ from accel_sim._io import atomic_write, jsonable as _jsonable
 
 __all__ = ["sweep", "pareto", "Table", "GRID_KEYS", "expand_grid"]
 
-GRID_KEYS = ("a", "b", "scale_a", "scale", "acc", "rounding", "array", "dataflow", "calibration")
-DEFAULTS = {"a": "int8", "b": None, "scale_a": "tensor", "scale": "tensor", "acc": None, "rounding": None, "array": "32x32",
+GRID_KEYS = ("a", "b", "scale_a", "scale", "scale_format", "acc", "rounding", "array", "dataflow", "calibration")
+DEFAULTS = {"a": "int8", "b": None, "scale_a": "tensor", "scale": "tensor", "scale_format": None, "acc": None, "rounding": None, "array": "32x32",
             "dataflow": "ws", "calibration": "absmax"}
 INT_FORMATS = ("int8", "uint8", "int4")
 
@@ -111,7 +111,8 @@ def build(cfg):
         raise ValueError(f"array must look like '32x32', got {cfg['array']!r}") from None
     mac = mac_from_names(cfg["a"], cfg["b"], cfg["acc"], cfg["rounding"])
     return Array(rows, cols, cfg["dataflow"], mac,
-                 quant={"a": cfg["scale_a"], "b": cfg["scale"], "calibration": cfg["calibration"]})
+                 quant={"a": cfg["scale_a"], "b": cfg["scale"], "calibration": cfg["calibration"],
+                        "scale_format": cfg["scale_format"]})
 
 
 # -- targets ------------------------------------------------------------------------------------
@@ -244,9 +245,11 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
     target: a Trace or trace path (replayed; error = mean relative error over layers), a pair
     (A, B) (Array.gemm), or a conv dict {"x", "w", stride, padding, ...} (Array.conv2d).
     grid: lists per key of a (activation format), b (weight format, default a), scale_a
-    (activation scales: tensor/none), scale (weight scales: tensor/channel/none), acc (fp32 fp16 bf16 int32 ... or tensor_core:GPU; default int32
-    for integer operands, else fp32), rounding (float accumulators), array ("RxC"), dataflow,
-    calibration.
+    (activation scales: tensor/none), scale (weight scales: tensor/channel/none; "block" (OCP
+    MX) or "vector" (VS-Quant) for both scale_a and scale: per block of K), scale_format (the
+    block scales' format, default per quant.quantize), acc (fp32 fp16 bf16 int32 quire ... or
+    tensor_core:GPU; default int32 for integer operands, else fp32), rounding (float
+    accumulators), array ("RxC"), dataflow, calibration.
     executor: any concurrent.futures.Executor (a Dask client's get_executor() works); default
     a process pool over all cores; False runs in this process.
     cache: a JSON file; finished rows are written to it atomically as they arrive, and rows it

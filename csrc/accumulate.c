@@ -270,17 +270,19 @@ int acs_set_fast_paths(int enabled)
     return old;
 }
 
-/* Significand bits, exponent of the least significant bit, and a bound 2^top on magnitudes. */
-static void value_range(const acs_format *f, int *sig, int64_t *lsb, int64_t *top)
+/* Over a format's finite nonzero values (from its operand table): the most significant bits
+ * of an odd significand, the lowest set bit's exponent, and top with every |x| < 2^top.  A
+ * product of two such values has at most sig_a + sig_b significant bits between 2^(lsb_a +
+ * lsb_b) and 2^(top_a + top_b). */
+static void value_range(const acs_operand *t, int bits, int *sig, int64_t *lsb, int64_t *top)
 {
-    if (f->grid.kind == ACS_GRID_FLOAT) {
-        *sig = f->grid.man_bits + 1;
-        *lsb = (int64_t)f->grid.emin - f->grid.man_bits;
-        *top = (int64_t)f->grid.emax + 1;
-    } else {
-        *sig = f->grid.total_bits;
-        *lsb = -(int64_t)f->grid.frac_bits;
-        *top = (int64_t)f->grid.total_bits - f->grid.frac_bits;
+    *sig = 0; *lsb = INT32_MAX; *top = INT32_MIN;
+    for (uint64_t c = 0; c < (1ULL << bits); c++) {
+        if (t[c].cls != ACS_FINITE) continue;
+        int tz = __builtin_ctzll(t[c].sig), len = 64 - __builtin_clzll(t[c].sig);
+        if (len - tz > *sig) *sig = len - tz;
+        if (t[c].exp + tz < *lsb) *lsb = t[c].exp + tz;
+        if (t[c].exp + len > *top) *top = t[c].exp + len;
     }
 }
 
@@ -317,15 +319,15 @@ static int block64_path(const acs_mac *mac, int sa, int sb)
         && acc->align_bits + 2 + bits <= 53 && acc->grid.emin - acc->grid.man_bits >= -1000 && acc->grid.emax <= 1000;
 }
 
-static int fast_path_of(const acs_mac *mac)
+static int fast_path_of(const acs_mac *mac, const acs_operand *ta_, const acs_operand *tb_)
 {
     const acs_acc *acc = &mac->acc;
     if (!fast_paths_enabled || mac->a.bits > 16 || mac->b.bits > 16) return ACS_FAST_NONE;
     if (acc->kind == ACS_ACC_INT) return acc->overflow == ACS_OVF_WRAP ? ACS_FAST_INT_WRAP : ACS_FAST_INT_SAT;
     int sa, sb;
     int64_t la, lb, ta, tb;
-    value_range(&mac->a, &sa, &la, &ta);
-    value_range(&mac->b, &sb, &lb, &tb);
+    value_range(ta_, mac->a.bits, &sa, &la, &ta);
+    value_range(tb_, mac->b.bits, &sb, &lb, &tb);
     const acs_grid *g = &acc->grid, *ad = &acc->addend;
     int fp32 = acc->kind == ACS_ACC_FLOAT && acc->rounding == ACS_RNE && acc->overflow == ACS_OVF_INF
         && g->man_bits == 23 && g->emin == -126 && g->emax == 127 && g->max_sig == (1ULL << 24) - 1 && g->subnormals
@@ -362,7 +364,7 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
     if (status) return status;
     ctx->ta = operand_table(&mac->a);
     ctx->tb = operand_table(&mac->b);
-    ctx->fast = ctx->ta && ctx->tb ? fast_path_of(mac) : ACS_FAST_NONE;
+    ctx->fast = ctx->ta && ctx->tb ? fast_path_of(mac, ctx->ta, ctx->tb) : ACS_FAST_NONE;
     if (ctx->fast == ACS_FAST_FP32 || ctx->fast == ACS_FAST_EXACT64 || ctx->fast == ACS_FAST_BLOCK64) {
         ctx->fa = float_values(ctx->ta, mac->a.bits);
         ctx->fb = float_values(ctx->tb, mac->b.bits);

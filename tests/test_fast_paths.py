@@ -6,7 +6,8 @@ import pytest
 import accel_sim as acs
 from accel_sim._native import fast_paths, vector_isa
 
-FP32_FAST = ["e4m3fn", "e4m3", "e5m2", "e4m3fnuz", "e5m2fnuz", "e3m4", "fp16", "int8", "uint8", "int4"]
+FP32_FAST = ["e4m3fn", "e4m3", "e5m2", "e4m3fnuz", "e5m2fnuz", "e3m4", "fp16", "int8", "uint8", "int4", "e2m1", "e2m3",
+             "e3m2", "posit8", "posit8es2"]
 
 
 def bits(x):

@@ -161,3 +161,26 @@ def test_bad_quires():
     with pytest.raises(ValueError, match="init must be finite"):
         acs.accumulate(np.array([0x40], np.uint8), np.array([0x40], np.uint8), MAC("posit8", "posit8", "quire"),
                        init=np.inf)
+
+
+def test_readout_to_posit16_matches_softposit_rounding_of_the_exact_sum(rng):
+    """Quire(posit8, readout=posit16): the exact sum (a double here: multiples of 2^-12 below
+    2^19) rounded once to posit16, as SoftPosit's convertDoubleToP16 rounds it; and the array
+    gives the same bits.  Also through mac_from_names' "quire:posit16"."""
+    f, r = fmt("posit8"), fmt("posit16")
+    mac = acs.mac.mac_from_names("posit8", "posit8", "quire:posit16")
+    assert mac.acc == Quire("posit8", readout="posit16") and mac.acc.name == "quire(posit8,30,posit16)"
+    for k in (1, 7, 64, 300):
+        a, b = real_codes(rng, "posit8", (5, k)), real_codes(rng, "posit8", (5, k))
+        got = r.encode(acs.accumulate(a, b, mac))
+        for row in range(5):
+            exact = sum(Fraction(float(x)) * Fraction(float(y)) for x, y in zip(f.decode(a[row]), f.decode(b[row])))
+            assert float(exact) == exact
+            assert int(got[row]) == sp.convertDoubleToP16(float(exact)).v, (k, row)
+        arr = acs.Array(4, 4, "ws", mac)
+        res = arr.gemm(acs.QTensor(a, f), acs.QTensor(b.T.copy(), f), metrics=False)
+        assert_values_equal(np.diag(res.acc), acs.accumulate(a, b, mac))
+    with pytest.raises(ValueError, match="reads out to a posit format"):
+        Quire("posit8", readout="fp16")
+    with pytest.raises(ValueError, match="one posit format"):
+        acs.mac.mac_from_names("posit8", "posit8es2", "quire")
