@@ -23,8 +23,8 @@ DEMO_GRIDS = (
     {"a": ["e4m3fn", "e5m2", "e3m4"], "acc": ["fp16", "bf16"]},
     {"a": ["e4m3fn", "e5m2"], "acc": ["tensor_core:h100"]},
     {"a": ["bf16", "fp16"], "scale_a": ["none"], "scale": ["none"], "acc": ["fp32"]},
-    {"a": ["e4m3fn", "e2m1"], "scale_a": ["block"], "scale": ["block"], "acc": ["fp32"]},          # MXFP8, MXFP4
-    {"a": ["int4"], "scale_a": ["vector"], "scale": ["vector"], "scale_format": ["uint4"], "acc": ["int32"]},  # VSQ
+    {"a": ["e4m3fn", "e2m1"], "scale": ["block"], "acc": ["fp32"]},                           # MXFP8, MXFP4
+    {"a": ["int4"], "scale": ["vector"], "scale_format": ["uint4"], "acc": ["int32"]},        # VS-Quant INT4
     {"a": ["int4"], "scale": ["channel"], "acc": ["int32"]},
     {"a": ["posit8"], "scale_a": ["none"], "scale": ["tensor"], "acc": ["quire", "quire:posit16"]},
 )
@@ -89,7 +89,11 @@ def _error(message):
 def _array_from_args(args, a_scale="tensor"):
     from accel_sim.array import Array
     mac = mac_from_names(args.a, args.b, args.acc, args.rounding)
-    return Array(*args.array, args.dataflow, mac, quant={"a": a_scale, "b": args.scale}, seed=args.seed)
+    blocks = args.scale in ("block", "vector")   # block scaling applies to both operands
+    quant = {"a": args.scale if blocks else a_scale, "b": args.scale}
+    if args.scale_format:
+        quant["scale_format"] = args.scale_format
+    return Array(*args.array, args.dataflow, mac, quant=quant, seed=args.seed)
 
 
 def _print_result(res, as_json, what):
@@ -211,6 +215,8 @@ def cmd_sweep(args):
         grid["acc"] = _split(args.acc)
     if args.rounding:
         grid["rounding"] = _split(args.rounding)
+    if args.scale_format:
+        grid["scale_format"] = _split(args.scale_format)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -269,13 +275,15 @@ def _add_mac_args(p, default_a="int8"):
     p.add_argument("--a", default=default_a, help="format of A (activations), e.g. int8 e4m3fn e5m2")
     p.add_argument("--b", default=None, help="format of B (weights); default: --a")
     p.add_argument("--acc", default=None,
-                   help="accumulator: fp32 fp16 bf16 int32 int24 int16, or tensor_core:GPU (h100, a100, ...); "
-                        "default int32 for integer operands, else fp32")
+                   help="accumulator: fp32 fp16 bf16 int32 int24 int16, tensor_core:GPU (h100, a100, ...), or "
+                        "quire[:READOUT] for posits; default int32 for integer operands, else fp32")
     p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne rna rtz rup rdn rto sr)")
 
 
 def _add_array_args(p):
-    p.add_argument("--scale", choices=("tensor", "channel", "none"), default="tensor", help="weight scales")
+    p.add_argument("--scale", choices=("tensor", "channel", "none", "block", "vector"), default="tensor",
+                   help="weight scales; block (OCP MX) and vector (VS-Quant) scale both operands per block of K")
+    p.add_argument("--scale-format", default=None, help="block scales' format: e8m0 (block), uint4/uint6/uint8 (vector)")
     p.add_argument("--array", type=parse_array_size, default=(32, 32), help="array size RxC (default 32x32)")
     p.add_argument("--dataflow", choices=("os", "ws", "is"), default="ws")
     p.add_argument("--seed", type=int, default=0, help="seed of random inputs and stochastic rounding")
@@ -318,7 +326,9 @@ def build_parser():
     p.add_argument("--b", default=None, help="comma-separated weight formats (default: each --a)")
     p.add_argument("--acc", default=None, help="comma-separated accumulators (default per format)")
     p.add_argument("--rounding", default=None, help="comma-separated float-accumulator roundings")
-    p.add_argument("--scale", default="tensor", help="comma-separated weight scalings (tensor,channel,none)")
+    p.add_argument("--scale", default="tensor",
+                   help="comma-separated weight scalings (tensor,channel,none; block,vector scale both operands)")
+    p.add_argument("--scale-format", default=None, help="comma-separated block-scale formats (e8m0, uint4, ...)")
     p.add_argument("--array", default="32x32", help="comma-separated array sizes RxC")
     p.add_argument("--dataflow", default="ws", help="comma-separated dataflows")
     p.add_argument("--cache", default=None, help="cache file: an interrupted sweep resumes from it")

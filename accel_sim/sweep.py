@@ -87,6 +87,8 @@ def expand_grid(grid: dict):
         cfg = dict(zip(axes, combo))
         if cfg["b"] is None:
             cfg["b"] = cfg["a"]
+        if cfg["scale"] in ("block", "vector") and "scale_a" not in grid:
+            cfg["scale_a"] = cfg["scale"]     # block scaling applies to both operands along K
         if cfg["acc"] is None:
             cfg["acc"] = "int32" if cfg["a"] in INT_FORMATS and cfg["b"] in INT_FORMATS else "fp32"
         if isinstance(cfg["array"], (tuple, list)):
@@ -246,10 +248,10 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
     (A, B) (Array.gemm), or a conv dict {"x", "w", stride, padding, ...} (Array.conv2d).
     grid: lists per key of a (activation format), b (weight format, default a), scale_a
     (activation scales: tensor/none), scale (weight scales: tensor/channel/none; "block" (OCP
-    MX) or "vector" (VS-Quant) for both scale_a and scale: per block of K), scale_format (the
-    block scales' format, default per quant.quantize), acc (fp32 fp16 bf16 int32 quire ... or
-    tensor_core:GPU; default int32 for integer operands, else fp32), rounding (float
-    accumulators), array ("RxC"), dataflow, calibration.
+    MX) or "vector" (VS-Quant): per block of K, for both operands; scale_a follows unless
+    given), scale_format (the block scales' format, default per quant.quantize), acc (fp32
+    fp16 bf16 int32 quire[:READOUT] ... or tensor_core:GPU; default int32 for integer
+    operands, else fp32), rounding (float accumulators), array ("RxC"), dataflow, calibration.
     executor: any concurrent.futures.Executor (a Dask client's get_executor() works); default
     a process pool over all cores; False runs in this process.
     cache: a JSON file; finished rows are written to it atomically as they arrive, and rows it

@@ -47,6 +47,22 @@ def test_gemm_json_equals_api():
     assert out["metrics"]["vs_float64"]["sqnr_db"] == pytest.approx(res.metrics["vs_float64"]["sqnr_db"], rel=1e-12)
 
 
+@pytest.mark.parametrize("flags,mac,quant", [
+    (("--a", "e2m1", "--scale", "block"), acs.MAC("e2m1", "e2m1", "fp32"), {"a": "block", "b": "block"}),
+    (("--a", "int4", "--scale", "vector", "--scale-format", "uint4"), acs.MAC("int4", "int4", "int32"),
+     {"a": "vector", "b": "vector", "scale_format": "uint4"}),
+    (("--a", "posit8", "--acc", "quire:posit16"), acs.MAC("posit8", "posit8", acs.Quire("posit8", readout="posit16")),
+     None)])
+def test_gemm_block_scales_and_quire_equal_api(flags, mac, quant):
+    out = json.loads(run("gemm", *flags, "--m", "5", "--n", "7", "--k", "40", "--array", "4x4", "--seed", "2",
+                         "--json").stdout)
+    rng = np.random.default_rng(2)
+    A, B = rng.standard_normal((5, 40)), rng.standard_normal((40, 7))
+    res = acs.Array(4, 4, "ws", mac, quant=quant).gemm(A, B)
+    assert out["cycles"] == res.cycles and out["energy_pj"] == pytest.approx(res.energy_pj, rel=1e-12)
+    assert out["metrics"]["vs_float64"]["sqnr_db"] == pytest.approx(res.metrics["vs_float64"]["sqnr_db"], rel=1e-12)
+
+
 def test_gemm_inputs_file(tmp_path):
     A, B = np.arange(12.0).reshape(3, 4), np.ones((4, 2))
     np.savez(tmp_path / "ab.npz", A=A, B=B)

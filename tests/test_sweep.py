@@ -163,6 +163,13 @@ def test_run_config_is_the_row(gemm_target):
 
 
 # -- expand_grid ----------------------------------------------------------------------------------------
+def test_expand_grid_block_scaling_applies_to_both_operands():
+    configs, skipped = expand_grid({"a": ["e4m3fn"], "scale": ["block", "tensor"]})
+    assert [(c["scale_a"], c["scale"]) for c in configs] == [("block", "block"), ("tensor", "tensor")]
+    configs, skipped = expand_grid({"a": ["int4"], "scale_a": ["tensor"], "scale": ["vector"]})
+    assert configs == [] and "must both be 'block' or both 'vector'" in skipped[0]["reason"]
+
+
 def test_expand_grid_defaults():
     configs, skipped = expand_grid({})
     assert skipped == []
@@ -170,6 +177,7 @@ def test_expand_grid_defaults():
             "dataflow": "ws", "calibration": "absmax"}
     if "scale_a" in GRID_KEYS:                            # activation scaling, when the sweep has it
         want["scale_a"] = "tensor"
+    want["scale_format"] = None                           # block scales' format: quantize's default
     assert len(configs) == 1 and configs[0] == want
     assert list(configs[0]) == list(GRID_KEYS)
     configs, _ = expand_grid({"a": ["e4m3fn", "int8"], "b": [None, "e5m2"]})
