@@ -49,6 +49,19 @@ def check_int(argname: str, value, lo: int, hi: int) -> None:
         raise ValueError(f"{argname} must be in [{lo}, {hi}], got {value}")
 
 
+def check_float_array(value, argname: str, ndim=None, finite: bool = True, what: str = "a float array"):
+    """value as a numpy array of a float or integer dtype (of ndim dimensions, all finite when
+    asked), or an error naming argname."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{argname} must be {what}, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{argname} must have {ndim} dimensions, got shape {arr.shape}")
+    if finite and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{argname} contains NaN or inf")
+    return arr
+
+
 def pointer(array: np.ndarray, ctype: str):
     """A C pointer into a C-contiguous numpy array (the caller keeps the array alive)."""
     assert array.flags.c_contiguous

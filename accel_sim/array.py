@@ -16,7 +16,7 @@ import numpy as np
 
 from accel_sim import formats, layers
 from accel_sim.energy import ENERGY_PARTS, EnergyTable, add_scale_energy, evaluate
-from accel_sim._native import check_seed, ffi, lib, pointer, raise_for_status, rounding_code
+from accel_sim._native import check_float_array, check_seed, ffi, lib, pointer, raise_for_status, rounding_code
 from accel_sim.mac import MAC, BlockFMA, FloatAcc, IntAcc, get_acc
 from accel_sim.quant import CALIBRATIONS, QTensor, quantize
 
@@ -500,14 +500,11 @@ class Array:
             if x.axis not in (None, axis):
                 raise ValueError(f"{argname}'s scales must be per tensor or along axis {axis}, got axis {x.axis}")
             return x
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "fiu":
-            raise TypeError(f"{argname} must be a float array or a QTensor, got dtype {arr.dtype}")
-        if ndim is not None and arr.ndim != ndim:
-            raise ValueError(f"{argname} must have {ndim} dimensions, got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{argname} contains NaN or inf; float inputs must be finite to be quantized "
-                             "(pass a QTensor to feed special codes)")
+        try:
+            arr = check_float_array(x, argname, ndim, what="a float array or a QTensor")
+        except ValueError as e:
+            raise ValueError(f"{e}; float inputs must be finite to be quantized (pass a QTensor to feed special "
+                             "codes)" if "NaN" in str(e) else str(e)) from None
         try:
             return quantize(arr, fmt, scale=scale, axis=axis if scale == "channel" else None,
                             calibration=self.quant["calibration"], rounding=self.quant["rounding"])
@@ -611,11 +608,7 @@ class Array:
             if isinstance(v, QTensor):
                 ops.append(v)
                 continue
-            arr = np.asarray(v)
-            if arr.dtype.kind not in "fiu":
-                raise TypeError(f"{argname} must be a float array or a QTensor, got dtype {arr.dtype}")
-            if arr.ndim != 2:
-                raise ValueError(f"{argname} must have 2 dimensions, got shape {arr.shape}")
+            arr = check_float_array(v, argname, 2, finite=False, what="a float array or a QTensor")
             block = self.quant["block"] or (32 if self.quant["a"] == "block" else 16)
             pad = [(0, 0), (0, 0)]
             pad[k_axis] = (0, -arr.shape[k_axis] % block)
@@ -755,15 +748,7 @@ class Array:
         per_tensor = {k: "none" if self.quant[k] == "none" else "tensor" for k in ("a", "b")}
         qa = self._operand(a, self.mac.a, per_tensor["a"], 0, "a", None)
         qb = self._operand(b, self.mac.b, per_tensor["b"], 1, "b", None)
-        if qa.shape[-1] != qb.shape[-2]:
-            raise ValueError(f"a {qa.shape} and b {qb.shape} do not multiply: K differs")
-        try:
-            batch = np.broadcast_shapes(qa.shape[:-2], qb.shape[:-2])
-        except ValueError:
-            raise ValueError(f"batch shapes of a {qa.shape} and b {qb.shape} do not broadcast") from None
-        self._check_memory(int(np.prod(batch, dtype=object)) * qa.shape[-2], qb.shape[-1], qa.shape[-1], "the batched matmul")
-        ac = np.broadcast_to(qa.codes, batch + qa.shape[-2:]).reshape(-1, *qa.shape[-2:])
-        bc = np.broadcast_to(qb.codes, batch + qb.shape[-2:]).reshape(-1, *qb.shape[-2:])
+        batch, ac, bc = self._batched(qa.codes, qb.codes)
         scales = (self._scales(qa, 0, 0), self._scales(qb, 1, 0))
         outs, accs, plans = [], [], []
         for i in range(ac.shape[0]):
@@ -779,14 +764,24 @@ class Array:
         return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 
+    def _batched(self, a, b):
+        """The broadcast batch shape of a (..., M, K) and b (..., K, N), and both broadcast to it
+        and flattened to (entries, M, K) and (entries, K, N)."""
+        if a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"a {a.shape} and b {b.shape} do not multiply: K differs")
+        try:
+            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise ValueError(f"batch shapes of a {a.shape} and b {b.shape} do not broadcast") from None
+        self._check_memory(int(np.prod(batch, dtype=object)) * a.shape[-2], b.shape[-1], a.shape[-1],
+                           "the batched matmul")
+        return (batch, *(np.broadcast_to(x, batch + x.shape[-2:]).reshape(-1, *x.shape[-2:]) for x in (a, b)))
+
     def _float_operand(self, v, argname):
         if isinstance(v, QTensor):
             raise ValueError(f"{argname}: with quant {self.quant['a']!r} the array quantizes each GEMM's operands "
                              "per block of K itself; pass floats")
-        arr = np.asarray(v)
-        if arr.dtype.kind not in "fiu":
-            raise TypeError(f"{argname} must be a float array, got dtype {arr.dtype}")
-        return arr.astype(np.float64)
+        return check_float_array(v, argname, finite=False).astype(np.float64)
 
     def _block_gemms(self, triples, out_format):
         """Block-scaled GEMMs of float (A, B, bias or None) triples: their Results, and the error
@@ -803,16 +798,8 @@ class Array:
     def _matmul_blocks(self, a, b, out_format) -> Result:
         """Batched matmul with block scaling: every batch entry quantized per block of K."""
         a64, b64 = self._float_operand(a, "a"), self._float_operand(b, "b")
-        if a64.shape[-1] != b64.shape[-2]:
-            raise ValueError(f"a {a64.shape} and b {b64.shape} do not multiply: K differs")
-        try:
-            batch = np.broadcast_shapes(a64.shape[:-2], b64.shape[:-2])
-        except ValueError:
-            raise ValueError(f"batch shapes of a {a64.shape} and b {b64.shape} do not broadcast") from None
+        batch, ab, bb = self._batched(a64, b64)
         m, n = a64.shape[-2], b64.shape[-1]
-        self._check_memory(int(np.prod(batch, dtype=object)) * m, n, a64.shape[-1], "the batched matmul")
-        ab = np.broadcast_to(a64, batch + a64.shape[-2:]).reshape(-1, *a64.shape[-2:])
-        bb = np.broadcast_to(b64, batch + b64.shape[-2:]).reshape(-1, *b64.shape[-2:])
         results, sums = self._block_gemms(((x, y, None) for x, y in zip(ab, bb)), out_format)
         output = np.stack([r.output for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
         acc = np.stack([r.acc for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
@@ -830,10 +817,7 @@ class Array:
                     None if bias is None else np.asarray(bias, np.float64)[g * og:(g + 1) * og]) for g in range(groups))
         results, sums = self._block_gemms(triples, out_format)
 
-        def nchw(parts):
-            return np.concatenate(parts, axis=1).reshape(nb, *out_hw, o).transpose(0, 3, 1, 2)
-
-        output, acc = nchw([r.output for r in results]), nchw([r.acc for r in results])
+        output, acc = (_nchw([getattr(r, key) for r in results], nb, out_hw, o) for key in ("output", "acc"))
         ref = _conv_reference(x, w, stride, padding, dilation, groups)
         if bias is not None:
             ref = ref + np.asarray(bias, np.float64)[None, :, None, None]
@@ -887,10 +871,7 @@ class Array:
             acc, output, plan = self._gemm_codes(cols_, wt, sa, sb, bg, out_format)
             outs.append(output), accs.append(acc), plans.append(plan)
 
-        def nchw(parts):
-            return np.concatenate(parts, axis=1).reshape(nb, oh, ow, o).transpose(0, 3, 1, 2)
-
-        output, acc = nchw(outs), nchw(accs)
+        output, acc = _nchw(outs, nb, (oh, ow), o), _nchw(accs, nb, (oh, ow), o)
         ref_q = _conv_reference(qx.dequantize(), qw.dequantize(), stride, padding, dilation, groups)
         x64 = qx.dequantize() if isinstance(x, QTensor) else np.asarray(x, np.float64)
         w64 = qw.dequantize() if isinstance(w, QTensor) else np.asarray(w, np.float64)
@@ -901,6 +882,11 @@ class Array:
         metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": _error_metrics(output, ref_q)}
         return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
+
+
+def _nchw(parts, nb, out_hw, o):
+    """Per-group GEMM outputs (N*OH*OW, O/groups) as one NCHW tensor."""
+    return np.concatenate(parts, axis=1).reshape(nb, *out_hw, o).transpose(0, 3, 1, 2)
 
 
 def _block_seed(seed, blk):

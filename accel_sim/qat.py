@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from accel_sim import formats, layers
+from accel_sim._native import check_float_array
 from accel_sim.array import Array, Result
 from accel_sim.quant import QTensor, quantize
 
@@ -195,14 +196,7 @@ def _check(arr, x_quant, w_quant):
 
 
 def _float(v, argname, ndim=None):
-    a = np.asarray(v)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(f"{argname} must be a float array, got dtype {a.dtype}")
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{argname} must have {ndim} dimensions, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{argname} contains NaN or inf")
-    return a.astype(np.float64)
+    return check_float_array(v, argname, ndim).astype(np.float64)
 
 
 def linear(arr, x, w, bias=None, *, x_quant, w_quant) -> Forward:

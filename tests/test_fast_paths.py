@@ -25,6 +25,20 @@ def both_paths(fn):
     return fast, general
 
 
+def kernels_agree(arr, A, B):
+    """The GEMM through the AVX2 kernels, their portable twins and the general path: the same
+    accumulators and counts, bit for bit.  Returns the first."""
+    ref = arr.gemm(A, B, metrics=False)
+    with vector_isa(False):
+        portable = arr.gemm(A, B, metrics=False)
+    with fast_paths(False):
+        general = arr.gemm(A, B, metrics=False)
+    for r in (portable, general):
+        assert np.array_equal(bits(r.acc), bits(ref.acc))
+        assert r.counts == ref.counts
+    return ref
+
+
 def random_codes(fmt, shape, rng):
     codes = fmt.all_codes()
     return rng.choice(codes, size=shape).astype(fmt.code_dtype)
@@ -129,15 +143,7 @@ def test_vector_kernels_on_large_blocks_equal_general_path(mac):
     if mac.a.name == "int8":
         A.codes[:8] = 0x80
         B.codes[:, :5] = 0x80
-    arr = acs.Array(16, 8, "ws", mac, threads=2)
-    ref = arr.gemm(A, B, metrics=False)
-    with vector_isa(False):
-        portable = arr.gemm(A, B, metrics=False)
-    with fast_paths(False):
-        general = arr.gemm(A, B, metrics=False)
-    for r in (portable, general):
-        assert np.array_equal(bits(r.acc), bits(ref.acc))
-        assert r.counts == ref.counts
+    kernels_agree(acs.Array(16, 8, "ws", mac, threads=2), A, B)
 
 
 EXACT64 = [acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(5, 10, rounding=r, overflow=o))
@@ -164,14 +170,7 @@ def test_narrow_float_vector_kernel_equals_general(mac, dataflow):
     A[14:16] = mac.a.encode(-0.0)
     qa, qb = acs.QTensor(A, mac.a), acs.QTensor(B, mac.b)
     arr = acs.Array(16, 8, dataflow, mac, threads=2)
-    ref = arr.gemm(qa, qb, metrics=False)
-    with vector_isa(False):
-        portable = arr.gemm(qa, qb, metrics=False)
-    with fast_paths(False):
-        general = arr.gemm(qa, qb, metrics=False)
-    for r in (portable, general):
-        assert np.array_equal(bits(r.acc), bits(ref.acc))
-        assert r.counts == ref.counts
+    ref = kernels_agree(arr, qa, qb)
     finite = np.isfinite(ref.acc)
     assert finite.any() and (~finite).any() or mac.acc.overflow == "saturate"
 
@@ -226,14 +225,7 @@ def test_block_fma_vector_kernel_equals_general(mac, dataflow):
     A[3, 64:] = f.encode(2.0 ** -100 if f.max > 2.0 ** 100 else 2.0 ** -6)  # ... then tiny ones
     qa, qb = acs.QTensor(A, f), acs.QTensor(B, f)
     arr = acs.Array(2, 8, dataflow, mac, threads=2)
-    ref = arr.gemm(qa, qb, metrics=False)
-    with vector_isa(False):
-        portable = arr.gemm(qa, qb, metrics=False)
-    with fast_paths(False):
-        general = arr.gemm(qa, qb, metrics=False)
-    for r in (portable, general):
-        assert np.array_equal(bits(r.acc), bits(ref.acc))
-        assert r.counts == ref.counts
+    kernels_agree(arr, qa, qb)
 
 
 def test_threads_argument_and_environment(monkeypatch):

@@ -73,6 +73,17 @@ def accuracy(params, x, y):
 # data
 # ---------------------------------------------------------------------------------------
 
+def load_split(needed_for):
+    """scikit-learn's digits, split as split() does; a clear exit when scikit-learn is absent."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise SystemExit(f"{needed_for} needs scikit-learn (pip install scikit-learn: load_digits ships the "
+                         "data)") from None
+    d = load_digits()
+    return split(d.images, d.target)
+
+
 def split(images, labels, n_train=N_TRAIN):
     """(x_train, y_train, x_test, y_test) from load_digits' `images` (N, 8, 8; values 0..16)
     and `target`: inputs scaled to [0, 1] (exact in float32: k/16), shaped (N, 1, 8, 8)."""

@@ -153,17 +153,8 @@ def qat_finetune(params, qz, arr, x, y, seed, epochs=EPOCHS):
     return params
 
 
-def load_data():
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise SystemExit("the experiment needs scikit-learn (load_digits ships the data)") from None
-    d = load_digits()
-    return dc.split(d.images, d.target)
-
-
 def run(seeds, configs, epochs, log=print):
-    x_train, y_train, x_test, y_test = load_data()
+    x_train, y_train, x_test, y_test = dc.load_split("the experiment")
     rows = []
     for s in range(seeds):
         seed = dc.SEED + s

@@ -37,12 +37,7 @@ OUT = HERE / "digits_cnn.npz"
 
 
 def load_data():
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise SystemExit("recording needs scikit-learn (pip install scikit-learn); replay does not") from None
-    d = load_digits()
-    return digits_cnn.split(d.images, d.target)
+    return digits_cnn.load_split("recording (not replay)")
 
 
 def record(params, x_test, y_test, train_acc=None):
