@@ -202,3 +202,20 @@ def test_posit_mac_accumulates_exact_products(name, rng):
     assert math.isnan(nar)
     with pytest.raises(ValueError, match="IntAcc needs integer operands"):
         MAC(name, name, "int32")
+
+
+def test_posit16_matches_softposit(rng):
+    """posit16 (n=16, es=1, SoftPosit's posit16): every code decodes, and log-uniform values
+    over the whole range and beyond encode, bit for bit as SoftPosit does."""
+    f = fmt("posit16")
+    codes = np.arange(1 << 16, dtype=np.uint16)
+    got = f.decode(codes)
+    for c in codes[::7].tolist() + [0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF]:
+        p = sp.posit16_t()
+        p.v = int(c)
+        want = sp.convertP16ToDouble(p)
+        assert (np.isnan(got[c]) and c == 0x8000) or got[c] == want, c
+    x = np.exp2(rng.uniform(-62, 62, 20000)) * rng.choice([-1.0, 1.0], 20000)
+    want = np.array([sp.convertDoubleToP16(float(v)).v for v in x], dtype=np.uint16)
+    assert_codes_equal(f.encode(x), want)
+    assert f.max == 2.0 ** 28 and f.min_normal == 2.0 ** -28
