@@ -412,6 +412,103 @@ EXACT64_KERNEL(exact64_block_portable, )
 EXACT64_KERNEL(exact64_block_avx2, __attribute__((target("avx2,fma"))))
 #endif
 
+/* IEEE half accumulators (binary16 grid, IEEE overflow) on CPUs with F16C: the exact sum s
+ * is rounded to odd at binary32's precision (its low 29 fraction bits' stickiness ORed into
+ * binary32's last bit, those bits cleared, so the conversion to binary32 is exact), then
+ * converted to binary16 by the hardware in the accumulator's mode.  Rounding to odd at 24 bits
+ * and then to 11 equals one rounding of s (24 >= 11 + 2), subnormals, overflow and signed
+ * zeros included.  Valid while every nonzero |s| lies in binary32's normal range:
+ * f16c_range_ok checks the operand values. */
+#ifdef ACS_X86
+static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+__m256d f16c_round(int mode, __m256d x, __m256d p, __m256d s)
+{
+    __m256i sb = _mm256_castpd_si256(s);
+    const __m256i low = _mm256_set1_epi64x(0x1FFFFFFF);
+    if (mode == ACS_RDN)   /* IEEE: an exact zero sum is -0 when rounding down, unless both are +0 */
+        sb = _mm256_or_si256(sb, _mm256_and_si256(_mm256_castpd_si256(_mm256_cmp_pd(s, _mm256_setzero_pd(), _CMP_EQ_OQ)),
+                                                  _mm256_and_si256(_mm256_castpd_si256(_mm256_or_pd(x, p)),
+                                                                   _mm256_set1_epi64x(INT64_MIN))));
+    __m256i odd = _mm256_andnot_si256(low, _mm256_or_si256(sb, _mm256_add_epi64(_mm256_and_si256(sb, low), low)));
+    __m128 f = _mm256_cvtpd_ps(_mm256_castsi256_pd(odd));   /* exact */
+    __m128i h = mode == ACS_RUP ? _mm_cvtps_ph(f, _MM_FROUND_TO_POS_INF)
+        : mode == ACS_RDN ? _mm_cvtps_ph(f, _MM_FROUND_TO_NEG_INF)
+        : mode == ACS_RTZ ? _mm_cvtps_ph(f, _MM_FROUND_TO_ZERO) : _mm_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT);
+    return _mm256_cvtps_pd(_mm_cvtph_ps(h));
+}
+
+static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+void f16c_block(int mode, const float *arows[MR], const float *panel, int64_t k, int64_t tile, int chain_only,
+                double out[MR][NR])
+{
+    __m256d total[MR][NR / 4], part[MR][NR / 4];
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NR / 4; q++) total[r][q] = _mm256_setzero_pd();
+    for (int64_t t0 = 0; t0 < k; t0 += tile) {
+        int64_t t1 = t0 + tile < k ? t0 + tile : k;
+        for (int r = 0; r < MR; r++)
+            for (int q = 0; q < NR / 4; q++) part[r][q] = _mm256_setzero_pd();
+        for (int64_t kk = t0; kk < t1; kk++) {
+            __m256d b[NR / 4];
+            for (int q = 0; q < NR / 4; q++) b[q] = _mm256_cvtps_pd(_mm_loadu_ps(panel + kk * NR + 4 * q));
+            for (int r = 0; r < MR; r++) {
+                __m256d av = _mm256_set1_pd(arows[r][kk]);
+                _Pragma("GCC unroll 4")
+                for (int q = 0; q < NR / 4; q++) {
+                    __m256d p = _mm256_mul_pd(av, b[q]);   /* exact */
+                    part[r][q] = f16c_round(mode, part[r][q], p, _mm256_add_pd(part[r][q], p));
+                }
+            }
+        }
+        for (int r = 0; r < MR; r++)     /* os: one tile, the chain is the result */
+            for (int q = 0; q < NR / 4; q++)
+                total[r][q] = chain_only ? part[r][q]
+                    : f16c_round(mode, total[r][q], part[r][q], _mm256_add_pd(total[r][q], part[r][q]));
+    }
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NR / 4; q++) _mm256_storeu_pd(out[r] + 4 * q, total[r][q]);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void exact64_block_f16c(const exact64_grid *g, const float *arows[MR], const float *panel, int64_t k,
+                               int64_t tile, int chain_only, double out[MR][NR])
+{
+    switch (g->mode) {
+    case ACS_RUP: f16c_block(ACS_RUP, arows, panel, k, tile, chain_only, out); break;
+    case ACS_RDN: f16c_block(ACS_RDN, arows, panel, k, tile, chain_only, out); break;
+    case ACS_RTZ: f16c_block(ACS_RTZ, arows, panel, k, tile, chain_only, out); break;
+    default: f16c_block(ACS_RNE, arows, panel, k, tile, chain_only, out);
+    }
+}
+/* The F16C kernel applies: an IEEE half accumulator (buffers match it: vector_path), a CPU
+ * with F16C, and operands whose nonzero sums stay in binary32's normal range: a sum is a
+ * multiple of the smallest of the products' and the grid's last-bit values, and below
+ * 2 * 65504 + max|a| max|b|. */
+static int f16c_range_ok(const acs_mac_ctx *ctx)
+{
+    const acs_mac *mac = ctx->mac;
+    const acs_acc *acc = &mac->acc;
+    const acs_grid *g = &acc->grid;
+    if (g->man_bits != 10 || g->emin != -14 || g->emax != 15 || g->max_sig != 2047 || !g->subnormals
+        || acc->overflow != ACS_OVF_INF)
+        return 0;
+    if (!__builtin_cpu_supports("f16c")) return 0;
+    double top[2] = { 0, 0 };
+    int lsb[2] = { 0, 0 };
+    for (int s = 0; s < 2; s++)
+        for (uint64_t c = 0; c < (1ULL << (s ? mac->b.bits : mac->a.bits)); c++) {
+            double v = fabs((double)(s ? ctx->fb : ctx->fa)[c]);
+            if (!(v > 0) || v > 3.4028234663852886e38) continue;   /* zero, NaN, inf */
+            int e;
+            double m = frexp(v, &e);
+            int low = e - 53 + __builtin_ctzll((uint64_t)ldexp(m, 53));
+            if (v > top[s]) top[s] = v;
+            if (low < lsb[s]) lsb[s] = low;
+        }
+    return lsb[0] + lsb[1] >= -126 && top[0] * top[1] < 0x1p126;
+}
+#endif
+
 /* BlockFMA (ACS_FAST_BLOCK64): per block, the alignment exponent E is the largest of the
  * accumulator's binade and the products' operand exponents; every term scaled by 2^(F-E) is
  * truncated to an integer (exact: below 2^51), the n + 1 integers summed exactly, and the sum
@@ -526,6 +623,7 @@ static void gemm_rows_fast(gemm_job *jb)
     if (avx2) {
         fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
         block_kernel = block64_block_avx2;
+        if (jb->fast == ACS_FAST_EXACT64 && f16c_range_ok(jb->ctx)) exact64_kernel = exact64_block_f16c;
     }
 #endif
     exact64_grid g = exact64_grid_of(&mac->acc);
