@@ -236,6 +236,42 @@ def test_block_fma_vector_kernel_equals_general(mac, dataflow):
         assert r.counts == ref.counts
 
 
+BLOCK_EDGE_MACS = [acs.MAC("e4m3", "e4m3", acs.BlockFMA(t, al, acs.FloatAcc(e, mb, rounding=r)))
+                   for t, al, e, mb, r in ((8, 40, 8, 23, "rtz"),    # terms past 2^31: the generic truncation
+                                           (4, 27, 8, 23, "rne"),    # 27 + 2 + 3 = 32: just past int32 sums
+                                           (7, 26, 8, 23, "rup"),    # 26 + 2 + 3 = 31: just within
+                                           (4, 13, 5, 10, "rne"),    # a binary16 register overflows mid-tile
+                                           (32, 13, 5, 10, "rup"))]
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+@pytest.mark.parametrize("mac", BLOCK_EDGE_MACS, ids=lambda m: f"{m.acc.terms}-{m.acc.align_bits}-{m.acc.acc.name}")
+def test_block_fma_kernel_truncation_variants_equal_general(mac, dataflow):
+    """BlockFMA kernels by alignment width: hardware truncation summed in int32 lanes where every
+    scaled term and their sum stay below 2^31, the generic truncation past it (both sides of the
+    bound), and block partials that overflow a narrow register mid-tile (marked at once, since a
+    truncated infinity would be garbage): AVX2, portable and general agree bit for bit."""
+    rng = np.random.default_rng(23)
+    f = mac.a
+    x = rng.standard_normal((29, 150)) * 2.0 ** rng.integers(-9, 8, (29, 150))
+    w = rng.standard_normal((150, 35)) * 2.0 ** rng.integers(-9, 8, (150, 35))
+    A, B = f.encode(x, saturate=True), f.encode(w, saturate=True)
+    A[0], A[1], B[:, 0] = f.encode(f.max), f.encode(-f.max), f.encode(f.max)   # extreme terms
+    A[2, :40], A[2, 40:] = f.encode(0.25), f.encode(f.max)    # overflow only after some blocks
+    A[3, 5], B[9, 4] = f.encode(np.inf), f.encode(np.nan)     # special codes: general step
+    qa, qb = acs.QTensor(A, f), acs.QTensor(B, f)
+    arr = acs.Array(4, 8, dataflow, mac, threads=2)
+    ref = arr.gemm(qa, qb, metrics=False)
+    with vector_isa(False):
+        portable = arr.gemm(qa, qb, metrics=False)
+    with fast_paths(False):
+        general = arr.gemm(qa, qb, metrics=False)
+    for r in (portable, general):
+        assert np.array_equal(bits(r.acc), bits(ref.acc))
+        assert r.counts == ref.counts
+    assert not np.isfinite(ref.acc[3]).any() and np.isnan(ref.acc[:, 4]).all()
+
+
 def half_chain_mpfr(a, b, rounding):
     """One output's os chain on the IEEE binary16 grid by MPFR: +0, then each exact product
     added and rounded once (11 bits, subnormals, IEEE overflow and signed zeros)."""
