@@ -602,7 +602,7 @@ BLOCK64_KERNEL(block64_block_portable, )
 BLOCK64_KERNEL(block64_block_avx2, __attribute__((target("avx2,fma"))))
 
 /* The same with every scaled term below 2^31 and their sum too (align_bits + 2 + log2(terms
- * + 1) <= 31): the alignment exponents' maxima in 8 int32 lanes, each term truncated by the
+ * + 1) <= 31, at most 64 terms): the alignment exponents' maxima in 8 int32 lanes, each term truncated by the
  * hardware (cvttpd: always toward zero), summed in int32 lanes.  A block's non-finite partial
  * is marked at once (its truncation would be garbage). */
 static inline __attribute__((always_inline, target("avx2,fma")))
@@ -620,8 +620,10 @@ void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double
         for (int64_t b0 = t0; b0 < t1; b0 += w->terms) {
             int64_t b1 = b0 + w->terms < t1 ? b0 + w->terms : t1;
             __m256i ex[MR][2];
+            __m256d bd[64][NR / 4];   /* the block's B values as doubles, shared by the rows */
             for (int r = 0; r < MR; r++) ex[r][0] = ex[r][1] = _mm256_set1_epi32(-900);
             for (int64_t kk = b0; kk < b1; kk++) {
+                for (int q = 0; q < NR / 4; q++) bd[kk - b0][q] = _mm256_cvtps_pd(_mm_loadu_ps(w->panel + kk * NR + 4 * q));
                 __m256i x0 = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(w->xpanel + kk * NR)));
                 __m256i x1 = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(w->xpanel + kk * NR + 8)));
                 for (int r = 0; r < MR; r++) {
@@ -630,24 +632,31 @@ void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double
                     ex[r][1] = _mm256_max_epi32(ex[r][1], _mm256_add_epi32(xa, x1));
                 }
             }
-            for (int r = 0; r < MR; r++)
+            for (int r = 0; r < MR; r++) {
+                __m256d up[NR / 4];
+                vd4 down[NR / 4];
+                __m128i sum[NR / 4];
                 for (int q = 0; q < NR / 4; q++) {
                     vd4 acc = part[r][q];
                     vi4 e = vmax((((vi4)acc >> 52) & vi(0x7FF)) - vi(1023), vi(w->emin));
                     e = ((vi4)(acc == vd(0.0)) & vi(-30000)) | (~(vi4)(acc == vd(0.0)) & e);
                     __m128i half = q & 1 ? _mm256_extracti128_si256(ex[r][q / 2], 1) : _mm256_castsi256_si128(ex[r][q / 2]);
                     e = vmax(e, (vi4)_mm256_cvtepi32_epi64(half));
-                    __m256d up = (__m256d)((vi(w->align + 1023) - e) << 52);
-                    vd4 down = (vd4)((e - vi(w->align - 1023)) << 52);
-                    __m128i sum = _mm256_cvttpd_epi32(_mm256_mul_pd((__m256d)acc, up));
-                    for (int64_t kk = b0; kk < b1; kk++) {
-                        __m256d p = _mm256_mul_pd(_mm256_set1_pd(w->arows[r][kk]),
-                                                  _mm256_cvtps_pd(_mm_loadu_ps(w->panel + kk * NR + 4 * q)));
-                        sum = _mm_add_epi32(sum, _mm256_cvttpd_epi32(_mm256_mul_pd(p, up)));
-                    }
-                    part[r][q] = exact64_add(&c, mode, vd(0.0), (vd4)_mm256_cvtepi32_pd(sum) * down);
+                    up[q] = (__m256d)((vi(w->align + 1023) - e) << 52);
+                    down[q] = (vd4)((e - vi(w->align - 1023)) << 52);
+                    sum[q] = _mm256_cvttpd_epi32(_mm256_mul_pd((__m256d)acc, up[q]));
+                }
+                for (int64_t kk = b0; kk < b1; kk++) {
+                    __m256d av = _mm256_set1_pd(w->arows[r][kk]);
+                    _Pragma("GCC unroll 4")
+                    for (int q = 0; q < NR / 4; q++)
+                        sum[q] = _mm_add_epi32(sum[q], _mm256_cvttpd_epi32(_mm256_mul_pd(_mm256_mul_pd(av, bd[kk - b0][q]), up[q])));
+                }
+                for (int q = 0; q < NR / 4; q++) {
+                    part[r][q] = exact64_add(&c, mode, vd(0.0), (vd4)_mm256_cvtepi32_pd(sum[q]) * down[q]);
                     bad[r][q] |= ~(vi4)((vd4)((vi4)part[r][q] & ~sign) <= vd(1.7976931348623157e308));
                 }
+            }
         }
         for (int r = 0; r < MR; r++)
             for (int q = 0; q < NR / 4; q++) {
@@ -697,7 +706,8 @@ static void gemm_rows_fast(gemm_job *jb)
         if (jb->fast == ACS_FAST_EXACT64 && f16c_range_ok(jb->ctx)) exact64_kernel = exact64_block_f16c;
         int bits = 0;
         while ((1 << bits) < mac->acc.terms + 1) bits++;
-        if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.align_bits + 2 + bits <= 31) block_kernel = block64_block_cvtt;
+        if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.align_bits + 2 + bits <= 31 && mac->acc.terms <= 64)
+            block_kernel = block64_block_cvtt;
     }
 #endif
     exact64_grid g = exact64_grid_of(&mac->acc);
