@@ -147,6 +147,7 @@ typedef struct {
     int16_t *a_i16, *b_i16;
     int16_t *a_bx, *b_bx;            /* BlockFMA: the operands' alignment exponents (zero: -30000) */
     int64_t kpair;                   /* k rounded up to even: int16 operands go in pairs */
+    uint8_t *a_spec, *b_spec;        /* BlockFMA: A rows, B columns holding a NaN or inf code */
 } gemm_job;
 
 /* One output through the general step; zero-operand MACs are added to *zeros if it is given. */
@@ -412,12 +413,109 @@ EXACT64_KERNEL(exact64_block_portable, )
 EXACT64_KERNEL(exact64_block_avx2, __attribute__((target("avx2,fma"))))
 #endif
 
+/* IEEE half accumulators (binary16 grid, IEEE overflow) on CPUs with F16C: the exact sum s
+ * is rounded to odd at binary32's precision (its low 29 fraction bits' stickiness ORed into
+ * binary32's last bit, those bits cleared, so the conversion to binary32 is exact), then
+ * converted to binary16 by the hardware in the accumulator's mode.  Rounding to odd at 24 bits
+ * and then to 11 equals one rounding of s (24 >= 11 + 2), subnormals, overflow and signed
+ * zeros included.  Valid while every nonzero |s| lies in binary32's normal range:
+ * f16c_range_ok checks the operand values. */
+#ifdef ACS_X86
+static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+__m256d f16c_round(int mode, __m256d x, __m256d p, __m256d s)
+{
+    __m256i sb = _mm256_castpd_si256(s);
+    const __m256i low = _mm256_set1_epi64x(0x1FFFFFFF);
+    if (mode == ACS_RDN)   /* IEEE: an exact zero sum is -0 when rounding down, unless both are +0 */
+        sb = _mm256_or_si256(sb, _mm256_and_si256(_mm256_castpd_si256(_mm256_cmp_pd(s, _mm256_setzero_pd(), _CMP_EQ_OQ)),
+                                                  _mm256_and_si256(_mm256_castpd_si256(_mm256_or_pd(x, p)),
+                                                                   _mm256_set1_epi64x(INT64_MIN))));
+    __m256i odd = _mm256_andnot_si256(low, _mm256_or_si256(sb, _mm256_add_epi64(_mm256_and_si256(sb, low), low)));
+    __m128 f = _mm256_cvtpd_ps(_mm256_castsi256_pd(odd));   /* exact */
+    __m128i h = mode == ACS_RUP ? _mm_cvtps_ph(f, _MM_FROUND_TO_POS_INF)
+        : mode == ACS_RDN ? _mm_cvtps_ph(f, _MM_FROUND_TO_NEG_INF)
+        : mode == ACS_RTZ ? _mm_cvtps_ph(f, _MM_FROUND_TO_ZERO) : _mm_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT);
+    return _mm256_cvtps_pd(_mm_cvtph_ps(h));
+}
+
+static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+void f16c_block(int mode, const float *arows[MR], const float *panel, int64_t k, int64_t tile, int chain_only,
+                double out[MR][NR])
+{
+    __m256d total[MR][NR / 4], part[MR][NR / 4];
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NR / 4; q++) total[r][q] = _mm256_setzero_pd();
+    for (int64_t t0 = 0; t0 < k; t0 += tile) {
+        int64_t t1 = t0 + tile < k ? t0 + tile : k;
+        for (int r = 0; r < MR; r++)
+            for (int q = 0; q < NR / 4; q++) part[r][q] = _mm256_setzero_pd();
+        for (int64_t kk = t0; kk < t1; kk++) {
+            __m256d b[NR / 4];
+            for (int q = 0; q < NR / 4; q++) b[q] = _mm256_cvtps_pd(_mm_loadu_ps(panel + kk * NR + 4 * q));
+            for (int r = 0; r < MR; r++) {
+                __m256d av = _mm256_set1_pd(arows[r][kk]);
+                _Pragma("GCC unroll 4")
+                for (int q = 0; q < NR / 4; q++) {
+                    __m256d p = _mm256_mul_pd(av, b[q]);   /* exact */
+                    part[r][q] = f16c_round(mode, part[r][q], p, _mm256_add_pd(part[r][q], p));
+                }
+            }
+        }
+        for (int r = 0; r < MR; r++)     /* os: one tile, the chain is the result */
+            for (int q = 0; q < NR / 4; q++)
+                total[r][q] = chain_only ? part[r][q]
+                    : f16c_round(mode, total[r][q], part[r][q], _mm256_add_pd(total[r][q], part[r][q]));
+    }
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NR / 4; q++) _mm256_storeu_pd(out[r] + 4 * q, total[r][q]);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void exact64_block_f16c(const exact64_grid *g, const float *arows[MR], const float *panel, int64_t k,
+                               int64_t tile, int chain_only, double out[MR][NR])
+{
+    switch (g->mode) {
+    case ACS_RUP: f16c_block(ACS_RUP, arows, panel, k, tile, chain_only, out); break;
+    case ACS_RDN: f16c_block(ACS_RDN, arows, panel, k, tile, chain_only, out); break;
+    case ACS_RTZ: f16c_block(ACS_RTZ, arows, panel, k, tile, chain_only, out); break;
+    default: f16c_block(ACS_RNE, arows, panel, k, tile, chain_only, out);
+    }
+}
+/* The F16C kernel applies: an IEEE half accumulator (buffers match it: vector_path), a CPU
+ * with F16C, and operands whose nonzero sums stay in binary32's normal range: a sum is a
+ * multiple of the smallest of the products' and the grid's last-bit values, and below
+ * 2 * 65504 + max|a| max|b|. */
+static int f16c_range_ok(const acs_mac_ctx *ctx)
+{
+    const acs_mac *mac = ctx->mac;
+    const acs_acc *acc = &mac->acc;
+    const acs_grid *g = &acc->grid;
+    if (g->man_bits != 10 || g->emin != -14 || g->emax != 15 || g->max_sig != 2047 || !g->subnormals
+        || acc->overflow != ACS_OVF_INF)
+        return 0;
+    if (!__builtin_cpu_supports("f16c")) return 0;
+    double top[2] = { 0, 0 };
+    int lsb[2] = { 0, 0 };
+    for (int s = 0; s < 2; s++)
+        for (uint64_t c = 0; c < (1ULL << (s ? mac->b.bits : mac->a.bits)); c++) {
+            double v = fabs((double)(s ? ctx->fb : ctx->fa)[c]);
+            if (!(v > 0) || v > 3.4028234663852886e38) continue;   /* zero, NaN, inf */
+            int e;
+            double m = frexp(v, &e);
+            int low = e - 53 + __builtin_ctzll((uint64_t)ldexp(m, 53));
+            if (v > top[s]) top[s] = v;
+            if (low < lsb[s]) lsb[s] = low;
+        }
+    return lsb[0] + lsb[1] >= -126 && top[0] * top[1] < 0x1p126;
+}
+#endif
+
 /* BlockFMA (ACS_FAST_BLOCK64): per block, the alignment exponent E is the largest of the
  * accumulator's binade and the products' operand exponents; every term scaled by 2^(F-E) is
  * truncated to an integer (exact: below 2^51), the n + 1 integers summed exactly, and the sum
- * times 2^(E-F) rounded once onto the grid, as block_step does.  Lanes that meet NaN or inf,
- * end non-finite, or whose tile sum joins the buffer inexactly are marked and recomputed by the
- * general step. */
+ * times 2^(E-F) rounded once onto the grid, as block_step does.  Lanes that end non-finite
+ * or whose tile sum joins the buffer inexactly are marked, and outputs whose A row or B column
+ * holds a NaN or inf code (flagged when decoding), recomputed by the general step. */
 static inline __attribute__((always_inline)) vd4 vtrunc(vd4 x)   /* |x| < 2^51 */
 {
     const vi4 sign = vi(INT64_MIN);
@@ -441,18 +539,52 @@ typedef struct {
     int terms, align, emin, chain_only;
 } block64_args;
 
+/* Sums to +0 (and lane marks cleared). */
+static inline __attribute__((always_inline)) void block64_clear(vd4 sums[MR][NR / 4], vi4 bad[MR][NR / 4])
+{
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NR / 4; q++) {
+            sums[r][q] = vd(0.0);
+            if (bad) bad[r][q] = vi(0);
+        }
+}
+
+/* A tile's sums join the buffer (os: the chain is the result); a join that binary64 cannot
+ * make exactly marks its lane for the general step. */
+static inline __attribute__((always_inline))
+void block64_join(const exact64_vconst *c, int mode, int chain_only, vd4 total[MR][NR / 4], vd4 part[MR][NR / 4],
+                  vi4 bad[MR][NR / 4])
+{
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NR / 4; q++) {
+            if (chain_only) { total[r][q] = part[r][q]; continue; }
+            vd4 x = total[r][q], y = part[r][q], s = x + y, yv = s - x;   /* TwoSum: exact iff err == 0 */
+            vd4 err = (x - (s - yv)) + (y - yv);
+            bad[r][q] |= (vi4)(err != vd(0.0));
+            total[r][q] = exact64_add(c, mode, x, y);
+        }
+}
+
+/* The results out, non-finite ones marked for the general step. */
+static inline __attribute__((always_inline))
+void block64_finish(vd4 total[MR][NR / 4], double out[MR][NR], vi4 bad[MR][NR / 4])
+{
+    for (int r = 0; r < MR; r++) {
+        memcpy(out[r], total[r], sizeof total[r]);
+        for (int q = 0; q < NR / 4; q++)
+            bad[r][q] |= ~(vi4)((vd4)((vi4)total[r][q] & ~vi(INT64_MIN)) <= vd(1.7976931348623157e308));
+    }
+}
+
 static inline __attribute__((always_inline))
 void block64_block(const exact64_grid *g, int mode, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4])
 {
     exact64_vconst c = exact64_vconst_of(g);
-    const vi4 sign = vi(INT64_MIN);
     vd4 total[MR][NR / 4], part[MR][NR / 4];
-    for (int r = 0; r < MR; r++)
-        for (int q = 0; q < NR / 4; q++) { total[r][q] = vd(0.0); bad[r][q] = vi(0); }
+    block64_clear(total, bad);
     for (int64_t t0 = 0; t0 < w->k; t0 += w->tile) {
         int64_t t1 = t0 + w->tile < w->k ? t0 + w->tile : w->k;
-        for (int r = 0; r < MR; r++)
-            for (int q = 0; q < NR / 4; q++) part[r][q] = vd(0.0);
+        block64_clear(part, NULL);
         for (int64_t b0 = t0; b0 < t1; b0 += w->terms) {
             int64_t b1 = b0 + w->terms < t1 ? b0 + w->terms : t1;
             for (int r = 0; r < MR; r++)
@@ -460,13 +592,9 @@ void block64_block(const exact64_grid *g, int mode, const block64_args *w, doubl
                     vd4 acc = part[r][q];
                     vi4 e = vmax((((vi4)acc >> 52) & vi(0x7FF)) - vi(1023), vi(w->emin));
                     e = ((vi4)(acc == vd(0.0)) & vi(-30000)) | (~(vi4)(acc == vd(0.0)) & e);
-                    vi4 special = vi(0);
                     for (int64_t kk = b0; kk < b1; kk++) {
-                        const float *bp = w->panel + kk * NR + 4 * q;
                         const int16_t *xp = w->xpanel + kk * NR + 4 * q;
-                        vd4 p = vd(w->arows[r][kk]) * (vd4){ bp[0], bp[1], bp[2], bp[3] };
                         e = vmax(e, vi(w->xrows[r][kk]) + (vi4){ xp[0], xp[1], xp[2], xp[3] });
-                        special |= ~(vi4)((vd4)((vi4)p & ~sign) <= vd(1.7976931348623157e308));
                     }
                     e = vmax(e, vi(-900));
                     vd4 up = (vd4)((vi(w->align + 1023) - e) << 52), down = (vd4)((e - vi(w->align - 1023)) << 52);
@@ -476,37 +604,88 @@ void block64_block(const exact64_grid *g, int mode, const block64_args *w, doubl
                         sum += vtrunc(vd(w->arows[r][kk]) * (vd4){ bp[0], bp[1], bp[2], bp[3] } * up);
                     }
                     part[r][q] = exact64_add(&c, mode, vd(0.0), sum * down);
-                    bad[r][q] |= special;
                 }
         }
-        for (int r = 0; r < MR; r++)
-            for (int q = 0; q < NR / 4; q++) {
-                if (w->chain_only) { total[r][q] = part[r][q]; continue; }
-                vd4 x = total[r][q], y = part[r][q], s = x + y, yv = s - x;   /* TwoSum: exact iff err == 0 */
-                vd4 err = (x - (s - yv)) + (y - yv);
-                bad[r][q] |= (vi4)(err != vd(0.0));
-                total[r][q] = exact64_add(&c, mode, x, y);
-            }
+        block64_join(&c, mode, w->chain_only, total, part, bad);
     }
-    for (int r = 0; r < MR; r++) {
-        memcpy(out[r], total[r], sizeof total[r]);
-        for (int q = 0; q < NR / 4; q++)
-            bad[r][q] |= ~(vi4)((vd4)((vi4)total[r][q] & ~sign) <= vd(1.7976931348623157e308));
-    }
+    block64_finish(total, out, bad);
 }
 
-#define BLOCK64_KERNEL(name, attr)                                                                     \
+/* One instance per rounding mode of a block64 body. */
+#define BLOCK64_KERNEL(name, attr, body)                                                               \
     attr static void name(const exact64_grid *g, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4]) \
     {                                                                                                   \
         switch (g->mode) {                                                                              \
-        case ACS_RUP: block64_block(g, ACS_RUP, w, out, bad); break;                                    \
-        case ACS_RTZ: block64_block(g, ACS_RTZ, w, out, bad); break;                                    \
-        default: block64_block(g, ACS_RNE, w, out, bad);                                                \
+        case ACS_RUP: body(g, ACS_RUP, w, out, bad); break;                                             \
+        case ACS_RTZ: body(g, ACS_RTZ, w, out, bad); break;                                             \
+        default: body(g, ACS_RNE, w, out, bad);                                                         \
         }                                                                                               \
     }
-BLOCK64_KERNEL(block64_block_portable, )
+BLOCK64_KERNEL(block64_block_portable, , block64_block)
 #ifdef ACS_X86
-BLOCK64_KERNEL(block64_block_avx2, __attribute__((target("avx2,fma"))))
+BLOCK64_KERNEL(block64_block_avx2, __attribute__((target("avx2,fma"))), block64_block)
+
+/* The same with every scaled term below 2^31 and their sum too (align_bits + 2 + log2(terms
+ * + 1) <= 31, at most 64 terms): the alignment exponents' maxima in 8 int32 lanes, each term truncated by the
+ * hardware (cvttpd: always toward zero), summed in int32 lanes.  A block's non-finite partial
+ * is marked at once (its truncation would be garbage). */
+static inline __attribute__((always_inline, target("avx2,fma")))
+void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4])
+{
+    exact64_vconst c = exact64_vconst_of(g);
+    const vi4 sign = vi(INT64_MIN);
+    vd4 total[MR][NR / 4], part[MR][NR / 4];
+    block64_clear(total, bad);
+    for (int64_t t0 = 0; t0 < w->k; t0 += w->tile) {
+        int64_t t1 = t0 + w->tile < w->k ? t0 + w->tile : w->k;
+        block64_clear(part, NULL);
+        for (int64_t b0 = t0; b0 < t1; b0 += w->terms) {
+            int64_t b1 = b0 + w->terms < t1 ? b0 + w->terms : t1;
+            __m256i ex[MR][2];
+            __m256d bd[64][NR / 4];   /* the block's B values as doubles, shared by the rows */
+            for (int r = 0; r < MR; r++) ex[r][0] = ex[r][1] = _mm256_set1_epi32(-900);
+            for (int64_t kk = b0; kk < b1; kk++) {
+                for (int q = 0; q < NR / 4; q++) bd[kk - b0][q] = _mm256_cvtps_pd(_mm_loadu_ps(w->panel + kk * NR + 4 * q));
+                __m256i x0 = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(w->xpanel + kk * NR)));
+                __m256i x1 = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(w->xpanel + kk * NR + 8)));
+                for (int r = 0; r < MR; r++) {
+                    __m256i xa = _mm256_set1_epi32(w->xrows[r][kk]);
+                    ex[r][0] = _mm256_max_epi32(ex[r][0], _mm256_add_epi32(xa, x0));
+                    ex[r][1] = _mm256_max_epi32(ex[r][1], _mm256_add_epi32(xa, x1));
+                }
+            }
+            for (int r = 0; r < MR; r++) {
+                __m256d up[NR / 4];
+                vd4 down[NR / 4];
+                __m128i sum[NR / 4];
+                for (int q = 0; q < NR / 4; q++) {
+                    vd4 acc = part[r][q];
+                    vi4 e = vmax((((vi4)acc >> 52) & vi(0x7FF)) - vi(1023), vi(w->emin));
+                    e = ((vi4)(acc == vd(0.0)) & vi(-30000)) | (~(vi4)(acc == vd(0.0)) & e);
+                    __m128i half = q & 1 ? _mm256_extracti128_si256(ex[r][q / 2], 1) : _mm256_castsi256_si128(ex[r][q / 2]);
+                    e = vmax(e, (vi4)_mm256_cvtepi32_epi64(half));
+                    up[q] = (__m256d)((vi(w->align + 1023) - e) << 52);
+                    down[q] = (vd4)((e - vi(w->align - 1023)) << 52);
+                    sum[q] = _mm256_cvttpd_epi32(_mm256_mul_pd((__m256d)acc, up[q]));
+                }
+                for (int64_t kk = b0; kk < b1; kk++) {
+                    __m256d av = _mm256_set1_pd(w->arows[r][kk]);
+                    _Pragma("GCC unroll 4")
+                    for (int q = 0; q < NR / 4; q++)
+                        sum[q] = _mm_add_epi32(sum[q], _mm256_cvttpd_epi32(_mm256_mul_pd(_mm256_mul_pd(av, bd[kk - b0][q]), up[q])));
+                }
+                for (int q = 0; q < NR / 4; q++) {
+                    part[r][q] = exact64_add(&c, mode, vd(0.0), (vd4)_mm256_cvtepi32_pd(sum[q]) * down[q]);
+                    bad[r][q] |= ~(vi4)((vd4)((vi4)part[r][q] & ~sign) <= vd(1.7976931348623157e308));
+                }
+            }
+        }
+        block64_join(&c, mode, w->chain_only, total, part, bad);
+    }
+    block64_finish(total, out, bad);
+}
+
+BLOCK64_KERNEL(block64_block_cvtt, __attribute__((target("avx2,fma"))), block64_cvtt)
 #endif
 
 /* Rows [i0, i1) through the vector kernels.  Integer wrap sums are taken modulo 2^32 and
@@ -526,6 +705,11 @@ static void gemm_rows_fast(gemm_job *jb)
     if (avx2) {
         fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
         block_kernel = block64_block_avx2;
+        if (jb->fast == ACS_FAST_EXACT64 && f16c_range_ok(jb->ctx)) exact64_kernel = exact64_block_f16c;
+        int bits = 0;
+        while ((1 << bits) < mac->acc.terms + 1) bits++;
+        if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.align_bits + 2 + bits <= 31 && mac->acc.terms <= 64)
+            block_kernel = block64_block_cvtt;
     }
 #endif
     exact64_grid g = exact64_grid_of(&mac->acc);
@@ -547,7 +731,8 @@ static void gemm_rows_fast(gemm_job *jb)
                 block_kernel(&g, &w, res, bad);
                 for (int64_t r = 0; r < mr; r++)
                     for (int64_t c = 0; c < nr; c++) {
-                        if (bad[r][c / 4][c % 4]) general_output(jb, i0 + r, j0 + c, NULL);
+                        if (bad[r][c / 4][c % 4] || jb->a_spec[i0 + r] || jb->b_spec[j0 + c])
+                            general_output(jb, i0 + r, j0 + c, NULL);
                         else jb->out[(i0 + r) * n + j0 + c] = res[r][c];
                     }
             } else if (jb->fast == ACS_FAST_EXACT64) {
@@ -603,6 +788,7 @@ static void decode_part(gemm_job *jb)
             uint64_t code = acs_load_code(jb->a, i * k + kk, ab);
             jb->za[kk] += ctx->ta[code].cls == ACS_ZERO;
             if (jb->a_bx) jb->a_bx[i * k + kk] = alignment_exponent(&ctx->ta[code]);
+            if (jb->a_spec && ctx->ta[code].cls >= ACS_INF) jb->a_spec[i] = 1;
             if (jb->a_f32) jb->a_f32[i * k + kk] = ctx->fa[code];
             else jb->a_i16[i * kpair + kk] = (int16_t)ctx->ia[code];
         }
@@ -612,6 +798,7 @@ static void decode_part(gemm_job *jb)
                 uint64_t code = acs_load_code(jb->bt, j * k + kk, bb);
                 jb->zb[kk] += ctx->tb[code].cls == ACS_ZERO;
                 if (jb->b_bx) jb->b_bx[p * k * NR + kk * NR + j % NR] = alignment_exponent(&ctx->tb[code]);
+                if (jb->b_spec && ctx->tb[code].cls >= ACS_INF) jb->b_spec[j] = 1;
                 if (jb->b_f32) jb->b_f32[p * k * NR + kk * NR + j % NR] = ctx->fb[code];
                 else jb->b_i16[p * kpair * NR + (kk / 2) * 2 * NR + 2 * (j % NR) + kk % 2] = (int16_t)ctx->ib[code];
             }
@@ -696,21 +883,26 @@ static int alloc_decoded(gemm_job *jobs, int workers)
         if (b->fast == ACS_FAST_BLOCK64) {
             b->a_bx = malloc((size_t)(m * k > 0 ? m * k : 1) * sizeof(int16_t));
             b->b_bx = calloc((size_t)(panels * k * NR > 0 ? panels * k * NR : 1), sizeof(int16_t));
+            b->a_spec = calloc((size_t)(m > 0 ? m : 1), 1);
+            b->b_spec = calloc((size_t)(panels * NR > 0 ? panels * NR : 1), 1);
         }
     } else {
         b->a_i16 = calloc((size_t)(m * b->kpair > 0 ? m * b->kpair : 1), sizeof(int16_t));
         b->b_i16 = calloc((size_t)(panels * b->kpair * NR > 0 ? panels * b->kpair * NR : 1), sizeof(int16_t));
     }
     if (!z || !(b->a_f32 || b->a_i16) || !(b->b_f32 || b->b_i16)
-        || (b->fast == ACS_FAST_BLOCK64 && (!b->a_bx || !b->b_bx))) {
+        || (b->fast == ACS_FAST_BLOCK64 && (!b->a_bx || !b->b_bx || !b->a_spec || !b->b_spec))) {
         free(z); free(b->a_f32); free(b->b_f32); free(b->a_i16); free(b->b_i16); free(b->a_bx); free(b->b_bx);
+        free(b->a_spec); free(b->b_spec);
         b->a_f32 = b->b_f32 = NULL; b->a_i16 = b->b_i16 = b->a_bx = b->b_bx = NULL;
+        b->a_spec = b->b_spec = NULL;
         return 0;
     }
     for (int w = 0; w < workers; w++) {
         jobs[w].a_f32 = b->a_f32; jobs[w].b_f32 = b->b_f32;
         jobs[w].a_i16 = b->a_i16; jobs[w].b_i16 = b->b_i16;
         jobs[w].a_bx = b->a_bx; jobs[w].b_bx = b->b_bx;
+        jobs[w].a_spec = b->a_spec; jobs[w].b_spec = b->b_spec;
         jobs[w].za = z + 2 * w * (k > 0 ? k : 1);
         jobs[w].zb = jobs[w].za + (k > 0 ? k : 1);
         jobs[w].p0 = panels * w / workers;
@@ -770,6 +962,7 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
         free(jobs[0].a_f32); free(jobs[0].b_f32);
         free(jobs[0].a_i16); free(jobs[0].b_i16);
         free(jobs[0].a_bx); free(jobs[0].b_bx);
+        free(jobs[0].a_spec); free(jobs[0].b_spec);
     }
     acs_mac_close(&ctx);
     if (status) return status;

@@ -228,6 +228,99 @@ def test_block_fma_vector_kernel_equals_general(mac, dataflow):
     kernels_agree(arr, qa, qb)
 
 
+BLOCK_EDGE_MACS = [acs.MAC("e4m3", "e4m3", acs.BlockFMA(t, al, acs.FloatAcc(e, mb, rounding=r)))
+                   for t, al, e, mb, r in ((8, 40, 8, 23, "rtz"),    # terms past 2^31: the generic truncation
+                                           (4, 27, 8, 23, "rne"),    # 27 + 2 + 3 = 32: just past int32 sums
+                                           (7, 26, 8, 23, "rup"),    # 26 + 2 + 3 = 31: just within
+                                           (4, 13, 5, 10, "rne"),    # a binary16 register overflows mid-tile
+                                           (32, 13, 5, 10, "rup"))]
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+@pytest.mark.parametrize("mac", BLOCK_EDGE_MACS, ids=lambda m: f"{m.acc.terms}-{m.acc.align_bits}-{m.acc.acc.name}")
+def test_block_fma_kernel_truncation_variants_equal_general(mac, dataflow):
+    """BlockFMA kernels by alignment width: hardware truncation summed in int32 lanes where every
+    scaled term and their sum stay below 2^31, the generic truncation past it (both sides of the
+    bound), and block partials that overflow a narrow register mid-tile (marked at once, since a
+    truncated infinity would be garbage): AVX2, portable and general agree bit for bit."""
+    rng = np.random.default_rng(23)
+    f = mac.a
+    x = rng.standard_normal((29, 150)) * 2.0 ** rng.integers(-9, 8, (29, 150))
+    w = rng.standard_normal((150, 35)) * 2.0 ** rng.integers(-9, 8, (150, 35))
+    A, B = f.encode(x, saturate=True), f.encode(w, saturate=True)
+    A[0], A[1], B[:, 0] = f.encode(f.max), f.encode(-f.max), f.encode(f.max)   # extreme terms
+    A[2, :40], A[2, 40:] = f.encode(0.25), f.encode(f.max)    # overflow only after some blocks
+    A[3, 5], B[9, 4] = f.encode(np.inf), f.encode(np.nan)     # special codes: general step
+    qa, qb = acs.QTensor(A, f), acs.QTensor(B, f)
+    ref = kernels_agree(acs.Array(4, 8, dataflow, mac, threads=2), qa, qb)
+    assert not np.isfinite(ref.acc[3]).any() and np.isnan(ref.acc[:, 4]).all()
+
+
+def half_chain_mpfr(a, b, rounding):
+    """One output's os chain on the IEEE binary16 grid by MPFR: +0, then each exact product
+    added and rounded once (11 bits, subnormals, IEEE overflow and signed zeros)."""
+    import gmpy2
+    mode = {"rne": gmpy2.RoundToNearest, "rtz": gmpy2.RoundToZero, "rup": gmpy2.RoundUp,
+            "rdn": gmpy2.RoundDown}[rounding]
+    ctx = gmpy2.context(precision=11, emin=-23, emax=16, subnormalize=True, round=mode)
+    acc = gmpy2.mpfr(0.0)
+    for x, y in zip(a, b):
+        acc = ctx.add(acc, gmpy2.mpfr(float(x) * float(y), 53))   # the product is exact in binary64
+    return float(acc)
+
+
+@pytest.mark.parametrize("rounding", ["rne", "rtz", "rup", "rdn"])
+def test_half_accumulator_kernel_equals_mpfr(rounding):
+    """IEEE half accumulators (on x86 with F16C: rounding to odd at binary32's precision, then the
+    hardware's binary16 conversion) against MPFR, one rounding per step: sums in the subnormal
+    range, overflow both ways, exact zero sums, and sums that a binary32 rounding to nearest
+    would turn into binary16 ties (32768 + 16 + 2^-10 must round up under rne)."""
+    rng = np.random.default_rng(8)
+    fa, fb = acs.formats.get("fp16"), acs.formats.get("int8")
+    mac = acs.MAC(fa, fb, acs.FloatAcc(5, 10, rounding=rounding))
+    m, k, n = 24, 30, 20
+    x = rng.standard_normal((m, k)) * 2.0 ** rng.integers(-26, 4, (m, k))
+    x[:6] = rng.standard_normal((6, k)) * 2.0 ** rng.integers(-24, -20, (6, k))   # subnormal sums
+    x[6:8] = 60000.0 * np.sign(x[6:8])                   # overflow (with B's big columns)
+    x[8:10, ::2], x[8:10, 1::2] = 3.0, -3.0              # exact zero sums
+    hazard = np.array([512.0, 145 * 2.0 ** -10, -512.0, -145 * 2.0 ** -10, 2.0 ** -5, 145 * 2.0 ** -24])
+    x[10, :2], x[11, :2], x[12, :2] = hazard[:2], hazard[2:4], hazard[4:]   # 2^14+1 = 145 * 113
+    x[10:13, 2:] = 0.0
+    w = rng.integers(-127, 128, (k, n)).astype(np.float64)
+    w[:, 0], w[:, 1] = 127.0, -127.0
+    w[:, 2] = 1.0
+    w[:2, 3] = [64.0, 113.0]
+    A, B = fa.encode(x), fb.encode(w)
+    qa, qb = acs.QTensor(A, fa), acs.QTensor(B, fb)
+    xa, wb = fa.decode(A), fb.decode(B)
+    want = np.array([[half_chain_mpfr(xa[i], wb[:, j], rounding) for j in range(n)] for i in range(m)])
+    arr = acs.Array(8, 8, "os", mac, threads=2)
+    got = arr.gemm(qa, qb, metrics=False).acc
+    assert np.array_equal(bits(got), bits(want))
+    with vector_isa(False):
+        assert np.array_equal(bits(arr.gemm(qa, qb, metrics=False).acc), bits(want))
+    assert want[10, 3] == (32768.0 + 32.0 if rounding in ("rne", "rup") else 32768.0)   # the hazards
+    assert want[11, 3] == (-32768.0 - 32.0 if rounding in ("rne", "rdn") else -32768.0)
+    assert want[12, 3] == (2.0 + 2.0 ** -9 if rounding in ("rne", "rup") else 2.0)        # 2 + 2^-10 + 2^-24
+    assert (np.abs(want[:6]) < 2.0 ** -14).any() and (want[:6] != 0).any()
+    assert np.isinf(want).any() or rounding != "rne"
+    assert np.signbit(want[8:10, 2]).all() == (rounding == "rdn")
+
+
+@pytest.mark.parametrize("rounding", ["rne", "rtz", "rup", "rdn"])
+def test_half_accumulator_kernel_special_codes_and_tiles(rounding):
+    """Every fp16 code (NaN, inf, subnormals, signed zeros) through ws tiles joined in the
+    buffer: the vector kernels (F16C where the CPU has it, portable) equal the general step."""
+    rng = np.random.default_rng(9)
+    for fa, fb in (("fp16", "int8"), ("e4m3fn", "e5m2")):
+        fa, fb = acs.formats.get(fa), acs.formats.get(fb)
+        mac = acs.MAC(fa, fb, acs.FloatAcc(5, 10, rounding=rounding))
+        A, B = random_codes(fa, (33, 70), rng), random_codes(fb, (70, 21), rng)
+        A[:3], B[:, :2] = fa.encode(-0.0), fb.encode(1.0)
+        qa, qb = acs.QTensor(A, fa), acs.QTensor(B, fb)
+        kernels_agree(acs.Array(16, 4, "ws", mac, threads=2), qa, qb)
+
+
 def test_threads_argument_and_environment(monkeypatch):
     monkeypatch.setenv("ACCEL_SIM_THREADS", "3")
     assert acs.Array(4, 4).threads == 3
