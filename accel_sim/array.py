@@ -546,7 +546,7 @@ class Array:
         lib.acs_epilogue(ffi.NULL if int_out else pointer(acc, "double *"),
                          pointer(acc, "int64_t *") if int_out else ffi.NULL, m, n,
                          pointer(sa, "float *"), sa_stride, pointer(sb, "float *"), sb_stride,
-                         ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "float *"))
+                         ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "float *"), self.threads)
         if out_format is not None:
             fmt = formats.get(out_format)
             output = fmt.decode(fmt.encode(y, saturate=False))
@@ -683,7 +683,7 @@ class Array:
         y = np.empty((m, n), dtype=np.float32)
         lib.acs_epilogue(pointer(acc, "double *"), ffi.NULL, m, n, pointer(sa, "float *"), sa_stride,
                          pointer(sb, "float *"), sb_stride, ffi.NULL if bias32 is None else pointer(bias32, "float *"),
-                         pointer(y, "float *"))
+                         pointer(y, "float *"), self.threads)
         if out_format is not None:
             fmt = formats.get(out_format)
             output = fmt.decode(fmt.encode(y, saturate=False))

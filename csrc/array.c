@@ -1009,13 +1009,24 @@ static acs_rounded mul_round(acs_real x, int xcls, float y)
     return acs_round(&acs_fp32_grid, p, ACS_RNE, ACS_OVF_INF, 0);
 }
 
-int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
-                 const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
-                 const float *bias, float *out)
+typedef struct {
+    const double *acc;
+    const int64_t *acc_int;
+    int64_t i0, i1, n;
+    const float *sa, *sb, *bias;
+    int64_t sa_stride, sb_stride;
+    float *out;
+} epilogue_job;
+
+static void epilogue_rows(void *p)
 {
-    if (m < 0 || n < 0 || (m && n && ((!acc && !acc_int) || !sa || !sb || !out))) return ACS_ERR_ARG;
-    if (m && n > INT64_MAX / m) return ACS_ERR_ARG;
-    for (int64_t i = 0; i < m; i++)
+    const epilogue_job *e = p;
+    const double *acc = e->acc;
+    const int64_t *acc_int = e->acc_int;
+    const float *sa = e->sa, *sb = e->sb, *bias = e->bias;
+    int64_t n = e->n, sa_stride = e->sa_stride, sb_stride = e->sb_stride;
+    float *out = e->out;
+    for (int64_t i = e->i0; i < e->i1; i++)
         for (int64_t j = 0; j < n; j++) {
             int cls;
             /* two binary32 values multiply exactly in binary64; the cast rounds once */
@@ -1064,5 +1075,22 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
             }
             out[i * n + j] = fp32_of(y);
         }
+}
+
+int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
+                 const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
+                 const float *bias, float *out, int threads)
+{
+    if (m < 0 || n < 0 || (m && n && ((!acc && !acc_int) || !sa || !sb || !out))) return ACS_ERR_ARG;
+    if (m && n > INT64_MAX / m) return ACS_ERR_ARG;
+    if (threads < 1 || threads > 256) return ACS_ERR_ARG;
+    int workers = (int)(m < threads ? (m > 0 ? m : 1) : threads);   /* rows are independent */
+    epilogue_job jobs[256];
+    for (int w = 0; w < workers; w++) {
+        epilogue_job e = { acc, acc_int, m * w / workers, m * (w + 1) / workers, n, sa, sb, bias, sa_stride,
+                           sb_stride, out };
+        jobs[w] = e;
+    }
+    run_parallel(epilogue_rows, jobs, sizeof jobs[0], workers);
     return ACS_OK;
 }
