@@ -431,9 +431,9 @@ static void chain_int_wrap(const acs_mac_ctx *ctx, const void *a, int64_t ia, co
  * register, so that saturating after every step is the exact sum (the wrap path's). */
 int acs_int_sat_exact(const acs_mac_ctx *ctx, acs_i128 start, int64_t len)
 {
+    if (ctx->fast != ACS_FAST_INT_SAT || len < 0 || len >= ((int64_t)1 << 40)) return 0;
     acs_i128 limit = ((acs_i128)1 << (ctx->mac->acc.grid.total_bits - 1)) - 1;
-    return ctx->fast == ACS_FAST_INT_SAT && len >= 0 && len < ((int64_t)1 << 40)
-        && (start < 0 ? -start : start) + (acs_i128)len * ctx->max_product <= limit;
+    return (start < 0 ? -start : start) + (acs_i128)len * ctx->max_product <= limit;
 }
 
 /* Products a[ia + j] * b[ib + j], j = 0..len-1, into the accumulator in order (blocks of
