@@ -286,10 +286,12 @@ static void value_range(const acs_operand *t, int bits, int *sig, int64_t *lsb, 
     }
 }
 
-/* FloatAcc with a directed or nearest-even rounding, subnormals and IEEE or saturating overflow
- * whose acc + a*b is always exact in binary64 (products and grid between 2^lo and 2^hi, 53 bits
- * apart at most): the array's vector kernel forms that sum natively and rounds it once onto the
- * grid (array.c).  The chains here keep the general step. */
+/* FloatAcc with a directed or nearest-even rounding, subnormals and IEEE or saturating overflow,
+ * products exact in binary64 and every value between 2^lo and 2^hi: the array's vector kernel
+ * forms acc + a*b natively and rounds it once onto the grid (array.c).  Returns 2 when every
+ * such sum is provably exact in binary64 (hi + 1 - lo <= 53), 1 when the kernel must check each
+ * sum (and leave an output whose sum was not exact to the general step), 0 when it does not
+ * apply.  The chains here keep the general step. */
 static int exact64_path(const acs_mac *mac, int sa, int sb, int64_t lo_ab, int64_t top_ab)
 {
     const acs_acc *acc = &mac->acc;
@@ -302,7 +304,8 @@ static int exact64_path(const acs_mac *mac, int sa, int sb, int64_t lo_ab, int64
     int64_t lo = (int64_t)g->emin - g->man_bits, hi = (int64_t)g->emax + 1;
     if (lo_ab < lo) lo = lo_ab;
     if (top_ab > hi) hi = top_ab;
-    return sa + sb <= 53 && lo >= -1022 && hi <= 1000 && hi + 1 - lo <= 53;
+    if (sa + sb > 53 || lo < -1022 || hi > 1000) return 0;
+    return hi + 1 - lo <= 53 ? 2 : 1;
 }
 
 /* BlockFMA with nearest-even, toward-zero or upward rounding, subnormals and IEEE or saturating
@@ -319,22 +322,25 @@ static int block64_path(const acs_mac *mac, int sa, int sb)
         && acc->align_bits + 2 + bits <= 53 && acc->grid.emin - acc->grid.man_bits >= -1000 && acc->grid.emax <= 1000;
 }
 
-static int fast_path_of(const acs_mac *mac, const acs_operand *ta_, const acs_operand *tb_)
+static int fast_path_of(acs_mac_ctx *ctx)
 {
+    const acs_mac *mac = ctx->mac;
     const acs_acc *acc = &mac->acc;
     if (!fast_paths_enabled || mac->a.bits > 16 || mac->b.bits > 16) return ACS_FAST_NONE;
     if (acc->kind == ACS_ACC_INT) return acc->overflow == ACS_OVF_WRAP ? ACS_FAST_INT_WRAP : ACS_FAST_INT_SAT;
     int sa, sb;
     int64_t la, lb, ta, tb;
-    value_range(ta_, mac->a.bits, &sa, &la, &ta);
-    value_range(tb_, mac->b.bits, &sb, &lb, &tb);
+    value_range(ctx->ta, mac->a.bits, &sa, &la, &ta);
+    value_range(ctx->tb, mac->b.bits, &sb, &lb, &tb);
     const acs_grid *g = &acc->grid, *ad = &acc->addend;
     int fp32 = acc->kind == ACS_ACC_FLOAT && acc->rounding == ACS_RNE && acc->overflow == ACS_OVF_INF
         && g->man_bits == 23 && g->emin == -126 && g->emax == 127 && g->max_sig == (1ULL << 24) - 1 && g->subnormals
         && ad->man_bits == 23 && ad->emin == -126 && ad->emax == 127 && ad->max_sig == (1ULL << 24) - 1 && ad->subnormals;
     if (fp32 && sa + sb <= 24 && la + lb >= -149 && ta + tb <= 128) return ACS_FAST_FP32;
     if (block64_path(mac, sa, sb)) return ACS_FAST_BLOCK64;
-    return exact64_path(mac, sa, sb, la + lb, ta + tb) ? ACS_FAST_EXACT64 : ACS_FAST_NONE;
+    int exact = exact64_path(mac, sa, sb, la + lb, ta + tb);
+    ctx->exact_sums = exact == 2;
+    return exact ? ACS_FAST_EXACT64 : ACS_FAST_NONE;
 }
 
 /* Every code's value as a float (exact for the formats of at most 16 bits the fast paths take)
@@ -364,7 +370,7 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
     if (status) return status;
     ctx->ta = operand_table(&mac->a);
     ctx->tb = operand_table(&mac->b);
-    ctx->fast = ctx->ta && ctx->tb ? fast_path_of(mac, ctx->ta, ctx->tb) : ACS_FAST_NONE;
+    ctx->fast = ctx->ta && ctx->tb ? fast_path_of(ctx) : ACS_FAST_NONE;
     if (ctx->fast == ACS_FAST_FP32 || ctx->fast == ACS_FAST_EXACT64 || ctx->fast == ACS_FAST_BLOCK64) {
         ctx->fa = float_values(ctx->ta, mac->a.bits);
         ctx->fb = float_values(ctx->tb, mac->b.bits);

@@ -341,12 +341,19 @@ static inline __attribute__((always_inline)) exact64_vconst exact64_vconst_of(co
     return c;
 }
 
-/* round(x + p) onto the grid; `mode` is a constant in each instance. */
-static inline __attribute__((always_inline)) vd4 exact64_add(const exact64_vconst *c, int mode, vd4 x, vd4 p)
+/* round(x + p) onto the grid; `mode` is a constant in each instance.  With `inexact`, lanes
+ * where binary64 could not hold x + p exactly (TwoSum's error nonzero; finite operands) are
+ * marked there: their result is not the fused step's, and the caller recomputes them. */
+static inline __attribute__((always_inline))
+vd4 exact64_add(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact)
 {
     const vi4 sign = vi(INT64_MIN), one = (vi4)vd(1.0);
     const vd4 magic = vd(6755399441055744.0);               /* 1.5 * 2^52 */
     vd4 s = x + p;
+    if (inexact) {
+        vd4 pv = s - x, err = (x - (s - pv)) + (p - pv);   /* NaN for infinite operands: not marked */
+        *inexact |= (vi4)(err > vd(0.0)) | (vi4)(err < vd(0.0));
+    }
     vi4 sb = (vi4)s;
     if (mode == ACS_RDN) sb |= (vi4)(s == vd(0.0)) & ((vi4)x | (vi4)p) & sign;
     vi4 ub = (sb & vi(0x7FF0000000000000)) - c->man_shift;
@@ -368,12 +375,12 @@ static inline __attribute__((always_inline)) vd4 exact64_add(const exact64_vcons
 
 static inline __attribute__((always_inline))
 void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], const float *panel, int64_t k,
-                   int64_t tile, int chain_only, double out[MR][NR])
+                   int64_t tile, int chain_only, double out[MR][NR], vi4 bad[MR][NR / 4])
 {
     exact64_vconst c = exact64_vconst_of(g);
     vd4 total[MR][NR / 4], part[MR][NR / 4];
     for (int r = 0; r < MR; r++)
-        for (int q = 0; q < NR / 4; q++) total[r][q] = vd(0.0);
+        for (int q = 0; q < NR / 4; q++) { total[r][q] = vd(0.0); bad[r][q] = vi(0); }
     for (int64_t t0 = 0; t0 < k; t0 += tile) {
         int64_t t1 = t0 + tile < k ? t0 + tile : k;
         for (int r = 0; r < MR; r++)
@@ -386,12 +393,13 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
             for (int r = 0; r < MR; r++) {
                 vd4 av = vd(arows[r][kk]);
                 _Pragma("GCC unroll 4")
-                for (int q = 0; q < NR / 4; q++) part[r][q] = exact64_add(&c, mode, part[r][q], av * b[q]);
+                for (int q = 0; q < NR / 4; q++)
+                    part[r][q] = exact64_add(&c, mode, part[r][q], av * b[q], &bad[r][q]);
             }
         }
         for (int r = 0; r < MR; r++)     /* os: one tile, the chain is the result */
             for (int q = 0; q < NR / 4; q++)
-                total[r][q] = chain_only ? part[r][q] : exact64_add(&c, mode, total[r][q], part[r][q]);
+                total[r][q] = chain_only ? part[r][q] : exact64_add(&c, mode, total[r][q], part[r][q], &bad[r][q]);
     }
     for (int r = 0; r < MR; r++) memcpy(out[r], total[r], sizeof total[r]);
 }
@@ -399,13 +407,13 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
 /* One instance per rounding mode, so each inner loop is straight-line code. */
 #define EXACT64_KERNEL(name, attr)                                                                      \
     attr static void name(const exact64_grid *g, const float *arows[MR], const float *panel, int64_t k,     \
-                          int64_t tile, int chain_only, double out[MR][NR])                              \
+                          int64_t tile, int chain_only, double out[MR][NR], vi4 bad[MR][NR / 4])         \
     {                                                                                                    \
         switch (g->mode) {                                                                               \
-        case ACS_RUP: exact64_block(g, ACS_RUP, arows, panel, k, tile, chain_only, out); break;          \
-        case ACS_RDN: exact64_block(g, ACS_RDN, arows, panel, k, tile, chain_only, out); break;          \
-        case ACS_RTZ: exact64_block(g, ACS_RTZ, arows, panel, k, tile, chain_only, out); break;          \
-        default: exact64_block(g, ACS_RNE, arows, panel, k, tile, chain_only, out);                      \
+        case ACS_RUP: exact64_block(g, ACS_RUP, arows, panel, k, tile, chain_only, out, bad); break;     \
+        case ACS_RDN: exact64_block(g, ACS_RDN, arows, panel, k, tile, chain_only, out, bad); break;     \
+        case ACS_RTZ: exact64_block(g, ACS_RTZ, arows, panel, k, tile, chain_only, out, bad); break;     \
+        default: exact64_block(g, ACS_RNE, arows, panel, k, tile, chain_only, out, bad);                 \
         }                                                                                                \
     }
 EXACT64_KERNEL(exact64_block_portable, )
@@ -472,8 +480,9 @@ void f16c_block(int mode, const float *arows[MR], const float *panel, int64_t k,
 
 __attribute__((target("avx2,fma,f16c")))
 static void exact64_block_f16c(const exact64_grid *g, const float *arows[MR], const float *panel, int64_t k,
-                               int64_t tile, int chain_only, double out[MR][NR])
+                               int64_t tile, int chain_only, double out[MR][NR], vi4 bad[MR][NR / 4])
 {
+    memset(bad, 0, sizeof(vi4) * MR * (NR / 4));   /* taken only where every sum is provably exact */
     switch (g->mode) {
     case ACS_RUP: f16c_block(ACS_RUP, arows, panel, k, tile, chain_only, out); break;
     case ACS_RDN: f16c_block(ACS_RDN, arows, panel, k, tile, chain_only, out); break;
@@ -557,11 +566,7 @@ void block64_join(const exact64_vconst *c, int mode, int chain_only, vd4 total[M
 {
     for (int r = 0; r < MR; r++)
         for (int q = 0; q < NR / 4; q++) {
-            if (chain_only) { total[r][q] = part[r][q]; continue; }
-            vd4 x = total[r][q], y = part[r][q], s = x + y, yv = s - x;   /* TwoSum: exact iff err == 0 */
-            vd4 err = (x - (s - yv)) + (y - yv);
-            bad[r][q] |= (vi4)(err != vd(0.0));
-            total[r][q] = exact64_add(c, mode, x, y);
+            total[r][q] = chain_only ? part[r][q] : exact64_add(c, mode, total[r][q], part[r][q], &bad[r][q]);
         }
 }
 
@@ -603,7 +608,7 @@ void block64_block(const exact64_grid *g, int mode, const block64_args *w, doubl
                         const float *bp = w->panel + kk * NR + 4 * q;
                         sum += vtrunc(vd(w->arows[r][kk]) * (vd4){ bp[0], bp[1], bp[2], bp[3] } * up);
                     }
-                    part[r][q] = exact64_add(&c, mode, vd(0.0), sum * down);
+                    part[r][q] = exact64_add(&c, mode, vd(0.0), sum * down, NULL);
                 }
         }
         block64_join(&c, mode, w->chain_only, total, part, bad);
@@ -675,7 +680,7 @@ void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double
                         sum[q] = _mm_add_epi32(sum[q], _mm256_cvttpd_epi32(_mm256_mul_pd(_mm256_mul_pd(av, bd[kk - b0][q]), up[q])));
                 }
                 for (int q = 0; q < NR / 4; q++) {
-                    part[r][q] = exact64_add(&c, mode, vd(0.0), (vd4)_mm256_cvtepi32_pd(sum[q]) * down[q]);
+                    part[r][q] = exact64_add(&c, mode, vd(0.0), (vd4)_mm256_cvtepi32_pd(sum[q]) * down[q], NULL);
                     bad[r][q] |= ~(vi4)((vd4)((vi4)part[r][q] & ~sign) <= vd(1.7976931348623157e308));
                 }
             }
@@ -697,15 +702,16 @@ static void gemm_rows_fast(gemm_job *jb)
     int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma();
     void (*fp32_kernel)(const float **, const float *, int64_t, int64_t, float (*)[NR]) = fp32_block_portable;
     void (*int_kernel)(const int16_t **, const int16_t *, int64_t, uint32_t (*)[NR]) = int16_block_portable;
-    void (*exact64_kernel)(const exact64_grid *, const float **, const float *, int64_t, int64_t, int, double (*)[NR])
-        = exact64_block_portable;
+    void (*exact64_kernel)(const exact64_grid *, const float **, const float *, int64_t, int64_t, int, double (*)[NR],
+                           vi4 (*)[NR / 4]) = exact64_block_portable;
     void (*block_kernel)(const exact64_grid *, const block64_args *, double (*)[NR], vi4 (*)[NR / 4])
         = block64_block_portable;
 #ifdef ACS_X86
     if (avx2) {
         fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
         block_kernel = block64_block_avx2;
-        if (jb->fast == ACS_FAST_EXACT64 && f16c_range_ok(jb->ctx)) exact64_kernel = exact64_block_f16c;
+        if (jb->fast == ACS_FAST_EXACT64 && jb->ctx->exact_sums && f16c_range_ok(jb->ctx))
+            exact64_kernel = exact64_block_f16c;
         int bits = 0;
         while ((1 << bits) < mac->acc.terms + 1) bits++;
         if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.align_bits + 2 + bits <= 31 && mac->acc.terms <= 64)
@@ -740,11 +746,13 @@ static void gemm_rows_fast(gemm_job *jb)
                 for (int r = 0; r < MR; r++)
                     arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
                 double res[MR][NR];
-                exact64_kernel(&g, arows, jb->b_f32 + p * k * NR, k, jb->tile, jb->dataflow == ACS_OS, res);
+                vi4 bad[MR][NR / 4];
+                exact64_kernel(&g, arows, jb->b_f32 + p * k * NR, k, jb->tile, jb->dataflow == ACS_OS, res, bad);
                 for (int64_t r = 0; r < mr; r++)
                     for (int64_t c = 0; c < nr; c++) {
                         double v = res[r][c];
-                        jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : v;
+                        if (bad[r][c / 4][c % 4]) general_output(jb, i0 + r, j0 + c, NULL);
+                        else jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : v;
                     }
             } else if (fp) {
                 const float *arows[MR];

@@ -70,6 +70,7 @@ typedef struct {
     const acs_mac *mac;
     acs_operand *ta, *tb;  /* decoded operand codes, for formats of at most 16 bits */
     int fast;              /* an exact fast path (acs_fast_path) this MAC allows */
+    int exact_sums;        /* ACS_FAST_EXACT64: every acc + a*b provably exact in binary64 */
     float *fa, *fb;        /* ACS_FAST_FP32, ACS_FAST_EXACT64, ACS_FAST_BLOCK64: operand values */
     int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP, ACS_FAST_INT_SAT: operand values */
     int64_t max_product;   /* ACS_FAST_INT_SAT: the largest |a*b| */

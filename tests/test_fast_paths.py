@@ -321,6 +321,34 @@ def test_half_accumulator_kernel_special_codes_and_tiles(rounding):
         kernels_agree(acs.Array(16, 4, "ws", mac, threads=2), qa, qb)
 
 
+CHECKED = [acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 7, rounding=r)) for r in ("rne", "rtz")]
+CHECKED += [acs.MAC("e5m2", "e5m2", acs.FloatAcc(8, 7, rounding="rdn", overflow="saturate")),
+            acs.MAC("bf16", "bf16", acs.FloatAcc(8, 23, rounding="rtz")),
+            acs.MAC("bf16", "e4m3fn", acs.FloatAcc(8, 23, rounding="rup")),
+            acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 23, rounding="rdn")),
+            acs.MAC("e5m2", "e5m2", acs.FloatAcc(5, 10, rounding="rne"))]
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+@pytest.mark.parametrize("mac", CHECKED, ids=lambda m: f"{m.a.name}x{m.b.name}-{m.acc.name}")
+def test_checked_float_kernel_equals_general(mac, dataflow):
+    """Float accumulators whose acc + a*b is not provably exact in binary64 (bf16 and fp32
+    grids, directed modes, bf16 operands, e5m2 into fp16) take the vector kernel with every sum
+    checked (TwoSum); outputs whose sum was inexact go to the general step.  Data spanning
+    exponents far enough apart forces both kinds of output; all equal the general path."""
+    rng = np.random.default_rng(23)
+    fa, fb = mac.a, mac.b
+    span = 100 if fa.max > 1e30 and fb.max > 1e30 else 12
+    x = rng.standard_normal((29, 75)) * 2.0 ** rng.integers(-span, span, (29, 75))
+    w = rng.standard_normal((75, 22)) * 2.0 ** rng.integers(-span, span, (75, 22))
+    A, B = fa.encode(x, saturate=True), fb.encode(w, saturate=True)
+    A[:3] = random_codes(fa, (3, 75), rng)                        # specials, signed zeros
+    A[3, ::2], A[3, 1::2] = fa.encode(1.0), fa.encode(-1.0)       # exact zero sums
+    B[:, 0] = fb.encode(1.0)
+    A[4] = fa.encode(fa.max)                                      # overflow
+    kernels_agree(acs.Array(16, 8, dataflow, mac, threads=2), acs.QTensor(A, fa), acs.QTensor(B, fb))
+
+
 def test_threads_argument_and_environment(monkeypatch):
     monkeypatch.setenv("ACCEL_SIM_THREADS", "3")
     assert acs.Array(4, 4).threads == 3
