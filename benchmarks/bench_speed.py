@@ -47,7 +47,8 @@ CASES = [  # label, MAC, dataflow, target ratio (None: FYI), headroom
     ("int8 -> int32, ws", acs.MAC("int8", "int8", "int32"), "ws", 2, False),
     ("int8 -> IntAcc(32, saturate), ws", acs.MAC("int8", "int8", acs.IntAcc(32, "saturate")), "ws", None, False),
     ("posit8 -> fp32, ws", acs.MAC("posit8", "posit8", "fp32"), "ws", None, False),
-    ("e4m3fn -> bf16 (general path), ws", acs.MAC("e4m3fn", "e4m3fn", "bf16"), "ws", None, False),
+    ("e4m3fn -> bf16 rne (checked sums), ws", acs.MAC("e4m3fn", "e4m3fn", "bf16"), "ws", None, False),
+    ("e4m3fn -> fp32 sr (general path), ws", acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 23, "sr")), "ws", None, False),
 ]
 
 
