@@ -1,6 +1,8 @@
 """Glue between numpy arrays and the C engine: the built module, enum lookups, pointers."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from accel_sim._engine import ffi, lib
@@ -60,6 +62,47 @@ def check_float_array(value, argname: str, ndim=None, finite: bool = True, what:
     if finite and not np.all(np.isfinite(arr)):
         raise ValueError(f"{argname} contains NaN or inf")
     return arr
+
+
+DEFAULT_MEMORY_LIMIT = 8 << 30
+
+
+def size_text(nbytes) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def memory_limit(limit=None) -> int:
+    """The working-memory limit in bytes: `limit` (an Array's memory_limit_bytes), else the
+    ACCEL_SIM_MEMORY_LIMIT environment variable, else 8 GiB."""
+    argname = "memory_limit_bytes"
+    if limit is None:
+        env = os.environ.get("ACCEL_SIM_MEMORY_LIMIT")
+        if env is None:
+            return DEFAULT_MEMORY_LIMIT
+        argname = "ACCEL_SIM_MEMORY_LIMIT"
+        try:
+            limit = int(env)
+        except ValueError:
+            raise ValueError(f"ACCEL_SIM_MEMORY_LIMIT must be a number of bytes, got {env!r}") from None
+    if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer)):
+        raise TypeError(f"{argname} must be an integer number of bytes, got {type(limit).__name__}")
+    if limit < 1:
+        raise ValueError(f"{argname} must be positive, got {limit}")
+    return int(limit)
+
+
+def check_memory(size: int, bytes_per_element: int, argname: str) -> None:
+    """Refuse, before anything is allocated or scanned, an argument of `size` elements whose
+    working copies (bytes_per_element each) would exceed the memory limit: a broadcast view of
+    terabytes costs nothing to pass but everything to convert."""
+    need = int(size) * bytes_per_element
+    limit = memory_limit()
+    if need > limit:
+        raise ValueError(f"{argname} has {int(size):,} elements: its working copies would need about {size_text(need)}, "
+                         f"over the memory limit ({size_text(limit)}; ACCEL_SIM_MEMORY_LIMIT sets it)")
 
 
 def pointer(array: np.ndarray, ctype: str):

@@ -16,7 +16,7 @@ import numpy as np
 
 from accel_sim import formats, layers
 from accel_sim.energy import ENERGY_PARTS, EnergyTable, add_scale_energy, evaluate
-from accel_sim._native import check_float_array, check_seed, ffi, lib, pointer, raise_for_status, rounding_code
+from accel_sim._native import check_float_array, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status, rounding_code
 from accel_sim.mac import MAC, BlockFMA, FloatAcc, IntAcc, get_acc
 from accel_sim.quant import CALIBRATIONS, QTensor, quantize
 
@@ -192,36 +192,8 @@ def _gemm_metrics(output, pairs, block=512) -> dict:
     return {name: s.result() for name, s in sums.items()}
 
 
-DEFAULT_MEMORY_LIMIT = 8 << 30
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-
-
-def _size(nbytes):
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes} bytes"
-
-
-def _check_memory_limit(limit):
-    argname = "memory_limit_bytes"
-    if limit is None:
-        env = os.environ.get("ACCEL_SIM_MEMORY_LIMIT")
-        if env is None:
-            return DEFAULT_MEMORY_LIMIT
-        argname = "ACCEL_SIM_MEMORY_LIMIT"
-        try:
-            limit = int(env)
-        except ValueError:
-            raise ValueError(f"ACCEL_SIM_MEMORY_LIMIT must be a number of bytes, got {env!r}") from None
-    if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer)):
-        raise TypeError(f"{argname} must be an integer number of bytes, got {type(limit).__name__}")
-    if limit < 1:
-        raise ValueError(f"{argname} must be positive, got {limit}")
-    return int(limit)
 
 
 def _check_threads(threads):
@@ -743,6 +715,7 @@ class Array:
                 raise ValueError(f"{argname} must have at least 2 dimensions, got shape {np.shape(v)}")
             if isinstance(v, QTensor) and v.axis is not None:
                 raise ValueError(f"{argname} must be quantized per tensor for matmul")
+        self._batch_shape(*(np.shape(v.codes if isinstance(v, QTensor) else v) for v in (a, b)))  # before quantizing
         if self.quant["a"] in _BLOCK_SCALES:
             return self._matmul_blocks(a, b, out_format)
         per_tensor = {k: "none" if self.quant[k] == "none" else "tensor" for k in ("a", "b")}
@@ -764,17 +737,23 @@ class Array:
         return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 
-    def _batched(self, a, b):
-        """The broadcast batch shape of a (..., M, K) and b (..., K, N), and both broadcast to it
-        and flattened to (entries, M, K) and (entries, K, N)."""
-        if a.shape[-1] != b.shape[-2]:
-            raise ValueError(f"a {a.shape} and b {b.shape} do not multiply: K differs")
+    def _batch_shape(self, a_shape, b_shape):
+        """The broadcast batch shape of a (..., M, K) @ b (..., K, N), checked to multiply and
+        to fit the memory limit."""
+        if a_shape[-1] != b_shape[-2]:
+            raise ValueError(f"a {a_shape} and b {b_shape} do not multiply: K differs")
         try:
-            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            batch = np.broadcast_shapes(a_shape[:-2], b_shape[:-2])
         except ValueError:
-            raise ValueError(f"batch shapes of a {a.shape} and b {b.shape} do not broadcast") from None
-        self._check_memory(int(np.prod(batch, dtype=object)) * a.shape[-2], b.shape[-1], a.shape[-1],
+            raise ValueError(f"batch shapes of a {a_shape} and b {b_shape} do not broadcast") from None
+        self._check_memory(int(np.prod(batch, dtype=object)) * a_shape[-2], b_shape[-1], a_shape[-1],
                            "the batched matmul")
+        return batch
+
+    def _batched(self, a, b):
+        """The batch shape, and a and b broadcast to it and flattened to (entries, M, K) and
+        (entries, K, N)."""
+        batch = self._batch_shape(a.shape, b.shape)
         return (batch, *(np.broadcast_to(x, batch + x.shape[-2:]).reshape(-1, *x.shape[-2:]) for x in (a, b)))
 
     def _float_operand(self, v, argname):

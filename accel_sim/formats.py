@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from accel_sim._native import check_int as _check_int, check_seed, ffi, lib, pointer, rounding_code
+from accel_sim._native import check_int as _check_int, check_memory, check_seed, ffi, lib, pointer, rounding_code
 
 __all__ = ["Format", "FloatFormat", "FixedFormat", "IntFormat", "PositFormat", "get", "names", "register"]
 
@@ -62,6 +62,7 @@ class Format:
         if not isinstance(saturate, (bool, np.bool_)):
             raise TypeError(f"saturate must be a bool, got {type(saturate).__name__}")
         is_scalar = np.ndim(x) == 0 and not isinstance(x, np.ndarray)
+        check_memory(np.size(x), 8 + self.code_dtype.itemsize, "x")   # a float copy and the codes
         values = _as_float_input(x)
         codes = np.empty(values.shape, dtype=self.code_dtype)
         overflow = lib.ACS_OVF_SATURATE if saturate else self._overflow_policy()
@@ -80,6 +81,7 @@ class Format:
         arr = np.asarray(codes)
         if arr.dtype.kind not in "ui":
             raise TypeError(f"codes must be an integer array of {self.name} codes, got dtype {arr.dtype}")
+        check_memory(arr.size, 8 + self.code_dtype.itemsize, "codes")
         if arr.size and (arr.min() < 0 or (self.bits < 64 and int(arr.max()) >= 1 << self.bits)):
             raise ValueError(f"codes must lie in [0, {(1 << self.bits) - 1}] for {self.name}, "
                              f"got values in [{arr.min()}, {arr.max()}]")

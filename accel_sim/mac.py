@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accel_sim import formats
-from accel_sim._native import ROUNDING_MODES, check_int as _check_int, check_seed, ffi, lib, pointer, raise_for_status
+from accel_sim._native import (ROUNDING_MODES, check_int as _check_int, check_memory, check_seed, ffi, lib, pointer,
+                               raise_for_status)
 
 __all__ = ["FloatAcc", "IntAcc", "FixedAcc", "BlockFMA", "Quire", "MAC", "accumulate", "get_acc", "mac_from_names",
            "ACCUMULATORS"]
@@ -343,6 +344,7 @@ def _codes(x, fmt, argname):
     if arr.dtype.kind not in "ui":
         raise TypeError(f"{argname} must be an integer array of {fmt.name} codes (encode values first), "
                         f"got dtype {arr.dtype}")
+    check_memory(arr.size, fmt.code_dtype.itemsize, argname)
     if arr.size and (arr.min() < 0 or int(arr.max()) >> fmt.bits):
         raise ValueError(f"{argname} holds values outside [0, {(1 << fmt.bits) - 1}], not {fmt.name} codes")
     return arr
@@ -368,6 +370,7 @@ def accumulate(a_codes, b_codes, mac: MAC, init=0.0, seed: int = 0):
     except ValueError:
         raise ValueError(f"a_codes {a.shape} and b_codes {b.shape} do not broadcast") from None
     lead, k = shape[:-1], shape[-1]
+    check_memory(math.prod(shape), mac.a.code_dtype.itemsize + mac.b.code_dtype.itemsize, "a_codes and b_codes")
     a = np.ascontiguousarray(np.broadcast_to(a, shape), dtype=mac.a.code_dtype)
     b = np.ascontiguousarray(np.broadcast_to(b, shape), dtype=mac.b.code_dtype)
     init_arr = np.asarray(init)

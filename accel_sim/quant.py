@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from accel_sim import formats
-from accel_sim._native import check_seed, rounding_code
+from accel_sim._native import check_memory, check_seed, rounding_code
 
 __all__ = ["QTensor", "quantize", "CALIBRATIONS", "SCALE_FORMATS", "MXINT8", "scale_values"]
 
@@ -50,6 +50,7 @@ class QTensor:
         codes = np.asarray(codes)
         if codes.dtype.kind not in "ui":
             raise TypeError(f"codes must be an integer array of {self.format.name} codes, got dtype {codes.dtype}")
+        check_memory(codes.size, self.format.code_dtype.itemsize, "codes")
         if codes.size and (codes.min() < 0 or int(codes.max()) >> self.format.bits):
             raise ValueError(f"codes must lie in [0, {(1 << self.format.bits) - 1}] for {self.format.name}")
         self.codes = np.asarray(codes, dtype=self.format.code_dtype)
@@ -153,6 +154,7 @@ def quantize(x, fmt, scale="tensor", axis=None, calibration="absmax", rounding="
     x = np.asarray(x)
     if x.dtype.kind not in "fiu" or (x.dtype.kind == "f" and x.dtype.itemsize > 8):
         raise TypeError(f"x must be a float or integer array, got dtype {x.dtype}")
+    check_memory(x.size, 3 * 8 + fmt.code_dtype.itemsize, "x")   # float64 copies, scaled values, codes
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError("x contains NaN or inf; quantize needs finite values to calibrate")
