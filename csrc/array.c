@@ -9,6 +9,12 @@
 
 static inline int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
+/* Operand codes are 8 or 16 bits wide here (acs_gemm refuses wider ones). */
+static inline __attribute__((always_inline)) uint64_t code_of(const void *codes, int64_t i, int wide)
+{
+    return wide ? ((const uint16_t *)codes)[i] : ((const uint8_t *)codes)[i];
+}
+
 /* Bit flips on the operand registers.  A streaming operand passes through every active PE
  * of its row (OS: A along rows, B down columns; WS: A along rows; IS: B along rows), so its
  * flips count once per PE that sees it; a stationary operand (WS: B, IS: A) flips when a fold
@@ -41,15 +47,65 @@ static int64_t stream_flips(const void *codes, int bits, int64_t first, int64_t 
                             uint16_t *head, uint16_t *tail)
 {
     int64_t flips = 0;
-    uint16_t prev = (uint16_t)acs_load_code(codes, first, bits);
+    uint16_t prev = (uint16_t)code_of(codes, first, bits > 8);
     *head = prev;
     for (int64_t x = 1; x < len; x++) {
-        uint16_t v = (uint16_t)acs_load_code(codes, first + x * step, bits);
+        uint16_t v = (uint16_t)code_of(codes, first + x * step, bits > 8);
         flips += __builtin_popcount(prev ^ v);
         prev = v;
     }
     *tail = prev;
     return flips;
+}
+
+/* WS and IS: array row i holds, in row-fold fr, the K index kidx = (fr*R + i)*nt + t of each
+ * lane t.  The streaming operand (WS: A[:, kidx], IS: B[kidx, :]) passes along the row; the
+ * stationary one (WS: B[col, kidx], IS: A[col, kidx]) is loaded into PE (i, j) per fold.  Both
+ * are read a source row at a time (the kidx of this worker's array rows are contiguous), and
+ * each register keeps its state from fold to fold in (row-fold, column-fold) order. */
+ACS_POPCNT_CLONES
+static void count_toggles_stationary(toggle_job *tj, int nt, int64_t kp, int64_t sr, int64_t sc, int64_t frs,
+                                     int64_t fcs)
+{
+    int ws = tj->dataflow == ACS_WS;
+    const void *src = ws ? tj->a : tj->bt, *st = ws ? tj->bt : tj->a;
+    int sbits = ws ? tj->mac->a.bits : tj->mac->b.bits, stbits = ws ? tj->mac->b.bits : tj->mac->a.bits;
+    int64_t R = tj->R, C = tj->C, k = tj->k, len = ws ? tj->m : tj->n;
+    int64_t lo = tj->lo, hi = tj->hi < R ? tj->hi : R, lanes = (hi > lo ? hi - lo : 0) * nt;
+    int64_t *flips = malloc((size_t)(lanes > 0 ? lanes : 1) * sizeof *flips);
+    uint16_t *head = malloc((size_t)(lanes > 0 ? lanes : 1) * sizeof *head);
+    uint16_t *tail = malloc((size_t)(lanes > 0 ? lanes : 1) * sizeof *tail);
+    uint16_t *reg = calloc((size_t)(lanes > 0 ? lanes : 1), sizeof *reg);
+    uint16_t *pe = calloc((size_t)(lanes > 0 ? lanes * C : 1), sizeof *pe);   /* [j][lane] */
+    int64_t *streamed = ws ? &tj->ta : &tj->tb, *stationary = ws ? &tj->tb : &tj->ta;
+    if (!flips || !head || !tail || !reg || !pe) tj->status = ACS_ERR_ARG;
+    for (int64_t fr = 0; fr < frs && !tj->status; fr++) {
+        int64_t rows = (sr - fr * R < hi ? sr - fr * R : hi) - lo;   /* this worker's active array rows */
+        if (rows <= 0) break;
+        int64_t k0 = (fr * R + lo) * nt, e_end = rows * nt;              /* lane e holds kidx k0 + e */
+        int64_t e_in = k - k0 < e_end ? (k - k0 > 0 ? k - k0 : 0) : e_end;   /* lanes with kidx < k */
+        for (int64_t e = 0; e < e_end; e++) { flips[e] = 0; head[e] = tail[e] = 0; }
+        for (int64_t x = 0; x < len; x++)
+            for (int64_t e = 0; e < e_in; e++) {
+                uint16_t v = (uint16_t)code_of(src, x * k + k0 + e, sbits > 8);
+                if (x) flips[e] += __builtin_popcount(tail[e] ^ v); else head[e] = v;
+                tail[e] = v;
+            }
+        for (int64_t fc = 0; fc < fcs; fc++) {
+            int64_t c_act = sc - fc * C < C ? sc - fc * C : C;
+            for (int64_t e = 0; e < e_end; e++) {
+                *streamed += (flips[e] + __builtin_popcount(reg[e] ^ head[e])) * c_act;
+                reg[e] = tail[e];
+            }
+            for (int64_t j = 0; j < c_act; j++)
+                for (int64_t e = 0; e < e_end; e++) {
+                    uint16_t v = e < e_in ? (uint16_t)code_of(st, (fc * C + j) * k + k0 + e, stbits > 8) : 0;
+                    *stationary += __builtin_popcount(pe[j * lanes + e] ^ v);
+                    pe[j * lanes + e] = v;
+                }
+        }
+    }
+    free(flips); free(head); free(tail); free(reg); free(pe);
 }
 
 ACS_POPCNT_CLONES
@@ -61,46 +117,24 @@ static void count_toggles_part(toggle_job *tj)
     int64_t R = tj->R, C = tj->C, m = tj->m, n = tj->n, k = tj->k, kp = ceil_div(k, nt);
     int64_t sr = df == ACS_OS ? m : kp, sc = df == ACS_IS ? m : n;
     int64_t frs = ceil_div(sr, R), fcs = ceil_div(sc, C);
-    uint16_t *pe = df == ACS_OS ? NULL : calloc((size_t)(C * nt), sizeof *pe);
-    if (df != ACS_OS && !pe) { tj->status = ACS_ERR_ARG; return; }
-    for (int64_t i = tj->lo; i < tj->hi && i < R; i++) {
-        if (df != ACS_OS) memset(pe, 0, (size_t)(C * nt) * sizeof *pe);
+    if (df != ACS_OS) { count_toggles_stationary(tj, nt, kp, sr, sc, frs, fcs); return; }
+    for (int64_t i = tj->lo; i < tj->hi && i < R; i++)
         for (int t = 0; t < nt; t++) {
             uint16_t reg = 0, head, tail;
-            for (int64_t fr = 0; fr < frs && fr * R + i < sr; fr++) {
-                int64_t flips, row = fr * R + i;
-                if (df == ACS_OS) {      /* A[row, t::nt] streams along row i; zero padding past k */
-                    int64_t valid = kp - (kp * nt - k > 0 && t >= nt - (kp * nt - k) ? 1 : 0);
-                    flips = valid ? stream_flips(tj->a, ab, row * k + t, nt, valid, &head, &tail) : 0;
-                    if (!valid) head = tail = 0;
-                    if (valid < kp) { flips += __builtin_popcount(tail); tail = 0; }
-                } else {                 /* WS: A[:, kidx] along row i; IS: B[kidx, :] */
-                    int64_t kidx = row * nt + t;
-                    if (kidx < k)
-                        flips = stream_flips(df == ACS_WS ? tj->a : tj->bt, df == ACS_WS ? ab : bb, kidx, k,
-                                             df == ACS_WS ? m : n, &head, &tail);
-                    else { flips = 0; head = tail = 0; }
-                }
+            for (int64_t fr = 0; fr < frs && fr * R + i < sr; fr++) {   /* A[row, t::nt] along row i */
+                int64_t row = fr * R + i;
+                int64_t valid = kp - (kp * nt - k > 0 && t >= nt - (kp * nt - k) ? 1 : 0);
+                int64_t flips = valid ? stream_flips(tj->a, ab, row * k + t, nt, valid, &head, &tail) : 0;
+                if (!valid) head = tail = 0;
+                if (valid < kp) { flips += __builtin_popcount(tail); tail = 0; }   /* zero padding past k */
                 for (int64_t fc = 0; fc < fcs; fc++) {
                     int64_t c_act = sc - fc * C < C ? sc - fc * C : C;
-                    int64_t f = flips + __builtin_popcount(reg ^ head);
+                    tj->ta += (flips + __builtin_popcount(reg ^ head)) * c_act;
                     reg = tail;
-                    if (df == ACS_IS) tj->tb += f * c_act; else tj->ta += f * c_act;
-                    if (df == ACS_OS) continue;
-                    int64_t kidx = row * nt + t;
-                    for (int64_t j = 0; j < c_act; j++) {  /* the stationary operand */
-                        uint16_t *p = &pe[j * nt + t];
-                        uint16_t v = kidx >= k ? 0 : df == ACS_WS
-                            ? (uint16_t)acs_load_code(tj->bt, (fc * C + j) * k + kidx, bb)
-                            : (uint16_t)acs_load_code(tj->a, (fc * C + j) * k + kidx, ab);
-                        if (df == ACS_WS) tj->tb += __builtin_popcount(*p ^ v); else tj->ta += __builtin_popcount(*p ^ v);
-                        *p = v;
-                    }
                 }
             }
         }
-    }
-    if (df == ACS_OS) {               /* B[col, t::nt] streams down column j in every row-fold */
+    {                                 /* B[col, t::nt] streams down column j in every row-fold */
         int64_t *flips = malloc((size_t)fcs * sizeof *flips);
         uint16_t *heads = malloc((size_t)fcs * sizeof *heads), *tails = malloc((size_t)fcs * sizeof *tails);
         if (!flips || !heads || !tails) tj->status = ACS_ERR_ARG;
@@ -123,7 +157,6 @@ static void count_toggles_part(toggle_job *tj)
             }
         free(flips); free(heads); free(tails);
     }
-    free(pe);
 }
 
 /* ---- The GEMM: workers over blocks of output rows ------------------------------------------
@@ -785,31 +818,64 @@ static inline int16_t alignment_exponent(const acs_operand *x)
     return x->cls == ACS_FINITE ? (int16_t)x->bexp : x->cls == ACS_ZERO ? -30000 : 0;
 }
 
-/* A worker's share of the decoding: its A rows and its B panels, counting zero operands. */
-static void decode_part(gemm_job *jb)
+/* A worker's share of the decoding: its A rows and its B panels, counting zero operands.  The
+ * loops are specialised by code width and destination (this runs once per operand element). */
+static inline __attribute__((always_inline)) void decode_part_w(gemm_job *jb, int wa, int wb)
 {
     const acs_mac_ctx *ctx = jb->ctx;
     int64_t n = jb->n, k = jb->k, kpair = jb->kpair;
-    int ab = ctx->mac->a.bits, bb = ctx->mac->b.bits;
-    for (int64_t i = jb->i0; i < jb->i1; i++)
-        for (int64_t kk = 0; kk < k; kk++) {
-            uint64_t code = acs_load_code(jb->a, i * k + kk, ab);
-            jb->za[kk] += ctx->ta[code].cls == ACS_ZERO;
-            if (jb->a_bx) jb->a_bx[i * k + kk] = alignment_exponent(&ctx->ta[code]);
-            if (jb->a_spec && ctx->ta[code].cls >= ACS_INF) jb->a_spec[i] = 1;
-            if (jb->a_f32) jb->a_f32[i * k + kk] = ctx->fa[code];
-            else jb->a_i16[i * kpair + kk] = (int16_t)ctx->ia[code];
-        }
-    for (int64_t p = jb->p0; p < jb->p1; p++)
-        for (int64_t j = p * NR; j < n && j < (p + 1) * NR; j++)
+    uint8_t zero_a[1 << 16], zero_b[1 << 16];   /* 1 where the code is a zero */
+    for (uint64_t c = 0; c < (1ULL << (wa ? 16 : 8)); c++) zero_a[c] = ctx->ta[c].cls == ACS_ZERO;
+    for (uint64_t c = 0; c < (1ULL << (wb ? 16 : 8)); c++) zero_b[c] = ctx->tb[c].cls == ACS_ZERO;
+    for (int64_t i = jb->i0; i < jb->i1; i++) {
+        if (jb->a_f32)
             for (int64_t kk = 0; kk < k; kk++) {
-                uint64_t code = acs_load_code(jb->bt, j * k + kk, bb);
-                jb->zb[kk] += ctx->tb[code].cls == ACS_ZERO;
-                if (jb->b_bx) jb->b_bx[p * k * NR + kk * NR + j % NR] = alignment_exponent(&ctx->tb[code]);
-                if (jb->b_spec && ctx->tb[code].cls >= ACS_INF) jb->b_spec[j] = 1;
-                if (jb->b_f32) jb->b_f32[p * k * NR + kk * NR + j % NR] = ctx->fb[code];
-                else jb->b_i16[p * kpair * NR + (kk / 2) * 2 * NR + 2 * (j % NR) + kk % 2] = (int16_t)ctx->ib[code];
+                uint64_t code = code_of(jb->a, i * k + kk, wa);
+                jb->za[kk] += zero_a[code];
+                jb->a_f32[i * k + kk] = ctx->fa[code];
             }
+        else
+            for (int64_t kk = 0; kk < k; kk++) {
+                uint64_t code = code_of(jb->a, i * k + kk, wa);
+                jb->za[kk] += zero_a[code];
+                jb->a_i16[i * kpair + kk] = (int16_t)ctx->ia[code];
+            }
+        if (jb->a_bx)
+            for (int64_t kk = 0; kk < k; kk++) {
+                const acs_operand *x = &ctx->ta[code_of(jb->a, i * k + kk, wa)];
+                jb->a_bx[i * k + kk] = alignment_exponent(x);
+                if (x->cls >= ACS_INF) jb->a_spec[i] = 1;
+            }
+    }
+    for (int64_t p = jb->p0; p < jb->p1; p++)
+        for (int64_t j = p * NR; j < n && j < (p + 1) * NR; j++) {
+            int64_t lane = j % NR;
+            if (jb->b_f32)
+                for (int64_t kk = 0; kk < k; kk++) {
+                    uint64_t code = code_of(jb->bt, j * k + kk, wb);
+                    jb->zb[kk] += zero_b[code];
+                    jb->b_f32[p * k * NR + kk * NR + lane] = ctx->fb[code];
+                }
+            else
+                for (int64_t kk = 0; kk < k; kk++) {
+                    uint64_t code = code_of(jb->bt, j * k + kk, wb);
+                    jb->zb[kk] += zero_b[code];
+                    jb->b_i16[p * kpair * NR + (kk / 2) * 2 * NR + 2 * lane + kk % 2] = (int16_t)ctx->ib[code];
+                }
+            if (jb->b_bx)
+                for (int64_t kk = 0; kk < k; kk++) {
+                    const acs_operand *x = &ctx->tb[code_of(jb->bt, j * k + kk, wb)];
+                    jb->b_bx[p * k * NR + kk * NR + lane] = alignment_exponent(x);
+                    if (x->cls >= ACS_INF) jb->b_spec[j] = 1;
+                }
+        }
+}
+
+static void decode_part(gemm_job *jb)
+{
+    int wa = jb->ctx->mac->a.bits > 8, wb = jb->ctx->mac->b.bits > 8;
+    if (!wa && !wb) decode_part_w(jb, 0, 0);
+    else decode_part_w(jb, wa, wb);
 }
 
 /* The vector kernels apply: an exact fast path whose operands fit the kernel, and for ws/is a
