@@ -825,8 +825,8 @@ static inline __attribute__((always_inline)) void decode_part_w(gemm_job *jb, in
     const acs_mac_ctx *ctx = jb->ctx;
     int64_t n = jb->n, k = jb->k, kpair = jb->kpair;
     uint8_t zero_a[1 << 16], zero_b[1 << 16];   /* 1 where the code is a zero */
-    for (uint64_t c = 0; c < (1ULL << (wa ? 16 : 8)); c++) zero_a[c] = ctx->ta[c].cls == ACS_ZERO;
-    for (uint64_t c = 0; c < (1ULL << (wb ? 16 : 8)); c++) zero_b[c] = ctx->tb[c].cls == ACS_ZERO;
+    for (uint64_t c = 0; c < (1ULL << ctx->mac->a.bits); c++) zero_a[c] = ctx->ta[c].cls == ACS_ZERO;
+    for (uint64_t c = 0; c < (1ULL << ctx->mac->b.bits); c++) zero_b[c] = ctx->tb[c].cls == ACS_ZERO;
     for (int64_t i = jb->i0; i < jb->i1; i++) {
         if (jb->a_f32)
             for (int64_t kk = 0; kk < k; kk++) {
