@@ -571,6 +571,9 @@ class Array:
         B along axis 0), K zero-padded to whole blocks; QTensors pass through (checked later)."""
         if not any(not isinstance(v, QTensor) for v in (A, B)):
             return A, B
+        (m_, k_), (k2, n_) = (np.shape(v.codes if isinstance(v, QTensor) else v) for v in (A, B))
+        if k_ != k2:
+            raise ValueError(f"{names[0]} ({m_}, {k_}) and {names[1]} ({k2}, {n_}) do not multiply: K differs")
         if self.quant["a"] not in _BLOCK_SCALES:
             name = names[0] if not isinstance(A, QTensor) else names[1]
             raise ValueError(f"{name} must be a block-scaled QTensor: in a block-scaled GEMM both operands carry block "
@@ -670,8 +673,6 @@ class Array:
             return Result(**vars(plan), output=output, acc=acc, metrics={})
         fa, fb = (A, B) if floats is None else (A if isinstance(floats[0], QTensor) else floats[0],
                                                 B if isinstance(floats[1], QTensor) else floats[1])
-        if np.shape(fa)[1] != np.shape(fb)[0]:   # one float, one QTensor with K padded
-            fa, fb = A, B
         pairs = [("vs_dequantized", A, B, None if bias is None else bias32.astype(np.float64)),
                  ("vs_float64", fa, fb, None if bias is None else np.asarray(bias, np.float64))]
         metrics = _gemm_metrics(output, pairs)

@@ -105,3 +105,5 @@ def test_bad_block_quant_specs_and_inputs():
         arr.conv2d(np.ones((1, 1, 3)), np.ones((1, 1, 1, 1)))
     with pytest.raises(ValueError, match="K differs"):
         arr.matmul(np.ones((2, 3, 5)), np.ones((2, 4, 5)))
+    with pytest.raises(ValueError, match=r"A \(3, 70\) and B \(96, 2\) do not multiply: K differs"):
+        arr.gemm(np.ones((3, 70)), quantize(np.ones((96, 2)), "e4m3fn", scale="block", axis=0))
