@@ -111,6 +111,24 @@ def assert_values_equal(got, want, inputs=None, nan_sign=True):
                              + repr(list(zip(i.tolist(), *rows))))
 
 
+def assert_bits(got, want, what=""):
+    """float64 arrays equal bit for bit (NaN by class); integer arrays exactly."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    if got.dtype.kind in "iu" or want.dtype.kind in "iu":
+        assert got.dtype.kind in "iu" and want.dtype.kind in "iu", (what, got.dtype, want.dtype)
+        bad = np.flatnonzero((got != want).reshape(-1))
+    else:
+        g = np.ascontiguousarray(got, np.float64).reshape(-1)
+        w = np.ascontiguousarray(want, np.float64).reshape(-1)
+        gn, wn = np.isnan(g), np.isnan(w)
+        bad = np.flatnonzero((gn != wn) | (~gn & ~wn & (g.view(np.uint64) != w.view(np.uint64))))
+    if bad.size:
+        i = bad[:6]
+        raise AssertionError(f"{what}: {bad.size} of {got.size} differ; first (flat index, got, want): "
+                             f"{list(zip(i.tolist(), got.reshape(-1)[i].tolist(), want.reshape(-1)[i].tolist()))}")
+
+
 def assert_float_codes_match(got_codes, want_codes, code_dtype, oracle_dtype, inputs=None):
     """Codes equal, except that where the oracle gives a NaN only the NaN class and sign
     are compared (payloads are not part of the contract)."""

@@ -23,6 +23,8 @@ import accel_sim as acs
 from accel_sim import reference as ref
 from accel_sim.mac import MAC, BlockFMA, FixedAcc, FloatAcc, IntAcc, get_acc
 
+from conftest import assert_bits
+
 DATAFLOWS = ("os", "ws", "is")
 POP = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.int64)
 
@@ -33,24 +35,6 @@ POP = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.int64)
 
 def rng_for(*key):
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
-
-
-def assert_bits(got, want, what=""):
-    """float64 arrays equal bit for bit (NaN by class); integer arrays exactly."""
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    if got.dtype.kind in "iu" or want.dtype.kind in "iu":
-        assert got.dtype.kind in "iu" and want.dtype.kind in "iu", (what, got.dtype, want.dtype)
-        bad = np.flatnonzero((got != want).reshape(-1))
-    else:
-        g = np.ascontiguousarray(got, np.float64).reshape(-1)
-        w = np.ascontiguousarray(want, np.float64).reshape(-1)
-        gn, wn = np.isnan(g), np.isnan(w)
-        bad = np.flatnonzero((gn != wn) | (~gn & ~wn & (g.view(np.uint64) != w.view(np.uint64))))
-    if bad.size:
-        i = bad[:6]
-        raise AssertionError(f"{what}: {bad.size} of {got.size} differ; first (flat index, got, want): "
-                             f"{list(zip(i.tolist(), got.reshape(-1)[i].tolist(), want.reshape(-1)[i].tolist()))}")
 
 
 def codes_of(rng, fmt, shape, zeros=0.15, specials=False, max_abs=None):

@@ -22,6 +22,8 @@ from accel_sim import reference as ref
 from accel_sim.mac import MAC, FixedAcc, FloatAcc, IntAcc
 from accel_sim.quant import QTensor, quantize
 
+from conftest import assert_bits
+
 DATAFLOWS = ("os", "ws", "is")
 MPFR_ROUND = {"rne": gmpy2.RoundToNearest, "rtz": gmpy2.RoundToZero, "rup": gmpy2.RoundUp,
               "rdn": gmpy2.RoundDown}
@@ -29,14 +31,6 @@ MPFR_ROUND = {"rne": gmpy2.RoundToNearest, "rtz": gmpy2.RoundToZero, "rup": gmpy
 
 def rng_for(*key):
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
-
-
-def assert_bits(got, want, what):
-    g = np.ascontiguousarray(got, np.float64).reshape(-1)
-    w = np.ascontiguousarray(want, np.float64).reshape(-1)
-    gn, wn = np.isnan(g), np.isnan(w)
-    bad = np.flatnonzero((gn != wn) | (~gn & ~wn & (g.view(np.uint64) != w.view(np.uint64))))
-    assert bad.size == 0, f"{what}: {bad.size} of {g.size} differ; first {list(zip(bad[:5], g[bad[:5]], w[bad[:5]]))}"
 
 
 def float_context(acc: FloatAcc):

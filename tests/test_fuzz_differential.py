@@ -49,6 +49,8 @@ from accel_sim import reference as ref
 from accel_sim.formats import FixedFormat, FloatFormat, IntFormat
 from accel_sim.mac import MAC, BlockFMA, FixedAcc, FloatAcc, IntAcc
 
+from conftest import assert_bits
+
 ROUNDINGS = ("rne", "rna", "rtz", "rup", "rdn", "rto", "sr")
 DETERMINISTIC = ("rne", "rna", "rtz", "rup", "rdn")
 
@@ -66,24 +68,6 @@ def profile(scale=1.0):
 
 
 # -- comparison helpers ------------------------------------------------------------------------
-def assert_bits(got, want, what):
-    """float64 bit patterns equal (NaN by class), or integers equal."""
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    if want.dtype.kind in "iu":
-        assert got.dtype.kind in "iu", (what, got.dtype)
-        bad = np.flatnonzero((got != want).reshape(-1))
-    else:
-        g = np.ascontiguousarray(got, np.float64).reshape(-1)
-        w = np.ascontiguousarray(want, np.float64).reshape(-1)
-        gn, wn = np.isnan(g), np.isnan(w)
-        bad = np.flatnonzero((gn != wn) | (~gn & ~wn & (g.view(np.uint64) != w.view(np.uint64))))
-    if bad.size:
-        i = bad[:6]
-        raise AssertionError(f"{what}: {bad.size} of {got.size} differ; first (flat index, got, want): "
-                             f"{list(zip(i.tolist(), got.reshape(-1)[i].tolist(), want.reshape(-1)[i].tolist()))}")
-
-
 # =================================================================================================
 # 1. GEMM on the array against reference.gemm_order
 # =================================================================================================
