@@ -5,6 +5,7 @@ and MACs / arrays with these operands against the exact accumulation model."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -45,22 +46,34 @@ def oracle_encode(name, x, saturate):
         return x.astype(DTYPES[name]).view(np.uint8)
 
 
-def ml_dtypes_quirk(name, x):
-    """Where ml_dtypes 0.6.0 is not round-to-nearest: e8m0 of an input in (2^-127, 1.5*2^-127)
-    (float32 subnormals, or float64 through them) comes out 2^-126, as if rounded up; the
-    nearest value, and the engine's result, is 2^-127 (checked against the exact model)."""
+def e8m0_subnormal_rounded_up(name, x, want):
+    """ml_dtypes 0.6.0's e8m0 of an input in (2^-127, 1.5 * 2^-127) (float32 subnormals, or
+    float64 through them): 2^-126 (code 1), as if rounded up; the nearest value is 2^-127
+    (code 0). Later versions round these correctly."""
     if name != "e8m0":
         return np.zeros(np.shape(x), bool)
     with np.errstate(invalid="ignore"):
-        return (x > 2.0**-127) & (x < 1.5 * 2.0**-127)
+        return (x > 2.0**-127) & (x < 1.5 * 2.0**-127) & (want == 1)
 
 
-def assert_matches_ml_dtypes(name, got, want, x, saturate):
-    quirk = ml_dtypes_quirk(name, x)
-    assert_float_codes_match(got[~quirk], want[~quirk], np.uint8, DTYPES[name], x[~quirk])
-    assert np.all(want[quirk] == 1) and np.all(got[quirk] == 0)
-    for v in x[quirk][:200]:
-        assert exact_encode(name, v, "rne", saturate, 0) == 2.0**-127
+def assert_matches_ml_dtypes(name, got, want, x, saturate, quirks=(), oracle_input=None):
+    """got == ml_dtypes' codes `want` bit for bit, except on the inputs where the installed
+    ml_dtypes shows one of `quirks` (a known deviation from correct rounding: each is a function
+    of (name, the input ml_dtypes converted, want) marking where `want` has its signature).  Exactly
+    those inputs are left out of the comparison, with a warning naming the version, and the
+    engine is checked against the exact model on them instead; an ml_dtypes without the quirk
+    is compared on every input."""
+    excluded = np.zeros(np.shape(x), bool)
+    for quirk in quirks:
+        hit = quirk(name, x if oracle_input is None else oracle_input, want) & (want != got)
+        if hit.any():
+            warnings.warn(f"ml_dtypes {ml_dtypes.__version__} shows {quirk.__name__} on {hit.sum()} of "
+                          f"{x.size} {name} inputs: compared with the exact model there instead", stacklevel=2)
+        excluded |= hit
+    assert_float_codes_match(got[~excluded], want[~excluded], np.uint8, DTYPES[name], x[~excluded])
+    idx = np.flatnonzero(excluded)
+    for i in idx[np.linspace(0, idx.size - 1, min(idx.size, 300)).astype(int)] if idx.size else idx:
+        assert fmt(name).decode(got[i]) == exact_encode(name, x[i], "rne", saturate, 0), x[i]
 
 
 def inputs(rng, name, dtype):
@@ -122,32 +135,38 @@ def test_encode_f32_matches_ml_dtypes(name, saturate, rng):
     assert x.size >= 10**5
     got = f.encode(x, saturate=saturate)
     assert got.dtype == np.uint8
-    assert_matches_ml_dtypes(name, got, oracle_encode(name, x, saturate), x, saturate)
+    assert_matches_ml_dtypes(name, got, oracle_encode(name, x, saturate), x, saturate,
+                             quirks=[e8m0_subnormal_rounded_up])
     small = np.concatenate([f.encode(x[i:i + 999], saturate=saturate) for i in range(0, 30_000, 999)])
     assert_codes_equal(small, got[:small.size], x[:small.size])  # direct path == table path
+
+
+def rounded_through_float32(name, x, want):
+    """ml_dtypes up to 0.6.0 converts float64 to these types through float32: two roundings
+    (e2m1 of 0.25 * (1 + 2^-30) comes out 0, not 0.5)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return x.astype(np.float32).astype(DTYPES[name]).view(np.uint8) == want
 
 
 @pytest.mark.parametrize("saturate", [False, True])
 @pytest.mark.parametrize("name", NAMES)
 def test_encode_f64_matches_ml_dtypes_rounded_once(name, saturate, rng):
-    """ml_dtypes converts float64 to these types through float32 (two roundings: e.g. e2m1 of
-    0.25 * (1 + 2^-30) comes out 0, not 0.5).  Rounded once, float64 input equals ml_dtypes
-    applied to float64 -> float32 round-to-odd (Boldo-Melquiond: exact for targets with at
-    least two fewer significand bits); every difference from ml_dtypes' own float64 path is a
-    case where the exact Fraction model sides with the engine."""
+    """float64 input is rounded once.  Oracle 1: ml_dtypes applied to float64 -> float32
+    round-to-odd (Boldo-Melquiond: correctly rounded for targets with at least two fewer
+    significand bits), on every input.  Oracle 2: ml_dtypes' own float64 conversion, on every
+    input where it does not show a known quirk of the installed version."""
     f = fmt(name)
     x = inputs(rng, name, np.float64)
     with np.errstate(over="ignore"):
         x = np.concatenate([x, x[np.isfinite(x)] * (1 + 2.0**-35), x[np.isfinite(x)] * (1 - 2.0**-35)])
     got = f.encode(x, saturate=saturate)
     xin = np.minimum(x, f.max) if name == "e8m0" and saturate else np.clip(x, -f.max, f.max) if saturate else x
-    assert_matches_ml_dtypes(name, got, oracle_encode(name, f64_to_f32_round_to_odd(xin), False), x, saturate)
+    assert_matches_ml_dtypes(name, got, oracle_encode(name, f64_to_f32_round_to_odd(xin), False), x, saturate,
+                             quirks=[e8m0_subnormal_rounded_up])
     with np.errstate(over="ignore", invalid="ignore"):
         direct = xin.astype(DTYPES[name]).view(np.uint8)
-    differ = np.flatnonzero((direct != got) & ~ml_dtypes_quirk(name, x))
-    assert differ.size > 0  # the double rounding is real on this sample
-    for i in differ[:300]:
-        assert f.decode(got[i]) == exact_encode(name, x[i], "rne", saturate, 0), x[i]
+    assert_matches_ml_dtypes(name, got, direct, x, saturate, oracle_input=xin,
+                             quirks=[e8m0_subnormal_rounded_up, rounded_through_float32])
 
 
 def test_double_rounding_examples():
