@@ -166,33 +166,39 @@ static int bs_kernel_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataf
     return BS_KERNEL_NONE;
 }
 
-/* A finite nonzero value as odd * lsb (lsb a power of two); 0 for zero, inf, NaN. */
-static int bs_split(double x, double *odd, double *lsb)
+/* A finite nonzero value as odd * 2^lsb (odd an odd integer); 0 for zero, inf, NaN. */
+static inline int bs_split(double x, double *odd, int *lsb)
 {
-    if (x == 0 || !isfinite(x)) return 0;
-    int e;
-    uint64_t sig = (uint64_t)ldexp(frexp(fabs(x), &e), 53);
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    int e = (int)((u >> 52) & 0x7FF);
+    uint64_t sig = u & ((1ULL << 52) - 1);
+    if (e == 0x7FF || (e == 0 && sig == 0)) return 0;
+    if (e) sig |= 1ULL << 52;
     int tz = __builtin_ctzll(sig);
     *odd = (double)(sig >> tz);
-    *lsb = ldexp(1.0, e - 53 + tz);
+    *lsb = (e ? e : 1) - 1075 + tz;
     return 1;
 }
 
 /* Bounds over the finite nonzero values: largest magnitude, smallest lsb, largest odd part;
  * 0 when one is not a binary32 (normal or subnormal). */
-static int bs_bounds(const double *v, int64_t count, int64_t stride, double *max, double *lsb, double *odd)
+static int bs_bounds(const double *v, int64_t count, double *max, double *lsb, double *odd)
 {
-    *max = 0; *lsb = 1; *odd = 1;
-    int any = 0;
+    double top = 0, o, big = 1;
+    int low = 0, l, any = 0;
     for (int64_t i = 0; i < count; i++) {
-        double o, l, x = fabs(v[i * stride]);
+        double x = fabs(v[i]);
         if (!bs_split(x, &o, &l)) continue;
-        if (o >= 0x1p24 || l < 0x1p-149 || x >= 0x1p127) return 0;
-        if (!any || l < *lsb) *lsb = l;
-        if (x > *max) *max = x;
-        if (o > *odd) *odd = o;
+        if (o >= 0x1p24 || l < -149 || x >= 0x1p127) return 0;
+        if (!any || l < low) low = l;
+        if (x > top) top = x;
+        if (o > big) big = o;
         any = 1;
     }
+    *max = top;
+    *lsb = ldexp(1.0, low);
+    *odd = big;
     return 1;
 }
 
@@ -211,14 +217,16 @@ static int bs_fast_join(const acs_mac_ctx *ctx, const acs_acc *sacc, int kernel,
         return 0;
     double max_a, lsb_a, odd_a, max_b, lsb_b, odd_b, P, L;
     int B;
-    if (!bs_bounds(sa, na, 1, &max_a, &lsb_a, &odd_a) || !bs_bounds(sb, nbv, 1, &max_b, &lsb_b, &odd_b)) return 0;
+    if (!bs_bounds(sa, na, &max_a, &lsb_a, &odd_a) || !bs_bounds(sb, nbv, &max_b, &lsb_b, &odd_b)) return 0;
     if (kernel == BS_KERNEL_FP32) {
         double top[2] = { 0, 0 }, low[2] = { 1, 1 };
         for (int s = 0; s < 2; s++) {
             int any = 0;
             for (uint64_t c = 0; c < (1ULL << (s ? ctx->mac->b.bits : ctx->mac->a.bits)); c++) {
-                double o, l, x = fabs((double)(s ? ctx->fb : ctx->fa)[c]);
-                if (!bs_split(x, &o, &l)) continue;
+                double o, x = fabs((double)(s ? ctx->fb : ctx->fa)[c]);
+                int e;
+                if (!bs_split(x, &o, &e)) continue;
+                double l = ldexp(1.0, e);
                 if (!any || l < low[s]) low[s] = l;
                 if (x > top[s]) top[s] = x;
                 any = 1;
@@ -241,6 +249,29 @@ static int bs_fast_join(const acs_mac_ctx *ctx, const acs_acc *sacc, int kernel,
         && odd_a * odd_b <= 0x1p24 && lsb_a * lsb_b >= 0x1p-149 && max_a * max_b < 0x1p127;
 }
 
+/* Integer scales folded into integer operands (VS-Quant): a * sa and b * sb still fit int16 and
+ * the block's sum of their products, partial * sa * sb, stays below 2^24 (no wrap, exact in
+ * binary32, and the partial itself does not wrap either), so the join is one add. */
+static int bs_fold(const acs_mac_ctx *ctx, int64_t bs, const double *sa, int64_t na, const double *sb, int64_t nbv)
+{
+    double top[2] = { 0, 0 }, smax[2] = { 0, 0 };
+    for (int s = 0; s < 2; s++) {
+        for (uint64_t c = 0; c < (1ULL << (s ? ctx->mac->b.bits : ctx->mac->a.bits)); c++) {
+            double v = fabs((double)(s ? ctx->ib : ctx->ia)[c]);
+            if (v > top[s]) top[s] = v;
+        }
+        const double *v = s ? sb : sa;
+        for (int64_t i = 0; i < (s ? nbv : na); i++) {
+            double x = fabs(v[i]);
+            if (!(x <= 32767) || (double)(int)x != x) return 0;   /* NaN and fractions too */
+            if (x > smax[s]) smax[s] = x;
+        }
+    }
+    double p = (double)bs * top[0] * top[1];
+    return top[0] * smax[0] <= 32767 && top[1] * smax[1] <= 32767 && p * smax[0] * smax[1] < 0x1p24
+        && p < ldexp(1.0, ctx->mac->acc.grid.total_bits - 1);
+}
+
 /* One tile (BS_MR rows x BS_NR columns) over blocks [b0, b1): partials to parts[blk - b0], or
  * joined into T (fp32) when parts is NULL. */
 typedef struct {
@@ -249,6 +280,7 @@ typedef struct {
     const float *sa[BS_MR], *sb;            /* fast join: row scales (nb each), panel scales (nb x BS_NR) */
     int64_t b0, b1, bsp, bs, tile;          /* blocks bsp codes apart, bs long, tiles of the dataflow */
     int sh;                                 /* integer kernel: 32 - register bits */
+    int fold;                               /* integer kernel: scales folded into the operands */
 } bs_tile;
 
 /* As array.c's fp32_block per block: each tile of the block summed from zero in k order, the
@@ -275,9 +307,9 @@ void bs_fp32_tile(const bs_tile *w, float T[BS_MR][BS_NR], float (*parts)[BS_MR]
                     acc[r][1] = acc[r][1] + av * b1;
                 }
             }
-            for (int r = 0; r < BS_MR; r++) {
-                total[r][0] = total[r][0] + acc[r][0];
-                total[r][1] = total[r][1] + acc[r][1];
+            for (int r = 0; r < BS_MR; r++) {   /* one tile: 0 + acc is acc (never -0; NaN stays NaN) */
+                total[r][0] = w->tile >= w->bs ? acc[r][0] : total[r][0] + acc[r][0];
+                total[r][1] = w->tile >= w->bs ? acc[r][1] : total[r][1] + acc[r][1];
             }
         }
         if (parts) {
@@ -325,6 +357,7 @@ static void bs_int_tile_portable(const bs_tile *w, float T[BS_MR][BS_NR], int32_
             for (int j = 0; j < BS_NR; j++) {
                 int32_t v = (int32_t)(acc[r][j] << w->sh) >> w->sh;
                 if (parts) parts[blk - w->b0][r][j] = v;
+                else if (w->fold) T[r][j] = T[r][j] + (float)v;
                 else T[r][j] = T[r][j] + (float)v * (w->sa[r][blk] * w->sb[blk * BS_NR + j]);
             }
     }
@@ -337,52 +370,81 @@ static void bs_fp32_tile_avx2(const bs_tile *w, float T[BS_MR][BS_NR], float (*p
     bs_fp32_tile(w, T, parts);
 }
 
-__attribute__((target("avx2")))
-static void bs_int_tile_avx2(const bs_tile *w, float T[BS_MR][BS_NR], int32_t (*parts)[BS_MR][BS_NR])
+/* `pairs` is a constant in the common instances (blocks of 16 and 32): straight-line code. */
+static inline __attribute__((always_inline, target("avx2,fma")))
+void bs_int_avx2_body(const bs_tile *w, float T[BS_MR][BS_NR], int32_t (*parts)[BS_MR][BS_NR], int64_t pairs)
 {
-    __m128i sh = _mm_cvtsi32_si128(w->sh);
+    const int16_t *ir[BS_MR];
+    for (int r = 0; r < BS_MR; r++) ir[r] = w->irows[r];
+    const int sh = w->sh;
+    const __m128i shv = _mm_cvtsi32_si128(sh);
     for (int64_t blk = w->b0; blk < w->b1; blk++) {
         __m256i acc[BS_MR][2];
+        _Pragma("GCC unroll 8")
         for (int r = 0; r < BS_MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
         const int16_t *pan = w->ipanel + blk * w->bsp * BS_NR;
-        for (int64_t q = 0; q < w->bsp / 2; q++) {
+        int64_t a0 = blk * w->bsp;
+        _Pragma("GCC unroll 1")   /* unrolled, the sums get reassociated and spilled */
+        for (int64_t q = 0; q < pairs; q++) {
             __m256i b0 = _mm256_loadu_si256((const __m256i *)(pan + q * 2 * BS_NR));
             __m256i b1 = _mm256_loadu_si256((const __m256i *)(pan + q * 2 * BS_NR + 16));
             _Pragma("GCC unroll 8")
             for (int r = 0; r < BS_MR; r++) {
                 int32_t pair;
-                memcpy(&pair, w->irows[r] + blk * w->bsp + 2 * q, sizeof pair);
+                memcpy(&pair, ir[r] + a0 + 2 * q, sizeof pair);
                 __m256i av = _mm256_set1_epi32(pair);
                 acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
                 acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
             }
         }
-        for (int r = 0; r < BS_MR; r++)
-            for (int h = 0; h < 2; h++)
-                acc[r][h] = _mm256_sra_epi32(_mm256_sll_epi32(acc[r][h], sh), sh);
+        if (sh)
+            _Pragma("GCC unroll 8")   /* here and below: acc stays in registers */
+            for (int r = 0; r < BS_MR; r++)
+                _Pragma("GCC unroll 2")
+                for (int h = 0; h < 2; h++)
+                    acc[r][h] = _mm256_sra_epi32(_mm256_sll_epi32(acc[r][h], shv), shv);
         if (parts) {
+            _Pragma("GCC unroll 8")
             for (int r = 0; r < BS_MR; r++) {
                 _mm256_storeu_si256((__m256i *)parts[blk - w->b0][r], acc[r][0]);
                 _mm256_storeu_si256((__m256i *)(parts[blk - w->b0][r] + 8), acc[r][1]);
             }
             continue;
         }
+        if (w->fold) {   /* the sums are partial * sa * sb already, exact in binary32 */
+            _Pragma("GCC unroll 8")
+            for (int r = 0; r < BS_MR; r++)
+                _Pragma("GCC unroll 2")
+                for (int h = 0; h < 2; h++)
+                    _mm256_storeu_ps(T[r] + 8 * h, _mm256_add_ps(_mm256_loadu_ps(T[r] + 8 * h),
+                                                                 _mm256_cvtepi32_ps(acc[r][h])));
+            continue;
+        }
         __m256 s0 = _mm256_loadu_ps(w->sb + blk * BS_NR), s1 = _mm256_loadu_ps(w->sb + blk * BS_NR + 8);
-        for (int r = 0; r < BS_MR; r++) {   /* exact products: one fp32 rounding per add */
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < BS_MR; r++) {   /* exact products: the fused add rounds once, as the add does */
             __m256 av = _mm256_set1_ps(w->sa[r][blk]);
-            _mm256_storeu_ps(T[r], _mm256_add_ps(_mm256_loadu_ps(T[r]),
-                                                 _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][0]), _mm256_mul_ps(av, s0))));
-            _mm256_storeu_ps(T[r] + 8, _mm256_add_ps(_mm256_loadu_ps(T[r] + 8),
-                                                     _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][1]), _mm256_mul_ps(av, s1))));
+            _mm256_storeu_ps(T[r], _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][0]), _mm256_mul_ps(av, s0),
+                                                   _mm256_loadu_ps(T[r])));
+            _mm256_storeu_ps(T[r] + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][1]), _mm256_mul_ps(av, s1),
+                                                       _mm256_loadu_ps(T[r] + 8)));
         }
     }
+}
+
+__attribute__((target("avx2,fma")))
+static void bs_int_tile_avx2(const bs_tile *w, float T[BS_MR][BS_NR], int32_t (*parts)[BS_MR][BS_NR])
+{
+    if (w->bsp == 16) bs_int_avx2_body(w, T, parts, 8);
+    else if (w->bsp == 32) bs_int_avx2_body(w, T, parts, 16);
+    else bs_int_avx2_body(w, T, parts, w->bsp / 2);
 }
 #endif
 
 typedef struct {
     const acs_mac_ctx *ctx;
     const acs_acc *scale_acc;
-    int kernel, fast_join, avx2, sh;
+    int kernel, fast_join, avx2, sh, fold;
     int64_t m, n, k, bs, bsp, kd, nb, tile, i0, i1, p0, p1;
     const void *a, *bt;
     const double *sa, *sb;            /* m x nb, nb x n */
@@ -404,25 +466,47 @@ static inline __attribute__((always_inline)) void bs_decode_w(bs_job *jb, int wa
     for (uint64_t c = 0; c < (1ULL << ctx->mac->a.bits); c++) zero_a[c] = ctx->ta[c].cls == ACS_ZERO;
     for (uint64_t c = 0; c < (1ULL << ctx->mac->b.bits); c++) zero_b[c] = ctx->tb[c].cls == ACS_ZERO;
     for (int64_t i = jb->i0; i < jb->i1; i++)
-        for (int64_t blk = 0; blk < jb->nb; blk++)
-            for (int64_t x = 0; x < bs; x++) {
-                int64_t kk = blk * bs + x;
-                uint64_t code = bs_code(jb->a, i * k + kk, wa);
-                jb->za[kk] += zero_a[code];
-                if (jb->a_f32) jb->a_f32[i * kd + blk * bsp + x] = ctx->fa[code];
-                else jb->a_i16[i * kd + blk * bsp + x] = (int16_t)ctx->ia[code];
+        for (int64_t blk = 0; blk < jb->nb; blk++) {
+            const int64_t kk0 = blk * bs, *ia = ctx->ia;
+            if (jb->a_f32) {
+                float *dst = jb->a_f32 + i * kd + blk * bsp;
+                for (int64_t x = 0; x < bs; x++) {
+                    uint64_t code = bs_code(jb->a, i * k + kk0 + x, wa);
+                    jb->za[kk0 + x] += zero_a[code];
+                    dst[x] = ctx->fa[code];
+                }
+                continue;
             }
+            int16_t *dst = jb->a_i16 + i * kd + blk * bsp;
+            int64_t sc = jb->fold ? (int64_t)jb->sa[i * jb->nb + blk] : 1;   /* bs_fold: exact, fits */
+            for (int64_t x = 0; x < bs; x++) {
+                uint64_t code = bs_code(jb->a, i * k + kk0 + x, wa);
+                jb->za[kk0 + x] += zero_a[code];
+                dst[x] = (int16_t)(ia[code] * sc);
+            }
+        }
     for (int64_t p = jb->p0; p < jb->p1; p++)
         for (int64_t j = p * BS_NR; j < n && j < (p + 1) * BS_NR; j++) {
             int64_t lane = j % BS_NR;
-            for (int64_t blk = 0; blk < jb->nb; blk++)
-                for (int64_t x = 0; x < bs; x++) {
-                    int64_t kk = blk * bs + x, d = blk * bsp + x;
-                    uint64_t code = bs_code(jb->bt, j * k + kk, wb);
-                    jb->zb[kk] += zero_b[code];
-                    if (jb->b_f32) jb->b_f32[(p * kd + d) * BS_NR + lane] = ctx->fb[code];
-                    else jb->b_i16[p * kd * BS_NR + (d / 2) * 2 * BS_NR + 2 * lane + d % 2] = (int16_t)ctx->ib[code];
+            for (int64_t blk = 0; blk < jb->nb; blk++) {
+                const int64_t kk0 = blk * bs, d0 = blk * bsp;
+                if (jb->b_f32) {
+                    float *dst = jb->b_f32 + (p * kd + d0) * BS_NR + lane;
+                    for (int64_t x = 0; x < bs; x++) {
+                        uint64_t code = bs_code(jb->bt, j * k + kk0 + x, wb);
+                        jb->zb[kk0 + x] += zero_b[code];
+                        dst[x * BS_NR] = ctx->fb[code];
+                    }
+                    continue;
                 }
+                int16_t *dst = jb->b_i16 + p * kd * BS_NR + d0 * BS_NR + 2 * lane;   /* d0 even: pairs */
+                int64_t sc = jb->fold ? (int64_t)jb->sb[blk * n + j] : 1;
+                for (int64_t x = 0; x < bs; x++) {
+                    uint64_t code = bs_code(jb->bt, j * k + kk0 + x, wb);
+                    jb->zb[kk0 + x] += zero_b[code];
+                    dst[(x / 2) * 2 * BS_NR + x % 2] = (int16_t)(ctx->ib[code] * sc);
+                }
+            }
         }
 }
 
@@ -457,7 +541,7 @@ static void bs_rows(void *arg)
             }
             if (jb->b_f32) w.panel = jb->b_f32 + p * kd * BS_NR; else w.ipanel = jb->b_i16 + p * kd * BS_NR;
             if (jb->fast_join) w.sb = jb->sb_f + p * nb * BS_NR;
-            w.bsp = jb->bsp; w.bs = jb->bs; w.tile = jb->tile; w.sh = jb->sh;
+            w.bsp = jb->bsp; w.bs = jb->bs; w.tile = jb->tile; w.sh = jb->sh; w.fold = jb->fold;
             if (jb->fast_join) {
                 float T[BS_MR][BS_NR] = { { 0 } };
                 w.b0 = 0; w.b1 = nb;
@@ -560,6 +644,7 @@ static int bs_fused(const acs_mac_ctx *ctx, const acs_acc *scale_acc, int kernel
     int64_t panels = (n + BS_NR - 1) / BS_NR, blocks = (m + BS_MR - 1) / BS_MR;
     int workers = (int)(threads < blocks ? threads : (blocks > 0 ? blocks : 1));
     int fast_join = bs_fast_join(ctx, scale_acc, kernel, bs, sa, m * nb, sb, nb * n);
+    int fold = fast_join && kernel == BS_KERNEL_INT && bs_fold(ctx, bs, sa, m * nb, sb, nb * n);
     int64_t za_len = k > 0 ? k : 1;
     int64_t *z = calloc((size_t)(2 * workers * za_len), sizeof *z);
     size_t esz = kernel == BS_KERNEL_FP32 ? sizeof(float) : sizeof(int16_t);
@@ -575,9 +660,9 @@ static int bs_fused(const acs_mac_ctx *ctx, const acs_acc *scale_acc, int kernel
             for (int64_t j = 0; j < n; j++) sb_f[((j / BS_NR) * nb + blk) * BS_NR + j % BS_NR] = (float)sb[blk * n + j];
     }
     bs_job jobs[256];
-    int sh = kernel == BS_KERNEL_INT ? 32 - mac->acc.grid.total_bits : 0;
+    int sh = kernel == BS_KERNEL_INT && !fold ? 32 - mac->acc.grid.total_bits : 0;   /* fold: never wraps */
     for (int w = 0; w < workers && !status; w++) {
-        bs_job jb = { ctx, scale_acc, kernel, fast_join, acs_vector_avx2(), sh, m, n, k, bs, bsp, kd, nb,
+        bs_job jb = { ctx, scale_acc, kernel, fast_join, acs_vector_avx2(), sh, fold, m, n, k, bs, bsp, kd, nb,
                       dataflow == ACS_OS ? bs : rows, blocks * w / workers * BS_MR, blocks * (w + 1) / workers * BS_MR,
                       panels * w / workers, panels * (w + 1) / workers, a, bt, sa, sb, sa_f, sb_f,
                       kernel == BS_KERNEL_FP32 ? ad : NULL, kernel == BS_KERNEL_FP32 ? bd : NULL,
