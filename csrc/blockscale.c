@@ -208,13 +208,17 @@ static int bs_bounds(const double *v, int64_t count, double *max, double *lsb, d
  * odd * lsb; so c * odd_a * odd_b < 2^24, L * lsb_a * lsb_b >= 2^-149 and the largest product
  * below 2^127 make it exact.  NaN, inf and zero partials or scales then follow IEEE arithmetic,
  * as the exact join does. */
+static int bs_ieee_fp32(const acs_acc *acc)   /* an IEEE binary32 register, rne */
+{
+    const acs_grid *g = &acc->grid;
+    return acc->kind == ACS_ACC_FLOAT && acc->rounding == ACS_RNE && acc->overflow == ACS_OVF_INF
+        && g->man_bits == 23 && g->emin == -126 && g->emax == 127 && g->max_sig == (1ULL << 24) - 1 && g->subnormals;
+}
+
 static int bs_fast_join(const acs_mac_ctx *ctx, const acs_acc *sacc, int kernel, int64_t bs, const double *sa,
                         int64_t na, const double *sb, int64_t nbv)
 {
-    const acs_grid *g = &sacc->grid;
-    if (sacc->kind != ACS_ACC_FLOAT || sacc->rounding != ACS_RNE || sacc->overflow != ACS_OVF_INF
-        || g->man_bits != 23 || g->emin != -126 || g->emax != 127 || g->max_sig != (1ULL << 24) - 1 || !g->subnormals)
-        return 0;
+    if (!bs_ieee_fp32(sacc)) return 0;
     double max_a, lsb_a, odd_a, max_b, lsb_b, odd_b, P, L;
     int B;
     if (!bs_bounds(sa, na, &max_a, &lsb_a, &odd_a) || !bs_bounds(sb, nbv, &max_b, &lsb_b, &odd_b)) return 0;
@@ -690,10 +694,12 @@ static int bs_fused(const acs_mac_ctx *ctx, const acs_acc *scale_acc, int kernel
     return status;
 }
 
-/* Joins of one block's partials into rows [i0, i1) of the registers. */
+/* Joins of one block's partials into rows [i0, i1) of the registers: acs_acc_state, or binary32
+ * values (f32) when the register is IEEE fp32 with an fp32 addend. */
 typedef struct {
     const acs_acc *scale_acc;
     acs_acc_state *state;
+    float *f32;
     const double *partial;
     const int64_t *partial_int;
     const double *sa, *sb;
@@ -702,12 +708,43 @@ typedef struct {
     int status;
 } bs_join_job;
 
+/* partial * sa * sb when it is provably a binary32 (checked products); 0 otherwise. */
+static inline int bs_exact_term(double p, double sa, double sb, float *q)
+{
+    double s = sa * sb, t;
+    if (!(s == 0 ? sa == 0 || sb == 0 : fabs(s) >= 0x1p-900) || fma(sa, sb, -s) != 0) return 0;
+    t = p * s;
+    if (!(t == 0 ? p == 0 || s == 0 : fabs(t) >= 0x1p-900) || fma(p, s, -t) != 0) return 0;
+    if (!(fabs(t) <= 3.4028234663852886e38)) return 0;   /* NaN, inf, beyond binary32 */
+    *q = (float)t;
+    return (double)*q == t;   /* lost bits fail */
+}
+
 static void bs_join_rows(void *p)
 {
     bs_join_job *jj = p;
     for (int64_t i = jj->i0; i < jj->i1; i++)
         for (int64_t j = 0; j < jj->n; j++) {
             int64_t e = i * jj->n + j;
+            if (jj->f32) {
+                double pv = jj->partial ? jj->partial[e] : (double)jj->partial_int[e];
+                float q;
+                if ((jj->partial || (jj->partial_int[e] < (1LL << 53) && jj->partial_int[e] > -(1LL << 53)))
+                    && bs_exact_term(pv, jj->sa[i * jj->nb + jj->blk], jj->sb[jj->blk * jj->n + j], &q)) {
+                    jj->f32[e] = jj->f32[e] + q;   /* exact term: IEEE's one rounding */
+                    continue;
+                }
+                /* the exact join, from and back to the binary32 value (exact both ways) */
+                acs_acc_state st = acs_acc_start(jj->scale_acc, (double)jj->f32[e]);
+                int status = join_one(jj->scale_acc, &st, jj->partial ? jj->partial[e] : 0.0,
+                                      jj->partial_int ? jj->partial_int + e : NULL, jj->sa[i * jj->nb + jj->blk],
+                                      jj->sb[jj->blk * jj->n + j], jj->seed, (uint64_t)e, (uint64_t)jj->blk);
+                if (status) { jj->status = status; return; }
+                double v;
+                acs_acc_read(jj->scale_acc, &st, &v, NULL);
+                jj->f32[e] = (float)v;
+                continue;
+            }
             int status = join_one(jj->scale_acc, jj->state + e, jj->partial ? jj->partial[e] : 0.0,
                                   jj->partial_int ? jj->partial_int + e : NULL, jj->sa[i * jj->nb + jj->blk],
                                   jj->sb[jj->blk * jj->n + j], jj->seed, (uint64_t)e, (uint64_t)jj->blk);
@@ -724,11 +761,13 @@ static int bs_per_block(const acs_mac *mac, const acs_acc *buffer, const acs_acc
     const acs_acc *out_acc = dataflow == ACS_OS ? &mac->acc : buffer;
     int int_out = out_acc->kind == ACS_ACC_INT, wa = mac->a.bits > 8 ? 2 : 1, wb = mac->b.bits > 8 ? 2 : 1;
     int64_t mn = m * n > 0 ? m * n : 1, nb = k / bs;
-    acs_acc_state *state = malloc((size_t)mn * sizeof *state);
+    int f32 = bs_ieee_fp32(scale_acc) && !memcmp(&scale_acc->addend, &scale_acc->grid, sizeof scale_acc->grid);
+    acs_acc_state *state = f32 ? NULL : malloc((size_t)mn * sizeof *state);
+    float *t32 = f32 ? calloc((size_t)mn, sizeof *t32) : NULL;   /* +0 */
     void *partial = malloc((size_t)mn * 8);
     void *ab = malloc((size_t)(m * bs * wa > 0 ? m * bs * wa : 1)), *bb = malloc((size_t)(n * bs * wb > 0 ? n * bs * wb : 1));
-    int status = state && partial && ab && bb ? ACS_OK : ACS_ERR_ARG;
-    if (!status) {
+    int status = (state || t32) && partial && ab && bb ? ACS_OK : ACS_ERR_ARG;
+    if (!status && state) {
         acs_acc_state zero = acs_acc_start(scale_acc, 0.0);
         for (int64_t e = 0; e < m * n; e++) state[e] = zero;
     }
@@ -745,7 +784,7 @@ static int bs_per_block(const acs_mac *mac, const acs_acc *buffer, const acs_acc
         counts->toggles_b += c.toggles_b;
         bs_join_job jobs[256];
         for (int w = 0; w < workers; w++) {
-            bs_join_job jj = { scale_acc, state, int_out ? NULL : partial, int_out ? partial : NULL, sa, sb, n, nb, blk,
+            bs_join_job jj = { scale_acc, state, t32, int_out ? NULL : partial, int_out ? partial : NULL, sa, sb, n, nb, blk,
                                m * w / workers, m * (w + 1) / workers, seed, ACS_OK };
             jobs[w] = jj;
         }
@@ -753,8 +792,11 @@ static int bs_per_block(const acs_mac *mac, const acs_acc *buffer, const acs_acc
         for (int w = 0; w < workers && !status; w++) status = jobs[w].status;
         if (status) *in_join = 1;
     }
-    for (int64_t e = 0; e < m * n && !status; e++) acs_acc_read(scale_acc, &state[e], out + e, NULL);
-    free(state); free(partial); free(ab); free(bb);
+    for (int64_t e = 0; e < m * n && !status; e++) {
+        if (state) acs_acc_read(scale_acc, &state[e], out + e, NULL);
+        else out[e] = t32[e] != t32[e] ? NAN : (double)t32[e];   /* canonical NaN, as acs_acc_read */
+    }
+    free(state); free(t32); free(partial); free(ab); free(bb);
     return status;
 }
 

@@ -155,16 +155,18 @@ def test_wide_int_operands_and_16_bit_codes():
 
 @pytest.mark.parametrize("inner", ["bf16", "tensor-core", "fp16-sr"])
 def test_other_inner_accumulators_match_per_block_path(inner):
-    """MACs without a kernel here run acs_gemm per block inside the engine call."""
+    """MACs without a kernel here run acs_gemm per block inside the engine call (an fp32
+    register joining natively where the scaled partial is exact, exactly otherwise)."""
     rng = rng_for("other", inner)
     mac = {"bf16": MAC("e4m3fn", "e4m3fn", FloatAcc(8, 7)),
            "tensor-core": MAC("e4m3fn", "e4m3fn", BlockFMA(16, 13, FloatAcc(8, 13, rounding="rtz"),
                                                            addend=FloatAcc(8, 23))),
            "fp16-sr": MAC("e4m3fn", "e4m3fn", FloatAcc(5, 10, rounding="sr"),
                           scale_acc=FloatAcc(5, 10, rounding="sr"))}[inner]
-    A, B = block_operands("e4m3fn", "e8m0", 5, 64, 9, 32, rng)
-    for df in ("os", "ws", "is"):
-        check(acs.Array(4, 3, df, mac, seed=11), A, B, f"{inner} {df}")
+    for scales in ("typical", "extreme"):   # extreme: joins the fp32 shortcut cannot take
+        A, B = block_operands("e4m3fn", "e8m0", 5, 64, 9, 32, rng, scales)
+        for df in ("os", "ws", "is"):
+            check(acs.Array(4, 3, df, mac, seed=11), A, B, f"{inner} {scales} {df}")
 
 
 @pytest.mark.parametrize("df", ["os", "ws", "is"])
