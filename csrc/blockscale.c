@@ -202,12 +202,6 @@ static int bs_bounds(const double *v, int64_t count, double *max, double *lsb, d
     return 1;
 }
 
-/* The join may be native fp32: an IEEE fp32 register (rne) and every partial * sa * sb exact in
- * binary32.  A partial is c * L with |c| < 2^B (L: the products' common lsb, or 1 for
- * integers; B from the block's largest |partial|, at most 24 for fp32 partials), a scale is
- * odd * lsb; so c * odd_a * odd_b < 2^24, L * lsb_a * lsb_b >= 2^-149 and the largest product
- * below 2^127 make it exact.  NaN, inf and zero partials or scales then follow IEEE arithmetic,
- * as the exact join does. */
 static int bs_ieee_fp32(const acs_acc *acc)   /* an IEEE binary32 register, rne */
 {
     const acs_grid *g = &acc->grid;
@@ -215,10 +209,16 @@ static int bs_ieee_fp32(const acs_acc *acc)   /* an IEEE binary32 register, rne 
         && g->man_bits == 23 && g->emin == -126 && g->emax == 127 && g->max_sig == (1ULL << 24) - 1 && g->subnormals;
 }
 
+/* The join may be native fp32: an IEEE fp32 register (rne) and every partial * sa * sb exact in
+ * binary32.  A partial is c * L with |c| < 2^B (L: the products' common lsb, or 1 for
+ * integers; B from the block's largest |partial|, at most 24 for fp32 partials), a scale is
+ * odd * lsb; so c * odd_a * odd_b < 2^24, L * lsb_a * lsb_b >= 2^-149 and the largest product
+ * below 2^127 make it exact.  NaN, inf and zero partials or scales then follow IEEE arithmetic,
+ * as the exact join does. */
 static int bs_fast_join(const acs_mac_ctx *ctx, const acs_acc *sacc, int kernel, int64_t bs, const double *sa,
                         int64_t na, const double *sb, int64_t nbv)
 {
-    if (!bs_ieee_fp32(sacc)) return 0;
+    if (!bs_ieee_fp32(sacc) || bs > (1 << 20)) return 0;   /* 2x: room for 2 * 2^20 fp32 roundings */
     double max_a, lsb_a, odd_a, max_b, lsb_b, odd_b, P, L;
     int B;
     if (!bs_bounds(sa, na, &max_a, &lsb_a, &odd_a) || !bs_bounds(sb, nbv, &max_b, &lsb_b, &odd_b)) return 0;
