@@ -88,4 +88,9 @@ int acs_acc_add(const acs_acc *into, acs_acc_state *s, const acs_acc *from, cons
                 uint32_t rand);
 void acs_acc_read(const acs_acc *acc, const acs_acc_state *s, double *out, int64_t *out_int);
 
+/* array.c, for blockscale.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
+int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,
+                     int64_t m, int64_t n, int64_t k, int threads, acs_gemm_counts *counts);
+int acs_vector_avx2(void);
+
 #endif
