@@ -855,11 +855,6 @@ def _nchw(parts, nb, out_hw, o):
     return np.concatenate(parts, axis=1).reshape(nb, *out_hw, o).transpose(0, 3, 1, 2)
 
 
-def _block_seed(seed, blk):
-    """The stochastic-rounding seed of K-block blk's chains (each block's steps restart at 0)."""
-    return (seed + (blk + 1) * 0x9E3779B97F4A7C15) % (1 << 64)
-
-
 def _conv_reference(x, w, stride, padding, dilation, groups):
     """float64 convolution through the same lowering (for the Result's metrics)."""
     nb = x.shape[0]

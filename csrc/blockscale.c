@@ -113,7 +113,7 @@ int acs_join_read(const acs_acc *scale_acc, const void *state, int64_t count, do
 
 /* ---- The whole block-scaled GEMM in one call ------------------------------------------------
  * Each K-block's partial is the array's usual accumulation over that block alone (from zero,
- * in dataflow order, stochastic rounding seeded per block as array.py's _block_seed), joined
+ * in dataflow order, stochastic rounding seeded per block as docs/scaling.md states), joined
  * into the output register by join_one's rule.  Where array.c's fp32 or 16-bit integer vector
  * kernel would run each block, the partials are made here by kernels of the same arithmetic on
  * operands decoded once, MR x NR outputs at a time, and joined at once; every other MAC runs
@@ -135,7 +135,7 @@ typedef float bs_vf8 __attribute__((vector_size(32)));
 
 enum { BS_KERNEL_NONE = 0, BS_KERNEL_FP32 = 1, BS_KERNEL_INT = 2 };
 
-static inline uint64_t bs_block_seed(uint64_t seed, int64_t blk)   /* array.py's _block_seed */
+static inline uint64_t bs_block_seed(uint64_t seed, int64_t blk)   /* docs/scaling.md: the seed of block blk's chains */
 {
     return seed + (uint64_t)(blk + 1) * 0x9E3779B97F4A7C15ULL;
 }

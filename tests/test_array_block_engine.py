@@ -12,11 +12,16 @@ import pytest
 
 import accel_sim as acs
 from accel_sim._native import fast_paths, ffi, lib, pointer, vector_isa
-from accel_sim.array import DATAFLOWS, _block_seed
+from accel_sim.array import DATAFLOWS
 from accel_sim.mac import MAC, BlockFMA, FixedAcc, FloatAcc, IntAcc
 from accel_sim.quant import QTensor
 
 from conftest import assert_bits
+
+
+def _block_seed(seed, blk):
+    """The seed of K-block blk's chains, as docs/scaling.md states it."""
+    return (seed + (blk + 1) * 0x9E3779B97F4A7C15) % (1 << 64)
 
 
 def rng_for(*key):
