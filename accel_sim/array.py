@@ -19,6 +19,7 @@ from accel_sim.energy import ENERGY_PARTS, EnergyTable, add_scale_energy, evalua
 from accel_sim._native import check_float_array, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status, rounding_code
 from accel_sim.mac import MAC, BlockFMA, FloatAcc, IntAcc, get_acc
 from accel_sim.quant import CALIBRATIONS, QTensor, quantize
+from accel_sim._metrics import ErrorSums as _ErrorSums, add_gemm as _add_gemm, error_metrics as _error_metrics, gemm_metrics as _gemm_metrics
 
 __all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]
 
@@ -116,80 +117,6 @@ def _bits_of(acc):
     if isinstance(acc, IntAcc):
         return acc.bits
     return acc.int_bits + acc.frac_bits
-
-
-class _ErrorSums:
-    """Error of an output against a reference, gathered block by block (so no whole-size
-    float64 reference need exist); non-finite outputs (an accumulator that overflowed) are
-    counted in "nonfinite" and make the error infinite."""
-
-    def __init__(self):
-        self.nonfinite, self.size = 0, 0
-        self.ref_sq = self.err_sq = self.out_sq = self.dot = self.max_abs = 0.0
-
-    def add(self, out, ref):
-        self.size += np.size(out)
-        self.nonfinite += int(np.size(out) - np.count_nonzero(np.isfinite(out)))
-        with np.errstate(all="ignore"):
-            err = out - ref
-            self.ref_sq += float(np.sum(ref * ref))
-            self.err_sq += float(np.sum(err * err))
-            self.out_sq += float(np.sum(out * out))
-            self.dot += float(np.sum(out * ref))
-            if err.size:
-                self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
-
-    def result(self) -> dict:
-        if self.nonfinite:
-            return {"rel_fro": math.inf, "sqnr_db": -math.inf, "max_abs": math.inf, "cosine": math.nan,
-                    "nonfinite": self.nonfinite}
-        ref_sq, err_sq = self.ref_sq, self.err_sq
-        norms = math.sqrt(self.out_sq) * math.sqrt(ref_sq)
-        return {
-            "rel_fro": math.sqrt(err_sq / ref_sq) if ref_sq else (0.0 if err_sq == 0 else math.inf),
-            "sqnr_db": 10 * math.log10(ref_sq / err_sq) if err_sq else math.inf,
-            "max_abs": self.max_abs,
-            "cosine": self.dot / norms if norms else (1.0 if err_sq == 0 else 0.0),
-            "nonfinite": 0,
-        }
-
-
-def _error_metrics(out, ref):
-    sums = _ErrorSums()
-    sums.add(out, ref)
-    return sums.result()
-
-
-def _part(x, axis, lo, hi):
-    """float64 values of rows (axis 0) or columns (axis 1) lo:hi of a float array or QTensor."""
-    idx = [slice(None)] * 2
-    idx[axis] = slice(lo, hi)
-    if not isinstance(x, QTensor):
-        return np.asarray(x[tuple(idx)], np.float64)
-    s = x.scale_array()
-    if s.ndim and s.shape[axis] > 1:
-        s = s[tuple(idx)]
-    values = x.format.decode(x.codes[tuple(idx)])
-    if x.is_block_scaled:    # blocks run along the other axis: slice their scales alike
-        values = values * np.repeat(x.block_scales()[tuple(idx)], x.block, axis=x.block_axis)
-    return values * s
-
-
-def _gemm_metrics(output, pairs, block=512) -> dict:
-    """Error metrics of output against float64 references A @ B (+ bias), one per
-    (name, A, B, bias or None) in pairs, formed block by block: memory stays near that of the
-    output."""
-    m, n = output.shape
-    sums = {name: _ErrorSums() for name, *_ in pairs}
-    for j0 in range(0, n, block):
-        for name, a, b, bias in pairs:
-            bj = _part(b, 1, j0, j0 + block)
-            for i0 in range(0, m, block):
-                ref = _part(a, 0, i0, i0 + block) @ bj
-                if bias is not None:
-                    ref += bias[j0:j0 + block]
-                sums[name].add(output[i0:i0 + block, j0:j0 + block], ref)
-    return {name: s.result() for name, s in sums.items()}
 
 
 def _is_number(v) -> bool:
@@ -717,10 +644,16 @@ class Array:
         m, n = qa.shape[-2], qb.shape[-1]
         output = np.stack(outs).reshape(*batch, m, n) if outs else np.zeros((*batch, m, n))
         acc = np.stack(accs).reshape(*batch, m, n) if accs else np.zeros((*batch, m, n))
-        ref_q = qa.dequantize() @ qb.dequantize()
-        ref = (qa.dequantize() if isinstance(a, QTensor) else np.asarray(a, np.float64)) @ \
-              (qb.dequantize() if isinstance(b, QTensor) else np.asarray(b, np.float64))
-        metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": _error_metrics(output, ref_q)}
+        # the metrics per batch entry, on the GEMMs the array ran (as gemm's)
+        sums = {key: _ErrorSums() for key in ("vs_float64", "vs_dequantized")}
+        fa, fb = (None if isinstance(v, QTensor) else np.broadcast_to(np.asarray(v), batch + q.shape[-2:])
+                  for v, q in ((a, qa), (b, qb)))
+        for i in range(ac.shape[0]):
+            at = np.unravel_index(i, batch) if batch else ()
+            qa_i, qb_i = QTensor(ac[i], qa.format, qa.scale), QTensor(bc[i], qb.format, qb.scale)
+            _add_gemm(sums, outs[i], [("vs_dequantized", qa_i, qb_i, None),
+                                      ("vs_float64", qa_i if fa is None else fa[at], qb_i if fb is None else fb[at], None)])
+        metrics = {key: sums[key].result() for key in ("vs_float64", "vs_dequantized")}
         return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 
@@ -757,7 +690,7 @@ class Array:
             qa, qb = self._block_operands(A, B, ("a", "b"))
             res = self._gemm_blocks(qa, qb, bias, out_format, False, ("a", "b"))
             ref = qa.dequantize() @ qb.dequantize()
-            sums.add(res.output, ref if bias is None else ref + self._bias(bias, ref.shape[1]))
+            sums.add(res.output, ref if bias is None else ref + self._bias(bias, ref.shape[1]), scratch=True)
             results.append(res)
         return results, sums
 
@@ -769,7 +702,7 @@ class Array:
         results, sums = self._block_gemms(((x, y, None) for x, y in zip(ab, bb)), out_format)
         output = np.stack([r.output for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
         acc = np.stack([r.acc for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
-        metrics = {"vs_float64": _error_metrics(output, a64 @ b64), "vs_dequantized": sums.result()}
+        metrics = {"vs_float64": _error_metrics(output, a64 @ b64, scratch=True), "vs_dequantized": sums.result()}
         return _sum_plans(results, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 
@@ -787,7 +720,7 @@ class Array:
         ref = _conv_reference(x, w, stride, padding, dilation, groups)
         if bias is not None:
             ref = ref + np.asarray(bias, np.float64)[None, :, None, None]
-        metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": sums.result()}
+        metrics = {"vs_float64": _error_metrics(output, ref, scratch=True), "vs_dequantized": sums.result()}
         return _sum_plans(results, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 
@@ -828,7 +761,7 @@ class Array:
             return self._conv_blocks(qx, qw, (kh, kw), stride, padding, dilation, groups, bias, out_format, (oh, ow))
         sa = self._scales(qx, 0, 0)
         sw, sw_stride = self._scales(qw, 0, o)
-        outs, accs, plans = [], [], []
+        outs, accs, plans, lowered = [], [], [], []
         for g in range(groups):
             cols_, _ = layers.im2col(qx.codes[:, g * cg:(g + 1) * cg], (kh, kw), stride, padding, dilation)
             wt = qw.codes[g * og:(g + 1) * og].reshape(og, -1)
@@ -836,16 +769,25 @@ class Array:
             bg = None if bias32 is None else np.ascontiguousarray(bias32[g * og:(g + 1) * og])
             acc, output, plan = self._gemm_codes(cols_, wt, sa, sb, bg, out_format)
             outs.append(output), accs.append(acc), plans.append(plan)
+            lowered.append((cols_, wt))
 
         output, acc = _nchw(outs, nb, (oh, ow), o), _nchw(accs, nb, (oh, ow), o)
-        ref_q = _conv_reference(qx.dequantize(), qw.dequantize(), stride, padding, dilation, groups)
-        x64 = qx.dequantize() if isinstance(x, QTensor) else np.asarray(x, np.float64)
-        w64 = qw.dequantize() if isinstance(w, QTensor) else np.asarray(w, np.float64)
-        ref = _conv_reference(x64, w64, stride, padding, dilation, groups)
-        if bias32 is not None:
-            ref_q = ref_q + bias32[None, :, None, None]
-            ref = ref + np.asarray(bias, np.float64)[None, :, None, None]
-        metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": _error_metrics(output, ref_q)}
+        # the metrics per group, on the GEMMs the array ran: codes (exact products where
+        # provable) for vs_dequantized, the float inputs lowered alike for vs_float64
+        sums = {key: _ErrorSums() for key in ("vs_float64", "vs_dequantized")}
+        x64 = None if isinstance(x, QTensor) else np.asarray(x, np.float64)
+        w64 = None if isinstance(w, QTensor) else np.asarray(w, np.float64)
+        for g, (cols_, wt) in enumerate(lowered):
+            qa_g = QTensor(cols_, qx.format, qx.scale)
+            qb_g = QTensor(wt.T, qw.format, qw.scale if qw.axis is None else qw.scale[g * og:(g + 1) * og],
+                           None if qw.axis is None else 1)
+            fa = qa_g if x64 is None else layers.im2col(x64[:, g * cg:(g + 1) * cg], (kh, kw), stride, padding,
+                                                        dilation)[0]
+            fb = qb_g if w64 is None else w64[g * og:(g + 1) * og].reshape(og, -1).T
+            gb = slice(g * og, (g + 1) * og)
+            _add_gemm(sums, outs[g], [("vs_dequantized", qa_g, qb_g, None if bias is None else bias32[gb].astype(np.float64)),
+                                      ("vs_float64", fa, fb, None if bias is None else np.asarray(bias, np.float64)[gb])])
+        metrics = {key: sums[key].result() for key in ("vs_float64", "vs_dequantized")}
         return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 

@@ -1,0 +1,282 @@
+"""Error metrics of a simulated output against float64 references (Result.metrics).
+
+A reference A @ B (+ bias) is formed block by block (memory stays near that of the output)
+and reduced as it is formed: dot products through BLAS, the error written over the
+reference block, no other whole-block temporaries.  When both operands are codes with
+per-tensor or per-channel scales, the codes' integer multiples of their format's finest
+step are multiplied by sgemm (every partial sum an integer below 2**24, K split where
+needed) or dgemm (below 2**53): the product of the codes is then exact, and the reference
+is that exact value times the scales, rounded once (docs/array.md, "Error metrics")."""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from accel_sim._native import lib, pointer
+from accel_sim.quant import QTensor
+
+_PART = 1 << 21        # float64 elements in an operand part (16 MiB)
+_F32_EXACT = 1 << 24   # float32 holds every integer up to 2**24 ...
+_F64_EXACT = 1 << 53   # ... float64 up to 2**53
+_MIN_BLOCK = 256       # fewest rows or columns in a reference block
+_MIN_CHUNK = 128       # shortest K chunk worth an sgemm (else dgemm)
+_TINY = 2.0 ** -1022   # smallest normal float64
+_KEEP = 1 << 23        # workspace elements kept between calls (64 MiB)
+
+
+class ErrorSums:
+    """Error of an output against a reference, gathered block by block (so no whole-size
+    float64 reference need exist); non-finite outputs (an accumulator that overflowed) are
+    counted in "nonfinite" and make the error infinite."""
+
+    def __init__(self):
+        self.nonfinite, self.size = 0, 0
+        self.ref_sq = self.err_sq = self.out_sq = self.dot = self.max_abs = 0.0
+
+    def add(self, out, ref, scratch=False):
+        """Add a block; with scratch=True ref is a temporary of the caller's, overwritten by
+        the error (saves a whole-block copy)."""
+        out, ref = np.asarray(out), np.asarray(ref)
+        if out.shape != ref.shape:
+            out, ref = np.broadcast_arrays(out, ref)
+            scratch = False
+        out = np.ascontiguousarray(out, np.float64).reshape(-1)
+        if not (scratch and ref.dtype == np.float64 and ref.flags.c_contiguous):
+            ref = np.array(ref, np.float64, order="C")
+        ref = ref.reshape(-1)
+        self.size += out.size
+        with np.errstate(all="ignore"):
+            out_sq = float(np.dot(out, out))
+            if not math.isfinite(out_sq):   # a finite output's squares cannot overflow float64's sum
+                self.nonfinite += int(out.size - np.count_nonzero(np.isfinite(out)))
+            self.out_sq += out_sq
+            self.ref_sq += float(np.dot(ref, ref))
+            self.dot += float(np.dot(out, ref))
+            err = np.subtract(out, ref, out=ref)
+            self.err_sq += float(np.dot(err, err))
+            if err.size:
+                self.max_abs = max(self.max_abs, float(np.max(np.abs(err, out=err))))
+
+    def merge(self, other):
+        self.nonfinite += other.nonfinite
+        self.size += other.size
+        self.ref_sq += other.ref_sq
+        self.err_sq += other.err_sq
+        self.out_sq += other.out_sq
+        self.dot += other.dot
+        self.max_abs = max(self.max_abs, other.max_abs)
+
+    def result(self) -> dict:
+        if self.nonfinite:
+            return {"rel_fro": math.inf, "sqnr_db": -math.inf, "max_abs": math.inf, "cosine": math.nan,
+                    "nonfinite": self.nonfinite}
+        ref_sq, err_sq = self.ref_sq, self.err_sq
+        norms = math.sqrt(self.out_sq) * math.sqrt(ref_sq)
+        return {
+            "rel_fro": math.sqrt(err_sq / ref_sq) if ref_sq else (0.0 if err_sq == 0 else math.inf),
+            "sqnr_db": 10 * math.log10(ref_sq / err_sq) if err_sq else math.inf,
+            "max_abs": self.max_abs,
+            "cosine": self.dot / norms if norms else (1.0 if err_sq == 0 else 0.0),
+            "nonfinite": 0,
+        }
+
+
+def error_metrics(out, ref, scratch=False):
+    sums = ErrorSums()
+    sums.add(out, ref, scratch)
+    return sums.result()
+
+
+def _part(x, axis, lo, hi):
+    """float64 values of rows (axis 0) or columns (axis 1) lo:hi of a float array or QTensor."""
+    idx = [slice(None)] * 2
+    idx[axis] = slice(lo, hi)
+    if not isinstance(x, QTensor):
+        return np.asarray(np.asarray(x)[tuple(idx)], np.float64)
+    s = x.scale_array()
+    if s.ndim and s.shape[axis] > 1:
+        s = s[tuple(idx)]
+    values = x.format.decode(x.codes[tuple(idx)])
+    if x.is_block_scaled:    # blocks run along the other axis: slice their scales alike
+        values = values * np.repeat(x.block_scales()[tuple(idx)], x.block, axis=x.block_axis)
+    return values * s
+
+
+_GRIDS = {}
+
+
+def _grid(fmt):
+    """(every code's value in units of the format's finest step, as float64; that step; the
+    largest finite |value| in steps), or None for a format too wide to tabulate."""
+    if fmt not in _GRIDS:
+        grid = None
+        if fmt.bits <= 16:
+            table = fmt.decode(fmt.all_codes())
+            finite = table[np.isfinite(table)]
+            nz = np.abs(finite[finite != 0])
+            if not nz.size:
+                grid = (table, 1.0, 0.0)
+            else:
+                man, exp = np.frexp(nz)
+                ints = (man * 2.0 ** 53).astype(np.int64)    # exact: 53-bit significands
+                low = exp - 53 + np.log2((ints & -ints).astype(np.float64)).astype(np.int64)
+                unit = math.ldexp(1.0, int(low.min()))
+                with np.errstate(over="ignore"):
+                    grid = (table / unit, unit, float(nz.max()) / unit)  # exact: a power of two
+                if not (math.isfinite(grid[2]) and np.all(np.isfinite(grid[0]) == np.isfinite(table))):
+                    grid = None
+        _GRIDS[fmt] = grid
+    return _GRIDS[fmt]
+
+
+def _channel_scales(q, axis):
+    """float64 scales of a 2-D QTensor along axis (rows 0, columns 1): a vector, or a scalar."""
+    s = q.scale.astype(np.float64)
+    return s.reshape(-1) if q.axis == axis else float(s.reshape(()))
+
+
+def _exact_plan(a, b, k):
+    """How to multiply a's and b's values exactly: ("sgemm", K chunk) or ("dgemm", K), with
+    the scales; None where that is not proven exact (then the dequantized operands are
+    multiplied by dgemm, rounded as float64 rounds)."""
+    if not (isinstance(a, QTensor) and isinstance(b, QTensor)) or a.is_block_scaled or b.is_block_scaled:
+        return None
+    if a.axis not in (None, 0) or b.axis not in (None, 1):
+        return None
+    ga, gb = _grid(a.format), _grid(b.format)
+    if ga is None or gb is None:
+        return None
+    # every product is an integer multiple of unit below term units, every partial sum one
+    # below K * term units: no rounding while that count fits the significand and the grid
+    # stays in the type's normal range (values, products and sums alike)
+    unit, term = ga[1] * gb[1], ga[2] * gb[2]
+    f32 = min(ga[1], gb[1], unit) >= 2.0 ** -126 and max(ga[1] * ga[2], gb[1] * gb[2], unit) < 2.0 ** 100
+    if f32 and (term == 0 or k * term <= _F32_EXACT):
+        how = ("sgemm", max(k, 1))
+    elif f32 and _F32_EXACT // term >= _MIN_CHUNK:
+        how = ("sgemm", int(_F32_EXACT // term))
+    elif min(ga[1], gb[1], unit) >= _TINY and unit < 2.0 ** 960 and k * term <= _F64_EXACT:
+        how = ("dgemm", k)
+    else:
+        return None
+    return how, _channel_scales(a, 0), _channel_scales(b, 1)
+
+
+def _decode_into(q, rows, cols, out):
+    """Exact float64 values of q's codes[rows, cols] written into out (a workspace view)."""
+    codes = np.ascontiguousarray(q.codes[rows, cols], dtype=q.format.code_dtype)
+    lib.acs_decode(q.format._c, pointer(codes, "void *"), codes.size, pointer(out, "double *"))
+
+
+class _Workspace(threading.local):
+    """One float64 buffer per thread for operand parts and reference blocks, kept between
+    calls up to _KEEP elements: a fresh buffer costs page faults that, on some machines,
+    rival the dgemm itself."""
+    buf = np.empty(0)
+
+    def take(self, sizes):
+        need = sum(sizes)
+        buf = self.buf if self.buf.size >= need else np.empty(need)
+        if need <= _KEEP and buf is not self.buf:
+            self.buf = buf
+        views, at = [], 0
+        for size in sizes:
+            views.append(buf[at:at + size])
+            at += size
+        return views
+
+
+_WORKSPACE = _Workspace()
+
+
+def _exact_block(plan, a, b, rows, cols, parts, ref):
+    """ref = a[rows] @ b[:, cols]: the exact product of the code values times the scales
+    (sa * sb is exact, two 24-bit significands), rounded once."""
+    (how, chunk), sa, sb = plan
+    m, n, k = ref.shape[0], ref.shape[1], a.shape[1]
+    pa, pb, pa32, pb32, p32, s = parts
+    xa, xb = pa[:m * k].reshape(m, k), pb[:k * n].reshape(k, n)
+    _decode_into(a, rows, slice(None), xa)
+    _decode_into(b, slice(None), cols, xb)
+    if how == "dgemm":
+        np.matmul(xa, xb, out=ref)
+    else:                 # exact: values on a grid float32 holds
+        xa32, xb32 = pa32.view(np.float32)[:m * k].reshape(m, k), pb32.view(np.float32)[:k * n].reshape(k, n)
+        np.copyto(xa32, xa)
+        np.copyto(xb32, xb)
+        if chunk >= k:
+            np.copyto(ref, np.matmul(xa32, xb32, out=p32.view(np.float32)[:m * n].reshape(m, n)))
+        else:
+            ref.fill(0.0)
+            out32 = p32.view(np.float32)[:m * n].reshape(m, n)
+            for k0 in range(0, k, chunk):    # each chunk's sgemm exact, and their sum in float64
+                ref += np.matmul(xa32[:, k0:k0 + chunk], xb32[k0:k0 + chunk], out=out32)
+    if np.ndim(sa) and np.ndim(sb):
+        scale = np.multiply(sa[rows, None], sb[None, cols], out=s[:m * n].reshape(m, n))
+    else:
+        scale = (sa[rows, None] if np.ndim(sa) else sa) * (sb[None, cols] if np.ndim(sb) else sb)
+    np.multiply(ref, scale, out=ref)
+
+
+def _float_part(x, rows, cols, out):
+    """float64 values of a float operand's block: a view when x is float64 already."""
+    x = np.asarray(x)
+    if x.dtype == np.float64 and x[rows, cols].flags.c_contiguous:
+        return x[rows, cols]
+    view = out[:x[rows, cols].size].reshape(x[rows, cols].shape)
+    np.copyto(view, x[rows, cols])
+    return view
+
+
+def gemm_metrics(output, pairs) -> dict:
+    """Error metrics of output against float64 references A @ B (+ bias), one per
+    (name, A, B, bias or None) in pairs, formed block by block: memory stays near that of the
+    output.  A pair with the same operands and bias as an earlier one shares its result."""
+    sums = {name: ErrorSums() for name, *_ in pairs}
+    add_gemm(sums, output, pairs)
+    return {name: s.result() for name, s in sums.items()}
+
+
+def add_gemm(sums, output, pairs):
+    """Add output's errors against each pair's reference into sums[name] (ErrorSums), as
+    gemm_metrics forms them (a layer's GEMMs, e.g. a grouped convolution's, gathered into
+    one set of sums)."""
+    m, n = output.shape
+    done = []
+    for name, a, b, bias in pairs:
+        same = [d for (a2, b2, bias2, d) in done if a2 is a and b2 is b and
+                (bias is None and bias2 is None or bias is not None and bias2 is not None and np.array_equal(bias, bias2))]
+        if same:
+            sums[name].merge(same[0])
+            continue
+        delta = ErrorSums()
+        k = (a.codes if isinstance(a, QTensor) else np.asarray(a)).shape[1]
+        bm, bn = min(m, max(_MIN_BLOCK, _PART // max(k, 1))), min(n, max(_MIN_BLOCK, _PART // max(k, 1)))
+        plan = _exact_plan(a, b, k)
+        f32 = plan is not None and plan[0][0] == "sgemm"
+        both = plan is not None and np.ndim(plan[1]) and np.ndim(plan[2])
+        # ref, A part, B part (float64), their float32 copies and product, per-element scales
+        sizes = [bm * bn, bm * k, k * bn, (bm * k + 1) // 2 * f32, (k * bn + 1) // 2 * f32,
+                 (bm * bn + 1) // 2 * f32, bm * bn * bool(both)]
+        ref_buf, *parts = _WORKSPACE.take(sizes)
+        for j0 in range(0, n, bn):
+            cols = slice(j0, min(j0 + bn, n))
+            if plan is None:
+                b_part = _float_part(b, slice(None), cols, parts[1]) if not isinstance(b, QTensor) else \
+                    _part(b, 1, j0, j0 + bn)
+            for i0 in range(0, m, bm):
+                rows = slice(i0, min(i0 + bm, m))
+                ref = ref_buf[:(rows.stop - i0) * (cols.stop - j0)].reshape(rows.stop - i0, cols.stop - j0)
+                if plan is not None:
+                    _exact_block(plan, a, b, rows, cols, parts, ref)
+                else:
+                    a_part = _float_part(a, rows, slice(None), parts[0]) if not isinstance(a, QTensor) else \
+                        _part(a, 0, i0, i0 + bm)
+                    np.matmul(a_part, b_part, out=ref)
+                if bias is not None:
+                    ref += bias[cols]
+                delta.add(output[rows, cols], ref, scratch=True)
+        sums[name].merge(delta)
+        done.append((a, b, bias, delta))

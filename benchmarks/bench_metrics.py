@@ -1,0 +1,73 @@
+"""Cost of Result.metrics (issue 16): Array.gemm with the default metrics against the same
+call with metrics=False, and both against numpy float32 matmul on the same shape, measured in
+one process, one BLAS thread, best of several interleaved runs.
+Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 \
+       python benchmarks/bench_metrics.py [--quick]"""
+import os
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's accel_sim
+
+import numpy as np  # noqa: E402
+
+import accel_sim as acs  # noqa: E402
+from _machine import describe  # noqa: E402
+
+
+def blas_kernel() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed"
+    return "; ".join(f"{p.get('internal_api')} {p.get('version')} {p.get('architecture')} "
+                     f"threads={p.get('num_threads')}" for p in threadpool_info() if p.get("user_api") == "blas")
+
+
+def operands(mac, a, b, headroom):
+    """Per-tensor quantized operands; with headroom scaled to 1/16 of the format's range, so
+    that a narrow accumulator (fp16: max 65504 < 448^2) does not overflow."""
+    if not headroom:
+        return a, b
+    return tuple(acs.quant.quantize(x, f, scale=np.float32(np.abs(x).max() * 16 / f.max)) for x, f in
+                 ((a, mac.a), (b, mac.b)))
+
+
+CASES = [  # label, MAC, operands scaled to 1/16 of the range (QTensors) or floats
+    ("e4m3fn -> fp32", acs.MAC("e4m3fn", "e4m3fn", "fp32"), False),
+    ("int8 -> int32", acs.MAC("int8", "int8", "int32"), False),
+    ("e4m3fn -> FloatAcc(5,10), 1/16 range", acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(5, 10)), True),
+]
+
+
+def main(sizes, reps):
+    print(describe())
+    print("BLAS:", blas_kernel())
+    rng = np.random.default_rng(0)
+    print("| GEMM (32x32 ws, 1 thread) | size | metrics off / numpy fp32 | metrics on / numpy fp32 | on / off |")
+    print("|---|---|---|---|---|")
+    for n in sizes:
+        a = rng.standard_normal((n, n)).astype(np.float32)
+        b = rng.standard_normal((n, n)).astype(np.float32)
+        for label, mac, headroom in CASES:
+            arr = acs.Array(32, 32, "ws", mac, threads=1)
+            qa, qb = operands(mac, a, b, headroom)
+            fns = {"numpy": lambda: a @ b, "off": lambda: arr.gemm(qa, qb, metrics=False),
+                   "on": lambda: arr.gemm(qa, qb)}
+            best = {key: float("inf") for key in fns}
+            for fn in fns.values():
+                fn()
+            for _ in range(reps):     # interleaved, so that load on the machine hits all three alike
+                for key, fn in fns.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    best[key] = min(best[key], time.perf_counter() - t0)
+            print(f"| {label} | {n}^3 | {best['off'] / best['numpy']:.2f}x | {best['on'] / best['numpy']:.2f}x "
+                  f"| {best['on'] / best['off']:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    quick = "--quick" in sys.argv
+    main((512,) if quick else (512, 1024), 3 if quick else 7)
