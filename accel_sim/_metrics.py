@@ -17,7 +17,8 @@ import numpy as np
 from accel_sim._native import lib, pointer
 from accel_sim.quant import QTensor
 
-_PART = 1 << 21        # float64 elements in an operand part (16 MiB)
+_PART = 1 << 19        # float64 elements in an operand part or reference block (4 MiB)
+_STAGE = 1 << 15       # float64 staging for operands decoded to float32
 _F32_EXACT = 1 << 24   # float32 holds every integer up to 2**24 ...
 _F64_EXACT = 1 << 53   # ... float64 up to 2**53
 _MIN_BLOCK = 256       # fewest rows or columns in a reference block
@@ -164,12 +165,6 @@ def _exact_plan(a, b, k):
     return how, _channel_scales(a, 0), _channel_scales(b, 1)
 
 
-def _decode_into(q, rows, cols, out):
-    """Exact float64 values of q's codes[rows, cols] written into out (a workspace view)."""
-    codes = np.ascontiguousarray(q.codes[rows, cols], dtype=q.format.code_dtype)
-    lib.acs_decode(q.format._c, pointer(codes, "void *"), codes.size, pointer(out, "double *"))
-
-
 class _Workspace(threading.local):
     """One float64 buffer per thread for operand parts and reference blocks, kept between
     calls up to _KEEP elements: a fresh buffer costs page faults that, on some machines,
@@ -191,43 +186,64 @@ class _Workspace(threading.local):
 _WORKSPACE = _Workspace()
 
 
-def _exact_block(plan, a, b, rows, cols, parts, ref):
-    """ref = a[rows] @ b[:, cols]: the exact product of the code values times the scales
-    (sa * sb is exact, two 24-bit significands), rounded once."""
-    (how, chunk), sa, sb = plan
-    m, n, k = ref.shape[0], ref.shape[1], a.shape[1]
-    pa, pb, pa32, pb32, p32, s = parts
-    xa, xb = pa[:m * k].reshape(m, k), pb[:k * n].reshape(k, n)
-    _decode_into(a, rows, slice(None), xa)
-    _decode_into(b, slice(None), cols, xb)
-    if how == "dgemm":
+def _exact_part(q, rows, cols, f32, buf, stage):
+    """q's code values at [rows, cols] (exact) in buf: float64, or float32 through a small
+    float64 staging buffer."""
+    codes = q.codes[rows, cols]
+    shape = codes.shape
+    out = buf.view(np.float32)[:codes.size] if f32 else buf[:codes.size]
+    out = out.reshape(shape)
+    step = max(1, stage.size // max(shape[1], 1)) if f32 else max(shape[0], 1)
+    for r0 in range(0, shape[0], step):
+        c = np.ascontiguousarray(codes[r0:r0 + step], dtype=q.format.code_dtype)
+        dst = stage[:c.size] if f32 else out[r0:r0 + step]
+        lib.acs_decode(q.format._c, pointer(c, "void *"), c.size, pointer(dst, "double *"))
+        if f32:
+            np.copyto(out[r0:r0 + step], dst.reshape(c.shape))
+    return out
+
+
+def _float_part(x, rows, cols, buf):
+    """float64 values of a float operand's block: a view when x is float64 already."""
+    x = np.asarray(x)[rows, cols]
+    if x.dtype == np.float64 and x.flags.c_contiguous:
+        return x
+    view = buf[:x.size].reshape(x.shape)
+    np.copyto(view, x)
+    return view
+
+
+def _operand_part(x, axis, sl, plan, buf, stage):
+    """Rows (axis 0) or columns (axis 1) sl of an operand, ready for the reference's matmul."""
+    rows, cols = (sl, slice(None)) if axis == 0 else (slice(None), sl)
+    if plan is not None:
+        return _exact_part(x, rows, cols, plan[0][0] == "sgemm", buf, stage)
+    if isinstance(x, QTensor):
+        return _part(x, axis, sl.start, sl.stop)
+    return _float_part(x, rows, cols, buf)
+
+
+def _product(plan, xa, xb, rows, cols, ref, p32, s):
+    """ref = xa @ xb; for codes, the exact product times the scales (sa * sb is exact, two
+    24-bit significands), rounded once."""
+    if plan is None or plan[0][0] == "dgemm":
         np.matmul(xa, xb, out=ref)
-    else:                 # exact: values on a grid float32 holds
-        xa32, xb32 = pa32.view(np.float32)[:m * k].reshape(m, k), pb32.view(np.float32)[:k * n].reshape(k, n)
-        np.copyto(xa32, xa)
-        np.copyto(xb32, xb)
+    else:
+        chunk, k = plan[0][1], xa.shape[1]
+        out32 = p32.view(np.float32)[:ref.size].reshape(ref.shape)
         if chunk >= k:
-            np.copyto(ref, np.matmul(xa32, xb32, out=p32.view(np.float32)[:m * n].reshape(m, n)))
+            np.copyto(ref, np.matmul(xa, xb, out=out32))
         else:
             ref.fill(0.0)
-            out32 = p32.view(np.float32)[:m * n].reshape(m, n)
             for k0 in range(0, k, chunk):    # each chunk's sgemm exact, and their sum in float64
-                ref += np.matmul(xa32[:, k0:k0 + chunk], xb32[k0:k0 + chunk], out=out32)
-    if np.ndim(sa) and np.ndim(sb):
-        scale = np.multiply(sa[rows, None], sb[None, cols], out=s[:m * n].reshape(m, n))
-    else:
-        scale = (sa[rows, None] if np.ndim(sa) else sa) * (sb[None, cols] if np.ndim(sb) else sb)
-    np.multiply(ref, scale, out=ref)
-
-
-def _float_part(x, rows, cols, out):
-    """float64 values of a float operand's block: a view when x is float64 already."""
-    x = np.asarray(x)
-    if x.dtype == np.float64 and x[rows, cols].flags.c_contiguous:
-        return x[rows, cols]
-    view = out[:x[rows, cols].size].reshape(x[rows, cols].shape)
-    np.copyto(view, x[rows, cols])
-    return view
+                ref += np.matmul(xa[:, k0:k0 + chunk], xb[k0:k0 + chunk], out=out32)
+    if plan is not None:
+        _, sa, sb = plan
+        if np.ndim(sa) and np.ndim(sb):
+            scale = np.multiply(sa[rows, None], sb[None, cols], out=s[:ref.size].reshape(ref.shape))
+        else:
+            scale = (sa[rows, None] if np.ndim(sa) else sa) * (sb[None, cols] if np.ndim(sb) else sb)
+        np.multiply(ref, scale, out=ref)
 
 
 def gemm_metrics(output, pairs) -> dict:
@@ -253,28 +269,22 @@ def add_gemm(sums, output, pairs):
             continue
         delta = ErrorSums()
         k = (a.codes if isinstance(a, QTensor) else np.asarray(a)).shape[1]
-        bm, bn = min(m, max(_MIN_BLOCK, _PART // max(k, 1))), min(n, max(_MIN_BLOCK, _PART // max(k, 1)))
+        bm = min(m, max(_MIN_BLOCK, _PART // max(k, 1)))
+        bn = min(n, max(_MIN_BLOCK, _PART // max(k, bm, 1)))
         plan = _exact_plan(a, b, k)
         f32 = plan is not None and plan[0][0] == "sgemm"
         both = plan is not None and np.ndim(plan[1]) and np.ndim(plan[2])
-        # ref, A part, B part (float64), their float32 copies and product, per-element scales
-        sizes = [bm * bn, bm * k, k * bn, (bm * k + 1) // 2 * f32, (k * bn + 1) // 2 * f32,
-                 (bm * bn + 1) // 2 * f32, bm * bn * bool(both)]
-        ref_buf, *parts = _WORKSPACE.take(sizes)
+        # reference block, A and B parts, float32 product, per-element scales, staging
+        sizes = [bm * bn, (bm * k + f32) // (1 + f32), (k * bn + f32) // (1 + f32), (bm * bn + 1) // 2 * f32, bm * bn * bool(both), max(_STAGE, k, bn) * f32]
+        ref_buf, pa, pb, p32, s, stage = _WORKSPACE.take(sizes)
         for j0 in range(0, n, bn):
             cols = slice(j0, min(j0 + bn, n))
-            if plan is None:
-                b_part = _float_part(b, slice(None), cols, parts[1]) if not isinstance(b, QTensor) else \
-                    _part(b, 1, j0, j0 + bn)
+            xb = _operand_part(b, 1, cols, plan, pb, stage)
             for i0 in range(0, m, bm):
                 rows = slice(i0, min(i0 + bm, m))
+                xa = _operand_part(a, 0, rows, plan, pa, stage)
                 ref = ref_buf[:(rows.stop - i0) * (cols.stop - j0)].reshape(rows.stop - i0, cols.stop - j0)
-                if plan is not None:
-                    _exact_block(plan, a, b, rows, cols, parts, ref)
-                else:
-                    a_part = _float_part(a, rows, slice(None), parts[0]) if not isinstance(a, QTensor) else \
-                        _part(a, 0, i0, i0 + bm)
-                    np.matmul(a_part, b_part, out=ref)
+                _product(plan, xa, xb, rows, cols, ref, p32, s)
                 if bias is not None:
                     ref += bias[cols]
                 delta.add(output[rows, cols], ref, scratch=True)

@@ -164,6 +164,7 @@ def test_chunked_and_blocked_references(monkeypatch):
     whole = _metrics.gemm_metrics(out, pairs)
     monkeypatch.setattr(_metrics, "_PART", 16)
     monkeypatch.setattr(_metrics, "_MIN_BLOCK", 8)
+    monkeypatch.setattr(_metrics, "_STAGE", 100)      # several staging rounds per operand part
     blocked = _metrics.gemm_metrics(out, pairs)
     check(blocked["q"], out, exact_dequantized(qa, qb) + bias)
     check(blocked["f"], out, a64 @ b64, 2 * gemm_bound(a64, b64))
