@@ -36,13 +36,18 @@ class ErrorSums:
         self.nonfinite, self.size = 0, 0
         self.ref_sq = self.err_sq = self.out_sq = self.dot = self.max_abs = 0.0
 
-    def add(self, out, ref, scratch=False):
+    def add(self, out, ref, scratch=False, out_buf=None):
         """Add a block; with scratch=True ref is a temporary of the caller's, overwritten by
-        the error (saves a whole-block copy)."""
+        the error (saves a whole-block copy); out_buf, if given, takes a copy of a
+        non-contiguous out."""
         out, ref = np.asarray(out), np.asarray(ref)
         if out.shape != ref.shape:
             out, ref = np.broadcast_arrays(out, ref)
             scratch = False
+        if out_buf is not None and not (out.flags.c_contiguous and out.dtype == np.float64):
+            view = out_buf[:out.size].reshape(out.shape)
+            np.copyto(view, out)
+            out = view
         out = np.ascontiguousarray(out, np.float64).reshape(-1)
         if not (scratch and ref.dtype == np.float64 and ref.flags.c_contiguous):
             ref = np.array(ref, np.float64, order="C")
@@ -274,9 +279,10 @@ def add_gemm(sums, output, pairs):
         plan = _exact_plan(a, b, k)
         f32 = plan is not None and plan[0][0] == "sgemm"
         both = plan is not None and np.ndim(plan[1]) and np.ndim(plan[2])
-        # reference block, A and B parts, float32 product, per-element scales, staging
-        sizes = [bm * bn, (bm * k + f32) // (1 + f32), (k * bn + f32) // (1 + f32), (bm * bn + 1) // 2 * f32, bm * bn * bool(both), max(_STAGE, k, bn) * f32]
-        ref_buf, pa, pb, p32, s, stage = _WORKSPACE.take(sizes)
+        # reference block, A and B parts, float32 product, per-element scales, staging, output block
+        sizes = [bm * bn, (bm * k + f32) // (1 + f32), (k * bn + f32) // (1 + f32), (bm * bn + 1) // 2 * f32, bm * bn * bool(both), max(_STAGE, k, bn) * f32,
+                 bm * bn * (bn < n or not output.flags.c_contiguous or output.dtype != np.float64)]
+        ref_buf, pa, pb, p32, s, stage, out_buf = _WORKSPACE.take(sizes)
         for j0 in range(0, n, bn):
             cols = slice(j0, min(j0 + bn, n))
             xb = _operand_part(b, 1, cols, plan, pb, stage)
@@ -287,6 +293,6 @@ def add_gemm(sums, output, pairs):
                 _product(plan, xa, xb, rows, cols, ref, p32, s)
                 if bias is not None:
                     ref += bias[cols]
-                delta.add(output[rows, cols], ref, scratch=True)
+                delta.add(output[rows, cols], ref, scratch=True, out_buf=out_buf)
         sums[name].merge(delta)
         done.append((a, b, bias, delta))

@@ -689,8 +689,8 @@ class Array:
         for A, B, bias in triples:
             qa, qb = self._block_operands(A, B, ("a", "b"))
             res = self._gemm_blocks(qa, qb, bias, out_format, False, ("a", "b"))
-            ref = qa.dequantize() @ qb.dequantize()
-            sums.add(res.output, ref if bias is None else ref + self._bias(bias, ref.shape[1]), scratch=True)
+            b32 = None if bias is None else self._bias(bias, res.output.shape[1]).astype(np.float64)
+            _add_gemm({"q": sums}, res.output, [("q", qa, qb, b32)])
             results.append(res)
         return results, sums
 

@@ -260,3 +260,20 @@ def test_batched_matmul_metrics():
     check(res.metrics["vs_dequantized"], res.output, ref_q)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     check(res.metrics["vs_float64"], res.output, a64 @ b64, 2 * gamma(24) * (np.abs(a64) @ np.abs(b64)))
+
+
+def test_block_scaled_batched_matmul_metrics():
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((2, 6, 40)).astype(np.float32)
+    b = rng.standard_normal((2, 40, 5)).astype(np.float32)
+    arr = acs.Array(4, 4, "ws", acs.MAC("e4m3fn", "e4m3fn", "fp32"), quant={"a": "block", "b": "block"})
+    res = arr.matmul(a, b)
+    refs, bounds = [], []
+    for i in range(2):
+        qa, qb = arr._block_operands(a[i].astype(np.float64), b[i].astype(np.float64), ("a", "b"))
+        da, db = qa.dequantize(), qb.dequantize()
+        refs.append(da @ db)
+        bounds.append(2 * gemm_bound(da, db))
+    check(res.metrics["vs_dequantized"], res.output, np.stack(refs), np.stack(bounds))
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    check(res.metrics["vs_float64"], res.output, a64 @ b64, 2 * gamma(40) * (np.abs(a64) @ np.abs(b64)))
