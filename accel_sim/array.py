@@ -778,7 +778,8 @@ class Array:
         x64 = None if isinstance(x, QTensor) else np.asarray(x, np.float64)
         w64 = None if isinstance(w, QTensor) else np.asarray(w, np.float64)
         for g, (cols_, wt) in enumerate(lowered):
-            qa_g = QTensor(cols_, qx.format, qx.scale)
+            qa_g = QTensor(cols_, qx.format, qx.scale, None) if qx.axis is None else \
+                QTensor(cols_, qx.format, np.repeat(qx.scale, oh * ow), 0)   # per-sample scales, per patch row
             qb_g = QTensor(wt.T, qw.format, qw.scale if qw.axis is None else qw.scale[g * og:(g + 1) * og],
                            None if qw.axis is None else 1)
             fa = qa_g if x64 is None else layers.im2col(x64[:, g * cg:(g + 1) * cg], (kh, kw), stride, padding,

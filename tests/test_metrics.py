@@ -277,3 +277,17 @@ def test_block_scaled_batched_matmul_metrics():
     check(res.metrics["vs_dequantized"], res.output, np.stack(refs), np.stack(bounds))
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     check(res.metrics["vs_float64"], res.output, a64 @ b64, 2 * gamma(40) * (np.abs(a64) @ np.abs(b64)))
+
+
+def test_conv2d_metrics_per_sample_scales():
+    """A QTensor x with one scale per sample (axis 0): each patch row is dequantized with its
+    sample's scale, as x.dequantize() does."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 2, 5, 5))
+    w = rng.standard_normal((4, 2, 3, 3))
+    qx = quantize(x, "int8", scale="channel", axis=0)
+    qw = quantize(w, "int8")
+    res = acs.Array(4, 4, "ws", acs.MAC("int8", "int8", "int32")).conv2d(qx, qw, padding=1)
+    y, taps, k = conv_oracle(qx.dequantize(), qw.dequantize(), 1, 1, 1, 1)
+    for key in ("vs_dequantized", "vs_float64"):
+        check(res.metrics[key], res.output, y, 2 * gamma(k) * taps)
