@@ -267,8 +267,8 @@ def add_gemm(sums, output, pairs):
     m, n = output.shape
     done = []
     for name, a, b, bias in pairs:
-        same = [d for (a2, b2, bias2, d) in done if a2 is a and b2 is b and
-                (bias is None and bias2 is None or bias is not None and bias2 is not None and np.array_equal(bias, bias2))]
+        same = [d for (a2, b2, bias2, d) in done if a2 is a and b2 is b and (
+            bias is None and bias2 is None or bias is not None and bias2 is not None and np.array_equal(bias, bias2))]
         if same:
             sums[name].merge(same[0])
             continue
@@ -280,7 +280,9 @@ def add_gemm(sums, output, pairs):
         f32 = plan is not None and plan[0][0] == "sgemm"
         both = plan is not None and np.ndim(plan[1]) and np.ndim(plan[2])
         # reference block, A and B parts, float32 product, per-element scales, staging, output block
-        sizes = [bm * bn, (bm * k + f32) // (1 + f32), (k * bn + f32) // (1 + f32), (bm * bn + 1) // 2 * f32, bm * bn * bool(both), max(_STAGE, k, bn) * f32,
+        half = 2 if f32 else 1     # float32 parts take half the float64 elements
+        sizes = [bm * bn, -(-bm * k // half), -(-k * bn // half), (bm * bn + 1) // 2 * f32, bm * bn * bool(both),
+                 max(_STAGE, k, bn) * f32,
                  bm * bn * (bn < n or not output.flags.c_contiguous or output.dtype != np.float64)]
         ref_buf, pa, pb, p32, s, stage, out_buf = _WORKSPACE.take(sizes)
         for j0 in range(0, n, bn):

@@ -11,6 +11,7 @@ through each formula by interval arithmetic."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -28,11 +29,13 @@ def gamma(k):
 
 
 def units(fmt):
-    """Code values of fmt as integers (int64) in units of its finest step, and that step."""
+    """Code values of fmt in units of its finest step (the smallest lowest set bit of any
+    value's exact binary fraction), and that step."""
     table = fmt.decode(fmt.all_codes())
-    finite = np.abs(table[np.isfinite(table) & (table != 0)])
-    step = min(math.ldexp(1.0, math.frexp(v)[1] - 53 + ((int(math.ldexp(math.frexp(v)[0], 53)) & -int(math.ldexp(math.frexp(v)[0], 53))).bit_length() - 1)) for v in finite)
-    return table / step, step
+    fracs = [Fraction(float(v)) for v in table[np.isfinite(table) & (table != 0)]]
+    step = min(Fraction(f.numerator & -f.numerator, f.denominator) for f in fracs)
+    assert step.numerator == 1 or step.denominator == 1
+    return table / float(step), float(step)
 
 
 def exact_dequantized(qa, qb):
