@@ -55,7 +55,7 @@ class ErrorSums:
         self.size += out.size
         with np.errstate(all="ignore"):
             out_sq = float(np.dot(out, out))
-            if not math.isfinite(out_sq):   # a finite output's squares cannot overflow float64's sum
+            if not math.isfinite(out_sq):   # a finite sum means every output is finite: no count needed
                 self.nonfinite += int(out.size - np.count_nonzero(np.isfinite(out)))
             self.out_sq += out_sq
             self.ref_sq += float(np.dot(ref, ref))
@@ -274,8 +274,8 @@ def add_gemm(sums, output, pairs):
             continue
         delta = ErrorSums()
         k = (a.codes if isinstance(a, QTensor) else np.asarray(a)).shape[1]
-        bm = min(m, max(_MIN_BLOCK, _PART // max(k, 1)))
-        bn = min(n, max(_MIN_BLOCK, _PART // max(k, bm, 1)))
+        bm = max(1, min(m, max(_MIN_BLOCK, _PART // max(k, 1))))
+        bn = max(1, min(n, max(_MIN_BLOCK, _PART // max(k, bm, 1))))
         plan = _exact_plan(a, b, k)
         f32 = plan is not None and plan[0][0] == "sgemm"
         both = plan is not None and np.ndim(plan[1]) and np.ndim(plan[2])

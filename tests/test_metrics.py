@@ -294,3 +294,14 @@ def test_conv2d_metrics_per_sample_scales():
     y, taps, k = conv_oracle(qx.dequantize(), qw.dequantize(), 1, 1, 1, 1)
     for key in ("vs_dequantized", "vs_float64"):
         check(res.metrics[key], res.output, y, 2 * gamma(k) * taps)
+
+
+@pytest.mark.parametrize("m,k,n", [(0, 4, 3), (3, 0, 2), (2, 5, 0), (0, 0, 0)])
+@pytest.mark.parametrize("fmt", ["int8", "e4m3fn", "e5m2"])
+def test_empty_gemm_metrics(m, k, n, fmt):
+    """No outputs: no error (rel_fro 0, SQNR and cosine of a perfect match); K = 0: every
+    output and reference is zero."""
+    qa, qb = QTensor(np.zeros((m, k), np.uint8), fmt), QTensor(np.zeros((k, n), np.uint8), fmt)
+    res = acs.Array(2, 2, "ws", acs.MAC(fmt, fmt, "fp32")).gemm(qa, qb)
+    for key in ("vs_float64", "vs_dequantized"):
+        assert res.metrics[key] == {"rel_fro": 0.0, "sqnr_db": math.inf, "max_abs": 0.0, "cosine": 1.0, "nonfinite": 0}
