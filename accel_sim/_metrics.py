@@ -137,6 +137,17 @@ def _grid(fmt):
     return _GRIDS[fmt]
 
 
+def exact_accumulator(pe_acc, out_acc, a, b, k) -> bool:
+    """Whether an integer GEMM's accumulators hold the exact sum of products: IntAcc registers
+    (PE and buffer) add exactly and only wrap or saturate beyond their range, and every partial
+    sum is bounded by K * max|a| * max|b|, here below 2^(bits-1) (and 2^53): no step can wrap."""
+    from accel_sim.mac import IntAcc
+    if not (isinstance(pe_acc, IntAcc) and isinstance(out_acc, IntAcc)) or _exact_plan(a, b, k) is None:
+        return False
+    ga, gb = _grid(a.format), _grid(b.format)
+    return ga[1] == gb[1] == 1.0 and k * ga[2] * gb[2] < 2.0 ** (min(pe_acc.bits, out_acc.bits, 54) - 1)
+
+
 def _channel_scales(q, axis):
     """float64 scales of a 2-D QTensor along axis (rows 0, columns 1): a vector, or a scalar."""
     s = q.scale.astype(np.float64)
@@ -221,6 +232,8 @@ def _float_part(x, rows, cols, buf):
 def _operand_part(x, axis, sl, plan, buf, stage):
     """Rows (axis 0) or columns (axis 1) sl of an operand, ready for the reference's matmul."""
     rows, cols = (sl, slice(None)) if axis == 0 else (slice(None), sl)
+    if plan is not None and plan[0][0] == "given":
+        return None
     if plan is not None:
         return _exact_part(x, rows, cols, plan[0][0] == "sgemm", buf, stage)
     if isinstance(x, QTensor):
@@ -231,7 +244,9 @@ def _operand_part(x, axis, sl, plan, buf, stage):
 def _product(plan, xa, xb, rows, cols, ref, p32, s):
     """ref = xa @ xb; for codes, the exact product times the scales (sa * sb is exact, two
     24-bit significands), rounded once."""
-    if plan is None or plan[0][0] == "dgemm":
+    if plan is not None and plan[0][0] == "given":    # the exact integer sums, as int64
+        np.copyto(ref, plan[0][1][rows, cols], casting="unsafe")   # exact: below 2^53
+    elif plan is None or plan[0][0] == "dgemm":
         np.matmul(xa, xb, out=ref)
     else:
         chunk, k = plan[0][1], xa.shape[1]
@@ -251,16 +266,18 @@ def _product(plan, xa, xb, rows, cols, ref, p32, s):
         np.multiply(ref, scale, out=ref)
 
 
-def gemm_metrics(output, pairs) -> dict:
+def gemm_metrics(output, pairs, products=None) -> dict:
     """Error metrics of output against float64 references A @ B (+ bias), one per
     (name, A, B, bias or None) in pairs, formed block by block: memory stays near that of the
-    output.  A pair with the same operands and bias as an earlier one shares its result."""
+    output.  A pair with the same operands and bias as an earlier one shares its result.
+    products: {name: int64 array}, the exact sums of products of that pair's codes where the
+    caller has them (an exact integer accumulator's; see exact_accumulator)."""
     sums = {name: ErrorSums() for name, *_ in pairs}
-    add_gemm(sums, output, pairs)
+    add_gemm(sums, output, pairs, products)
     return {name: s.result() for name, s in sums.items()}
 
 
-def add_gemm(sums, output, pairs):
+def add_gemm(sums, output, pairs, products=None):
     """Add output's errors against each pair's reference into sums[name] (ErrorSums), as
     gemm_metrics forms them (a layer's GEMMs, e.g. a grouped convolution's, gathered into
     one set of sums)."""
@@ -277,11 +294,14 @@ def add_gemm(sums, output, pairs):
         bm = max(1, min(m, max(_MIN_BLOCK, _PART // max(k, 1))))
         bn = max(1, min(n, max(_MIN_BLOCK, _PART // max(k, bm, 1))))
         plan = _exact_plan(a, b, k)
+        if plan is not None and products and name in products:
+            plan = (("given", products[name]), *plan[1:])
         f32 = plan is not None and plan[0][0] == "sgemm"
+        given = plan is not None and plan[0][0] == "given"
         both = plan is not None and np.ndim(plan[1]) and np.ndim(plan[2])
         # reference block, A and B parts, float32 product, per-element scales, staging, output block
         half = 2 if f32 else 1     # float32 parts take half the float64 elements
-        sizes = [bm * bn, -(-bm * k // half), -(-k * bn // half), (bm * bn + 1) // 2 * f32, bm * bn * bool(both),
+        sizes = [bm * bn, -(-bm * k // half) * (not given), -(-k * bn // half) * (not given), (bm * bn + 1) // 2 * f32, bm * bn * bool(both),
                  max(_STAGE, k, bn) * f32,
                  bm * bn * (bn < n or not output.flags.c_contiguous or output.dtype != np.float64)]
         ref_buf, pa, pb, p32, s, stage, out_buf = _WORKSPACE.take(sizes)

@@ -19,7 +19,8 @@ from accel_sim.energy import ENERGY_PARTS, EnergyTable, add_scale_energy, evalua
 from accel_sim._native import check_float_array, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status, rounding_code
 from accel_sim.mac import MAC, BlockFMA, FloatAcc, IntAcc, get_acc
 from accel_sim.quant import CALIBRATIONS, QTensor, quantize
-from accel_sim._metrics import ErrorSums as _ErrorSums, add_gemm as _add_gemm, error_metrics as _error_metrics, gemm_metrics as _gemm_metrics
+from accel_sim._metrics import ErrorSums as _ErrorSums, add_gemm as _add_gemm, error_metrics as _error_metrics, \
+    exact_accumulator as _exact_accumulator, gemm_metrics as _gemm_metrics
 
 __all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]
 
@@ -490,7 +491,9 @@ class Array:
         pairs = [("vs_dequantized", qa, qb, None if bias is None else bias32.astype(np.float64)),
                  ("vs_float64", qa if isinstance(A, QTensor) else A, qb if isinstance(B, QTensor) else B,
                   None if bias is None else np.asarray(bias, np.float64))]
-        metrics = _gemm_metrics(output, pairs)
+        out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
+        exact = _exact_accumulator(self.mac.acc, out_acc, qa, qb, k_)   # the codes' product is acc
+        metrics = _gemm_metrics(output, pairs, {"vs_dequantized": acc} if exact else None)
         return Result(**vars(plan), output=output, acc=acc, metrics={k: metrics[k] for k in ("vs_float64", "vs_dequantized")})
 
     def _block_operands(self, A, B, names):

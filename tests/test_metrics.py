@@ -18,7 +18,7 @@ import pytest
 
 import accel_sim as acs
 from accel_sim import _metrics
-from accel_sim.mac import FloatAcc
+from accel_sim.mac import FloatAcc, IntAcc
 from accel_sim.quant import QTensor, quantize
 
 U = 2.0 ** -53
@@ -305,3 +305,20 @@ def test_empty_gemm_metrics(m, k, n, fmt):
     res = acs.Array(2, 2, "ws", acs.MAC(fmt, fmt, "fp32")).gemm(qa, qb)
     for key in ("vs_float64", "vs_dequantized"):
         assert res.metrics[key] == {"rel_fro": 0.0, "sqnr_db": math.inf, "max_abs": 0.0, "cosine": 1.0, "nonfinite": 0}
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+@pytest.mark.parametrize("acc,k", [("int32", 200), (IntAcc(20, "saturate"), 31), (IntAcc(20, "saturate"), 300),
+                                   (IntAcc(16), 64)])
+def test_integer_accumulator_metrics(dataflow, acc, k):
+    """Where no partial sum can leave the register (K * 128 * 128 < 2^(bits-1)) the accumulator
+    holds the exact product of the codes and serves as the reference's; elsewhere (a register
+    that may wrap or saturate) the codes are multiplied anew. Either way: the oracle's values."""
+    rng = np.random.default_rng(k)
+    a, b = rng.standard_normal((11, k)), rng.standard_normal((k, 6))
+    arr = acs.Array(4, 3, dataflow, acs.MAC("int8", "int8", acc), quant={"a": "channel", "b": "channel"})
+    res = arr.gemm(a, b)
+    qa, qb = quantize(a, "int8", scale="channel", axis=0), quantize(b, "int8", scale="channel", axis=1)
+    mac_acc = arr.mac.acc
+    assert _metrics.exact_accumulator(mac_acc, mac_acc, qa, qb, k) == (k * 2 ** 14 < 2 ** (mac_acc.bits - 1))
+    check(res.metrics["vs_dequantized"], res.output, exact_dequantized(qa, qb))
