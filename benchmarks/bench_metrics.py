@@ -14,16 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 
 import accel_sim as acs  # noqa: E402
-from _machine import describe  # noqa: E402
-
-
-def blas_kernel() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "threadpoolctl not installed"
-    return "; ".join(f"{p.get('internal_api')} {p.get('version')} {p.get('architecture')} "
-                     f"threads={p.get('num_threads')}" for p in threadpool_info() if p.get("user_api") == "blas")
+from _machine import blas_kernel, describe  # noqa: E402
 
 
 def operands(mac, a, b, headroom):
