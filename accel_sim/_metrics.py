@@ -291,7 +291,7 @@ def add_gemm(sums, output, pairs, products=None):
             continue
         delta = ErrorSums()
         k = (a.codes if isinstance(a, QTensor) else np.asarray(a)).shape[1]
-        bm = max(1, min(m, max(_MIN_BLOCK, _PART // max(k, 1))))
+        bm = max(1, min(m, max(_MIN_BLOCK, _PART // max(k, _MIN_BLOCK))))   # blocks of at most ~_PART too
         bn = max(1, min(n, max(_MIN_BLOCK, _PART // max(k, bm, 1))))
         plan = _exact_plan(a, b, k)
         if plan is not None and products and name in products:
