@@ -649,13 +649,16 @@ class Array:
         acc = np.stack(accs).reshape(*batch, m, n) if accs else np.zeros((*batch, m, n))
         # the metrics per batch entry, on the GEMMs the array ran (as gemm's)
         sums = {key: _ErrorSums() for key in ("vs_float64", "vs_dequantized")}
+        out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
         fa, fb = (None if isinstance(v, QTensor) else np.broadcast_to(np.asarray(v), batch + q.shape[-2:])
                   for v, q in ((a, qa), (b, qb)))
         for i in range(ac.shape[0]):
             at = np.unravel_index(i, batch) if batch else ()
             qa_i, qb_i = QTensor(ac[i], qa.format, qa.scale), QTensor(bc[i], qb.format, qb.scale)
+            exact = _exact_accumulator(self.mac.acc, out_acc, qa_i, qb_i, ac.shape[2])
             _add_gemm(sums, outs[i], [("vs_dequantized", qa_i, qb_i, None),
-                                      ("vs_float64", qa_i if fa is None else fa[at], qb_i if fb is None else fb[at], None)])
+                                      ("vs_float64", qa_i if fa is None else fa[at], qb_i if fb is None else fb[at], None)],
+                      {"vs_dequantized": accs[i]} if exact else None)
         metrics = {key: sums[key].result() for key in ("vs_float64", "vs_dequantized")}
         return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
@@ -778,6 +781,7 @@ class Array:
         # the metrics per group, on the GEMMs the array ran: codes (exact products where
         # provable) for vs_dequantized, the float inputs lowered alike for vs_float64
         sums = {key: _ErrorSums() for key in ("vs_float64", "vs_dequantized")}
+        out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
         x64 = None if isinstance(x, QTensor) else np.asarray(x, np.float64)
         w64 = None if isinstance(w, QTensor) else np.asarray(w, np.float64)
         for g, (cols_, wt) in enumerate(lowered):
@@ -789,8 +793,10 @@ class Array:
                                                         dilation)[0]
             fb = qb_g if w64 is None else w64[g * og:(g + 1) * og].reshape(og, -1).T
             gb = slice(g * og, (g + 1) * og)
+            exact = _exact_accumulator(self.mac.acc, out_acc, qa_g, qb_g, cols_.shape[1])
             _add_gemm(sums, outs[g], [("vs_dequantized", qa_g, qb_g, None if bias is None else bias32[gb].astype(np.float64)),
-                                      ("vs_float64", fa, fb, None if bias is None else np.asarray(bias, np.float64)[gb])])
+                                      ("vs_float64", fa, fb, None if bias is None else np.asarray(bias, np.float64)[gb])],
+                      {"vs_dequantized": accs[g]} if exact else None)
         metrics = {key: sums[key].result() for key in ("vs_float64", "vs_dequantized")}
         return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)

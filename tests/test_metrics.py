@@ -231,14 +231,15 @@ def conv_oracle(x, w, stride, padding, dilation, groups):
     return y, taps, cg * kh * kw
 
 
-@pytest.mark.parametrize("fmt,groups,quant_b,qt", [("int8", 1, "channel", False), ("e4m3fn", 2, "tensor", False),
-                                                   ("int8", 3, "channel", True), ("e5m2", 1, "channel", False)])
-def test_conv2d_metrics(fmt, groups, quant_b, qt):
+@pytest.mark.parametrize("fmt,acc,groups,quant_b,qt", [
+    ("int8", "fp32", 1, "channel", False), ("int8", "int32", 1, "channel", False), ("e4m3fn", "fp32", 2, "tensor", False),
+    ("int8", "int32", 3, "channel", True), ("e5m2", "fp32", 1, "channel", False)])
+def test_conv2d_metrics(fmt, acc, groups, quant_b, qt):
     rng = np.random.default_rng(groups)
     x = rng.standard_normal((2, 6, 7, 9)).astype(np.float32)
     w = rng.standard_normal((6, 6 // groups, 3, 2)).astype(np.float32)
     bias = rng.standard_normal(6)
-    arr = acs.Array(8, 4, "ws", acs.MAC(fmt, fmt, "fp32"), quant={"a": "tensor", "b": quant_b})
+    arr = acs.Array(8, 4, "ws", acs.MAC(fmt, fmt, acc), quant={"a": "tensor", "b": quant_b})
     qx = quantize(x, fmt)
     qw = quantize(w, fmt, scale=quant_b, axis=0 if quant_b == "channel" else None)
     res = arr.conv2d(qx if qt else x, qw if qt else w, stride=2, padding=1, dilation=1, groups=groups, bias=bias)
