@@ -765,7 +765,9 @@ class Array:
         og = o // groups
         if blocks:
             return self._conv_blocks(qx, qw, (kh, kw), stride, padding, dilation, groups, bias, out_format, (oh, ow))
-        sa = self._scales(qx, 0, 0)
+        # per-sample scales: one per patch row of the lowered GEMM (rows are sample-major)
+        sa = self._scales(qx, 0, 0) if qx.axis is None else \
+            (np.ascontiguousarray(np.repeat(np.asarray(qx.scale, np.float32).reshape(-1), oh * ow)), 1)
         sw, sw_stride = self._scales(qw, 0, o)
         outs, accs, plans, lowered = [], [], [], []
         for g in range(groups):

@@ -653,6 +653,24 @@ def test_conv2d_against_textbook_and_im2col_gemm(case, dataflow):
         assert_bits(res.acc[:, g * og:(g + 1) * og], back(gr.acc), f"group {g} acc")
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv2d_per_sample_scales_apply_to_each_sample(groups):
+    """x quantized per sample (axis 0): each sample's outputs carry its own scale, bit for bit what
+    the sample alone gives per tensor, and against the textbook convolution of the dequantized x."""
+    rng = rng_for("conv per sample", groups)
+    x = rng.standard_normal((3, 4, 6, 5)) * np.array([1.0, 30.0, 0.01])[:, None, None, None]
+    w = rng.standard_normal((6, 4 // groups, 3, 3))
+    arr = acs.Array(4, 3, "ws", MAC("int8", "int8", "int32"))
+    qx = acs.quant.quantize(x, "int8", scale="channel", axis=0)
+    qw = acs.quant.quantize(w, "int8")
+    res = arr.conv2d(qx, qw, padding=1, groups=groups)
+    for s in range(3):
+        alone = arr.conv2d(q(qx.codes[s:s + 1], "int8", qx.scale[s]), qw, padding=1, groups=groups)
+        assert_bits(res.output[s:s + 1], alone.output, f"sample {s}")
+    want = conv_textbook(qx.dequantize(), qw.dequantize(), (1, 1), (1, 1), (1, 1), groups)
+    assert np.abs(res.output - want).max() <= 1e-5 * np.abs(want).max()
+
+
 @pytest.mark.parametrize("h,k,s,p,d", [(7, 3, 1, 0, 1), (7, 3, 2, 1, 1), (10, 3, 3, 2, 2), (5, 5, 1, 0, 1),
                                        (6, 2, 4, 0, 1), (9, 4, 2, 3, 2), (1, 1, 1, 0, 1), (3, 3, 1, 1, 1)])
 def test_conv2d_output_sizes_follow_pytorch(h, k, s, p, d):
