@@ -11,6 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's accel_sim
 
 import accel_sim as acs  # noqa: E402
 from _machine import blas_kernel, describe  # noqa: E402
@@ -39,8 +40,9 @@ def replay_table():
 def demo_seconds():
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
+        env = {**os.environ, "PYTHONPATH": str(TRACE.parent.parent)}   # this checkout's accel_sim
         subprocess.run([sys.executable, "-m", "accel_sim.cli", "demo", "--out", out], check=True,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=env)
         return time.perf_counter() - t0
 
 
