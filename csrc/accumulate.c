@@ -328,6 +328,7 @@ static int fast_path_of(acs_mac_ctx *ctx)
     const acs_acc *acc = &mac->acc;
     if (!fast_paths_enabled || mac->a.bits > 16 || mac->b.bits > 16) return ACS_FAST_NONE;
     if (acc->kind == ACS_ACC_INT) return acc->overflow == ACS_OVF_WRAP ? ACS_FAST_INT_WRAP : ACS_FAST_INT_SAT;
+    if (acc->kind == ACS_ACC_FIXED || acc->kind == ACS_ACC_QUIRE) return ACS_FAST_FIXED; /* if fixed_values agrees */
     int sa, sb;
     int64_t la, lb, ta, tb;
     value_range(ctx->ta, mac->a.bits, &sa, &la, &ta);
@@ -362,6 +363,44 @@ static int64_t *int_values(const acs_operand *t, int bits)
     return v;
 }
 
+/* FixedAcc and the quire (ACS_FAST_FIXED), when every product lies on the register's grid
+ * (no rounding): the operands as integers in units 2^ua and 2^ub, ua + ub + frac_bits =
+ * fixed_shift >= 0 register lsbs per unit product.  B takes the finer unit -frac_bits - ua
+ * when its values still fit 16 bits, so that products are whole lsbs (shift 0, which lets a
+ * saturating register be clamped in lanes).  Non-finite codes get 0 (the kernels look for
+ * them).  0 when it does not apply. */
+static int fixed_values(acs_mac_ctx *ctx)
+{
+    const acs_mac *mac = ctx->mac;
+    int sa, sb;
+    int64_t la, lb, ta, tb, frac = mac->acc.grid.frac_bits;
+    value_range(ctx->ta, mac->a.bits, &sa, &la, &ta);
+    value_range(ctx->tb, mac->b.bits, &sb, &lb, &tb);
+    if (la == INT32_MAX) la = ta = 0;   /* no finite nonzero value: every product is zero */
+    if (lb == INT32_MAX) lb = tb = 0;
+    if (la + lb < -frac) return 0;
+    int64_t ub = -frac - la;
+    if (tb - ub > 15) ub = lb;
+    if (ta - la > 31 || tb - ub > 31) return 0;   /* products below 2^62 */
+    ctx->fixed_shift = (int)(la + ub + frac);
+    ctx->ia = malloc(sizeof(int64_t) << mac->a.bits);
+    ctx->ib = malloc(sizeof(int64_t) << mac->b.bits);
+    if (!ctx->ia || !ctx->ib) return 0;
+    int64_t m[2] = { 0, 0 };
+    for (int s = 0; s < 2; s++) {
+        const acs_operand *t = s ? ctx->tb : ctx->ta;
+        int64_t *v = s ? ctx->ib : ctx->ia, u = s ? ub : la;
+        for (uint64_t c = 0; c < (1ULL << (s ? mac->b.bits : mac->a.bits)); c++) {
+            int tz = t[c].cls == ACS_FINITE ? __builtin_ctzll(t[c].sig) : 0;   /* u <= its lowest bit */
+            int64_t x = t[c].cls == ACS_FINITE ? (int64_t)((t[c].sig >> tz) << (t[c].exp + tz - u)) : 0;
+            v[c] = t[c].neg ? -x : x;
+            if (x > m[s]) m[s] = x;
+        }
+    }
+    ctx->max_product = m[0] * m[1];
+    return 1;
+}
+
 int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
 {
     memset(ctx, 0, sizeof *ctx);
@@ -383,6 +422,10 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
         for (uint64_t c = 0; ctx->ia && c < (1ULL << mac->a.bits); c++) ma = llabs(ctx->ia[c]) > ma ? llabs(ctx->ia[c]) : ma;
         for (uint64_t c = 0; ctx->ib && c < (1ULL << mac->b.bits); c++) mb = llabs(ctx->ib[c]) > mb ? llabs(ctx->ib[c]) : mb;
         ctx->max_product = ma * mb;   /* operands of at most 16 bits: below 2^32 */
+    } else if (ctx->fast == ACS_FAST_FIXED && !fixed_values(ctx)) {
+        free(ctx->ia); free(ctx->ib);
+        ctx->ia = ctx->ib = NULL;
+        ctx->fast = ACS_FAST_NONE;
     }
     return ACS_OK;
 }
