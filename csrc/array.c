@@ -758,6 +758,8 @@ static void fixed_rows(gemm_job *jb)
         gemm_rows_general(jb);
         return;
     }
+    acs_posit_memo memo;
+    int memo_ok = acs_posit_memo_init(&memo, jb->out_acc);   /* without one, each output reads out alone */
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
@@ -773,10 +775,12 @@ static void fixed_rows(gemm_job *jb)
                 for (int64_t c = 0; c < nr; c++) {
                     int64_t o = (i0 + r) * n + j0 + c;
                     acs_fixed_out(jb->out_acc, &jb->fixed, res[r][c], nar[i0 + r - jb->i0] | nar[rows + j0 + c],
-                                  jb->out ? jb->out + o : NULL, jb->out_int ? jb->out_int + o : NULL);
+                                  memo_ok ? &memo : NULL, jb->out ? jb->out + o : NULL,
+                                  jb->out_int ? jb->out_int + o : NULL);
                 }
         }
     }
+    acs_posit_memo_free(&memo);
     free(nar);
 }
 

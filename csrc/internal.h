@@ -107,7 +107,15 @@ void acs_fixed_sum(int isa, const int16_t *const arows[ACS_FX_MR], const int16_t
                    int64_t chunk, int64_t out[ACS_FX_MR][ACS_FX_NR]);
 void acs_fixed_clamp(int isa, const acs_fixed_plan *plan, const int16_t *const arows[ACS_FX_MR],
                      const int16_t *panel, int64_t k, int64_t tile, int64_t out[ACS_FX_MR][ACS_FX_NR]);
-void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, int nar, double *out,
-                   int64_t *out_int);
+typedef struct {
+    const acs_acc *acc;
+    double *val;                    /* values read out, by (bit length, leading bits, sticky) */
+    int64_t base[65];
+    int keep[65];
+} acs_posit_memo;
+int acs_posit_memo_init(acs_posit_memo *m, const acs_acc *acc);
+void acs_posit_memo_free(acs_posit_memo *m);
+void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, int nar, acs_posit_memo *memo,
+                   double *out, int64_t *out_int);
 
 #endif

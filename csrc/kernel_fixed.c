@@ -16,6 +16,7 @@
  * Each kernel has a portable C twin and AVX2 / AVX-512 builds chosen at run time; all compute
  * the same integers. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 
@@ -86,9 +87,63 @@ int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflo
     return ACS_FAST_NONE;
 }
 
-/* The output register from a kernel's result, read out as the general path reads it. */
-void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, int nar, double *out,
-                   int64_t *out_int)
+/* Quire readouts memoised: acs_posit_code reads a magnitude's bit length L (its scale), its
+ * bits down to the pattern's rounding position (the leading one, up to fb fraction bits, the
+ * round bit) and whether any bit below is set, nothing else.  So every magnitude below 2^64
+ * with the same (L, those bits, sticky) reads out as one representative, computed once by
+ * acs_acc_read (the one rounding routine); posits are symmetric, so the sign is put back. */
+int acs_posit_memo_init(acs_posit_memo *m, const acs_acc *acc)
+{
+    memset(m, 0, sizeof *m);
+    if (acc->kind != ACS_ACC_QUIRE) return 1;
+    int n = acc->readout.bits, es = acc->readout.exp_bits;
+    int64_t size = 0;
+    for (int len = 1; len <= 64; len++) {
+        int64_t scale = len - 1 - (int64_t)acc->grid.frac_bits, w = (int64_t)1 << es;
+        int64_t regime = scale >= 0 ? scale / w : -((-scale + w - 1) / w);   /* floor */
+        int64_t fb = n - 1 - es - (regime >= 0 ? regime + 2 : -regime + 1);
+        m->keep[len] = (int)(fb > 0 ? fb : 0) + 1;
+        m->base[len] = size;
+        size += (int64_t)2 << m->keep[len];
+    }
+    m->acc = acc;
+    m->val = calloc((size_t)size, sizeof *m->val);   /* 0: not yet read (no nonzero reads 0) */
+    return m->val != NULL;
+}
+
+void acs_posit_memo_free(acs_posit_memo *m)
+{
+    free(m->val);
+    m->val = NULL;
+}
+
+static double posit_readout(acs_posit_memo *m, acs_i128 reg)
+{
+    acs_u128 mag = reg < 0 ? (acs_u128)0 - (acs_u128)reg : (acs_u128)reg;
+    acs_acc_state st;
+    memset(&st, 0, sizeof st);
+    st.v.cls = ACS_FINITE;
+    double x;
+    if (!m->val || !reg || mag >> 64) {
+        st.reg = reg;
+        acs_acc_read(m->acc, &st, &x, NULL);
+        return x;
+    }
+    uint64_t u = (uint64_t)mag;
+    int len = 64 - __builtin_clzll(u), keep = m->keep[len], t = len - 1 - keep;
+    uint64_t top = t > 0 ? u >> t : u << -t, sticky = t > 0 && (u & ((1ULL << t) - 1)) != 0;
+    double *slot = m->val + m->base[len] + (int64_t)(((top - (1ULL << keep)) << 1) | sticky);
+    if (*slot == 0) {
+        st.reg = t > 0 ? (acs_i128)(((top << 1) | sticky) << (t - 1)) : (acs_i128)u;   /* same L, bits, sticky */
+        acs_acc_read(m->acc, &st, slot, NULL);
+    }
+    return reg < 0 ? -*slot : *slot;
+}
+
+/* The output register from a kernel's result, read out as the general path reads it (a quire
+ * through the memo, when one is given). */
+void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, int nar, acs_posit_memo *memo,
+                   double *out, int64_t *out_int)
 {
     acs_i128 reg = sum;
     int bits = acc->grid.total_bits;
@@ -115,6 +170,10 @@ void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, 
             *out = ldexp(reg < 0 ? -x : x, t - acc->grid.frac_bits);
             return;
         }
+    }
+    if (acc->kind == ACS_ACC_QUIRE && memo && !nar) {
+        *out = posit_readout(memo, reg);
+        return;
     }
     acs_acc_state st;
     memset(&st, 0, sizeof st);

@@ -251,3 +251,22 @@ def test_against_the_exact_model(pe_buffer, dataflow):
         assert_bits(got, np.array(want, dtype=np.int64))
     else:
         assert_bits(got, np.array([[float(v) for v in r] for r in want], dtype=np.float64))
+
+
+@pytest.mark.parametrize("readout", [acs.formats.PositFormat(16, es) for es in range(4)]
+                         + [acs.formats.PositFormat(12, 2), acs.formats.PositFormat(5, 1), "posit8", "posit8es2"],
+                         ids=lambda r: getattr(r, "name", r))
+@pytest.mark.parametrize("quire", [("posit8", 30), ("posit16", 10)], ids=str)
+def test_quire_readout_of_every_magnitude(quire, readout):
+    """The quire's readout (memoised per bit length, leading bits and sticky bit) against the
+    general path's, over sums of every magnitude the operands reach: each row holds one code
+    (all codes, NaR included), times random columns, over short and long K."""
+    mac = acs.MAC("posit8", "posit8", Quire(quire[0], carry_bits=quire[1], readout=readout))
+    rng = np.random.default_rng(10)
+    ca = mac.a.all_codes()
+    for k in (1, 2, 3, 40):
+        A = np.repeat(ca[:, None], k, axis=1).astype(np.uint8)
+        A[::3, k // 2] = rng.choice(ca, A[::3].shape[0])
+        B = codes(mac.b, (k, 70), rng, finite=False)
+        all_paths_agree(mac, A, B, "os", threads=(1, 2))
+        all_paths_agree(mac, A, B, "ws", rows=2, cols=3, threads=(1,))
