@@ -270,3 +270,37 @@ def test_quire_readout_of_every_magnitude(quire, readout):
         B = codes(mac.b, (k, 70), rng, finite=False)
         all_paths_agree(mac, A, B, "os", threads=(1, 2))
         all_paths_agree(mac, A, B, "ws", rows=2, cols=3, threads=(1,))
+
+
+def accumulate_paths(A, B, mac, init):
+    out = []
+    for on in (True, False):
+        with fast_paths(on):
+            try:
+                out.append(acs.accumulate(A, B, mac, init=init))
+            except ValueError as e:
+                out.append(str(e))
+    return out
+
+
+@pytest.mark.parametrize("mac", [m for m in CASES if not isinstance(m.acc, IntAcc)]
+                         + [acs.MAC("int8", "int8", FixedAcc(100, 19, overflow="wrap")),
+                            acs.MAC("int8", "int8", FixedAcc(2, 118)), acs.MAC("int8", "int8", FixedAcc(1, 119, overflow="wrap")),
+                            acs.MAC("posit8es2", "posit8es2", Quire("posit8es2")),
+                            acs.MAC("posit8es2", "posit8es2", Quire("posit8es2", carry_bits=0))], ids=case_id)
+def test_accumulate_chain_equals_general(mac):
+    """acs.accumulate's chain for FixedAcc and the quire (products on the register's grid) equals
+    the general step: inits near the bounds, saturation and wrapping, NaR, NaN and inf."""
+    rng = np.random.default_rng(13)
+    for k, finite in ((1, True), (7, True), (300, True), (300, False)):
+        A, B = codes(mac.a, (24, k), rng, finite), codes(mac.b, (24, k), rng, finite)
+        A[:4] = mac.a.encode(np.float64(mac.a.max))
+        B[:2] = mac.b.encode(np.float64(mac.b.max))
+        B[2:4] = mac.b.encode(-np.float64(mac.b.max))
+        top = 2.0 ** (mac.acc.int_bits - 1)
+        init = np.array([0.0, top * 0.99, -top, top - 1, -top * 0.75, 1.5, -0.0, 0.25] * 3)
+        fast, general = accumulate_paths(A, B, mac, init)
+        if isinstance(general, str):
+            assert fast == general and not finite
+        else:
+            assert_bits(fast, general, mac.name)
