@@ -236,7 +236,7 @@ static int isa_enabled = 1;
 int acs_set_vector_isa(int enabled)
 {
     int old = isa_enabled;
-    isa_enabled = enabled != 0;
+    isa_enabled = enabled == 2 ? 2 : enabled != 0;
     return old;
 }
 
@@ -745,7 +745,7 @@ static void fixed_rows(gemm_job *jb)
     int64_t n = jb->n, k = jb->k, rows = jb->i1 - jb->i0;
     int wa = ctx->mac->a.bits > 8, wb = ctx->mac->b.bits > 8, isa = have_avx2_fma();
 #ifdef ACS_X86
-    if (isa && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) isa = 2;
+    if (isa && isa_enabled != 2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) isa = 2;
 #endif
     if (rows <= 0) return;
     uint8_t *nar = calloc((size_t)(rows + n), 1);   /* A rows, then B columns */
