@@ -446,14 +446,108 @@ static void clamp_avx512(const acs_fixed_plan *pl, const int16_t *const arows[FX
     }
 }
 #undef CLAMP_RUN
+
+/* Registers of at most 30 bits with products below 2^29: the same in int32 lanes (a partial
+ * plus a product, or two partials, stay below 2^31), the MR rows together so that their
+ * clamps overlap. */
+#define CLAMP32_BODY(V, NV, set1, add, madd, vmin, vmax, load, zero, big_of)                         \
+    const V lo = set1((int32_t)pl->lo), hi = set1((int32_t)pl->hi);                                  \
+    V total[FX_MR][NV], part[FX_MR][NV];                                                             \
+    for (int r = 0; r < FX_MR; r++)                                                                  \
+        for (int h = 0; h < NV; h++) total[r][h] = zero;                                             \
+    for (int64_t t0 = 0; t0 < k; t0 += tile) {                                                       \
+        int64_t t1 = k - t0 < tile ? k : t0 + tile, kk = t0;                                         \
+        for (int r = 0; r < FX_MR; r++)                                                              \
+            for (int h = 0; h < NV; h++) part[r][h] = zero;                                          \
+        while (kk < t1) {                                                                            \
+            int64_t limit = free_steps(pl, big_of(part));                                            \
+            if (limit > t1 - kk) limit = t1 - kk;                                                    \
+            int clamp = limit < 2;                                                                   \
+            int64_t end = kk + (clamp ? (t1 - kk < 8 ? t1 - kk : 8) : limit);                       \
+            while (kk < end) {                                                                       \
+                int two = !clamp && !(kk & 1) && kk + 1 < end;   /* a whole pair, unclamped */       \
+                V b[NV];                                                                             \
+                for (int h = 0; h < NV; h++) b[h] = load(panel + (kk / 2) * 2 * FX_NR + h * (2 * FX_NR / NV)); \
+                _Pragma("GCC unroll 4")                                                              \
+                for (int r = 0; r < FX_MR; r++) {                                                    \
+                    int32_t pr;                                                                      \
+                    if (two) memcpy(&pr, arows[r] + kk, sizeof pr);                                  \
+                    else pr = single_pair(arows[r], kk);                                             \
+                    V av = set1(pr);                                                                 \
+                    for (int h = 0; h < NV; h++) {                                                   \
+                        V v = add(part[r][h], madd(av, b[h]));                                       \
+                        part[r][h] = clamp ? vmax(vmin(v, hi), lo) : v;                              \
+                    }                                                                                \
+                }                                                                                    \
+                kk += two ? 2 : 1;                                                                   \
+            }                                                                                        \
+        }                                                                                            \
+        for (int r = 0; r < FX_MR; r++)                                                              \
+            for (int h = 0; h < NV; h++) total[r][h] = vmax(vmin(add(total[r][h], part[r][h]), hi), lo); \
+    }
+
+static inline __attribute__((always_inline, target("avx2"))) int64_t big_avx2(__m256i part[FX_MR][2])
+{
+    __m256i m = _mm256_setzero_si256();
+    for (int r = 0; r < FX_MR; r++)
+        for (int h = 0; h < 2; h++) m = _mm256_max_epi32(m, _mm256_abs_epi32(part[r][h]));
+    int32_t lanes[8], big = 0;
+    _mm256_storeu_si256((__m256i *)lanes, m);
+    for (int j = 0; j < 8; j++) big = lanes[j] > big ? lanes[j] : big;
+    return big;
+}
+
+static inline __attribute__((always_inline, target("avx2"))) __m256i load_avx2(const int16_t *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
+__attribute__((target("avx2")))
+static void clamp32_avx2(const acs_fixed_plan *pl, const int16_t *const arows[FX_MR], const int16_t *panel,
+                         int64_t k, int64_t tile, int64_t out[FX_MR][FX_NR])
+{
+    CLAMP32_BODY(__m256i, 2, _mm256_set1_epi32, _mm256_add_epi32, _mm256_madd_epi16, _mm256_min_epi32,
+                 _mm256_max_epi32, load_avx2, _mm256_setzero_si256(), big_avx2)
+    for (int r = 0; r < FX_MR; r++)
+        for (int h = 0; h < 4; h++) {
+            __m128i x = h & 1 ? _mm256_extracti128_si256(total[r][h / 2], 1) : _mm256_castsi256_si128(total[r][h / 2]);
+            _mm256_storeu_si256((__m256i *)(out[r] + 4 * h), _mm256_cvtepi32_epi64(x));
+        }
+}
+
+static inline __attribute__((always_inline, target("avx512f,avx512bw"))) int64_t big_avx512(__m512i part[FX_MR][1])
+{
+    __m512i m = _mm512_abs_epi32(part[0][0]);
+    for (int r = 1; r < FX_MR; r++) m = _mm512_max_epi32(m, _mm512_abs_epi32(part[r][0]));
+    return _mm512_reduce_max_epi32(m);
+}
+
+static inline __attribute__((always_inline, target("avx512f,avx512bw"))) __m512i load_avx512(const int16_t *p)
+{
+    return _mm512_loadu_si512((const void *)p);
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static void clamp32_avx512(const acs_fixed_plan *pl, const int16_t *const arows[FX_MR], const int16_t *panel,
+                           int64_t k, int64_t tile, int64_t out[FX_MR][FX_NR])
+{
+    CLAMP32_BODY(__m512i, 1, _mm512_set1_epi32, _mm512_add_epi32, _mm512_madd_epi16, _mm512_min_epi32,
+                 _mm512_max_epi32, load_avx512, _mm512_setzero_si512(), big_avx512)
+    for (int r = 0; r < FX_MR; r++) {
+        _mm512_storeu_si512((void *)out[r], _mm512_cvtepi32_epi64(_mm512_castsi512_si256(total[r][0])));
+        _mm512_storeu_si512((void *)(out[r] + 8), _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(total[r][0], 1)));
+    }
+}
+#undef CLAMP32_BODY
 #endif
 
 void acs_fixed_clamp(int isa, const acs_fixed_plan *plan, const int16_t *const arows[FX_MR],
                      const int16_t *panel, int64_t k, int64_t tile, int64_t out[FX_MR][FX_NR])
 {
 #ifdef FX_X86
-    if (isa == 2) { clamp_avx512(plan, arows, panel, k, tile, out); return; }
-    if (isa == 1) { clamp_avx2(plan, arows, panel, k, tile, out); return; }
+    int narrow = plan->hi < ((int64_t)1 << 29) && plan->max_product < ((int64_t)1 << 29);
+    if (isa == 2) { (narrow ? clamp32_avx512 : clamp_avx512)(plan, arows, panel, k, tile, out); return; }
+    if (isa == 1) { (narrow ? clamp32_avx2 : clamp_avx2)(plan, arows, panel, k, tile, out); return; }
 #endif
     (void)isa;
     clamp_portable(plan, arows, panel, k, tile, out);
