@@ -12,7 +12,7 @@
  * lanes, clamped after every product in each output's k order, each tile's sum then joining
  * a saturating buffer of the same grid with one clamp, as the general step does.  Steps that
  * provably cannot reach a bound (the largest |partial| plus steps * max|a*b| stays inside) go
- * unclamped through pmaddwd.
+ * unclamped through pmaddwd.  Registers of at most 30 bits use int32 lanes.
  * Each kernel has a portable C twin and AVX2 / AVX-512 builds chosen at run time; all compute
  * the same integers. */
 #include <math.h>
