@@ -100,6 +100,8 @@ typedef struct {
     int64_t chunk;         /* pairs of products whose int32 sum cannot overflow */
     int64_t lo, hi;        /* CLAMP: the saturating register's bounds (the buffer shares them) */
     int64_t max_product;
+    int direct;            /* a FixedAcc output that is the kernel's int64 times `scale` (a power of two) */
+    double scale;
 } acs_fixed_plan;
 int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflow, int64_t k, int64_t tile,
                       acs_fixed_plan *plan);
