@@ -41,13 +41,13 @@ static int same_family(const acs_acc *x, const acs_acc *y)
         && (y->kind == ACS_ACC_QUIRE || y->kind == ACS_ACC_INT || y->kind == ACS_ACC_FIXED);
 }
 
-/* A FixedAcc output whose register is the kernel's int64 shifted left (no wrap: the shifted
- * sum fits) is that int64 rounded once to binary64 (rne, by the conversion) times 2^(shift -
- * frac_bits), exact in binary64's normal range. */
-static int fixed_plan_done(const acs_acc *out, acs_fixed_plan *plan)
+/* A FixedAcc output whose register is the kernel's int64 shifted left (no wrap: the sum is
+ * exact and fits, or the register holds all 64 bits) is that int64 rounded once to binary64
+ * (rne, by the conversion) times 2^(shift - frac_bits), exact in binary64's normal range. */
+static int fixed_plan_done(const acs_acc *out, acs_fixed_plan *plan, int exact)
 {
     int bits = out->grid.total_bits, shift = plan->mode == ACS_FIXED_SUM ? plan->shift : 0;
-    plan->direct = out->kind == ACS_ACC_FIXED && bits - shift >= 64;
+    plan->direct = out->kind == ACS_ACC_FIXED && (exact || bits - shift >= 64);
     plan->scale = plan->direct ? ldexp(1.0, shift - out->grid.frac_bits) : 0.0;
     return ACS_FAST_FIXED;
 }
@@ -79,14 +79,15 @@ int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflo
     int exact64 = fixed_fits(k, mp, 0, 64);   /* the int64 sum is the exact sum */
     plan->mode = ACS_FIXED_SUM;
     plan->shift = s;
-    if (pe->overflow == ACS_OVF_WRAP && same && (bits - s <= 64 || exact64)) return fixed_plan_done(out, plan);
+    if (pe->overflow == ACS_OVF_WRAP && same && (bits - s <= 64 || exact64))
+        return fixed_plan_done(out, plan, exact64 && fixed_fits(k, mp, s, bits));
     /* No register wraps or saturates: the PE over a tile, the buffer (on a grid holding every
      * product) over k. */
     int64_t s_out = (int64_t)s - pe->grid.frac_bits + out->grid.frac_bits;
     if (exact64 && (os || same_family(pe, buffer)) && s_out >= 0 && fixed_fits(len, mp, s, bits)
         && fixed_fits(k, mp, (int)(s_out < 128 ? s_out : 128), out->grid.total_bits)) {
         plan->shift = (int)s_out;
-        return fixed_plan_done(out, plan);
+        return fixed_plan_done(out, plan, 1);
     }
     if (pe->overflow == ACS_OVF_SATURATE && pe->kind != ACS_ACC_QUIRE && s == 0 && bits <= 62 && same) {
         plan->mode = ACS_FIXED_CLAMP;
