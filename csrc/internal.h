@@ -111,7 +111,7 @@ void acs_fixed_clamp(int isa, const acs_fixed_plan *plan, const int16_t *const a
                      const int16_t *panel, int64_t k, int64_t tile, int64_t out[ACS_FX_MR][ACS_FX_NR]);
 typedef struct {
     const acs_acc *acc;
-    double *val;                    /* values read out, by (bit length, leading bits, sticky) */
+    float *val;                     /* values read out, by (bit length, leading bits, sticky) */
     int64_t base[65];
     int keep[65];
 } acs_posit_memo;

@@ -109,8 +109,9 @@ int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflo
 int acs_posit_memo_init(acs_posit_memo *m, const acs_acc *acc)
 {
     memset(m, 0, sizeof *m);
-    if (acc->kind != ACS_ACC_QUIRE) return 1;
+    m->acc = acc;
     int n = acc->readout.bits, es = acc->readout.exp_bits;
+    if (acc->kind != ACS_ACC_QUIRE || ((n - 2) << es) > 126) return 1;   /* floats hold every value read */
     int64_t size = 0;
     for (int len = 1; len <= 64; len++) {
         int64_t scale = len - 1 - (int64_t)acc->grid.frac_bits, w = (int64_t)1 << es;
@@ -120,7 +121,6 @@ int acs_posit_memo_init(acs_posit_memo *m, const acs_acc *acc)
         m->base[len] = size;
         size += (int64_t)2 << m->keep[len];
     }
-    m->acc = acc;
     m->val = calloc((size_t)size, sizeof *m->val);   /* 0: not yet read (no nonzero reads 0) */
     return m->val != NULL;
 }
@@ -146,12 +146,13 @@ static double posit_readout(acs_posit_memo *m, acs_i128 reg)
     uint64_t u = (uint64_t)mag;
     int len = 64 - __builtin_clzll(u), keep = m->keep[len], t = len - 1 - keep;
     uint64_t top = t > 0 ? u >> t : u << -t, sticky = t > 0 && (u & ((1ULL << t) - 1)) != 0;
-    double *slot = m->val + m->base[len] + (int64_t)(((top - (1ULL << keep)) << 1) | sticky);
+    float *slot = m->val + m->base[len] + (int64_t)(((top - (1ULL << keep)) << 1) | sticky);
     if (*slot == 0) {
         st.reg = t > 0 ? (acs_i128)(((top << 1) | sticky) << (t - 1)) : (acs_i128)u;   /* same L, bits, sticky */
-        acs_acc_read(m->acc, &st, slot, NULL);
+        acs_acc_read(m->acc, &st, &x, NULL);
+        *slot = (float)x;   /* exact: a posit of at most 16 bits, scales within +-126 */
     }
-    return reg < 0 ? -*slot : *slot;
+    return reg < 0 ? -(double)*slot : (double)*slot;
 }
 
 /* The output register from a kernel's result, read out as the general path reads it (a quire
