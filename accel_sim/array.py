@@ -626,34 +626,20 @@ class Array:
             raise ValueError(f"the block-scaled GEMM's output registers ({_size(m * n * state_size)}) exceed the "
                              f"array's memory_limit_bytes ({_size(self.memory_limit_bytes)})")
         out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
-        int_out = isinstance(out_acc, IntAcc)
-        sa_blocks, sb_blocks = A.block_scales(), B.block_scales()
-        state = np.empty(m * n * state_size, np.uint8)
-        scale_c = self.mac._scale_c
-        raise_for_status(lib.acs_join_start(scale_c, pointer(state, "void *"), m * n), self.mac.scale_acc.name, self)
-        partial = np.empty((m, n), dtype=np.int64 if int_out else np.float64)
-        p_float = ffi.NULL if int_out else pointer(partial, "double *")
-        p_int = pointer(partial, "int64_t *") if int_out else ffi.NULL
-        counts = ffi.new("acs_gemm_counts *")
-        data = {"zero_macs": 0, "toggles_a": 0, "toggles_b": 0}
-        bt_codes = B.codes.T
-        for blk in range(nb):
-            cols = slice(blk * bs, (blk + 1) * bs)
-            a = np.ascontiguousarray(A.codes[:, cols])
-            bt = np.ascontiguousarray(bt_codes[:, cols])
-            status = lib.acs_gemm(self.mac._c, self._buffer_c, DATAFLOWS[self.dataflow], self.rows, self.cols,
-                                  pointer(a, "void *"), pointer(bt, "void *"), m, n, bs, p_float, p_int,
-                                  _block_seed(self.seed, blk), self.threads, counts)
-            raise_for_status(status, out_acc.name, self)
-            for key in data:
-                data[key] += getattr(counts, key)
-            sa = np.ascontiguousarray(sa_blocks[:, blk])
-            sb = np.ascontiguousarray(sb_blocks[blk, :])
-            status = lib.acs_join_block(scale_c, pointer(state, "void *"), p_float, p_int, m, n,
-                                        pointer(sa, "double *"), 1, pointer(sb, "double *"), 1, self.seed, blk)
-            raise_for_status(status, self.mac.scale_acc.name, self)
+        # one engine call: operands decoded once, each K-block's partial joined as it is made
+        sa_blocks = np.ascontiguousarray(A.block_scales(), dtype=np.float64)
+        sb_blocks = np.ascontiguousarray(B.block_scales(), dtype=np.float64)
+        a = np.ascontiguousarray(A.codes, dtype=self.mac.a.code_dtype)
+        bt = np.ascontiguousarray(B.codes.T, dtype=self.mac.b.code_dtype)
         acc = np.empty((m, n), np.float64)
-        lib.acs_join_read(scale_c, pointer(state, "void *"), m * n, pointer(acc, "double *"))
+        counts = ffi.new("acs_gemm_counts *")
+        in_join = ffi.new("int *")
+        status = lib.acs_gemm_blocks(self.mac._c, self._buffer_c, self.mac._scale_c, DATAFLOWS[self.dataflow],
+                                     self.rows, self.cols, pointer(a, "void *"), pointer(bt, "void *"), m, n, k, bs,
+                                     pointer(sa_blocks, "double *"), pointer(sb_blocks, "double *"),
+                                     pointer(acc, "double *"), self.seed, self.threads, counts, in_join)
+        raise_for_status(status, self.mac.scale_acc.name if in_join[0] else out_acc.name, self)
+        data = {key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b")}
         (sa, sa_stride), (sb, sb_stride) = self._scales(A, 0, m), self._scales(B, 1, n)
         y = np.empty((m, n), dtype=np.float32)
         lib.acs_epilogue(pointer(acc, "double *"), ffi.NULL, m, n, pointer(sa, "float *"), sa_stride,
@@ -867,11 +853,6 @@ class Array:
 def _nchw(parts, nb, out_hw, o):
     """Per-group GEMM outputs (N*OH*OW, O/groups) as one NCHW tensor."""
     return np.concatenate(parts, axis=1).reshape(nb, *out_hw, o).transpose(0, 3, 1, 2)
-
-
-def _block_seed(seed, blk):
-    """The stochastic-rounding seed of K-block blk's chains (each block's steps restart at 0)."""
-    return (seed + (blk + 1) * 0x9E3779B97F4A7C15) % (1 << 64)
 
 
 def _conv_reference(x, w, stride, padding, dilation, groups):

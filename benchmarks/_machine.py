@@ -14,3 +14,15 @@ def describe() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, "
             f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+
+
+def blas_kernel() -> str:
+    """The BLAS library, kernel (architecture) and threads numpy runs, from threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (pip install threadpoolctl to see it)"
+    libs = [f"{i.get('internal_api')} {i.get('version')}, kernel {i.get('architecture')}, {i.get('num_threads')} "
+            f"thread(s)" for i in threadpool_info() if i.get("user_api") == "blas"]
+    core = {v: os.environ[v] for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ}
+    return "; ".join(libs) + (f" (pinned by {core})" if core else "")

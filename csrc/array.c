@@ -1102,6 +1102,13 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     if (status) return status;
     counts->macs = m * n * k;
     counts->zero_macs = zeros;
+    return acs_gemm_toggles(mac, dataflow, rows, cols, a, bt, m, n, k, threads, counts);
+}
+
+/* The register toggles of acs_gemm's counts (blockscale.c counts K-blocks with it). */
+int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,
+                     int64_t m, int64_t n, int64_t k, int threads, acs_gemm_counts *counts)
+{
     counts->toggles_a = counts->toggles_b = 0;
     if (!m || !n || !k) return ACS_OK;
     /* Register toggles: array rows (OS: and columns) shared among the workers. */
@@ -1228,3 +1235,6 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
     run_parallel(epilogue_rows, jobs, sizeof jobs[0], workers);
     return ACS_OK;
 }
+
+/* Whether the vector kernels take their AVX2 versions (blockscale.c's kernels follow suit). */
+int acs_vector_avx2(void) { return have_avx2_fma(); }

@@ -164,6 +164,17 @@ int acs_join_block(const acs_acc *scale_acc, void *state, const double *partial,
                    int64_t sb_stride, uint64_t seed, uint64_t step);
 int acs_join_read(const acs_acc *scale_acc, const void *state, int64_t count, double *out);
 
+/* A whole block-scaled GEMM: the joins above over K-blocks of `block` codes (k a multiple),
+ * each block's partial that of acs_gemm on the block alone with seed seed + (blk+1) *
+ * 0x9E3779B97F4A7C15 (mod 2^64), the joins drawing acs_rand32(seed, i*n + j, blk).  sa is
+ * m x k/block, sb k/block x n (float64 scale values); out (m x n) gets the registers' values.
+ * counts are the sums over blocks of acs_gemm's.  On failure *in_join says whether a join
+ * (rather than the array's accumulation) failed.  Output rows are shared among `threads`. */
+int acs_gemm_blocks(const acs_mac *mac, const acs_acc *buffer, const acs_acc *scale_acc, int dataflow,
+                    int64_t rows, int64_t cols, const void *a, const void *bt, int64_t m, int64_t n, int64_t k,
+                    int64_t block, const double *sa, const double *sb, double *out, uint64_t seed, int threads,
+                    acs_gemm_counts *counts, int *in_join);
+
 /* Exact fast paths (on by default): FloatAcc fp32 rne whose operand products are exact in
  * fp32 runs on native float adds, IntAcc wrap on native integer sums.  0 turns them off so
  * tests can compare them with the general path; returns the previous setting. */

@@ -9,6 +9,7 @@ the register's precision, exponent range, subnormals and rounding) or rational r
 fixed grid; then the fp32 epilogue fp32(acc * fp32(coarse_a * coarse_b)) with MPFR."""
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
 from fractions import Fraction
@@ -33,6 +34,19 @@ def rng_for(*key):
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
+@contextlib.contextmanager
+def mpfr_in(ctx):
+    """Make ctx gmpy2's current context inside the block, and restore the previous one after.
+    (`with ctx:` itself restores it only from gmpy2 2.2 on: 2.1 leaves ctx in force, which would
+    leak this register's exponent range into every later gmpy2 test.)"""
+    previous = gmpy2.get_context()
+    gmpy2.set_context(ctx)
+    try:
+        yield
+    finally:
+        gmpy2.set_context(previous)
+
+
 def float_context(acc: FloatAcc):
     """MPFR context of an IEEE-style FloatAcc(e, m): precision m+1, normal exponents up to the
     bias, subnormals down to 2^(emin - m)."""
@@ -47,7 +61,7 @@ def join_step(scale_acc, value, term):
     if isinstance(scale_acc, FloatAcc):
         if gmpy2.is_infinite(value):
             return value
-        with float_context(scale_acc):   # one rounding of the exact rational sum
+        with mpfr_in(float_context(scale_acc)):   # one rounding of the exact rational sum
             return gmpy2.mpfr(gmpy2.mpq(value) + term)
     assert scale_acc.rounding == "rne"
     grid = gmpy2.mpq(1, 2 ** scale_acc.frac_bits)
@@ -62,14 +76,13 @@ def model(qa, qb, partials, scale_acc, bias=None):
     cb = qb.scale.astype(np.float64).reshape(-1) if qb.axis is not None else np.full(n, float(qb.scale))
     acc = np.zeros((m, n))
     out = np.zeros((m, n))
-    f32 = gmpy2.ieee(32)
     for i in range(m):
         for j in range(n):
             v = gmpy2.mpfr(0) if isinstance(scale_acc, FloatAcc) else gmpy2.mpq(0)
             for b, part in enumerate(partials):
                 v = join_step(scale_acc, v, part[i][j] * gmpy2.mpq(float(sa[i, b])) * gmpy2.mpq(float(sb[b, j])))
             acc[i, j] = float(gmpy2.mpfr(v, 53))   # a fixed register reads out rounded to float64
-            with gmpy2.context(f32):
+            with mpfr_in(gmpy2.ieee(32)):
                 s = gmpy2.mpfr(gmpy2.mpq(ca[i]) * gmpy2.mpq(cb[j]))
                 y = gmpy2.mpfr(acc[i, j], 53) * s     # mpfr * mpfr: one rounding
                 if bias is not None:
