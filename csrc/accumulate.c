@@ -497,7 +497,7 @@ static int chain_fixed(const acs_mac_ctx *ctx, const void *a, int64_t ia, const 
     int ab = ctx->mac->a.bits, bb = ctx->mac->b.bits, sh = ctx->fixed_shift;
     int wrap = acc->overflow == ACS_OVF_WRAP;
     if (s->v.cls == ACS_NAN && acc->kind == ACS_ACC_QUIRE) return 0;
-    if (!wrap && (sh >= 100 || ((acs_u128)ctx->max_product << sh) >> 100)) return 0;
+    if (!wrap && ctx->max_product && sh + 64 - __builtin_clzll((uint64_t)ctx->max_product) > 100) return 0;
     for (int64_t j = 0; j < len; j++)
         if (ctx->ta[acs_load_code(a, ia + j, ab)].cls >= ACS_INF || ctx->tb[acs_load_code(b, ib + j, bb)].cls >= ACS_INF)
             return 0;

@@ -292,6 +292,8 @@ def accumulate_paths(A, B, mac, init):
 @pytest.mark.parametrize("mac", [m for m in CASES if not isinstance(m.acc, IntAcc)]
                          + [acs.MAC("int8", "int8", FixedAcc(100, 19, overflow="wrap")),
                             acs.MAC("int8", "int8", FixedAcc(2, 118)), acs.MAC("int8", "int8", FixedAcc(1, 119, overflow="wrap")),
+                            acs.MAC(acs.formats.IntFormat(16), acs.formats.IntFormat(16), FixedAcc(20, 90)),
+                            acs.MAC(acs.formats.IntFormat(16), acs.formats.IntFormat(16), FixedAcc(40, 60)),
                             acs.MAC("posit8es2", "posit8es2", Quire("posit8es2")),
                             acs.MAC("posit8es2", "posit8es2", Quire("posit8es2", carry_bits=0))], ids=case_id)
 def test_accumulate_chain_equals_general(mac):
