@@ -328,6 +328,7 @@ static int fast_path_of(acs_mac_ctx *ctx)
     const acs_acc *acc = &mac->acc;
     if (!fast_paths_enabled || mac->a.bits > 16 || mac->b.bits > 16) return ACS_FAST_NONE;
     if (acc->kind == ACS_ACC_INT) return acc->overflow == ACS_OVF_WRAP ? ACS_FAST_INT_WRAP : ACS_FAST_INT_SAT;
+    if (acc->kind == ACS_ACC_FIXED || acc->kind == ACS_ACC_QUIRE) return ACS_FAST_FIXED; /* if fixed_values agrees */
     int sa, sb;
     int64_t la, lb, ta, tb;
     value_range(ctx->ta, mac->a.bits, &sa, &la, &ta);
@@ -362,6 +363,44 @@ static int64_t *int_values(const acs_operand *t, int bits)
     return v;
 }
 
+/* FixedAcc and the quire (ACS_FAST_FIXED), when every product lies on the register's grid
+ * (no rounding): the operands as integers in units 2^ua and 2^ub, ua + ub + frac_bits =
+ * fixed_shift >= 0 register lsbs per unit product.  B takes the finer unit -frac_bits - ua
+ * when its values still fit 16 bits, so that products are whole lsbs (shift 0, which lets a
+ * saturating register be clamped in lanes).  Non-finite codes get 0 (the kernels look for
+ * them).  0 when it does not apply. */
+static int fixed_values(acs_mac_ctx *ctx)
+{
+    const acs_mac *mac = ctx->mac;
+    int sa, sb;
+    int64_t la, lb, ta, tb, frac = mac->acc.grid.frac_bits;
+    value_range(ctx->ta, mac->a.bits, &sa, &la, &ta);
+    value_range(ctx->tb, mac->b.bits, &sb, &lb, &tb);
+    if (la == INT32_MAX) la = ta = 0;   /* no finite nonzero value: every product is zero */
+    if (lb == INT32_MAX) lb = tb = 0;
+    if (la + lb < -frac) return 0;
+    int64_t ub = -frac - la;
+    if (tb - ub > 15) ub = lb;
+    if (ta - la > 31 || tb - ub > 31) return 0;   /* products below 2^62 */
+    ctx->fixed_shift = (int)(la + ub + frac);
+    ctx->ia = malloc(sizeof(int64_t) << mac->a.bits);
+    ctx->ib = malloc(sizeof(int64_t) << mac->b.bits);
+    if (!ctx->ia || !ctx->ib) return 0;
+    int64_t m[2] = { 0, 0 };
+    for (int s = 0; s < 2; s++) {
+        const acs_operand *t = s ? ctx->tb : ctx->ta;
+        int64_t *v = s ? ctx->ib : ctx->ia, u = s ? ub : la;
+        for (uint64_t c = 0; c < (1ULL << (s ? mac->b.bits : mac->a.bits)); c++) {
+            int tz = t[c].cls == ACS_FINITE ? __builtin_ctzll(t[c].sig) : 0;   /* u <= its lowest bit */
+            int64_t x = t[c].cls == ACS_FINITE ? (int64_t)((t[c].sig >> tz) << (t[c].exp + tz - u)) : 0;
+            v[c] = t[c].neg ? -x : x;
+            if (x > m[s]) m[s] = x;
+        }
+    }
+    ctx->max_product = m[0] * m[1];
+    return 1;
+}
+
 int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
 {
     memset(ctx, 0, sizeof *ctx);
@@ -383,6 +422,10 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
         for (uint64_t c = 0; ctx->ia && c < (1ULL << mac->a.bits); c++) ma = llabs(ctx->ia[c]) > ma ? llabs(ctx->ia[c]) : ma;
         for (uint64_t c = 0; ctx->ib && c < (1ULL << mac->b.bits); c++) mb = llabs(ctx->ib[c]) > mb ? llabs(ctx->ib[c]) : mb;
         ctx->max_product = ma * mb;   /* operands of at most 16 bits: below 2^32 */
+    } else if (ctx->fast == ACS_FAST_FIXED && !fixed_values(ctx)) {
+        free(ctx->ia); free(ctx->ib);
+        ctx->ia = ctx->ib = NULL;
+        ctx->fast = ACS_FAST_NONE;
     }
     return ACS_OK;
 }
@@ -442,6 +485,36 @@ int acs_int_sat_exact(const acs_mac_ctx *ctx, acs_i128 start, int64_t len)
     return (start < 0 ? -start : start) + (acs_i128)len * ctx->max_product <= limit;
 }
 
+/* FixedAcc and the quire (ACS_FAST_FIXED) when the chain holds no NaN, inf or NaR and the
+ * state is not NaR: every product is ia*ib << fixed_shift register lsbs, no rounding.  A
+ * wrapping register (the quire too) adds modulo 2^128 and wraps once; a saturating one is
+ * clamped after every step, exactly, while its products stay below 2^100 (no i128 overflow).
+ * 0 (nothing changed) where it does not apply. */
+static int chain_fixed(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, int64_t ib,
+                       int64_t len, acs_acc_state *s, int64_t *zeros)
+{
+    const acs_acc *acc = &ctx->mac->acc;
+    int ab = ctx->mac->a.bits, bb = ctx->mac->b.bits, sh = ctx->fixed_shift;
+    int wrap = acc->overflow == ACS_OVF_WRAP;
+    if (s->v.cls == ACS_NAN && acc->kind == ACS_ACC_QUIRE) return 0;
+    if (!wrap && ctx->max_product && sh + 64 - __builtin_clzll((uint64_t)ctx->max_product) > 100) return 0;
+    for (int64_t j = 0; j < len; j++)
+        if (ctx->ta[acs_load_code(a, ia + j, ab)].cls >= ACS_INF || ctx->tb[acs_load_code(b, ib + j, bb)].cls >= ACS_INF)
+            return 0;
+    acs_u128 sum = (acs_u128)s->reg;
+    int64_t z = 0;
+    for (int64_t j = 0; j < len; j++) {
+        uint64_t ca = acs_load_code(a, ia + j, ab), cb = acs_load_code(b, ib + j, bb);
+        z += ctx->ta[ca].cls == ACS_ZERO || ctx->tb[cb].cls == ACS_ZERO;
+        acs_u128 p = sh < 128 ? (acs_u128)(acs_i128)(ctx->ia[ca] * ctx->ib[cb]) << sh : 0;   /* |ia*ib| < 2^62 */
+        sum += p;
+        if (!wrap) sum = (acs_u128)clamp_register(acc, (acs_i128)sum);
+    }
+    s->reg = acc->grid.total_bits < 128 ? clamp_register(acc, (acs_i128)sum) : (acs_i128)sum;
+    *zeros += z;
+    return 1;
+}
+
 /* Products a[ia + j] * b[ib + j], j = 0..len-1, into the accumulator in order (blocks of
  * `terms` for a BlockFMA, padded with +0).  Stochastic rounding at step s of this call draws
  * acs_rand32(seed, element, step0 + s). */
@@ -457,6 +530,10 @@ int acs_chain(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, 
     if (ctx->fast == ACS_FAST_FP32 || (ctx->fast == ACS_FAST_INT_WRAP && len < (1 << 30))
         || acs_int_sat_exact(ctx, s->reg, len)) {
         (ctx->fast == ACS_FAST_FP32 ? chain_fp32 : chain_int_wrap)(ctx, a, ia, b, ib, len, s, &zeros);
+        if (zero_macs) *zero_macs += zeros;
+        return ACS_OK;
+    }
+    if (ctx->fast == ACS_FAST_FIXED && chain_fixed(ctx, a, ia, b, ib, len, s, &zeros)) {
         if (zero_macs) *zero_macs += zeros;
         return ACS_OK;
     }

@@ -181,6 +181,7 @@ typedef struct {
     int16_t *a_bx, *b_bx;            /* BlockFMA: the operands' alignment exponents (zero: -30000) */
     int64_t kpair;                   /* k rounded up to even: int16 operands go in pairs */
     uint8_t *a_spec, *b_spec;        /* BlockFMA: A rows, B columns holding a NaN or inf code */
+    acs_fixed_plan fixed;            /* ACS_FAST_FIXED: kernel_fixed.c's plan */
 } gemm_job;
 
 /* One output through the general step; zero-operand MACs are added to *zeros if it is given. */
@@ -235,7 +236,7 @@ static int isa_enabled = 1;
 int acs_set_vector_isa(int enabled)
 {
     int old = isa_enabled;
-    isa_enabled = enabled != 0;
+    isa_enabled = enabled == 2 ? 2 : enabled != 0;
     return old;
 }
 
@@ -726,10 +727,68 @@ void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double
 BLOCK64_KERNEL(block64_block_cvtt, __attribute__((target("avx2,fma"))), block64_cvtt)
 #endif
 
+/* Register accumulators (ACS_FAST_FIXED) through kernel_fixed.c.  A NaN or infinite operand
+ * (a posit NaR) makes an output NaR on a quire; on a FixedAcc it is an error, which the general
+ * path reports exactly as it would (every output of its row or column meets it). */
+_Static_assert(MR == ACS_FX_MR && NR == ACS_FX_NR, "kernel_fixed.c blocks");
+
+static int special_in(const acs_operand *t, const void *codes, int wide, int64_t at, int64_t len)
+{
+    for (int64_t x = 0; x < len; x++)
+        if (t[code_of(codes, at + x, wide)].cls >= ACS_INF) return 1;
+    return 0;
+}
+
+static void fixed_rows(gemm_job *jb)
+{
+    const acs_mac_ctx *ctx = jb->ctx;
+    int64_t n = jb->n, k = jb->k, rows = jb->i1 - jb->i0;
+    int wa = ctx->mac->a.bits > 8, wb = ctx->mac->b.bits > 8, isa = have_avx2_fma();
+#ifdef ACS_X86
+    if (isa && isa_enabled != 2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) isa = 2;
+#endif
+    if (rows <= 0) return;
+    uint8_t *nar = calloc((size_t)(rows + n), 1);   /* A rows, then B columns */
+    if (!nar) { jb->status = ACS_ERR_ARG; return; }
+    int any = 0;
+    for (int64_t i = 0; i < rows; i++) any |= nar[i] = (uint8_t)special_in(ctx->ta, jb->a, wa, (jb->i0 + i) * k, k);
+    for (int64_t j = 0; j < n; j++) any |= nar[rows + j] = (uint8_t)special_in(ctx->tb, jb->bt, wb, j * k, k);
+    if (any && jb->out_acc->kind != ACS_ACC_QUIRE) {
+        free(nar);
+        gemm_rows_general(jb);
+        return;
+    }
+    acs_posit_memo memo;
+    int memo_ok = acs_posit_memo_init(&memo, jb->out_acc);   /* without one, each output reads out alone */
+    for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
+        int64_t nr = n - j0 < NR ? n - j0 : NR;
+        for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
+            int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
+            const int16_t *arows[MR];
+            for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
+                arows[r] = jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
+            int64_t res[MR][NR];
+            const int16_t *panel = jb->b_i16 + p * jb->kpair * NR;
+            if (jb->fixed.mode == ACS_FIXED_SUM) acs_fixed_sum(isa, arows, panel, jb->kpair / 2, jb->fixed.chunk, res);
+            else acs_fixed_clamp(isa, &jb->fixed, arows, panel, k, jb->tile, res);
+            for (int64_t r = 0; r < mr; r++)
+                for (int64_t c = 0; c < nr; c++) {
+                    int64_t o = (i0 + r) * n + j0 + c;
+                    acs_fixed_out(jb->out_acc, &jb->fixed, res[r][c], nar[i0 + r - jb->i0] | nar[rows + j0 + c],
+                                  memo_ok ? &memo : NULL, jb->out ? jb->out + o : NULL,
+                                  jb->out_int ? jb->out_int + o : NULL);
+                }
+        }
+    }
+    acs_posit_memo_free(&memo);
+    free(nar);
+}
+
 /* Rows [i0, i1) through the vector kernels.  Integer wrap sums are taken modulo 2^32 and
  * wrapped to the register once. */
 static void gemm_rows_fast(gemm_job *jb)
 {
+    if (jb->fast == ACS_FAST_FIXED) { fixed_rows(jb); return; }
     const acs_mac *mac = jb->ctx->mac;
     int64_t n = jb->n, k = jb->k;
     int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma();
@@ -1006,6 +1065,7 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
                       vector_path(&ctx, buffer, dataflow, k) ? ctx.fast : ACS_FAST_NONE,
                       dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m, 0, 0,
                       a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
+    if (!base.fast) base.fast = acs_fixed_plan_of(&ctx, buffer, dataflow, k, base.tile, &base.fixed);
     /* Rows in blocks of MR, spread over at most `threads` workers. */
     int64_t blocks = ceil_div(m, MR);
     int workers = (int)(threads < blocks ? threads : (blocks > 0 ? blocks : 1));

@@ -4,4 +4,5 @@
 #include "formats.c"
 #include "accumulate.c"
 #include "array.c"
+#include "kernel_fixed.c"
 #include "blockscale.c"

@@ -181,7 +181,8 @@ int acs_gemm_blocks(const acs_mac *mac, const acs_acc *buffer, const acs_acc *sc
 int acs_set_fast_paths(int enabled);
 
 /* The vector kernels use AVX2 (and FMA) where the CPU has them; 0 keeps them on their portable
- * C versions so tests can compare the two; returns the previous setting. */
+ * C versions so tests can compare the two, 2 on AVX2 where a kernel also has an AVX-512 build;
+ * returns the previous setting. */
 int acs_set_vector_isa(int enabled);
 
 /* The counter-based generator behind stochastic rounding (see docs/numerics.md). */

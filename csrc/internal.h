@@ -64,7 +64,7 @@ typedef struct {
 } acs_acc_state;
 
 enum acs_fast_path { ACS_FAST_NONE = 0, ACS_FAST_FP32 = 1, ACS_FAST_INT_WRAP = 2, ACS_FAST_EXACT64 = 3,
-                     ACS_FAST_INT_SAT = 4, ACS_FAST_BLOCK64 = 5 };
+                     ACS_FAST_INT_SAT = 4, ACS_FAST_BLOCK64 = 5, ACS_FAST_FIXED = 6 };
 
 typedef struct {
     const acs_mac *mac;
@@ -73,7 +73,8 @@ typedef struct {
     int exact_sums;        /* ACS_FAST_EXACT64: every acc + a*b provably exact in binary64 */
     float *fa, *fb;        /* ACS_FAST_FP32, ACS_FAST_EXACT64, ACS_FAST_BLOCK64: operand values */
     int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP, ACS_FAST_INT_SAT: operand values */
-    int64_t max_product;   /* ACS_FAST_INT_SAT: the largest |a*b| */
+    int64_t max_product;   /* ACS_FAST_INT_SAT, ACS_FAST_FIXED: the largest |a*b| (in ia*ib units) */
+    int fixed_shift;       /* ACS_FAST_FIXED: register lsbs per unit of ia*ib (>= 0) */
 } acs_mac_ctx;
 
 int acs_check_acc(const acs_acc *acc);
@@ -87,6 +88,37 @@ int acs_chain(const acs_mac_ctx *ctx, const void *a, int64_t ia, const void *b, 
 int acs_acc_add(const acs_acc *into, acs_acc_state *s, const acs_acc *from, const acs_acc_state *partial,
                 uint32_t rand);
 void acs_acc_read(const acs_acc *acc, const acs_acc_state *s, double *out, int64_t *out_int);
+
+/* Register accumulators across blocks of ACS_FX_MR x ACS_FX_NR outputs (kernel_fixed.c), on
+ * array.c's int16 operands: A rows of k values, B panels of pairs (B[2q][j], B[2q+1][j]). */
+#define ACS_FX_MR 4
+#define ACS_FX_NR 16
+enum acs_fixed_mode { ACS_FIXED_SUM = 1, ACS_FIXED_CLAMP = 2 };
+typedef struct {
+    int mode;
+    int shift;             /* SUM: output register lsbs per product unit */
+    int64_t chunk;         /* pairs of products whose int32 sum cannot overflow */
+    int64_t lo, hi;        /* CLAMP: the saturating register's bounds (the buffer shares them) */
+    int64_t max_product;
+    int direct;            /* a FixedAcc output that is the kernel's int64 times `scale` (a power of two) */
+    double scale;
+} acs_fixed_plan;
+int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflow, int64_t k, int64_t tile,
+                      acs_fixed_plan *plan);
+void acs_fixed_sum(int isa, const int16_t *const arows[ACS_FX_MR], const int16_t *panel, int64_t pairs,
+                   int64_t chunk, int64_t out[ACS_FX_MR][ACS_FX_NR]);
+void acs_fixed_clamp(int isa, const acs_fixed_plan *plan, const int16_t *const arows[ACS_FX_MR],
+                     const int16_t *panel, int64_t k, int64_t tile, int64_t out[ACS_FX_MR][ACS_FX_NR]);
+typedef struct {
+    const acs_acc *acc;
+    float *val;                     /* values read out, by (bit length, leading bits, sticky) */
+    int64_t base[65];
+    int keep[65];
+} acs_posit_memo;
+int acs_posit_memo_init(acs_posit_memo *m, const acs_acc *acc);
+void acs_posit_memo_free(acs_posit_memo *m);
+void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, int nar, acs_posit_memo *memo,
+                   double *out, int64_t *out_int);
 
 /* array.c, for blockscale.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
 int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,
