@@ -286,8 +286,9 @@ static void value_range(const acs_operand *t, int bits, int *sig, int64_t *lsb, 
     }
 }
 
-/* FloatAcc with a directed or nearest-even rounding, subnormals and IEEE or saturating overflow,
- * products exact in binary64 and every value between 2^lo and 2^hi: the array's vector kernel
+/* FloatAcc with subnormals and IEEE or saturating overflow (rna, rto and sr: at most 51
+ * fraction bits, so the sum in units of its spacing is below 2^52), products exact in binary64
+ * and every value between 2^lo and 2^hi: the array's vector kernel
  * forms acc + a*b natively and rounds it once onto the grid (array.c).  Returns 2 when every
  * such sum is provably exact in binary64 (hi + 1 - lo <= 53), 1 when the kernel must check each
  * sum (and leave an output whose sum was not exact to the general step), 0 when it does not
@@ -296,9 +297,11 @@ static int exact64_path(const acs_mac *mac, int sa, int sb, int64_t lo_ab, int64
 {
     const acs_acc *acc = &mac->acc;
     const acs_grid *g = &acc->grid;
+    int narrow = acc->rounding == ACS_RNA || acc->rounding == ACS_RTO || acc->rounding == ACS_SR;
     if (acc->kind != ACS_ACC_FLOAT || !g->subnormals || memcmp(&acc->addend, g, sizeof *g)
         || (acc->rounding != ACS_RNE && acc->rounding != ACS_RTZ && acc->rounding != ACS_RUP
-            && acc->rounding != ACS_RDN)
+            && acc->rounding != ACS_RDN && !narrow)
+        || (narrow && g->man_bits > 51)
         || (acc->overflow != ACS_OVF_INF && acc->overflow != ACS_OVF_SATURATE))
         return 0;
     int64_t lo = (int64_t)g->emin - g->man_bits, hi = (int64_t)g->emax + 1;

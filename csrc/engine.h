@@ -173,6 +173,10 @@ int acs_set_fast_paths(int enabled);
  * C versions so tests can compare the two; returns the previous setting. */
 int acs_set_vector_isa(int enabled);
 
+/* Where the CPU has AVX-512 (F, DQ, VL), kernels that gain from it use it (on by default); 0
+ * keeps them on AVX2 so tests can compare the two; returns the previous setting. */
+int acs_set_avx512(int enabled);
+
 /* The counter-based generator behind stochastic rounding (see docs/numerics.md). */
 uint32_t acs_rand32(uint64_t seed, uint64_t index, uint64_t step);
 /* cdef-end */
