@@ -417,15 +417,22 @@ static inline __attribute__((always_inline)) exact64_vconst exact64_vconst_of(co
 
 /* round(x + p) onto the grid; `mode` is a constant in each instance.  With `inexact`, lanes
  * where binary64 could not hold x + p exactly (TwoSum's error nonzero; finite operands) are
- * marked there: their result is not the fused step's, and the caller recomputes them.  sr:
- * hz is each lane's hash state before acs_rand32's last round. */
+ * marked there: their result is not the fused step's, and the caller recomputes them.
+ * rna, rto and sr (`inexact` required) leave everything but finite sums that stay in range to
+ * the general step: they mark lanes whose sum is inexact or not finite (s - x == p and s - p
+ * == x hold exactly when x + p is exact: Fast2Sum's error is one of the two differences) and
+ * lanes whose rounded sum exceeds the largest finite value.  sr: hz is each lane's hash state
+ * before acs_rand32's last round. */
 static inline __attribute__((always_inline))
 vd4 exact64_add_sr(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact, vu4 hz)
 {
     const vi4 sign = vi(INT64_MIN), one = (vi4)vd(1.0);
     const vd4 magic = vd(6755399441055744.0);               /* 1.5 * 2^52 */
+    int narrow = mode == ACS_RNA || mode == ACS_RTO || mode == ACS_SR;
     vd4 s = x + p;
-    if (inexact) {
+    if (narrow) {
+        *inexact |= ~((vi4)(s - x == p) & (vi4)(s - p == x));
+    } else if (inexact) {
         vd4 pv = s - x, err = (x - (s - pv)) + (p - pv);   /* NaN for infinite operands: not marked */
         *inexact |= (vi4)(err > vd(0.0)) | (vi4)(err < vd(0.0));
     }
@@ -436,14 +443,14 @@ vd4 exact64_add_sr(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact
     ub = (small & c->ulp_min) | (~small & ub);
     vd4 t = (vd4)sb * (vd4)(vi((int64_t)2046 << 52) - ub);  /* the sum in units of its spacing */
     vd4 r;
-    if (mode == ACS_RNA || mode == ACS_RTO || mode == ACS_SR) {   /* on the magnitude */
+    if (narrow) {                                               /* on the magnitude */
         const vd4 m52 = vd(4503599627370496.0);                 /* 2^52 */
         vd4 a = (vd4)((vi4)t & ~sign), u = a + m52, d;
-        r = u - m52;                                            /* a to nearest (infinite: d NaN) */
+        r = u - m52;                                            /* a to nearest */
         d = a - r;
         if (mode == ACS_RNA) r = r + (vd4)(one & (vi4)(d == vd(0.5)));
         else if (mode == ACS_RTO) {
-            vi4 inexact_sum = (vi4)(d < vd(0.0)) | (vi4)(d > vd(0.0));
+            vi4 inexact_sum = (vi4)(d != vd(0.0));
             vd4 odd = (vd4)(((vi4)u + (vi4)(d < vd(0.0))) | vi(1)) - m52;   /* floor(a) | 1 */
             r = (vd4)((inexact_sum & (vi4)odd) | (~inexact_sum & (vi4)a));
         } else {
@@ -459,6 +466,10 @@ vd4 exact64_add_sr(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact
             r = r - (vd4)((one | ((vi4)t & sign)) & (vi4)((vd4)((vi4)r & ~sign) > (vd4)((vi4)t & ~sign)));
     }
     r = (vd4)((vi4)r | ((vi4)t & sign)) * (vd4)ub;            /* a zero keeps the sum's sign */
+    if (narrow) {
+        *inexact |= (vi4)((vd4)((vi4)r & ~sign) > c->max);
+        return r;
+    }
     vi4 over = (vi4)((vd4)((vi4)r & ~sign) > c->max)
         & ((vi4)((vd4)(sb & ~sign) <= vd(1.7976931348623157e308)) | c->not_keep_inf);
     vi4 neg = (vi4)(r < vd(0.0));
@@ -845,7 +856,9 @@ static void gemm_rows_fast(gemm_job *jb)
     if (avx2) {
         fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
         block_kernel = block64_block_avx2;
-        if (mac->acc.rounding == ACS_SR && have_avx512dq()) exact64_kernel = exact64_block_avx512;
+        if ((mac->acc.rounding == ACS_SR || mac->acc.rounding == ACS_RNA || mac->acc.rounding == ACS_RTO)
+            && have_avx512dq())
+            exact64_kernel = exact64_block_avx512;
         if (jb->fast == ACS_FAST_EXACT64 && jb->ctx->exact_sums && f16c_range_ok(jb->ctx))
             exact64_kernel = exact64_block_f16c;
         int bits = 0;
