@@ -222,3 +222,16 @@ def test_sr_draws_follow_the_chain_steps():
     A, B = rng.choice(small, (5, 40)), rng.choice(small, (40, 7))
     outs = [gemm_all_ways(mac, A, B, "os", seed=s) for s in (0, 1)]
     assert np.any(outs[0] != outs[1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_wide_grids(mode):
+    """51 fraction bits (the kernel's widest: the sum in units of its spacing stays below 2^52),
+    and 52 (left to the general step), with sums checked for exactness in binary64."""
+    rng = np.random.default_rng(10)
+    f, c = codes("e4m3fn", finite=True)
+    for acc in (acs.FloatAcc(9, 51, mode), acs.FloatAcc(10, 52, mode), acs.FloatAcc(6, 40, mode)):
+        mac = acs.MAC(f, f, acc)
+        A, B = rng.choice(c, (7, 90)), rng.choice(c, (90, 18))
+        for dataflow in ("os", "ws"):
+            gemm_all_ways(mac, A, B, dataflow, rows=8, seed=4)
