@@ -356,6 +356,7 @@ typedef struct {
     double max;
     double over_pos, over_neg;   /* what an overflow becomes, by sign (magnitudes) */
     int64_t keep_inf;            /* all ones: infinite sums stay infinite (IEEE); 0: they saturate */
+    int proven;                  /* every finite sum is exact in binary64 (exact_sums) */
     const uint64_t *lanes;       /* sr: each lane's hash state after (seed, index), [MR][NR] */
     uint64_t kp;                 /* sr: the buffer's first step (its draws are kp + tile index) */
 } exact64_grid;
@@ -368,7 +369,7 @@ static exact64_grid exact64_grid_of(const acs_acc *acc)
     exact64_grid e = { m, (int64_t)g->man_bits << 52, (int64_t)(g->emin - g->man_bits + 1023) << 52, max,
                        sat || m == ACS_RTZ || m == ACS_RDN || m == ACS_RTO ? max : INFINITY,
                        sat || m == ACS_RTZ || m == ACS_RUP || m == ACS_RTO ? max : INFINITY, sat ? 0 : -1,
-                       NULL, 0 };
+                       0, NULL, 0 };
     return e;
 }
 
@@ -388,6 +389,7 @@ static inline __attribute__((always_inline)) vu4 exact64_vmix(vu4 z)
 }
 
 #define EXACT64_STEP 0xAEF17502108EF2D9ULL   /* acs_rand32's step multiplier */
+#define EXACT64_PROVEN 16                    /* ORed into rna/rto/sr: sums need no exactness check */
 
 /* sr: the hash state of output (i0 + r, j0 + c) after acs_rand32's first two rounds (lanes
  * past the matrix take a neighbour's; their results are never stored). */
@@ -419,19 +421,21 @@ static inline __attribute__((always_inline)) exact64_vconst exact64_vconst_of(co
  * where binary64 could not hold x + p exactly (TwoSum's error nonzero; finite operands) are
  * marked there: their result is not the fused step's, and the caller recomputes them.
  * rna, rto and sr (`inexact` required) leave everything but finite sums that stay in range to
- * the general step: they mark lanes whose sum is inexact or not finite (s - x == p and s - p
- * == x hold exactly when x + p is exact: Fast2Sum's error is one of the two differences) and
- * lanes whose rounded sum exceeds the largest finite value.  sr: hz is each lane's hash state
- * before acs_rand32's last round. */
+ * the general step: they mark lanes whose sum is inexact (s - x == p and s - p == x hold
+ * exactly when x + p is exact: Fast2Sum's error is one of the two differences; left out when
+ * mode has EXACT64_PROVEN) and lanes whose rounded sum is not finite or exceeds the largest
+ * finite value.  sr: hz is each lane's hash state before acs_rand32's last round. */
 static inline __attribute__((always_inline))
 vd4 exact64_add_sr(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact, vu4 hz)
 {
     const vi4 sign = vi(INT64_MIN), one = (vi4)vd(1.0);
     const vd4 magic = vd(6755399441055744.0);               /* 1.5 * 2^52 */
+    int proven = mode & EXACT64_PROVEN;
+    mode &= ~EXACT64_PROVEN;
     int narrow = mode == ACS_RNA || mode == ACS_RTO || mode == ACS_SR;
     vd4 s = x + p;
     if (narrow) {
-        *inexact |= ~((vi4)(s - x == p) & (vi4)(s - p == x));
+        if (!proven) *inexact |= ~((vi4)(s - x == p) & (vi4)(s - p == x));
     } else if (inexact) {
         vd4 pv = s - x, err = (x - (s - pv)) + (p - pv);   /* NaN for infinite operands: not marked */
         *inexact |= (vi4)(err > vd(0.0)) | (vi4)(err < vd(0.0));
@@ -467,7 +471,7 @@ vd4 exact64_add_sr(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact
     }
     r = (vd4)((vi4)r | ((vi4)t & sign)) * (vd4)ub;            /* a zero keeps the sum's sign */
     if (narrow) {
-        *inexact |= (vi4)((vd4)((vi4)r & ~sign) > c->max);
+        *inexact |= ~(vi4)((vd4)((vi4)r & ~sign) <= c->max);   /* NaN too */
         return r;
     }
     vi4 over = (vi4)((vd4)((vi4)r & ~sign) > c->max)
@@ -506,7 +510,7 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
                 vd4 av = vd(arows[r][kk]);
                 _Pragma("GCC unroll 4")
                 for (int q = 0; q < NR / 4; q++) {
-                    if (mode == ACS_SR) {
+                    if ((mode & ~EXACT64_PROVEN) == ACS_SR) {
                         memcpy(&hz, g->lanes + r * NR + 4 * q, sizeof hz);
                         hz += hstep;
                     }
@@ -517,7 +521,7 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
         hstep = (g->kp + (uint64_t)ti) * EXACT64_STEP;
         for (int r = 0; r < MR; r++)     /* os: one tile, the chain is the result */
             for (int q = 0; q < NR / 4; q++) {
-                if (mode == ACS_SR && !chain_only) {
+                if ((mode & ~EXACT64_PROVEN) == ACS_SR && !chain_only) {
                     memcpy(&hz, g->lanes + r * NR + 4 * q, sizeof hz);
                     hz += hstep;
                 }
@@ -537,7 +541,11 @@ int acs_set_avx512(int enabled)
     return old;
 }
 
-/* One instance per rounding mode, so each inner loop is straight-line code. */
+/* One instance per rounding mode (rna/rto/sr: two, with and without exactness checks), so each
+ * inner loop is straight-line code. */
+#define EXACT64_NARROW(m)                                                                         \
+    (g->proven ? exact64_block(g, (m) | EXACT64_PROVEN, arows, panel, k, tile, chain_only, out, bad)  \
+               : exact64_block(g, (m), arows, panel, k, tile, chain_only, out, bad))
 #define EXACT64_KERNEL(name, attr)                                                                      \
     attr static void name(const exact64_grid *g, const float *arows[MR], const float *panel, int64_t k,     \
                           int64_t tile, int chain_only, double out[MR][NR], vi4 bad[MR][NR / 4])         \
@@ -546,9 +554,9 @@ int acs_set_avx512(int enabled)
         case ACS_RUP: exact64_block(g, ACS_RUP, arows, panel, k, tile, chain_only, out, bad); break;     \
         case ACS_RDN: exact64_block(g, ACS_RDN, arows, panel, k, tile, chain_only, out, bad); break;     \
         case ACS_RTZ: exact64_block(g, ACS_RTZ, arows, panel, k, tile, chain_only, out, bad); break;     \
-        case ACS_RNA: exact64_block(g, ACS_RNA, arows, panel, k, tile, chain_only, out, bad); break;     \
-        case ACS_RTO: exact64_block(g, ACS_RTO, arows, panel, k, tile, chain_only, out, bad); break;     \
-        case ACS_SR: exact64_block(g, ACS_SR, arows, panel, k, tile, chain_only, out, bad); break;       \
+        case ACS_RNA: EXACT64_NARROW(ACS_RNA); break;                                                    \
+        case ACS_RTO: EXACT64_NARROW(ACS_RTO); break;                                                    \
+        case ACS_SR: EXACT64_NARROW(ACS_SR); break;                                                      \
         default: exact64_block(g, ACS_RNE, arows, panel, k, tile, chain_only, out, bad);                 \
         }                                                                                                \
     }
@@ -871,6 +879,7 @@ static void gemm_rows_fast(gemm_job *jb)
     uint64_t lanes[MR * NR];
     g.lanes = lanes;
     g.kp = (uint64_t)jb->kp;
+    g.proven = jb->ctx->exact_sums;
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
