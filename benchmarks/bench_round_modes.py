@@ -7,10 +7,12 @@ import sys
 import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
 
 import accel_sim as acs  # noqa: E402
+from _machine import describe  # noqa: E402
 
 CASES = [  # label, MAC; fp16 accumulators get operands scaled so their sums stay finite
     ("e5m2 -> FloatAcc(5,10,'sr')", acs.MAC("e5m2", "e5m2", acs.FloatAcc(5, 10, "sr"))),
@@ -39,6 +41,7 @@ def operands(mac, a, b):
 
 def main(sizes=(512, 1024), reps=3):
     rng = np.random.default_rng(0)
+    print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f}\n")
     print("| GEMM (32x32 ws array, 1 thread, metrics off) | size | accel_sim | numpy fp32 | ratio |")
     print("|---|---|---|---|---|")
     for n in sizes:
