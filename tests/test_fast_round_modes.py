@@ -235,3 +235,19 @@ def test_wide_grids(mode):
         A, B = rng.choice(c, (7, 90)), rng.choice(c, (90, 18))
         for dataflow in ("os", "ws"):
             gemm_all_ways(mac, A, B, dataflow, rows=8, seed=4)
+
+
+@pytest.mark.parametrize("mode", MODES + ["rne", "rtz", "rup", "rdn"])
+def test_wide_grids_full_width_sums(mode):
+    """fp16 operands of very different magnitudes: sums that use all 53 bits of binary64 on grids
+    of 50 to 52 fraction bits (rtz with 51 once differed by an ulp: its 1.5 * 2^52 rounding
+    needs the sum in units of the spacing below 2^51)."""
+    rng = np.random.default_rng(1)
+    f = acs.formats.get("fp16")
+    for man_bits in (50, 51, 52):
+        mac = acs.MAC(f, f, acs.FloatAcc(10, man_bits, mode))
+        a, b = (np.where(rng.random(shape) < 0.5, rng.standard_normal(shape) * 2.0**-20, rng.standard_normal(shape))
+                for shape in ((48, 64), (64, 48)))   # subnormal and normal fp16 values
+        A, B = f.encode(a), f.encode(b)
+        for dataflow in ("os", "ws"):
+            gemm_all_ways(mac, A, B, dataflow, rows=8, seed=2)
