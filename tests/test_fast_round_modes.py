@@ -1,6 +1,8 @@
 """The vector kernel for narrow float accumulators (exact64) in rna, rto and sr: the array's
 GEMM, bit for bit (float64 patterns: signed zeros, NaN), against the general step, the
 portable C twin, the AVX2 twin where AVX-512 is taken, and the exact reference model."""
+import zlib
+
 import numpy as np
 import pytest
 
@@ -94,7 +96,7 @@ def test_every_code_pair(mode, acc, fmt):
 def test_random_gemms_odd_shapes_and_threads(mode, acc, dataflow):
     """Shapes that are not multiples of the 4 x 16 register block, many tiles (5 x 3 array),
     1 to 3 threads; operands from every code (specials included) and from finite ones."""
-    rng = np.random.default_rng(hash((mode, acc, dataflow)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{mode} {acc} {dataflow}".encode()))
     for fmt in FORMATS:
         for finite in (False, True):
             f, c = codes(fmt, finite)
