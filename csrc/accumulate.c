@@ -286,8 +286,10 @@ static void value_range(const acs_operand *t, int bits, int *sig, int64_t *lsb, 
     }
 }
 
-/* FloatAcc with a directed or nearest-even rounding, subnormals and IEEE or saturating overflow,
- * products exact in binary64 and every value between 2^lo and 2^hi: the array's vector kernel
+/* FloatAcc with subnormals and IEEE or saturating overflow and at most 50 fraction bits (rna,
+ * rto and sr: 51), so that the sum in units of its spacing, t, rounds to an integer by adding
+ * and taking away 1.5 * 2^52 (|t| < 2^51; rna/rto/sr take 2^52 onto |t| < 2^52), products exact in binary64
+ * and every value between 2^lo and 2^hi: the array's vector kernel
  * forms acc + a*b natively and rounds it once onto the grid (array.c).  Returns 2 when every
  * such sum is provably exact in binary64 (hi + 1 - lo <= 53), 1 when the kernel must check each
  * sum (and leave an output whose sum was not exact to the general step), 0 when it does not
@@ -296,9 +298,11 @@ static int exact64_path(const acs_mac *mac, int sa, int sb, int64_t lo_ab, int64
 {
     const acs_acc *acc = &mac->acc;
     const acs_grid *g = &acc->grid;
+    int narrow = acc->rounding == ACS_RNA || acc->rounding == ACS_RTO || acc->rounding == ACS_SR;
     if (acc->kind != ACS_ACC_FLOAT || !g->subnormals || memcmp(&acc->addend, g, sizeof *g)
         || (acc->rounding != ACS_RNE && acc->rounding != ACS_RTZ && acc->rounding != ACS_RUP
-            && acc->rounding != ACS_RDN)
+            && acc->rounding != ACS_RDN && !narrow)
+        || g->man_bits > (narrow ? 51 : 50)
         || (acc->overflow != ACS_OVF_INF && acc->overflow != ACS_OVF_SATURATE))
         return 0;
     int64_t lo = (int64_t)g->emin - g->man_bits, hi = (int64_t)g->emax + 1;

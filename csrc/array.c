@@ -337,9 +337,17 @@ static void int16_block_avx2(const int16_t *arows[MR], const int16_t *panel, int
  * scaled to units of it and rounded to an integer (1.5 * 2^52 added and taken away rounds to
  * nearest-even; directed modes then step by one), scaled back; overflow and the sign of exact
  * zero sums as IEEE 754 says.  Every operation is exact or one IEEE binary64 rounding, so the
- * AVX2 and portable builds agree bit for bit. */
+ * AVX2 and portable builds agree bit for bit.
+ * rna, rto and sr round the magnitude a = |t| (< 2^52: man_bits <= 51) from its nearest
+ * integer n and the exact remainder d = a - n in [-1/2, 1/2]: rna steps up on d = 1/2, rto
+ * takes floor(a) | 1 when d != 0, and sr, with F = d * 2^32, steps up iff rand < F and down
+ * iff rand - 2^32 >= F (from the floor, that is round.c's rand < frac32 || (rand == frac32 &&
+ * frac_rest)).  sr's rand is round.c's acs_rand32(seed, index, step): the first two rounds of
+ * its hash depend only on (seed, index), so each lane keeps their state and a step costs one
+ * round (exact64_lanes). */
 typedef double vd4 __attribute__((vector_size(32)));
 typedef int64_t vi4 __attribute__((vector_size(32)));
+typedef uint64_t vu4 __attribute__((vector_size(32)));
 #pragma GCC diagnostic ignored "-Wpsabi"   /* vector helpers are always inlined: no ABI crosses */
 
 typedef struct {
@@ -349,6 +357,9 @@ typedef struct {
     double max;
     double over_pos, over_neg;   /* what an overflow becomes, by sign (magnitudes) */
     int64_t keep_inf;            /* all ones: infinite sums stay infinite (IEEE); 0: they saturate */
+    int proven;                  /* every finite sum is exact in binary64 (exact_sums) */
+    const uint64_t *lanes;       /* sr: each lane's hash state after (seed, index), [MR][NR] */
+    uint64_t kp;                 /* sr: the buffer's first step (its draws are kp + tile index) */
 } exact64_grid;
 
 static exact64_grid exact64_grid_of(const acs_acc *acc)
@@ -357,9 +368,41 @@ static exact64_grid exact64_grid_of(const acs_acc *acc)
     double max = ldexp((double)g->max_sig, g->emax - g->man_bits);
     int sat = acc->overflow == ACS_OVF_SATURATE, m = acc->rounding;
     exact64_grid e = { m, (int64_t)g->man_bits << 52, (int64_t)(g->emin - g->man_bits + 1023) << 52, max,
-                       sat || m == ACS_RTZ || m == ACS_RDN ? max : INFINITY,
-                       sat || m == ACS_RTZ || m == ACS_RUP ? max : INFINITY, sat ? 0 : -1 };
+                       sat || m == ACS_RTZ || m == ACS_RDN || m == ACS_RTO ? max : INFINITY,
+                       sat || m == ACS_RTZ || m == ACS_RUP || m == ACS_RTO ? max : INFINITY, sat ? 0 : -1,
+                       0, NULL, 0 };
     return e;
+}
+
+/* round.c's mix64 (the splitmix64 finaliser), on one lane and on four. */
+static inline uint64_t exact64_mix(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static inline __attribute__((always_inline)) vu4 exact64_vmix(vu4 z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+#define EXACT64_STEP 0xAEF17502108EF2D9ULL   /* acs_rand32's step multiplier */
+#define EXACT64_PROVEN 16                    /* ORed into rna/rto/sr: sums need no exactness check */
+
+/* sr: the hash state of output (i0 + r, j0 + c) after acs_rand32's first two rounds (lanes
+ * past the matrix take a neighbour's; their results are never stored). */
+static void exact64_lanes(uint64_t seed, int64_t i0, int64_t mr, int64_t j0, int64_t nr, int64_t n,
+                          uint64_t lanes[MR * NR])
+{
+    uint64_t z0 = exact64_mix(seed + 0x9E3779B97F4A7C15ULL);
+    for (int64_t r = 0; r < MR; r++)
+        for (int64_t c = 0; c < NR; c++) {
+            uint64_t index = (uint64_t)(i0 + (r < mr ? r : 0)) * (uint64_t)n + (uint64_t)(j0 + (c < nr ? c : 0));
+            lanes[r * NR + c] = exact64_mix(z0 ^ (index * 0xD1B54A32D192ED03ULL));
+        }
 }
 
 static inline __attribute__((always_inline)) vd4 vd(double x) { return (vd4){ x, x, x, x }; }
@@ -377,14 +420,24 @@ static inline __attribute__((always_inline)) exact64_vconst exact64_vconst_of(co
 
 /* round(x + p) onto the grid; `mode` is a constant in each instance.  With `inexact`, lanes
  * where binary64 could not hold x + p exactly (TwoSum's error nonzero; finite operands) are
- * marked there: their result is not the fused step's, and the caller recomputes them. */
+ * marked there: their result is not the fused step's, and the caller recomputes them.
+ * rna, rto and sr (`inexact` required) leave everything but finite sums that stay in range to
+ * the general step: they mark lanes whose sum is inexact (s - x == p and s - p == x hold
+ * exactly when x + p is exact: Fast2Sum's error is one of the two differences; left out when
+ * mode has EXACT64_PROVEN) and lanes whose rounded sum is not finite or exceeds the largest
+ * finite value.  sr: hz is each lane's hash state before acs_rand32's last round. */
 static inline __attribute__((always_inline))
-vd4 exact64_add(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact)
+vd4 exact64_add_sr(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact, vu4 hz)
 {
     const vi4 sign = vi(INT64_MIN), one = (vi4)vd(1.0);
     const vd4 magic = vd(6755399441055744.0);               /* 1.5 * 2^52 */
+    int proven = mode & EXACT64_PROVEN;
+    mode &= ~EXACT64_PROVEN;
+    int narrow = mode == ACS_RNA || mode == ACS_RTO || mode == ACS_SR;
     vd4 s = x + p;
-    if (inexact) {
+    if (narrow) {
+        if (!proven) *inexact |= ~((vi4)(s - x == p) & (vi4)(s - p == x));
+    } else if (inexact) {
         vd4 pv = s - x, err = (x - (s - pv)) + (p - pv);   /* NaN for infinite operands: not marked */
         *inexact |= (vi4)(err > vd(0.0)) | (vi4)(err < vd(0.0));
     }
@@ -394,12 +447,34 @@ vd4 exact64_add(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact)
     vi4 small = ub < c->ulp_min;
     ub = (small & c->ulp_min) | (~small & ub);
     vd4 t = (vd4)sb * (vd4)(vi((int64_t)2046 << 52) - ub);  /* the sum in units of its spacing */
-    vd4 r = (t + magic) - magic;
-    if (mode == ACS_RUP) r = r + (vd4)(one & (vi4)(r < t));
-    else if (mode == ACS_RDN) r = r - (vd4)(one & (vi4)(r > t));
-    else if (mode == ACS_RTZ)
-        r = r - (vd4)((one | ((vi4)t & sign)) & (vi4)((vd4)((vi4)r & ~sign) > (vd4)((vi4)t & ~sign)));
+    vd4 r;
+    if (narrow) {                                               /* on the magnitude */
+        const vd4 m52 = vd(4503599627370496.0);                 /* 2^52 */
+        vd4 a = (vd4)((vi4)t & ~sign), u = a + m52, d;
+        r = u - m52;                                            /* a to nearest */
+        d = a - r;
+        if (mode == ACS_RNA) r = r + (vd4)(one & (vi4)(d == vd(0.5)));
+        else if (mode == ACS_RTO) {
+            vi4 inexact_sum = (vi4)(d != vd(0.0));
+            vd4 odd = (vd4)(((vi4)u + (vi4)(d < vd(0.0))) | vi(1)) - m52;   /* floor(a) | 1 */
+            r = (vd4)((inexact_sum & (vi4)odd) | (~inexact_sum & (vi4)a));
+        } else {
+            vd4 rand = (vd4)((vi4)(exact64_vmix(hz) >> 32) | (vi4)m52);  /* 2^52 + rand, exactly */
+            vd4 f = d * vd(4294967296.0);
+            r = r + (vd4)(one & (vi4)(rand - m52 < f)) - (vd4)(one & (vi4)(rand - vd(4503603922337792.0) >= f));
+        }
+    } else {
+        r = (t + magic) - magic;
+        if (mode == ACS_RUP) r = r + (vd4)(one & (vi4)(r < t));
+        else if (mode == ACS_RDN) r = r - (vd4)(one & (vi4)(r > t));
+        else if (mode == ACS_RTZ)
+            r = r - (vd4)((one | ((vi4)t & sign)) & (vi4)((vd4)((vi4)r & ~sign) > (vd4)((vi4)t & ~sign)));
+    }
     r = (vd4)((vi4)r | ((vi4)t & sign)) * (vd4)ub;            /* a zero keeps the sum's sign */
+    if (narrow) {
+        *inexact |= ~(vi4)((vd4)((vi4)r & ~sign) <= c->max);   /* NaN too */
+        return r;
+    }
     vi4 over = (vi4)((vd4)((vi4)r & ~sign) > c->max)
         & ((vi4)((vd4)(sb & ~sign) <= vd(1.7976931348623157e308)) | c->not_keep_inf);
     vi4 neg = (vi4)(r < vd(0.0));
@@ -408,18 +483,26 @@ vd4 exact64_add(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact)
 }
 
 static inline __attribute__((always_inline))
+vd4 exact64_add(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact)
+{
+    return exact64_add_sr(c, mode, x, p, inexact, (vu4){ 0, 0, 0, 0 });
+}
+
+static inline __attribute__((always_inline))
 void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], const float *panel, int64_t k,
                    int64_t tile, int chain_only, double out[MR][NR], vi4 bad[MR][NR / 4])
 {
     exact64_vconst c = exact64_vconst_of(g);
     vd4 total[MR][NR / 4], part[MR][NR / 4];
+    vu4 hz = { 0, 0, 0, 0 };   /* sr: hash input of the step (lane state + step * multiplier) */
     for (int r = 0; r < MR; r++)
         for (int q = 0; q < NR / 4; q++) { total[r][q] = vd(0.0); bad[r][q] = vi(0); }
-    for (int64_t t0 = 0; t0 < k; t0 += tile) {
+    for (int64_t t0 = 0, ti = 0; t0 < k; t0 += tile, ti++) {
         int64_t t1 = t0 + tile < k ? t0 + tile : k;
+        uint64_t hstep = (uint64_t)t0 * EXACT64_STEP;   /* chain steps are counted over all of k */
         for (int r = 0; r < MR; r++)
             for (int q = 0; q < NR / 4; q++) part[r][q] = vd(0.0);
-        for (int64_t kk = t0; kk < t1; kk++) {
+        for (int64_t kk = t0; kk < t1; kk++, hstep += EXACT64_STEP) {
             vd4 b[NR / 4];
             for (int q = 0; q < NR / 4; q++)
                 b[q] = (vd4){ panel[kk * NR + 4 * q], panel[kk * NR + 4 * q + 1], panel[kk * NR + 4 * q + 2],
@@ -427,18 +510,34 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
             for (int r = 0; r < MR; r++) {
                 vd4 av = vd(arows[r][kk]);
                 _Pragma("GCC unroll 4")
-                for (int q = 0; q < NR / 4; q++)
-                    part[r][q] = exact64_add(&c, mode, part[r][q], av * b[q], &bad[r][q]);
+                for (int q = 0; q < NR / 4; q++) {
+                    if ((mode & ~EXACT64_PROVEN) == ACS_SR) {
+                        memcpy(&hz, g->lanes + r * NR + 4 * q, sizeof hz);
+                        hz += hstep;
+                    }
+                    part[r][q] = exact64_add_sr(&c, mode, part[r][q], av * b[q], &bad[r][q], hz);
+                }
             }
         }
+        hstep = (g->kp + (uint64_t)ti) * EXACT64_STEP;
         for (int r = 0; r < MR; r++)     /* os: one tile, the chain is the result */
-            for (int q = 0; q < NR / 4; q++)
-                total[r][q] = chain_only ? part[r][q] : exact64_add(&c, mode, total[r][q], part[r][q], &bad[r][q]);
+            for (int q = 0; q < NR / 4; q++) {
+                if ((mode & ~EXACT64_PROVEN) == ACS_SR && !chain_only) {
+                    memcpy(&hz, g->lanes + r * NR + 4 * q, sizeof hz);
+                    hz += hstep;
+                }
+                total[r][q] = chain_only ? part[r][q]
+                    : exact64_add_sr(&c, mode, total[r][q], part[r][q], &bad[r][q], hz);
+            }
     }
     for (int r = 0; r < MR; r++) memcpy(out[r], total[r], sizeof total[r]);
 }
 
-/* One instance per rounding mode, so each inner loop is straight-line code. */
+/* One instance per rounding mode (rna/rto/sr: two, with and without exactness checks), so each
+ * inner loop is straight-line code. */
+#define EXACT64_NARROW(m)                                                                         \
+    (g->proven ? exact64_block(g, (m) | EXACT64_PROVEN, arows, panel, k, tile, chain_only, out, bad)  \
+               : exact64_block(g, (m), arows, panel, k, tile, chain_only, out, bad))
 #define EXACT64_KERNEL(name, attr)                                                                      \
     attr static void name(const exact64_grid *g, const float *arows[MR], const float *panel, int64_t k,     \
                           int64_t tile, int chain_only, double out[MR][NR], vi4 bad[MR][NR / 4])         \
@@ -447,12 +546,24 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
         case ACS_RUP: exact64_block(g, ACS_RUP, arows, panel, k, tile, chain_only, out, bad); break;     \
         case ACS_RDN: exact64_block(g, ACS_RDN, arows, panel, k, tile, chain_only, out, bad); break;     \
         case ACS_RTZ: exact64_block(g, ACS_RTZ, arows, panel, k, tile, chain_only, out, bad); break;     \
+        case ACS_RNA: EXACT64_NARROW(ACS_RNA); break;                                                    \
+        case ACS_RTO: EXACT64_NARROW(ACS_RTO); break;                                                    \
+        case ACS_SR: EXACT64_NARROW(ACS_SR); break;                                                      \
         default: exact64_block(g, ACS_RNE, arows, panel, k, tile, chain_only, out, bad);                 \
         }                                                                                                \
     }
 EXACT64_KERNEL(exact64_block_portable, )
 #ifdef ACS_X86
 EXACT64_KERNEL(exact64_block_avx2, __attribute__((target("avx2,fma"))))
+/* AVX-512 (DQ, VL) adds a 64-bit vector multiply (sr's hash) and 32 vector registers. */
+EXACT64_KERNEL(exact64_block_avx512, __attribute__((target("avx2,fma,avx512f,avx512dq,avx512vl"))))
+
+static int have_avx512dq(void)
+{
+    __builtin_cpu_init();
+    return isa_enabled == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512vl");
+}
 #endif
 
 /* IEEE half accumulators (binary16 grid, IEEE overflow) on CPUs with F16C: the exact sum s
@@ -534,7 +645,8 @@ static int f16c_range_ok(const acs_mac_ctx *ctx)
     const acs_acc *acc = &mac->acc;
     const acs_grid *g = &acc->grid;
     if (g->man_bits != 10 || g->emin != -14 || g->emax != 15 || g->max_sig != 2047 || !g->subnormals
-        || acc->overflow != ACS_OVF_INF)
+        || acc->overflow != ACS_OVF_INF || acc->rounding == ACS_RNA || acc->rounding == ACS_RTO
+        || acc->rounding == ACS_SR)   /* the hardware conversion has rne and directed modes only */
         return 0;
     if (!__builtin_cpu_supports("f16c")) return 0;
     double top[2] = { 0, 0 };
@@ -802,6 +914,9 @@ static void gemm_rows_fast(gemm_job *jb)
     if (avx2) {
         fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
         block_kernel = block64_block_avx2;
+        if ((mac->acc.rounding == ACS_SR || mac->acc.rounding == ACS_RNA || mac->acc.rounding == ACS_RTO)
+            && have_avx512dq())
+            exact64_kernel = exact64_block_avx512;
         if (jb->fast == ACS_FAST_EXACT64 && jb->ctx->exact_sums && f16c_range_ok(jb->ctx))
             exact64_kernel = exact64_block_f16c;
         int bits = 0;
@@ -811,6 +926,10 @@ static void gemm_rows_fast(gemm_job *jb)
     }
 #endif
     exact64_grid g = exact64_grid_of(&mac->acc);
+    uint64_t lanes[MR * NR];
+    g.lanes = lanes;
+    g.kp = (uint64_t)jb->kp;
+    g.proven = jb->ctx->exact_sums;
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
@@ -839,6 +958,7 @@ static void gemm_rows_fast(gemm_job *jb)
                     arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
                 double res[MR][NR];
                 vi4 bad[MR][NR / 4];
+                if (mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, lanes);
                 exact64_kernel(&g, arows, jb->b_f32 + p * k * NR, k, jb->tile, jb->dataflow == ACS_OS, res, bad);
                 for (int64_t r = 0; r < mr; r++)
                     for (int64_t c = 0; c < nr; c++) {
