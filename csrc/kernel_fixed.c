@@ -61,16 +61,19 @@ int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflo
         || !ctx->ia || !ctx->ib)
         return ACS_FAST_NONE;
     int64_t m[2] = { 0, 0 };
-    for (int s = 0; s < 2; s++)   /* int16 operands whose pair sums fit int32 */
+    int narrow = 1;   /* int16 operands whose pair sums fit int32 (pmaddwd); else int32 ones */
+    for (int s = 0; s < 2; s++)
         for (uint64_t c = 0; c < (1ULL << (s ? ctx->mac->b.bits : ctx->mac->a.bits)); c++) {
             int64_t v = (s ? ctx->ib : ctx->ia)[c];
-            if (v < INT16_MIN || v > INT16_MAX) return ACS_FAST_NONE;
+            if (v <= INT32_MIN || v > INT32_MAX) return ACS_FAST_NONE;
+            if (v < INT16_MIN || v > INT16_MAX) narrow = 0;
             if ((v < 0 ? -v : v) > m[s]) m[s] = v < 0 ? -v : v;
         }
-    int64_t mp = m[0] * m[1];
-    if (2 * mp > INT32_MAX) return ACS_FAST_NONE;
+    int64_t mp = m[0] * m[1];   /* below 2^62 */
+    if (2 * mp > INT32_MAX) narrow = 0;
+    plan->wide = !narrow;
     plan->max_product = mp;
-    plan->chunk = mp ? INT32_MAX / (2 * mp) : INT32_MAX;
+    plan->chunk = narrow ? (mp ? INT32_MAX / (2 * mp) : INT32_MAX) : 0;
     int os = dataflow == ACS_OS, bits = pe->grid.total_bits, s = ctx->fixed_shift;
     const acs_acc *out = os ? pe : buffer;
     int64_t len = os || tile > k ? k : tile;
@@ -89,7 +92,7 @@ int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflo
         plan->shift = (int)s_out;
         return fixed_plan_done(out, plan, 1);
     }
-    if (pe->overflow == ACS_OVF_SATURATE && pe->kind != ACS_ACC_QUIRE && s == 0 && bits <= 62 && same) {
+    if (pe->overflow == ACS_OVF_SATURATE && pe->kind != ACS_ACC_QUIRE && s == 0 && bits <= 62 && same && narrow) {
         plan->mode = ACS_FIXED_CLAMP;
         plan->hi = ((int64_t)1 << (bits - 1)) - 1;
         plan->lo = -plan->hi - 1;
@@ -291,6 +294,82 @@ void acs_fixed_sum(int isa, const int16_t *const arows[FX_MR], const int16_t *pa
 #endif
     (void)isa; (void)chunk;
     sum_portable(arows, panel, pairs, out);
+}
+
+/* ---- Sum of int32 operands ---------------------------------------------------------------
+ * Operands below 2^31 in magnitude (FP8 values in units of their smallest step): products of
+ * at most 62 bits, each formed exactly in an int64 lane (pmuldq: signed 32 x 32 -> 64 from the
+ * low half of each 64-bit lane) and added modulo 2^64 as the int16 kernels' sums are.  A rows
+ * of k values (stride kstride), B panels of NR values per k. */
+static void sum_wide_portable(const int32_t *const arows[FX_MR], const int32_t *panel, int64_t k,
+                              int64_t out[FX_MR][FX_NR])
+{
+    uint64_t acc[FX_MR][FX_NR] = { { 0 } };
+    for (int64_t kk = 0; kk < k; kk++)
+        for (int r = 0; r < FX_MR; r++) {
+            int64_t a = arows[r][kk];
+            const int32_t *b = panel + kk * FX_NR;
+            for (int j = 0; j < FX_NR; j++) acc[r][j] += (uint64_t)(a * b[j]);   /* |a*b| < 2^62 */
+        }
+    memcpy(out, acc, sizeof acc);
+}
+
+#ifdef FX_X86
+__attribute__((target("avx2")))
+static void sum_wide_avx2(const int32_t *const arows[FX_MR], const int32_t *panel, int64_t k,
+                          int64_t out[FX_MR][FX_NR])
+{
+    for (int r0 = 0; r0 < FX_MR; r0 += 2) {   /* two rows at a time: 8 sums in registers */
+        __m256i acc[2][4];
+        for (int r = 0; r < 2; r++)
+            for (int h = 0; h < 4; h++) acc[r][h] = _mm256_setzero_si256();
+        const int32_t *a0 = arows[r0], *a1 = arows[r0 + 1];
+        for (int64_t kk = 0; kk < k; kk++) {
+            __m256i b[4];
+            for (int h = 0; h < 4; h++) b[h] = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(panel + kk * FX_NR + 4 * h)));
+            __m256i x0 = _mm256_set1_epi64x(a0[kk]), x1 = _mm256_set1_epi64x(a1[kk]);
+            for (int h = 0; h < 4; h++) {
+                acc[0][h] = _mm256_add_epi64(acc[0][h], _mm256_mul_epi32(x0, b[h]));
+                acc[1][h] = _mm256_add_epi64(acc[1][h], _mm256_mul_epi32(x1, b[h]));
+            }
+        }
+        for (int r = 0; r < 2; r++)
+            for (int h = 0; h < 4; h++) _mm256_storeu_si256((__m256i *)(out[r0 + r] + 4 * h), acc[r][h]);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void sum_wide_avx512(const int32_t *const arows[FX_MR], const int32_t *panel, int64_t k,
+                            int64_t out[FX_MR][FX_NR])
+{
+    __m512i acc[FX_MR][2];
+    for (int r = 0; r < FX_MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+    for (int64_t kk = 0; kk < k; kk++) {
+        __m512i b0 = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(panel + kk * FX_NR)));
+        __m512i b1 = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(panel + kk * FX_NR + 8)));
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < FX_MR; r++) {
+            __m512i x = _mm512_set1_epi64(arows[r][kk]);
+            acc[r][0] = _mm512_add_epi64(acc[r][0], _mm512_mul_epi32(x, b0));
+            acc[r][1] = _mm512_add_epi64(acc[r][1], _mm512_mul_epi32(x, b1));
+        }
+    }
+    for (int r = 0; r < FX_MR; r++) {
+        _mm512_storeu_si512((void *)out[r], acc[r][0]);
+        _mm512_storeu_si512((void *)(out[r] + 8), acc[r][1]);
+    }
+}
+#endif
+
+void acs_fixed_sum_wide(int isa, const int32_t *const arows[FX_MR], const int32_t *panel, int64_t k,
+                        int64_t out[FX_MR][FX_NR])
+{
+#ifdef FX_X86
+    if (isa == 2) { sum_wide_avx512(arows, panel, k, out); return; }
+    if (isa == 1) { sum_wide_avx2(arows, panel, k, out); return; }
+#endif
+    (void)isa;
+    sum_wide_portable(arows, panel, k, out);
 }
 
 /* ---- Clamp -------------------------------------------------------------------------------- */

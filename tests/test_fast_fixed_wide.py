@@ -1,0 +1,181 @@
+"""FP8 (and other) operands whose values are integers of up to 31 bits in units of their
+smallest step, into register accumulators: csrc/kernel_fixed.c's int32 kernels (products of up
+to 62 bits formed exactly in int64 lanes, summed modulo 2^64), AVX-512 / AVX2 where the CPU has
+them, their portable twins and the general per-step path agree bit for bit (accumulators as
+int64 or float64 bit patterns, outputs, counts, or the same error), on every code pair, random
+GEMMs of odd shapes, every dataflow, small arrays and several threads, registers that really
+wrap and saturate; small cases also against the exact model (reference.gemm_order)."""
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import accel_sim as acs
+from accel_sim import reference as ref
+from accel_sim._native import fast_paths
+from accel_sim.mac import FixedAcc
+
+from conftest import assert_bits
+from test_fast_fixed import all_paths_agree, codes, spec
+
+CASES = [
+    acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)),                       # Kulisch: exact
+    acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40, overflow="wrap")),
+    acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")),      # wraps after a few products
+    acs.MAC("e4m3fn", "e4m3fn", FixedAcc(12, 30, overflow="wrap")),      # products 2^12 lsbs
+    acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 20)),                       # saturate, provably never
+    acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 18)),                       # saturates: the general path
+    acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 9)),                        # off the grid: the general path
+    acs.MAC("e4m3", "e4m3", FixedAcc(30, 30, overflow="wrap")),
+    acs.MAC("e4m3fnuz", "e4m3fn", FixedAcc(40, 40)),
+    acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap")),         # really wraps
+    acs.MAC("e4m3fn", "int8", FixedAcc(40, 9)),
+    acs.MAC("int8", "e4m3fn", FixedAcc(12, 9)),                          # saturates: the general path
+    acs.MAC("e4m3fn", "e2m1", FixedAcc(16, 10, overflow="wrap")),
+    acs.MAC("e2m1", "e4m3fn", FixedAcc(30, 10)),
+    acs.MAC("e3m4", "e4m3fn", FixedAcc(30, 20, overflow="wrap")),
+    acs.MAC("e3m4", "e3m4", FixedAcc(20, 12, overflow="wrap")),          # int16 operands (pmaddwd)
+    acs.MAC("e2m3", "e4m3fn", FixedAcc(30, 20)),
+    acs.MAC("e5m2", "e4m3fn", FixedAcc(60, 60)),                         # 32-bit values: the general path
+]
+
+
+def case_id(mac):
+    return mac.name
+
+
+@pytest.mark.parametrize("mac", CASES, ids=case_id)
+@pytest.mark.parametrize("k", [1, 2])
+def test_every_code_pair(mac, k):
+    """Every code of A against every code of B at k = 1 and 2: finite codes (the kernels), then
+    all codes (NaN / inf: the same errors)."""
+    rng = np.random.default_rng(k)
+    for finite in (True, False):
+        ca, cb = mac.a.all_codes(), mac.b.all_codes()
+        if finite:
+            ca, cb = ca[np.isfinite(mac.a.decode(ca))], cb[np.isfinite(mac.b.decode(cb))]
+        A = np.stack([ca] + [rng.permutation(ca) for _ in range(k - 1)], axis=1).astype(mac.a.code_dtype)
+        B = np.stack([cb] + [rng.permutation(cb) for _ in range(k - 1)]).astype(mac.b.code_dtype)
+        for df in ("os", "ws"):
+            all_paths_agree(mac, A, B, df, rows=3, cols=5, threads=(1, 3))
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+@pytest.mark.parametrize("mac", CASES, ids=case_id)
+def test_random_codes_all_paths_agree(mac, dataflow):
+    import zlib
+    rng = np.random.default_rng(zlib.crc32(f"{mac.name} {dataflow}".encode()))
+    for m, k, n in ((23, 67, 37), (1, 1, 1), (5, 1, 17), (4, 2, 16), (9, 33, 3), (17, 130, 33)):
+        A, B = codes(mac.a, (m, k), rng), codes(mac.b, (k, n), rng)
+        all_paths_agree(mac, A, B, dataflow)
+
+
+@pytest.mark.parametrize("mac", CASES, ids=case_id)
+def test_extremes_really_wrap_and_saturate(mac):
+    """Rows and columns of the largest magnitudes of each sign, on small arrays (many tiles)."""
+    rng = np.random.default_rng(3)
+    vals_a, vals_b = mac.a.decode(mac.a.all_codes()), mac.b.decode(mac.b.all_codes())
+    fa, fb = np.isfinite(vals_a), np.isfinite(vals_b)
+    big_a = mac.a.all_codes()[fa & (np.abs(vals_a) == np.abs(vals_a[fa]).max())]
+    big_b = mac.b.all_codes()[fb & (np.abs(vals_b) == np.abs(vals_b[fb]).max())]
+    k = 150
+    A, B = codes(mac.a, (21, k), rng), codes(mac.b, (k, 19), rng)
+    A[:4] = rng.choice(big_a, (4, k))
+    A[4, :100], A[4, 100:] = big_a[0], big_a[-1]
+    B[:, :3] = rng.choice(big_b, (k, 3))
+    B[:, 3] = big_b[-1]
+    for df in ("os", "ws", "is"):
+        all_paths_agree(mac, A, B, df, rows=4, cols=3, threads=(1, 2, 3))
+
+
+@pytest.mark.parametrize("mac", [acs.MAC("e4m3", "e4m3", FixedAcc(20, 20)), acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)),
+                                 acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap"))], ids=case_id)
+def test_special_operands_are_errors_on_every_path(mac):
+    rng = np.random.default_rng(2)
+    A, B = codes(mac.a, (13, 40), rng), codes(mac.b, (40, 21), rng)
+    specials = mac.a.all_codes()[~np.isfinite(mac.a.decode(mac.a.all_codes()))]
+    A[7, 5] = specials[0]
+    for df in ("os", "ws"):
+        r = all_paths_agree(mac, A, B, df)
+        assert isinstance(r, str) and ("NaN" in r or "infinit" in r)
+
+
+BUFFERS = [  # PE, buffer
+    (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)), FixedAcc(50, 50)),
+    (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)), FixedAcc(30, 18)),                 # narrower: saturates
+    (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")), FixedAcc(20, 18, overflow="wrap")),
+    (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")), FixedAcc(30, 18, overflow="wrap")),
+    (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 20)), FixedAcc(40, 20, overflow="wrap")),
+    (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 20)), acs.FloatAcc(8, 23)),
+]
+
+
+@pytest.mark.parametrize("pe_buffer", BUFFERS, ids=lambda x: f"{x[0].name}+{x[1].name}")
+@pytest.mark.parametrize("dataflow", ["ws", "is"])
+def test_buffers_join_as_the_general_path(pe_buffer, dataflow):
+    mac, buffer = pe_buffer
+    rng = np.random.default_rng(6)
+    A, B = codes(mac.a, (19, 130), rng), codes(mac.b, (130, 22), rng)
+    A[:3] = mac.a.encode(np.float64(mac.a.max))
+    B[:, :4] = mac.b.encode(np.float64(mac.b.max))
+    all_paths_agree(mac, A, B, dataflow, rows=3, cols=5, buffer_acc=buffer)
+
+
+def test_int_operands_wider_than_int16():
+    """IntAcc with products beyond pmaddwd's reach (int8 x int8 pairs do fit; these formats'
+    values reach 2^15 .. 2^31 through FixedAcc grids) also match."""
+    rng = np.random.default_rng(5)
+    for mac in (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(63, 18, overflow="wrap")),
+                acs.MAC("e4m3fn", "e4m3fn", FixedAcc(46, 18, overflow="wrap"))):   # wraps at 2^64 .. below
+        A, B = codes(mac.a, (29, 300), rng), codes(mac.b, (300, 31), rng)
+        A[:3] = mac.a.encode(np.float64(mac.a.max))
+        B[:, :3] = mac.b.encode(np.float64(mac.b.max))
+        for df in ("os", "ws"):
+            all_paths_agree(mac, A, B, df, rows=8, cols=4, threads=(1, 2))
+
+
+@pytest.mark.parametrize("pe_buffer", [(acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")), None),
+                                       (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)), None),
+                                       (acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap")), None),
+                                       (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 20)), FixedAcc(35, 22))],
+                         ids=lambda x: x[0].name if isinstance(x, tuple) else str(x))
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+def test_against_the_exact_model(pe_buffer, dataflow):
+    mac, buffer = pe_buffer
+    rng = np.random.default_rng(12)
+    m, k, n = 6, 45, 7
+    A, B = codes(mac.a, (m, k), rng), codes(mac.b, (k, n), rng)
+    A[0] = mac.a.encode(np.float64(mac.a.max))
+    B[:, 0] = mac.b.encode(np.float64(mac.b.max))
+    arr = acs.Array(4, 3, dataflow, mac, buffer_acc=buffer)
+    got = arr.gemm(acs.QTensor(A, mac.a), acs.QTensor(B, mac.b), metrics=False).acc
+    va = [[Fraction(float(x)) for x in row] for row in mac.a.decode(A)]
+    vb = [[Fraction(float(x)) for x in row] for row in mac.b.decode(B)]
+    want = ref.gemm_order(va, vb, dataflow=dataflow, rows=4, pe=spec(mac.acc),
+                          buffer=None if buffer is None else spec(buffer))
+    assert_bits(got, np.array([[float(v) for v in r] for r in want], dtype=np.float64))
+
+
+@pytest.mark.parametrize("mac", [acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)),
+                                 acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")),
+                                 acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap"))], ids=case_id)
+def test_the_kernels_are_taken(mac):
+    """The int32 kernels run (far faster than the general path), not the general step."""
+    rng = np.random.default_rng(1)
+    A, B = acs.QTensor(codes(mac.a, (64, 96), rng), mac.a), acs.QTensor(codes(mac.b, (96, 64), rng), mac.b)
+    arr = acs.Array(32, 32, "ws", mac, threads=1)
+
+    def best(reps):
+        t = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            arr.gemm(A, B, metrics=False)
+            t.append(time.perf_counter() - t0)
+        return min(t)
+    fast = best(5)
+    with fast_paths(False):
+        general = best(1)
+    assert fast * 10 < general, (fast, general)
