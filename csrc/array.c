@@ -881,10 +881,14 @@ static void fixed_rows(gemm_job *jb)
                 arows[r] = jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
             int64_t res[MR][NR];
             const int16_t *panel = jb->b_i16 + p * jb->kpair * NR;
-            if (jb->fixed.wide) {   /* the buffers hold int32 values (decode_part_w) */
+            if (jb->fixed.wide == 2) {   /* the buffers hold doubles (decode_part_w) */
+                const double *rowsd[MR];
+                for (int r = 0; r < MR; r++) rowsd[r] = (const double *)jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
+                acs_fixed_sum_f64(isa, rowsd, (const double *)jb->b_i16 + p * jb->kpair * NR, k, jb->fixed.chunk, res);
+            } else if (jb->fixed.wide) {   /* the buffers hold int32 / int64 values (decode_part_w) */
                 const int32_t *rows32[MR];
                 for (int r = 0; r < MR; r++) rows32[r] = (const int32_t *)jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
-                acs_fixed_sum_wide(isa, rows32, (const int32_t *)jb->b_i16 + p * jb->kpair * NR, k, res);
+                acs_fixed_sum_wide(isa, rows32, (const int64_t *)jb->b_i16 + p * jb->kpair * NR, k, res);
             } else if (jb->fixed.mode == ACS_FIXED_SUM) acs_fixed_sum(isa, arows, panel, jb->kpair / 2, jb->fixed.chunk, res);
             else acs_fixed_clamp(isa, &jb->fixed, arows, panel, k, jb->tile, res);
             for (int64_t r = 0; r < mr; r++)
@@ -1017,7 +1021,13 @@ static inline __attribute__((always_inline)) void decode_part_w(gemm_job *jb, in
                 jb->za[kk] += zero_a[code];
                 jb->a_f32[i * k + kk] = ctx->fa[code];
             }
-        else if (jb->fixed.wide)   /* int32 values in the same buffer (alloc_decoded) */
+        else if (jb->fixed.wide == 2)   /* doubles in the same buffer (alloc_decoded) */
+            for (int64_t kk = 0; kk < k; kk++) {
+                uint64_t code = code_of(jb->a, i * k + kk, wa);
+                jb->za[kk] += zero_a[code];
+                ((double *)jb->a_i16)[i * kpair + kk] = (double)ctx->ia[code];   /* exact: below 2^31 */
+            }
+        else if (jb->fixed.wide)   /* int32 values */
             for (int64_t kk = 0; kk < k; kk++) {
                 uint64_t code = code_of(jb->a, i * k + kk, wa);
                 jb->za[kk] += zero_a[code];
@@ -1045,11 +1055,17 @@ static inline __attribute__((always_inline)) void decode_part_w(gemm_job *jb, in
                     jb->zb[kk] += zero_b[code];
                     jb->b_f32[p * k * NR + kk * NR + lane] = ctx->fb[code];
                 }
-            else if (jb->fixed.wide)   /* int32 panels of NR values per k */
+            else if (jb->fixed.wide == 2)   /* panels of NR values per k, as doubles */
                 for (int64_t kk = 0; kk < k; kk++) {
                     uint64_t code = code_of(jb->bt, j * k + kk, wb);
                     jb->zb[kk] += zero_b[code];
-                    ((int32_t *)jb->b_i16)[p * kpair * NR + kk * NR + lane] = (int32_t)ctx->ib[code];
+                    ((double *)jb->b_i16)[p * kpair * NR + kk * NR + lane] = (double)ctx->ib[code];
+                }
+            else if (jb->fixed.wide)   /* panels of NR values per k, int32 values as int64 */
+                for (int64_t kk = 0; kk < k; kk++) {
+                    uint64_t code = code_of(jb->bt, j * k + kk, wb);
+                    jb->zb[kk] += zero_b[code];
+                    ((int64_t *)jb->b_i16)[p * kpair * NR + kk * NR + lane] = ctx->ib[code];
                 }
             else
                 for (int64_t kk = 0; kk < k; kk++) {
@@ -1156,9 +1172,11 @@ static int alloc_decoded(gemm_job *jobs, int workers)
             b->b_spec = calloc((size_t)(panels * NR > 0 ? panels * NR : 1), 1);
         }
     } else {
-        size_t unit = b->fast == ACS_FAST_FIXED && b->fixed.wide ? sizeof(int32_t) : sizeof(int16_t);
-        b->a_i16 = calloc((size_t)(m * b->kpair > 0 ? m * b->kpair : 1), unit);
-        b->b_i16 = calloc((size_t)(panels * b->kpair * NR > 0 ? panels * b->kpair * NR : 1), unit);
+        int wide = b->fast == ACS_FAST_FIXED ? b->fixed.wide : 0;   /* A int32 (2: double), B int64 (double) */
+        b->a_i16 = calloc((size_t)(m * b->kpair > 0 ? m * b->kpair : 1),
+                          wide == 2 ? sizeof(double) : wide ? sizeof(int32_t) : sizeof(int16_t));
+        b->b_i16 = calloc((size_t)(panels * b->kpair * NR > 0 ? panels * b->kpair * NR : 1),
+                          wide ? sizeof(int64_t) : sizeof(int16_t));
     }
     if (!z || !(b->a_f32 || b->a_i16) || !(b->b_f32 || b->b_i16)
         || (b->fast == ACS_FAST_BLOCK64 && (!b->a_bx || !b->b_bx || !b->a_spec || !b->b_spec))) {

@@ -7,7 +7,10 @@
  * is the register's value: every register on the way wraps (adds modulo 2^bits, at most 64
  * bits above a product unit, do not depend on order or grouping), or none can wrap or
  * saturate (the sum is exact).  Pairs of products go through pmaddwd into int32 lanes for at
- * most `chunk` pairs (no int32 overflow), then into int64 lanes.
+ * most `chunk` pairs (no int32 overflow), then into int64 lanes.  Operands of up to 31 bits
+ * (FP8 values in units of their smallest step: e4m3fn up to 448 * 2^9) take the same sum from
+ * exact products in int64 lanes (pmuldq), or from binary64 FMAs in runs short enough to be
+ * exact when products are below 2^44.
  * Clamp: a saturating register of at most 62 bits whose products are whole lsbs, in int64
  * lanes, clamped after every product in each output's k order, each tile's sum then joining
  * a saturating buffer of the same grid with one clamp, as the general step does.  Steps that
@@ -71,9 +74,12 @@ int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflo
         }
     int64_t mp = m[0] * m[1];   /* below 2^62 */
     if (2 * mp > INT32_MAX) narrow = 0;
-    plan->wide = !narrow;
+    /* Wide operands: binary64 FMAs while products are small enough that long runs of them sum
+     * exactly below 2^51 (acs_fixed_sum_f64), else int32 multiplies (acs_fixed_sum_wide). */
+    plan->wide = narrow ? 0 : mp <= ((int64_t)1 << 44) ? 2 : 1;
     plan->max_product = mp;
-    plan->chunk = narrow ? (mp ? INT32_MAX / (2 * mp) : INT32_MAX) : 0;
+    plan->chunk = narrow ? (mp ? INT32_MAX / (2 * mp) : INT32_MAX)
+                : plan->wide == 2 ? (mp ? (((int64_t)1 << 51) - 1) / mp : INT32_MAX) : 0;
     int os = dataflow == ACS_OS, bits = pe->grid.total_bits, s = ctx->fixed_shift;
     const acs_acc *out = os ? pe : buffer;
     int64_t len = os || tile > k ? k : tile;
@@ -300,15 +306,17 @@ void acs_fixed_sum(int isa, const int16_t *const arows[FX_MR], const int16_t *pa
  * Operands below 2^31 in magnitude (FP8 values in units of their smallest step): products of
  * at most 62 bits, each formed exactly in an int64 lane (pmuldq: signed 32 x 32 -> 64 from the
  * low half of each 64-bit lane) and added modulo 2^64 as the int16 kernels' sums are.  A rows
- * of k values (stride kstride), B panels of NR values per k. */
-static void sum_wide_portable(const int32_t *const arows[FX_MR], const int32_t *panel, int64_t k,
+ * of k int32 values; B panels of NR values per k, stored sign-extended to int64 so that a
+ * plain load puts each in its lane's low half (and an A value broadcast to every 32-bit
+ * element is in every low half). */
+static void sum_wide_portable(const int32_t *const arows[FX_MR], const int64_t *panel, int64_t k,
                               int64_t out[FX_MR][FX_NR])
 {
     uint64_t acc[FX_MR][FX_NR] = { { 0 } };
     for (int64_t kk = 0; kk < k; kk++)
         for (int r = 0; r < FX_MR; r++) {
             int64_t a = arows[r][kk];
-            const int32_t *b = panel + kk * FX_NR;
+            const int64_t *b = panel + kk * FX_NR;
             for (int j = 0; j < FX_NR; j++) acc[r][j] += (uint64_t)(a * b[j]);   /* |a*b| < 2^62 */
         }
     memcpy(out, acc, sizeof acc);
@@ -316,7 +324,7 @@ static void sum_wide_portable(const int32_t *const arows[FX_MR], const int32_t *
 
 #ifdef FX_X86
 __attribute__((target("avx2")))
-static void sum_wide_avx2(const int32_t *const arows[FX_MR], const int32_t *panel, int64_t k,
+static void sum_wide_avx2(const int32_t *const arows[FX_MR], const int64_t *panel, int64_t k,
                           int64_t out[FX_MR][FX_NR])
 {
     for (int r0 = 0; r0 < FX_MR; r0 += 2) {   /* two rows at a time: 8 sums in registers */
@@ -325,12 +333,12 @@ static void sum_wide_avx2(const int32_t *const arows[FX_MR], const int32_t *pane
             for (int h = 0; h < 4; h++) acc[r][h] = _mm256_setzero_si256();
         const int32_t *a0 = arows[r0], *a1 = arows[r0 + 1];
         for (int64_t kk = 0; kk < k; kk++) {
-            __m256i b[4];
-            for (int h = 0; h < 4; h++) b[h] = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(panel + kk * FX_NR + 4 * h)));
-            __m256i x0 = _mm256_set1_epi64x(a0[kk]), x1 = _mm256_set1_epi64x(a1[kk]);
+            __m256i x0 = _mm256_set1_epi32(a0[kk]), x1 = _mm256_set1_epi32(a1[kk]);
+            _Pragma("GCC unroll 4")
             for (int h = 0; h < 4; h++) {
-                acc[0][h] = _mm256_add_epi64(acc[0][h], _mm256_mul_epi32(x0, b[h]));
-                acc[1][h] = _mm256_add_epi64(acc[1][h], _mm256_mul_epi32(x1, b[h]));
+                __m256i b = _mm256_loadu_si256((const __m256i *)(panel + kk * FX_NR + 4 * h));
+                acc[0][h] = _mm256_add_epi64(acc[0][h], _mm256_mul_epi32(x0, b));
+                acc[1][h] = _mm256_add_epi64(acc[1][h], _mm256_mul_epi32(x1, b));
             }
         }
         for (int r = 0; r < 2; r++)
@@ -339,17 +347,17 @@ static void sum_wide_avx2(const int32_t *const arows[FX_MR], const int32_t *pane
 }
 
 __attribute__((target("avx512f")))
-static void sum_wide_avx512(const int32_t *const arows[FX_MR], const int32_t *panel, int64_t k,
+static void sum_wide_avx512(const int32_t *const arows[FX_MR], const int64_t *panel, int64_t k,
                             int64_t out[FX_MR][FX_NR])
 {
     __m512i acc[FX_MR][2];
     for (int r = 0; r < FX_MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
     for (int64_t kk = 0; kk < k; kk++) {
-        __m512i b0 = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(panel + kk * FX_NR)));
-        __m512i b1 = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(panel + kk * FX_NR + 8)));
+        __m512i b0 = _mm512_loadu_si512((const void *)(panel + kk * FX_NR));
+        __m512i b1 = _mm512_loadu_si512((const void *)(panel + kk * FX_NR + 8));
         _Pragma("GCC unroll 4")
         for (int r = 0; r < FX_MR; r++) {
-            __m512i x = _mm512_set1_epi64(arows[r][kk]);
+            __m512i x = _mm512_set1_epi32(arows[r][kk]);
             acc[r][0] = _mm512_add_epi64(acc[r][0], _mm512_mul_epi32(x, b0));
             acc[r][1] = _mm512_add_epi64(acc[r][1], _mm512_mul_epi32(x, b1));
         }
@@ -361,7 +369,7 @@ static void sum_wide_avx512(const int32_t *const arows[FX_MR], const int32_t *pa
 }
 #endif
 
-void acs_fixed_sum_wide(int isa, const int32_t *const arows[FX_MR], const int32_t *panel, int64_t k,
+void acs_fixed_sum_wide(int isa, const int32_t *const arows[FX_MR], const int64_t *panel, int64_t k,
                         int64_t out[FX_MR][FX_NR])
 {
 #ifdef FX_X86
@@ -370,6 +378,106 @@ void acs_fixed_sum_wide(int isa, const int32_t *const arows[FX_MR], const int32_
 #endif
     (void)isa;
     sum_wide_portable(arows, panel, k, out);
+}
+
+/* ---- Sum of int32 operands in binary64 -------------------------------------------------------
+ * The same integers (operands and products below 2^44 in magnitude, exact in binary64) through
+ * FMAs: runs of `chunk` products have every partial sum an integer below 2^51, so each FMA is
+ * exact; a run's sum then becomes an int64 exactly (adding 1.5 * 2^52 puts it in the low
+ * mantissa bits) and joins the int64 sums modulo 2^64.  A rows of k values and B panels of NR
+ * values per k, as doubles. */
+static void sum_f64_portable(const double *const arows[FX_MR], const double *panel, int64_t k,
+                             int64_t out[FX_MR][FX_NR])
+{
+    uint64_t acc[FX_MR][FX_NR] = { { 0 } };
+    for (int64_t kk = 0; kk < k; kk++)
+        for (int r = 0; r < FX_MR; r++) {
+            int64_t a = (int64_t)arows[r][kk];   /* integers below 2^31 */
+            const double *b = panel + kk * FX_NR;
+            for (int j = 0; j < FX_NR; j++) acc[r][j] += (uint64_t)(a * (int64_t)b[j]);
+        }
+    memcpy(out, acc, sizeof acc);
+}
+
+#ifdef FX_X86
+#define F64_MAGIC 6755399441055744.0   /* 1.5 * 2^52 */
+
+__attribute__((target("avx2,fma")))
+static void sum_f64_avx2(const double *const arows[FX_MR], const double *panel, int64_t k, int64_t chunk,
+                         int64_t out[FX_MR][FX_NR])
+{
+    const __m256d magic = _mm256_set1_pd(F64_MAGIC);
+    for (int r0 = 0; r0 < FX_MR; r0 += 2) {   /* two rows at a time: 8 sums in registers */
+        __m256i wide[2][4];
+        for (int r = 0; r < 2; r++)
+            for (int h = 0; h < 4; h++) wide[r][h] = _mm256_setzero_si256();
+        const double *a0 = arows[r0], *a1 = arows[r0 + 1];
+        for (int64_t q0 = 0; q0 < k; q0 += chunk) {
+            int64_t q1 = k - q0 < chunk ? k : q0 + chunk;
+            __m256d acc[2][4];
+            for (int r = 0; r < 2; r++)
+                for (int h = 0; h < 4; h++) acc[r][h] = _mm256_setzero_pd();
+            for (int64_t kk = q0; kk < q1; kk++) {
+                __m256d x0 = _mm256_broadcast_sd(a0 + kk), x1 = _mm256_broadcast_sd(a1 + kk);
+                _Pragma("GCC unroll 4")
+                for (int h = 0; h < 4; h++) {
+                    __m256d b = _mm256_loadu_pd(panel + kk * FX_NR + 4 * h);
+                    acc[0][h] = _mm256_fmadd_pd(x0, b, acc[0][h]);
+                    acc[1][h] = _mm256_fmadd_pd(x1, b, acc[1][h]);
+                }
+            }
+            for (int r = 0; r < 2; r++)
+                for (int h = 0; h < 4; h++)
+                    wide[r][h] = _mm256_add_epi64(wide[r][h], _mm256_sub_epi64(
+                        _mm256_castpd_si256(_mm256_add_pd(acc[r][h], magic)), _mm256_castpd_si256(magic)));
+        }
+        for (int r = 0; r < 2; r++)
+            for (int h = 0; h < 4; h++) _mm256_storeu_si256((__m256i *)(out[r0 + r] + 4 * h), wide[r][h]);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void sum_f64_avx512(const double *const arows[FX_MR], const double *panel, int64_t k, int64_t chunk,
+                           int64_t out[FX_MR][FX_NR])
+{
+    const __m512d magic = _mm512_set1_pd(F64_MAGIC);
+    __m512i wide[FX_MR][2];
+    for (int r = 0; r < FX_MR; r++) wide[r][0] = wide[r][1] = _mm512_setzero_si512();
+    for (int64_t q0 = 0; q0 < k; q0 += chunk) {
+        int64_t q1 = k - q0 < chunk ? k : q0 + chunk;
+        __m512d acc[FX_MR][2];
+        for (int r = 0; r < FX_MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_pd();
+        for (int64_t kk = q0; kk < q1; kk++) {
+            __m512d b0 = _mm512_loadu_pd(panel + kk * FX_NR), b1 = _mm512_loadu_pd(panel + kk * FX_NR + 8);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < FX_MR; r++) {
+                __m512d x = _mm512_set1_pd(arows[r][kk]);
+                acc[r][0] = _mm512_fmadd_pd(x, b0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_pd(x, b1, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < FX_MR; r++)
+            for (int h = 0; h < 2; h++)
+                wide[r][h] = _mm512_add_epi64(wide[r][h], _mm512_sub_epi64(
+                    _mm512_castpd_si512(_mm512_add_pd(acc[r][h], magic)), _mm512_castpd_si512(magic)));
+    }
+    for (int r = 0; r < FX_MR; r++) {
+        _mm512_storeu_si512((void *)out[r], wide[r][0]);
+        _mm512_storeu_si512((void *)(out[r] + 8), wide[r][1]);
+    }
+}
+#undef F64_MAGIC
+#endif
+
+void acs_fixed_sum_f64(int isa, const double *const arows[FX_MR], const double *panel, int64_t k, int64_t chunk,
+                       int64_t out[FX_MR][FX_NR])
+{
+#ifdef FX_X86
+    if (isa == 2) { sum_f64_avx512(arows, panel, k, chunk, out); return; }
+    if (isa == 1) { sum_f64_avx2(arows, panel, k, chunk, out); return; }
+#endif
+    (void)isa; (void)chunk;
+    sum_f64_portable(arows, panel, k, out);
 }
 
 /* ---- Clamp -------------------------------------------------------------------------------- */

@@ -16,10 +16,15 @@ import pytest
 import accel_sim as acs
 from accel_sim import reference as ref
 from accel_sim._native import fast_paths
-from accel_sim.mac import FixedAcc
+from accel_sim.formats import FixedFormat, FloatFormat
+from accel_sim.mac import FixedAcc, IntAcc
 
 from conftest import assert_bits
 from test_fast_fixed import all_paths_agree, codes, spec
+
+# Values of up to 31 bits (e5m1: 2^-15 .. 1.5 * 2^15): products beyond 2^44, the int32 kernels
+E5M1 = FloatFormat(5, 1, name="e5m1_wide_test")
+INT16 = FixedFormat(16, 0, name="int16_wide_test")
 
 CASES = [
     acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)),                       # Kulisch: exact
@@ -40,6 +45,11 @@ CASES = [
     acs.MAC("e3m4", "e3m4", FixedAcc(20, 12, overflow="wrap")),          # int16 operands (pmaddwd)
     acs.MAC("e2m3", "e4m3fn", FixedAcc(30, 20)),
     acs.MAC("e5m2", "e4m3fn", FixedAcc(60, 60)),                         # 32-bit values: the general path
+    acs.MAC(E5M1, "e4m3fn", FixedAcc(60, 24)),                           # int32 kernels, exact
+    acs.MAC(E5M1, E5M1, FixedAcc(20, 30, overflow="wrap")),              # int32 kernels, wraps
+    acs.MAC(E5M1, E5M1, FixedAcc(34, 30, overflow="wrap")),              # 64 bits: wraps with the int64
+    acs.MAC(E5M1, "e3m4", FixedAcc(40, 21, overflow="wrap")),            # binary64 runs of ~1400 products
+    acs.MAC(E5M1, E5M1, FixedAcc(60, 30)),                               # sums beyond int64: general
 ]
 
 
@@ -47,7 +57,7 @@ def case_id(mac):
     return mac.name
 
 
-@pytest.mark.parametrize("mac", CASES, ids=case_id)
+@pytest.mark.parametrize("mac", [m for m in CASES if m.a.bits <= 8 and m.b.bits <= 8], ids=case_id)
 @pytest.mark.parametrize("k", [1, 2])
 def test_every_code_pair(mac, k):
     """Every code of A against every code of B at k = 1 and 2: finite codes (the kernels), then
@@ -124,13 +134,17 @@ def test_buffers_join_as_the_general_path(pe_buffer, dataflow):
     all_paths_agree(mac, A, B, dataflow, rows=3, cols=5, buffer_acc=buffer)
 
 
-def test_int_operands_wider_than_int16():
-    """IntAcc with products beyond pmaddwd's reach (int8 x int8 pairs do fit; these formats'
-    values reach 2^15 .. 2^31 through FixedAcc grids) also match."""
+def test_wide_operands_long_chains():
+    """Registers wrapping at 2^64 and below, int16 operands into IntAcc (pair sums beyond int32),
+    and K of several binary64 runs (E5M1 x e3m4: runs of ~1400 products)."""
     rng = np.random.default_rng(5)
-    for mac in (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(63, 18, overflow="wrap")),
-                acs.MAC("e4m3fn", "e4m3fn", FixedAcc(46, 18, overflow="wrap"))):   # wraps at 2^64 .. below
-        A, B = codes(mac.a, (29, 300), rng), codes(mac.b, (300, 31), rng)
+    for mac, k in ((acs.MAC("e4m3fn", "e4m3fn", FixedAcc(46, 18, overflow="wrap")), 300),
+                   (acs.MAC(INT16, INT16, IntAcc(48)), 300),
+                   (acs.MAC(INT16, INT16, IntAcc(40, "saturate")), 300),
+                   (acs.MAC(INT16, "int8", IntAcc(20)), 300),
+                   (acs.MAC(E5M1, "e3m4", FixedAcc(40, 21, overflow="wrap")), 3000),
+                   (acs.MAC(E5M1, "e3m4", FixedAcc(60, 21)), 3000)):
+        A, B = codes(mac.a, (29, k), rng), codes(mac.b, (k, 31), rng)
         A[:3] = mac.a.encode(np.float64(mac.a.max))
         B[:, :3] = mac.b.encode(np.float64(mac.b.max))
         for df in ("os", "ws"):
@@ -161,11 +175,13 @@ def test_against_the_exact_model(pe_buffer, dataflow):
 
 @pytest.mark.parametrize("mac", [acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)),
                                  acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")),
-                                 acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap"))], ids=case_id)
+                                 acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap")),
+                                 acs.MAC(E5M1, "e4m3fn", FixedAcc(60, 24)), acs.MAC(INT16, INT16, IntAcc(48))],
+                         ids=case_id)
 def test_the_kernels_are_taken(mac):
     """The int32 kernels run (far faster than the general path), not the general step."""
     rng = np.random.default_rng(1)
-    A, B = acs.QTensor(codes(mac.a, (64, 96), rng), mac.a), acs.QTensor(codes(mac.b, (96, 64), rng), mac.b)
+    A, B = acs.QTensor(codes(mac.a, (128, 256), rng), mac.a), acs.QTensor(codes(mac.b, (256, 128), rng), mac.b)
     arr = acs.Array(32, 32, "ws", mac, threads=1)
 
     def best(reps):
