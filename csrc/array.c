@@ -888,7 +888,9 @@ static void fixed_rows(gemm_job *jb)
             } else if (jb->fixed.wide) {   /* the buffers hold int32 / int64 values (decode_part_w) */
                 const int32_t *rows32[MR];
                 for (int r = 0; r < MR; r++) rows32[r] = (const int32_t *)jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
-                acs_fixed_sum_wide(isa, rows32, (const int64_t *)jb->b_i16 + p * jb->kpair * NR, k, res);
+                const int64_t *panel64 = (const int64_t *)jb->b_i16 + p * jb->kpair * NR;
+                if (jb->fixed.mode == ACS_FIXED_SUM) acs_fixed_sum_wide(isa, rows32, panel64, k, res);
+                else acs_fixed_clamp_wide(isa, &jb->fixed, rows32, panel64, k, jb->tile, res);
             } else if (jb->fixed.mode == ACS_FIXED_SUM) acs_fixed_sum(isa, arows, panel, jb->kpair / 2, jb->fixed.chunk, res);
             else acs_fixed_clamp(isa, &jb->fixed, arows, panel, k, jb->tile, res);
             for (int64_t r = 0; r < mr; r++)

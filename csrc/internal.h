@@ -100,8 +100,8 @@ typedef struct {
     int64_t chunk;         /* pairs of products whose int32 sum cannot overflow */
     int64_t lo, hi;        /* CLAMP: the saturating register's bounds (the buffer shares them) */
     int64_t max_product;
-    int wide;              /* SUM over operands below 2^31, not int16 pairs: 1 acs_fixed_sum_wide (A int32,
-                              B panels int64), 2 acs_fixed_sum_f64 (both as doubles) */
+    int wide;              /* operands below 2^31, not int16 pairs: 1 acs_fixed_sum_wide / clamp_wide (A
+                              int32, B panels int64), 2 acs_fixed_sum_f64 (SUM; both as doubles) */
     int direct;            /* a FixedAcc output that is the kernel's int64 times `scale` (a power of two) */
     double scale;
 } acs_fixed_plan;
@@ -113,6 +113,8 @@ void acs_fixed_sum_wide(int isa, const int32_t *const arows[ACS_FX_MR], const in
                         int64_t out[ACS_FX_MR][ACS_FX_NR]);
 void acs_fixed_sum_f64(int isa, const double *const arows[ACS_FX_MR], const double *panel, int64_t k, int64_t chunk,
                        int64_t out[ACS_FX_MR][ACS_FX_NR]);
+void acs_fixed_clamp_wide(int isa, const acs_fixed_plan *plan, const int32_t *const arows[ACS_FX_MR],
+                          const int64_t *panel, int64_t k, int64_t tile, int64_t out[ACS_FX_MR][ACS_FX_NR]);
 void acs_fixed_clamp(int isa, const acs_fixed_plan *plan, const int16_t *const arows[ACS_FX_MR],
                      const int16_t *panel, int64_t k, int64_t tile, int64_t out[ACS_FX_MR][ACS_FX_NR]);
 typedef struct {

@@ -10,7 +10,7 @@
  * most `chunk` pairs (no int32 overflow), then into int64 lanes.  Operands of up to 31 bits
  * (FP8 values in units of their smallest step: e4m3fn up to 448 * 2^9) take the same sum from
  * exact products in int64 lanes (pmuldq), or from binary64 FMAs in runs short enough to be
- * exact when products are below 2^44.
+ * exact when products are below 2^44; their clamps run in int64 lanes on pmuldq products.
  * Clamp: a saturating register of at most 62 bits whose products are whole lsbs, in int64
  * lanes, clamped after every product in each output's k order, each tile's sum then joining
  * a saturating buffer of the same grid with one clamp, as the general step does.  Steps that
@@ -98,8 +98,9 @@ int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflo
         plan->shift = (int)s_out;
         return fixed_plan_done(out, plan, 1);
     }
-    if (pe->overflow == ACS_OVF_SATURATE && pe->kind != ACS_ACC_QUIRE && s == 0 && bits <= 62 && same && narrow) {
+    if (pe->overflow == ACS_OVF_SATURATE && pe->kind != ACS_ACC_QUIRE && s == 0 && bits <= 62 && same) {
         plan->mode = ACS_FIXED_CLAMP;
+        plan->wide = !narrow;   /* int32 operands: acs_fixed_clamp_wide (a partial plus a product < 2^63) */
         plan->hi = ((int64_t)1 << (bits - 1)) - 1;
         plan->lo = -plan->hi - 1;
         plan->direct = out->kind == ACS_ACC_FIXED;   /* the register itself, below 2^62 */
@@ -746,6 +747,117 @@ static void clamp32_avx512(const acs_fixed_plan *pl, const int16_t *const arows[
 }
 #undef CLAMP32_BODY
 #endif
+
+/* Clamp over int32 operands (A rows of k values, B panels of NR int64 values per k): products
+ * exact in int64 lanes (pmuldq), each row's 16 outputs clamped after every step, steps that
+ * cannot reach a bound (free_steps) added unclamped. */
+static void clamp_wide_portable(const acs_fixed_plan *pl, const int32_t *const arows[FX_MR], const int64_t *panel,
+                                int64_t k, int64_t tile, int64_t out[FX_MR][FX_NR])
+{
+    for (int r = 0; r < FX_MR; r++)
+        for (int j = 0; j < FX_NR; j++) {
+            int64_t total = 0;
+            for (int64_t t0 = 0; t0 < k; t0 += tile) {
+                int64_t t1 = k - t0 < tile ? k : t0 + tile, part = 0;
+                for (int64_t kk = t0; kk < t1; kk++)
+                    part = clamp64(part + (int64_t)arows[r][kk] * panel[kk * FX_NR + j], pl->lo, pl->hi);
+                total = clamp64(total + part, pl->lo, pl->hi);
+            }
+            out[r][j] = total;
+        }
+}
+
+#ifdef FX_X86
+__attribute__((target("avx2")))
+static void clamp_wide_avx2(const acs_fixed_plan *pl, const int32_t *const arows[FX_MR], const int64_t *panel,
+                            int64_t k, int64_t tile, int64_t out[FX_MR][FX_NR])
+{
+    const __m256i lo = _mm256_set1_epi64x(pl->lo), hi = _mm256_set1_epi64x(pl->hi);
+    for (int r = 0; r < FX_MR; r++) {
+        const int32_t *a = arows[r];
+        __m256i total[4], part[4];
+        for (int h = 0; h < 4; h++) total[h] = _mm256_setzero_si256();
+        for (int64_t t0 = 0; t0 < k; t0 += tile) {
+            int64_t t1 = k - t0 < tile ? k : t0 + tile, kk = t0;
+            for (int h = 0; h < 4; h++) part[h] = _mm256_setzero_si256();
+            while (kk < t1) {
+                int64_t lanes[FX_NR], big = 0;
+                for (int h = 0; h < 4; h++) _mm256_storeu_si256((__m256i *)(lanes + 4 * h), part[h]);
+                for (int j = 0; j < FX_NR; j++) {
+                    int64_t v = lanes[j] < 0 ? -lanes[j] : lanes[j];
+                    big = v > big ? v : big;
+                }
+                int64_t limit = free_steps(pl, big);
+                if (limit > t1 - kk) limit = t1 - kk;
+                int clamp = limit < 2;
+                int64_t end = kk + (clamp ? (t1 - kk < 8 ? t1 - kk : 8) : limit);
+                for (; kk < end; kk++) {
+                    __m256i x = _mm256_set1_epi32(a[kk]);
+                    for (int h = 0; h < 4; h++) {
+                        __m256i v = _mm256_add_epi64(part[h], _mm256_mul_epi32(x, _mm256_loadu_si256((const __m256i *)(panel + kk * FX_NR + 4 * h))));
+                        if (clamp) {
+                            v = _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+                            v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+                        }
+                        part[h] = v;
+                    }
+                }
+            }
+            for (int h = 0; h < 4; h++) {
+                __m256i v = _mm256_add_epi64(total[h], part[h]);
+                v = _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+                total[h] = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+            }
+        }
+        for (int h = 0; h < 4; h++) _mm256_storeu_si256((__m256i *)(out[r] + 4 * h), total[h]);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void clamp_wide_avx512(const acs_fixed_plan *pl, const int32_t *const arows[FX_MR], const int64_t *panel,
+                              int64_t k, int64_t tile, int64_t out[FX_MR][FX_NR])
+{
+    const __m512i lo = _mm512_set1_epi64(pl->lo), hi = _mm512_set1_epi64(pl->hi);
+    for (int r = 0; r < FX_MR; r++) {
+        const int32_t *a = arows[r];
+        __m512i total[2], part[2];
+        total[0] = total[1] = _mm512_setzero_si512();
+        for (int64_t t0 = 0; t0 < k; t0 += tile) {
+            int64_t t1 = k - t0 < tile ? k : t0 + tile, kk = t0;
+            part[0] = part[1] = _mm512_setzero_si512();
+            while (kk < t1) {
+                int64_t big = _mm512_reduce_max_epi64(_mm512_max_epi64(_mm512_abs_epi64(part[0]), _mm512_abs_epi64(part[1])));
+                int64_t limit = free_steps(pl, big);
+                if (limit > t1 - kk) limit = t1 - kk;
+                int clamp = limit < 2;
+                int64_t end = kk + (clamp ? (t1 - kk < 8 ? t1 - kk : 8) : limit);
+                for (; kk < end; kk++) {
+                    __m512i x = _mm512_set1_epi32(a[kk]);
+                    for (int h = 0; h < 2; h++) {
+                        __m512i v = _mm512_add_epi64(part[h], _mm512_mul_epi32(x, _mm512_loadu_si512((const void *)(panel + kk * FX_NR + 8 * h))));
+                        part[h] = clamp ? _mm512_max_epi64(_mm512_min_epi64(v, hi), lo) : v;
+                    }
+                }
+            }
+            for (int h = 0; h < 2; h++)
+                total[h] = _mm512_max_epi64(_mm512_min_epi64(_mm512_add_epi64(total[h], part[h]), hi), lo);
+        }
+        _mm512_storeu_si512((void *)out[r], total[0]);
+        _mm512_storeu_si512((void *)(out[r] + 8), total[1]);
+    }
+}
+#endif
+
+void acs_fixed_clamp_wide(int isa, const acs_fixed_plan *plan, const int32_t *const arows[FX_MR],
+                          const int64_t *panel, int64_t k, int64_t tile, int64_t out[FX_MR][FX_NR])
+{
+#ifdef FX_X86
+    if (isa == 2) { clamp_wide_avx512(plan, arows, panel, k, tile, out); return; }
+    if (isa == 1) { clamp_wide_avx2(plan, arows, panel, k, tile, out); return; }
+#endif
+    (void)isa;
+    clamp_wide_portable(plan, arows, panel, k, tile, out);
+}
 
 void acs_fixed_clamp(int isa, const acs_fixed_plan *plan, const int16_t *const arows[FX_MR],
                      const int16_t *panel, int64_t k, int64_t tile, int64_t out[FX_MR][FX_NR])

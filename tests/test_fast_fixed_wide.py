@@ -32,13 +32,13 @@ CASES = [
     acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")),      # wraps after a few products
     acs.MAC("e4m3fn", "e4m3fn", FixedAcc(12, 30, overflow="wrap")),      # products 2^12 lsbs
     acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 20)),                       # saturate, provably never
-    acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 18)),                       # saturates: the general path
+    acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 18)),                       # saturates: clamped in int64 lanes
     acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 9)),                        # off the grid: the general path
     acs.MAC("e4m3", "e4m3", FixedAcc(30, 30, overflow="wrap")),
     acs.MAC("e4m3fnuz", "e4m3fn", FixedAcc(40, 40)),
     acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap")),         # really wraps
     acs.MAC("e4m3fn", "int8", FixedAcc(40, 9)),
-    acs.MAC("int8", "e4m3fn", FixedAcc(12, 9)),                          # saturates: the general path
+    acs.MAC("int8", "e4m3fn", FixedAcc(12, 9)),                          # saturates
     acs.MAC("e4m3fn", "e2m1", FixedAcc(16, 10, overflow="wrap")),
     acs.MAC("e2m1", "e4m3fn", FixedAcc(30, 10)),
     acs.MAC("e3m4", "e4m3fn", FixedAcc(30, 20, overflow="wrap")),
@@ -50,6 +50,8 @@ CASES = [
     acs.MAC(E5M1, E5M1, FixedAcc(34, 30, overflow="wrap")),              # 64 bits: wraps with the int64
     acs.MAC(E5M1, "e3m4", FixedAcc(40, 21, overflow="wrap")),            # binary64 runs of ~1400 products
     acs.MAC(E5M1, E5M1, FixedAcc(60, 30)),                               # sums beyond int64: general
+    acs.MAC(E5M1, "e4m3fn", FixedAcc(30, 24)),                           # 54 bits, saturates
+    acs.MAC(E5M1, E5M1, FixedAcc(40, 30)),                               # 70 bits, can saturate: general
 ]
 
 
@@ -120,6 +122,8 @@ BUFFERS = [  # PE, buffer
     (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")), FixedAcc(30, 18, overflow="wrap")),
     (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 20)), FixedAcc(40, 20, overflow="wrap")),
     (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 20)), acs.FloatAcc(8, 23)),
+    (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 18)), FixedAcc(24, 18)),                 # clamped, same buffer
+    (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 18)), FixedAcc(30, 18)),                 # wider buffer: general
 ]
 
 
@@ -143,9 +147,11 @@ def test_wide_operands_long_chains():
                    (acs.MAC(INT16, INT16, IntAcc(40, "saturate")), 300),
                    (acs.MAC(INT16, "int8", IntAcc(20)), 300),
                    (acs.MAC(E5M1, "e3m4", FixedAcc(40, 21, overflow="wrap")), 3000),
-                   (acs.MAC(E5M1, "e3m4", FixedAcc(60, 21)), 3000)):
+                   (acs.MAC(E5M1, "e3m4", FixedAcc(60, 21)), 3000),
+                   (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 18)), 3000)):   # saturates and comes back
         A, B = codes(mac.a, (29, k), rng), codes(mac.b, (k, 31), rng)
         A[:3] = mac.a.encode(np.float64(mac.a.max))
+        A[3, : k // 2], A[3, k // 2:] = mac.a.encode(np.float64(mac.a.max)), mac.a.encode(-np.float64(mac.a.max))
         B[:, :3] = mac.b.encode(np.float64(mac.b.max))
         for df in ("os", "ws"):
             all_paths_agree(mac, A, B, df, rows=8, cols=4, threads=(1, 2))
@@ -153,6 +159,8 @@ def test_wide_operands_long_chains():
 
 @pytest.mark.parametrize("pe_buffer", [(acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")), None),
                                        (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)), None),
+                                       (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 18)), None),
+                                       (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 18)), FixedAcc(24, 18)),
                                        (acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap")), None),
                                        (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 20)), FixedAcc(35, 22))],
                          ids=lambda x: x[0].name if isinstance(x, tuple) else str(x))
@@ -176,7 +184,8 @@ def test_against_the_exact_model(pe_buffer, dataflow):
 @pytest.mark.parametrize("mac", [acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)),
                                  acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")),
                                  acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap")),
-                                 acs.MAC(E5M1, "e4m3fn", FixedAcc(60, 24)), acs.MAC(INT16, INT16, IntAcc(48))],
+                                 acs.MAC(E5M1, "e4m3fn", FixedAcc(60, 24)), acs.MAC(INT16, INT16, IntAcc(48)),
+                                 acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 18)), acs.MAC(E5M1, "e4m3fn", FixedAcc(30, 24))],
                          ids=case_id)
 def test_the_kernels_are_taken(mac):
     """The int32 kernels run (far faster than the general path), not the general step."""
