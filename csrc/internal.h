@@ -103,6 +103,7 @@ typedef struct {
     int wide;              /* operands below 2^31, not int16 pairs: 1 acs_fixed_sum_wide / clamp_wide (A
                               int32, B panels int64), 2 acs_fixed_sum_f64 (SUM; both as doubles) */
     int direct;            /* a FixedAcc output that is the kernel's int64 times `scale` (a power of two) */
+    int wrap64;            /* a wrapping FixedAcc output of at most 64 bits, wrapped in uint64, times `scale` */
     double scale;
 } acs_fixed_plan;
 int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflow, int64_t k, int64_t tile,

@@ -52,6 +52,10 @@ static int fixed_plan_done(const acs_acc *out, acs_fixed_plan *plan, int exact)
     int bits = out->grid.total_bits, shift = plan->mode == ACS_FIXED_SUM ? plan->shift : 0;
     plan->direct = out->kind == ACS_ACC_FIXED && (exact || bits - shift >= 64);
     plan->scale = plan->direct ? ldexp(1.0, shift - out->grid.frac_bits) : 0.0;
+    /* A FixedAcc of at most 64 bits that wraps: the int64 shifted and wrapped in 64 bits, then
+     * rounded once to binary64 (rne, by the conversion) times 2^-frac_bits. */
+    plan->wrap64 = !plan->direct && out->kind == ACS_ACC_FIXED && bits <= 64 && shift < bits;
+    if (plan->wrap64) plan->scale = ldexp(1.0, -out->grid.frac_bits);
     return ACS_FAST_FIXED;
 }
 
@@ -172,6 +176,18 @@ void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, 
 {
     if (plan->direct) {
         *out = (double)sum * plan->scale;
+        return;
+    }
+    if (plan->wrap64) {
+        int bits = acc->grid.total_bits;
+        uint64_t u = (uint64_t)sum << plan->shift;
+        if (bits < 64) {
+            uint64_t mask = (1ULL << bits) - 1;
+            u = (u >> (bits - 1)) & 1 ? u | ~mask : u & mask;
+        }
+        int64_t reg;
+        memcpy(&reg, &u, sizeof reg);   /* two's complement, without an out-of-range conversion */
+        *out = (double)reg * plan->scale;
         return;
     }
     acs_i128 reg = sum;
