@@ -833,33 +833,42 @@ __attribute__((target("avx512f")))
 static void clamp_wide_avx512(const acs_fixed_plan *pl, const int32_t *const arows[FX_MR], const int64_t *panel,
                               int64_t k, int64_t tile, int64_t out[FX_MR][FX_NR])
 {
+    /* The MR rows together (B loaded once per step): free runs are bounded by the largest
+     * partial of the block, which is no more than each row's own bound allows. */
     const __m512i lo = _mm512_set1_epi64(pl->lo), hi = _mm512_set1_epi64(pl->hi);
-    for (int r = 0; r < FX_MR; r++) {
-        const int32_t *a = arows[r];
-        __m512i total[2], part[2];
-        total[0] = total[1] = _mm512_setzero_si512();
-        for (int64_t t0 = 0; t0 < k; t0 += tile) {
-            int64_t t1 = k - t0 < tile ? k : t0 + tile, kk = t0;
-            part[0] = part[1] = _mm512_setzero_si512();
-            while (kk < t1) {
-                int64_t big = _mm512_reduce_max_epi64(_mm512_max_epi64(_mm512_abs_epi64(part[0]), _mm512_abs_epi64(part[1])));
-                int64_t limit = free_steps(pl, big);
-                if (limit > t1 - kk) limit = t1 - kk;
-                int clamp = limit < 2;
-                int64_t end = kk + (clamp ? (t1 - kk < 8 ? t1 - kk : 8) : limit);
-                for (; kk < end; kk++) {
-                    __m512i x = _mm512_set1_epi32(a[kk]);
-                    for (int h = 0; h < 2; h++) {
-                        __m512i v = _mm512_add_epi64(part[h], _mm512_mul_epi32(x, _mm512_loadu_si512((const void *)(panel + kk * FX_NR + 8 * h))));
-                        part[h] = clamp ? _mm512_max_epi64(_mm512_min_epi64(v, hi), lo) : v;
-                    }
+    __m512i total[FX_MR][2], part[FX_MR][2];
+    for (int r = 0; r < FX_MR; r++) total[r][0] = total[r][1] = _mm512_setzero_si512();
+    for (int64_t t0 = 0; t0 < k; t0 += tile) {
+        int64_t t1 = k - t0 < tile ? k : t0 + tile, kk = t0;
+        for (int r = 0; r < FX_MR; r++) part[r][0] = part[r][1] = _mm512_setzero_si512();
+        while (kk < t1) {
+            __m512i m = _mm512_setzero_si512();
+            for (int r = 0; r < FX_MR; r++)
+                m = _mm512_max_epi64(m, _mm512_max_epi64(_mm512_abs_epi64(part[r][0]), _mm512_abs_epi64(part[r][1])));
+            int64_t limit = free_steps(pl, _mm512_reduce_max_epi64(m));
+            if (limit > t1 - kk) limit = t1 - kk;
+            int clamp = limit < 2;
+            int64_t end = kk + (clamp ? (t1 - kk < 8 ? t1 - kk : 8) : limit);
+            for (; kk < end; kk++) {
+                __m512i b0 = _mm512_loadu_si512((const void *)(panel + kk * FX_NR));
+                __m512i b1 = _mm512_loadu_si512((const void *)(panel + kk * FX_NR + 8));
+                _Pragma("GCC unroll 4")
+                for (int r = 0; r < FX_MR; r++) {
+                    __m512i x = _mm512_set1_epi32(arows[r][kk]);
+                    __m512i v0 = _mm512_add_epi64(part[r][0], _mm512_mul_epi32(x, b0));
+                    __m512i v1 = _mm512_add_epi64(part[r][1], _mm512_mul_epi32(x, b1));
+                    part[r][0] = clamp ? _mm512_max_epi64(_mm512_min_epi64(v0, hi), lo) : v0;
+                    part[r][1] = clamp ? _mm512_max_epi64(_mm512_min_epi64(v1, hi), lo) : v1;
                 }
             }
-            for (int h = 0; h < 2; h++)
-                total[h] = _mm512_max_epi64(_mm512_min_epi64(_mm512_add_epi64(total[h], part[h]), hi), lo);
         }
-        _mm512_storeu_si512((void *)out[r], total[0]);
-        _mm512_storeu_si512((void *)(out[r] + 8), total[1]);
+        for (int r = 0; r < FX_MR; r++)
+            for (int h = 0; h < 2; h++)
+                total[r][h] = _mm512_max_epi64(_mm512_min_epi64(_mm512_add_epi64(total[r][h], part[r][h]), hi), lo);
+    }
+    for (int r = 0; r < FX_MR; r++) {
+        _mm512_storeu_si512((void *)out[r], total[r][0]);
+        _mm512_storeu_si512((void *)(out[r] + 8), total[r][1]);
     }
 }
 #endif
