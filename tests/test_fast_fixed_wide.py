@@ -187,6 +187,7 @@ def test_against_the_exact_model(pe_buffer, dataflow):
                                  acs.MAC(E5M1, "e4m3fn", FixedAcc(60, 24)), acs.MAC(INT16, INT16, IntAcc(48)),
                                  acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 18)), acs.MAC(E5M1, "e4m3fn", FixedAcc(30, 24))],
                          ids=case_id)
+@pytest.mark.slow   # timed, so run by hand on a quiet machine (`pytest -m slow`), never in CI
 def test_the_kernels_are_taken(mac):
     """The int32 kernels run (far faster than the general path), not the general step."""
     rng = np.random.default_rng(1)
