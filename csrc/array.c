@@ -808,6 +808,8 @@ static inline __attribute__((always_inline))
 void block64_block(const exact64_grid *g, int mode, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4])
 {
     exact64_vconst c = exact64_vconst_of(g);
+    int cheap = mode & EXACT64_CHEAP;
+    mode &= ~EXACT64_CHEAP;
     vd4 total[MR][NR / 4], part[MR][NR / 4];
     block64_clear(total, bad);
     for (int64_t t0 = 0; t0 < w->k; t0 += w->tile) {
@@ -831,7 +833,11 @@ void block64_block(const exact64_grid *g, int mode, const block64_args *w, doubl
                         const float *bp = w->panel + kk * NR + 4 * q;
                         sum += vtrunc(vd(w->arows[r][kk]) * (vd4){ bp[0], bp[1], bp[2], bp[3] } * up);
                     }
-                    part[r][q] = exact64_add(&c, mode, vd(0.0), sum * down, NULL);
+                    if (cheap) {   /* sums reaching max's binade are left to the general step */
+                        vi4 seen = vi(0);
+                        part[r][q] = exact64_add_cheap(&c, mode, vd(0.0), sum * down, &seen);
+                        bad[r][q] |= ~(vi4)((vd4)seen < c.lim);
+                    } else part[r][q] = exact64_add(&c, mode, vd(0.0), sum * down, NULL);
                 }
         }
         block64_join(&c, mode, w->chain_only, total, part, bad);
@@ -843,9 +849,13 @@ void block64_block(const exact64_grid *g, int mode, const block64_args *w, doubl
 #define BLOCK64_KERNEL(name, attr, body)                                                               \
     attr static void name(const exact64_grid *g, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4]) \
     {                                                                                                   \
-        switch (g->mode) {                                                                              \
+        int ch = g->cheap ? EXACT64_CHEAP : 0;   /* block sums rounded by exact64_add_cheap */        \
+        switch (g->mode | ch) {                                                                         \
         case ACS_RUP: body(g, ACS_RUP, w, out, bad); break;                                             \
         case ACS_RTZ: body(g, ACS_RTZ, w, out, bad); break;                                             \
+        case ACS_RUP | EXACT64_CHEAP: body(g, ACS_RUP | EXACT64_CHEAP, w, out, bad); break;             \
+        case ACS_RTZ | EXACT64_CHEAP: body(g, ACS_RTZ | EXACT64_CHEAP, w, out, bad); break;             \
+        case ACS_RNE | EXACT64_CHEAP: body(g, ACS_RNE | EXACT64_CHEAP, w, out, bad); break;             \
         default: body(g, ACS_RNE, w, out, bad);                                                         \
         }                                                                                               \
     }
@@ -861,6 +871,8 @@ static inline __attribute__((always_inline, target("avx2,fma")))
 void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4])
 {
     exact64_vconst c = exact64_vconst_of(g);
+    int cheap = mode & EXACT64_CHEAP;
+    mode &= ~EXACT64_CHEAP;
     const vi4 sign = vi(INT64_MIN);
     vd4 total[MR][NR / 4], part[MR][NR / 4];
     block64_clear(total, bad);
@@ -903,8 +915,15 @@ void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double
                         sum[q] = _mm_add_epi32(sum[q], _mm256_cvttpd_epi32(_mm256_mul_pd(_mm256_mul_pd(av, bd[kk - b0][q]), up[q])));
                 }
                 for (int q = 0; q < NR / 4; q++) {
-                    part[r][q] = exact64_add(&c, mode, vd(0.0), (vd4)_mm256_cvtepi32_pd(sum[q]) * down[q], NULL);
-                    bad[r][q] |= ~(vi4)((vd4)((vi4)part[r][q] & ~sign) <= vd(1.7976931348623157e308));
+                    vd4 t = (vd4)_mm256_cvtepi32_pd(sum[q]) * down[q];
+                    if (cheap) {   /* sums reaching max's binade are left to the general step */
+                        vi4 seen = vi(0);
+                        part[r][q] = exact64_add_cheap(&c, mode, vd(0.0), t, &seen);
+                        bad[r][q] |= ~(vi4)((vd4)seen < c.lim);
+                    } else {
+                        part[r][q] = exact64_add(&c, mode, vd(0.0), t, NULL);
+                        bad[r][q] |= ~(vi4)((vd4)((vi4)part[r][q] & ~sign) <= vd(1.7976931348623157e308));
+                    }
                 }
             }
         }
@@ -1007,6 +1026,10 @@ static void gemm_rows_fast(gemm_job *jb)
     g.kp = (uint64_t)jb->kp;
     g.proven = jb->ctx->exact_sums;
     if (jb->fast == ACS_FAST_EXACT64) exact64_cheap_of(jb->ctx, &g);
+    else if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.grid.emax - mac->acc.grid.man_bits <= 971) {
+        g.lim = ldexp(1.0, ilogb(g.max));   /* a block sum is one binary64 value: range only */
+        g.cheap = 1;
+    }
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {

@@ -192,3 +192,40 @@ def test_inexact_binary64_sums(mode):
     A, B = rng.choice(vals, (10, 33)), rng.choice(vals, (33, 20))
     for dataflow in ("os", "ws", "is"):
         gemm_all_ways(mac, A, B, dataflow, rows=4, threads=(1, 2))
+
+
+TENSOR_CORES = [("h100", "e4m3", "fp32"), ("h100", "e5m2", "fp16"), ("ada", "e4m3", "fp16"),
+                ("a100", "fp16", "fp32"), ("a100", "bf16", "fp16"), ("v100", "fp16", "fp32"),
+                ("h100", "fp16", "fp16")]
+
+
+@pytest.mark.parametrize("gpu,informat,out", TENSOR_CORES)
+def test_tensor_core_block_sums(gpu, informat, out):
+    """BlockFMA (block64, block sums rounded by exact64_add_cheap): random codes with specials,
+    finite ones spanning the format (fp16 outputs overflow), odd shapes, small arrays, threads."""
+    mac = acs.presets.tensor_core(gpu, informat, out)
+    f = mac.a
+    rng = np.random.default_rng(zlib.crc32(f"{gpu} {informat} {out}".encode()))
+    c = f.all_codes().astype(f.code_dtype)
+    vals = f.decode(c)
+    pools = [c, c[np.isfinite(vals)], c[np.isfinite(vals) & (np.abs(vals) <= 4)]]
+    for pool in pools:
+        for dataflow in ("os", "ws", "is"):
+            m, k, n = (int(x) for x in rng.integers(1, 70, 3))
+            A, B = rng.choice(pool, (m, k)), rng.choice(pool, (k, n))
+            gemm_all_ways(mac, A, B, dataflow, rows=int(rng.integers(1, 9)), threads=(1, 2, 3))
+
+
+@pytest.mark.parametrize("gpu,informat", [("h100", "e4m3"), ("ada", "e5m2"), ("a100", "fp16")])
+def test_tensor_core_fp16_top_binade(gpu, informat):
+    """fp16 outputs whose block sums land near 65504: in the top binade, just past max (IEEE
+    rounds some to 65504, others to inf) and beyond it."""
+    mac = acs.presets.tensor_core(gpu, informat, "fp16")
+    f = mac.a
+    rng = np.random.default_rng(11)
+    vals = f.encode(np.array([256.0, 240.0, 224.0, 128.0, 120.0, 64.0, 16.0, 8.0, 1.0, 0.5, -1.0, -16.0, 0.0]))
+    for k in (1, 2, 3, 40):
+        A, B = rng.choice(vals, (23, k)), rng.choice(vals, (k, 37))
+        for dataflow in ("os", "ws"):
+            got = gemm_all_ways(mac, A, B, dataflow, rows=4, threads=(1, 2))
+            assert np.any(np.abs(got[np.isfinite(got)]) >= 32768) or k == 40
