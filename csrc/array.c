@@ -394,6 +394,7 @@ static inline __attribute__((always_inline)) vu4 exact64_vmix(vu4 z)
 #define EXACT64_STEP 0xAEF17502108EF2D9ULL   /* acs_rand32's step multiplier */
 #define EXACT64_PROVEN 16                    /* ORed into rna/rto/sr: sums need no exactness check */
 #define EXACT64_CHEAP 32                     /* ORed into rne/directed: exact64_add_cheap */
+#define EXACT64_NOCLAMP 64                   /* exact64_add_cheap: sums below 2^emin are on the grid */
 
 /* sr: the hash state of output (i0 + r, j0 + c) after acs_rand32's first two rounds (lanes
  * past the matrix take a neighbour's; their results are never stored). */
@@ -506,18 +507,21 @@ static inline __attribute__((always_inline))
 vd4 exact64_add_cheap(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *seen)
 {
     const vi4 sign = vi(INT64_MIN);
+    int clamp = !(mode & EXACT64_NOCLAMP);
+    mode &= ~EXACT64_NOCLAMP;
     vd4 s = x + p;
     vi4 sb = (vi4)s, eb = sb & vi(0x7FF0000000000000);
     *seen = vmax(*seen, eb);
     if (mode == ACS_RDN) sb |= (vi4)(s == vd(0.0)) & ((vi4)x | (vi4)p) & sign;
     /* wraps only where s >= lim (those lanes are left); else positive, ordered as doubles */
-    vd4 big = (vd4)vmax((vi4)((vu4)eb + c->big_k), (vi4)c->big_min);
-    vd4 r = (s + big) - big;
+    vd4 big = (vd4)((vu4)eb + c->big_k);
+    if (clamp) big = (vd4)vmax((vi4)big, (vi4)c->big_min);
+    vd4 a = mode == ACS_RTZ ? (vd4)(sb & ~sign) : s;   /* rtz: the magnitude, rounded down */
+    vd4 r = (a + big) - big;
     if (mode != ACS_RNE) {
         vd4 sp = (vd4)((vu4)big - c->big_unit);   /* the spacing */
         if (mode == ACS_RUP) r = r + (vd4)((vi4)sp & (vi4)(r < s));
-        else if (mode == ACS_RDN) r = r - (vd4)((vi4)sp & (vi4)(r > s));
-        else r = r - (vd4)(((vi4)sp | (sb & sign)) & (vi4)((vd4)((vi4)r & ~sign) > (vd4)(sb & ~sign)));
+        else r = r - (vd4)((vi4)sp & (vi4)(r > a));
     }
     return (vd4)((vi4)r | (sb & sign));          /* a zero keeps the sum's sign */
 }
@@ -535,8 +539,8 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
     exact64_vconst c = exact64_vconst_of(g);
     vd4 total[MR][NR / 4], part[MR][NR / 4];
     vi4 seen[NR / 4];   /* exact64_add_cheap's, shared by the rows */
-    int cheap = mode & EXACT64_CHEAP;
-    mode &= ~EXACT64_CHEAP;
+    int cheap = mode & EXACT64_CHEAP, cmode = mode & ~EXACT64_CHEAP;   /* cmode: exact64_add_cheap's */
+    mode &= ~(EXACT64_CHEAP | EXACT64_NOCLAMP);
     for (int q = 0; q < NR / 4; q++) seen[q] = vi(0);
     vu4 hz = { 0, 0, 0, 0 };   /* sr: hash input of the step (lane state + step * multiplier) */
     for (int r = 0; r < MR; r++)
@@ -559,7 +563,7 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
                         memcpy(&hz, g->lanes + r * NR + 4 * q, sizeof hz);
                         hz += hstep;
                     }
-                    part[r][q] = cheap ? exact64_add_cheap(&c, mode, part[r][q], av * b[q], &seen[q])
+                    part[r][q] = cheap ? exact64_add_cheap(&c, cmode, part[r][q], av * b[q], &seen[q])
                         : exact64_add_sr(&c, mode, part[r][q], av * b[q], &bad[r][q], hz);
                 }
             }
@@ -572,7 +576,7 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
                     hz += hstep;
                 }
                 total[r][q] = chain_only ? part[r][q]
-                    : cheap ? exact64_add_cheap(&c, mode, total[r][q], part[r][q], &seen[q])
+                    : cheap ? exact64_add_cheap(&c, cmode, total[r][q], part[r][q], &seen[q])
                     : exact64_add_sr(&c, mode, total[r][q], part[r][q], &bad[r][q], hz);
             }
     }
@@ -589,8 +593,9 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
     (g->proven ? exact64_block(g, (m) | EXACT64_PROVEN, arows, panel, k, tile, chain_only, out, bad)  \
                : exact64_block(g, (m), arows, panel, k, tile, chain_only, out, bad))
 #define EXACT64_WIDE(m)                                                                           \
-    (g->cheap ? exact64_block(g, (m) | EXACT64_CHEAP, arows, panel, k, tile, chain_only, out, bad)       \
-              : exact64_block(g, (m), arows, panel, k, tile, chain_only, out, bad))
+    (g->cheap == 2 ? exact64_block(g, (m) | EXACT64_CHEAP | EXACT64_NOCLAMP, arows, panel, k, tile, chain_only, out, bad) \
+     : g->cheap ? exact64_block(g, (m) | EXACT64_CHEAP, arows, panel, k, tile, chain_only, out, bad)                      \
+     : exact64_block(g, (m), arows, panel, k, tile, chain_only, out, bad))
 #define EXACT64_KERNEL(name, attr)                                                                      \
     attr static void name(const exact64_grid *g, const float *arows[MR], const float *panel, int64_t k,     \
                           int64_t tile, int chain_only, double out[MR][NR], vi4 bad[MR][NR / 4])         \
@@ -744,7 +749,9 @@ static void exact64_cheap_of(const acs_mac_ctx *ctx, exact64_grid *g)
     if ((m != ACS_RNE && m != ACS_RUP && m != ACS_RDN && m != ACS_RTZ) || gr->emax - gr->man_bits > 971) return;
     int top = ilogb(g->max), lo = value_lsb(ctx->fa, mac->a.bits) + value_lsb(ctx->fb, mac->b.bits);
     g->lim = ldexp(1.0, lo + 53 < top ? lo + 53 : top);
-    g->cheap = 1;
+    /* Subnormal spacing at or below 2^lo: sums below 2^emin (multiples of 2^lo) are on the grid,
+     * and their own exponent's spacing, finer still, leaves them as they are: no clamp. */
+    g->cheap = gr->emin - gr->man_bits <= lo ? 2 : 1;
 }
 
 /* BlockFMA (ACS_FAST_BLOCK64): per block, the alignment exponent E is the largest of the

@@ -229,3 +229,22 @@ def test_tensor_core_fp16_top_binade(gpu, informat):
         for dataflow in ("os", "ws"):
             got = gemm_all_ways(mac, A, B, dataflow, rows=4, threads=(1, 2))
             assert np.any(np.abs(got[np.isfinite(got)]) >= 32768) or k == 40
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_subnormal_sums_on_the_grid(mode):
+    """Products' last bits at or above the grid's subnormal spacing (e3m2: 2^-8; FloatAcc(4,3):
+    2^-9, (4,2): 2^-8): subnormal sums are already on the grid (no spacing clamp), and the
+    clamped kernel next to them ((3,4): 2^-6)."""
+    f = acs.formats.get("e3m2")
+    c = f.all_codes().astype(f.code_dtype)
+    small = c[np.abs(f.decode(c)) <= 0.25]
+    rng = np.random.default_rng(12)
+    for acc in (acs.FloatAcc(4, 3, mode), acs.FloatAcc(4, 2, mode), acs.FloatAcc(3, 4, mode),
+                acs.FloatAcc(4, 3, mode, overflow="saturate")):
+        mac = acs.MAC(f, f, acc)
+        gemm_all_ways(mac, c[:, None], c[None, :], "os")
+        A, B = rng.choice(small, (13, 40)), rng.choice(small, (40, 18))
+        for dataflow in ("os", "ws", "is"):
+            got = gemm_all_ways(mac, A, B, dataflow, rows=7, threads=(1, 2))
+            assert np.any((got != 0) & (np.abs(got) < 2.0 ** acc.emin))   # subnormals reached
