@@ -496,13 +496,15 @@ vd4 exact64_add_sr(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact
 }
 
 /* rne and directed, short form (EXACT64_CHEAP): every operand and sum is a multiple of 2^lo,
- * lo the products' least exponent (the grid's spacings at or above it keep that; finer ones
- * leave such sums unrounded), so a binary64 sum below 2^(lo + 53) is exact, and one below
- * 2^emax <= max needs no overflow handling.  The largest power of two at or below |s| (its
- * exponent field; inf for inf and NaN) is kept in *seen (the largest: as integers); lanes that reach `lim` are left to
- * the general step.  The rounding: big = 1.5 * 2^52 spacings, from s's exponent (at least the
- * subnormal spacing's), so (s + big) - big is s to the nearest multiple of the spacing (even
- * on ties; |s| < 2^51 spacings: man_bits <= 50); directed modes step by one spacing. */
+ * lo the products' least last-bit exponent (the grid's spacings at or above it keep that;
+ * finer ones leave such sums unrounded), so a binary64 sum below 2^(lo + 53) is exact, and one
+ * below 2^emax <= max needs no overflow handling.  The largest power of two at or below |s|
+ * (its exponent field; inf for inf and NaN) is kept in *seen (a max as integers); lanes that
+ * reach the grid's `lim` are left to the general step.  The rounding: big = 1.5 * 2^52
+ * spacings, the spacing from s's exponent (clamped to the subnormal spacing unless
+ * EXACT64_NOCLAMP), so (s + big) - big is s to the nearest multiple of the spacing (even on
+ * ties; |s| < 2^51 spacings: man_bits <= 50); rup and rdn step by one spacing, rtz rounds the
+ * magnitude down. */
 static inline __attribute__((always_inline))
 vd4 exact64_add_cheap(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *seen)
 {
@@ -767,7 +769,6 @@ static inline __attribute__((always_inline)) vd4 vtrunc(vd4 x)   /* |x| < 2^51 *
     r = r - (vd4)(((vi4)vd(1.0) | ((vi4)x & sign)) & (vi4)((vd4)((vi4)r & ~sign) > (vd4)((vi4)x & ~sign)));
     return (vd4)((vi4)r | ((vi4)x & sign));
 }
-
 
 typedef struct {
     const float *const *arows;
