@@ -1014,20 +1014,6 @@ static void gemm_rows_fast(gemm_job *jb)
                            vi4 (*)[NR / 4]) = exact64_block_portable;
     void (*block_kernel)(const exact64_grid *, const block64_args *, double (*)[NR], vi4 (*)[NR / 4])
         = block64_block_portable;
-#ifdef ACS_X86
-    if (avx2) {
-        fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
-        block_kernel = block64_block_avx2;
-        if (have_avx512dq())
-            exact64_kernel = exact64_block_avx512;
-        if (jb->fast == ACS_FAST_EXACT64 && jb->ctx->exact_sums && f16c_range_ok(jb->ctx))
-            exact64_kernel = exact64_block_f16c;
-        int bits = 0;
-        while ((1 << bits) < mac->acc.terms + 1) bits++;
-        if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.align_bits + 2 + bits <= 31 && mac->acc.terms <= 64)
-            block_kernel = block64_block_cvtt;
-    }
-#endif
     exact64_grid g = exact64_grid_of(&mac->acc);
     uint64_t lanes[MR * NR];
     g.lanes = lanes;
@@ -1038,6 +1024,21 @@ static void gemm_rows_fast(gemm_job *jb)
         g.lim = ldexp(1.0, ilogb(g.max));   /* a block sum is one binary64 value: range only */
         g.cheap = 1;
     }
+#ifdef ACS_X86
+    if (avx2) {
+        fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
+        block_kernel = block64_block_avx2;
+        if (have_avx512dq())
+            exact64_kernel = exact64_block_avx512;
+        /* F16C, unless the short form needs no subnormal clamp (then it is the faster) */
+        if (jb->fast == ACS_FAST_EXACT64 && jb->ctx->exact_sums && g.cheap != 2 && f16c_range_ok(jb->ctx))
+            exact64_kernel = exact64_block_f16c;
+        int bits = 0;
+        while ((1 << bits) < mac->acc.terms + 1) bits++;
+        if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.align_bits + 2 + bits <= 31 && mac->acc.terms <= 64)
+            block_kernel = block64_block_cvtt;
+    }
+#endif
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
