@@ -26,3 +26,15 @@ def blas_kernel() -> str:
             f"thread(s)" for i in threadpool_info() if i.get("user_api") == "blas"]
     core = {v: os.environ[v] for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ}
     return "; ".join(libs) + (f" (pinned by {core})" if core else "")
+
+
+def best_of(fn, reps=3):
+    """The best of reps timed calls of fn, after one untimed warm-up call."""
+    import time
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)

@@ -14,18 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 
 import accel_sim as acs  # noqa: E402
-from _machine import describe  # noqa: E402
+from _machine import best_of, describe  # noqa: E402
 from accel_sim.quant import quantize  # noqa: E402
-
-
-def best_of(fn, reps=5):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def best_of_pair(f, g, reps):

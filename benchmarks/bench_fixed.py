@@ -5,7 +5,6 @@ next to each other in one run (best of several).
 Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 python benchmarks/bench_fixed.py"""
 import os
 import sys
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -13,7 +12,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 
 import accel_sim as acs  # noqa: E402
-from _machine import describe  # noqa: E402
+from _machine import best_of, describe  # noqa: E402
 
 CASES = [  # label, MAC, target ratio
     ("int8 -> FixedAcc(40,40) (Kulisch)", acs.MAC("int8", "int8", acs.FixedAcc(40, 40)), 5),
@@ -21,16 +20,6 @@ CASES = [  # label, MAC, target ratio
     ("int8 -> IntAcc(16)", acs.MAC("int8", "int8", acs.IntAcc(16)), 5),
     ("posit8 -> Quire(posit8, readout=posit16)", acs.MAC("posit8", "posit8", acs.Quire("posit8", readout="posit16")), 5),
 ]
-
-
-def best_of(fn, reps=5):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def fixed_table(sizes=(512, 1024), rows=32, cols=32, dataflow="ws"):

@@ -7,7 +7,6 @@ bits) run the general per-step path and are reported as such, not timed at 1024^
 Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 python benchmarks/bench_fixed_wide.py"""
 import os
 import sys
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -16,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 
 import accel_sim as acs  # noqa: E402
-from _machine import describe  # noqa: E402
+from _machine import best_of, describe  # noqa: E402
 
 CASES = [  # label, MAC, target ratio
     ("e4m3fn -> FixedAcc(40,40)", acs.MAC("e4m3fn", "e4m3fn", acs.FixedAcc(40, 40)), 5),
@@ -26,16 +25,6 @@ CASES = [  # label, MAC, target ratio
     ("e4m3fn -> FixedAcc(24,9,saturate)", acs.MAC("e4m3fn", "e4m3fn", acs.FixedAcc(24, 9, overflow="saturate")), 5),
     ("e4m3fn -> FixedAcc(24,18,saturate)", acs.MAC("e4m3fn", "e4m3fn", acs.FixedAcc(24, 18, overflow="saturate")), 5),
 ]
-
-
-def best_of(fn, reps=3):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def is_fast(mac, rows, cols, dataflow, rng):

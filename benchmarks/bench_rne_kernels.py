@@ -5,7 +5,6 @@ process right next to each case (best of 3).
 Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 python benchmarks/bench_rne_kernels.py"""
 import os
 import sys
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -14,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 
 import accel_sim as acs  # noqa: E402
-from _machine import describe  # noqa: E402
+from _machine import best_of, describe  # noqa: E402
 
 
 def scaled(f):
@@ -29,16 +28,6 @@ CASES = [  # label, MAC, how the operands are quantized
     ("h100 e4m3 tensor core", acs.presets.tensor_core("h100", "e4m3"), scaled("e4m3fn")),
     ("a100 fp16 tensor core", acs.presets.tensor_core("a100", "fp16"), scaled("fp16")),
 ]
-
-
-def best_of(fn, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main(sizes=(512, 1024), reps=3):

@@ -4,7 +4,6 @@ BLAS thread, measured in the same process right next to each case (best of sever
 Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 python benchmarks/bench_round_modes.py"""
 import os
 import sys
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -12,7 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 
 import accel_sim as acs  # noqa: E402
-from _machine import describe  # noqa: E402
+from _machine import best_of, describe  # noqa: E402
 
 CASES = [  # label, MAC; fp16 accumulators get operands scaled so their sums stay finite
     ("e5m2 -> FloatAcc(5,10,'sr')", acs.MAC("e5m2", "e5m2", acs.FloatAcc(5, 10, "sr"))),
@@ -21,16 +20,6 @@ CASES = [  # label, MAC; fp16 accumulators get operands scaled so their sums sta
     ("e4m3fn -> FloatAcc(8,7,'sr')", acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 7, "sr"))),
     ("e4m3fn -> FloatAcc(5,10) rne", acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(5, 10))),
 ]
-
-
-def best_of(fn, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def operands(mac, a, b):

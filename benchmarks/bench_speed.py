@@ -21,21 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 
 import accel_sim as acs  # noqa: E402
-from _machine import blas_kernel, describe  # noqa: E402
+from _machine import best_of, blas_kernel, describe  # noqa: E402
 from bench_array import resnet18_gemms  # noqa: E402
 
 ARRAY = (32, 32, "ws")
 SLOW_SECONDS = 2.0     # a case slower than this at 512^3 is not run at 1024^3
-
-
-def best_of(fn, reps=3):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def timed_once(fn):
