@@ -358,8 +358,6 @@ typedef struct {
     double over_pos, over_neg;   /* what an overflow becomes, by sign (magnitudes) */
     int64_t keep_inf;            /* all ones: infinite sums stay infinite (IEEE); 0: they saturate */
     int proven;                  /* every finite sum is exact in binary64 (exact_sums) */
-    int cheap;                   /* rne, directed: exact64_add_cheap applies */
-    double lim;                  /* exact64_add_cheap: sums below it are exact and in range */
     const uint64_t *lanes;       /* sr: each lane's hash state after (seed, index), [MR][NR] */
     uint64_t kp;                 /* sr: the buffer's first step (its draws are kp + tile index) */
 } exact64_grid;
@@ -372,7 +370,7 @@ static exact64_grid exact64_grid_of(const acs_acc *acc)
     exact64_grid e = { m, (int64_t)g->man_bits << 52, (int64_t)(g->emin - g->man_bits + 1023) << 52, max,
                        sat || m == ACS_RTZ || m == ACS_RDN || m == ACS_RTO ? max : INFINITY,
                        sat || m == ACS_RTZ || m == ACS_RUP || m == ACS_RTO ? max : INFINITY, sat ? 0 : -1,
-                       0, 0, 0, NULL, 0 };
+                       0, NULL, 0 };
     return e;
 }
 
@@ -393,8 +391,6 @@ static inline __attribute__((always_inline)) vu4 exact64_vmix(vu4 z)
 
 #define EXACT64_STEP 0xAEF17502108EF2D9ULL   /* acs_rand32's step multiplier */
 #define EXACT64_PROVEN 16                    /* ORed into rna/rto/sr: sums need no exactness check */
-#define EXACT64_CHEAP 32                     /* ORed into rne/directed: exact64_add_cheap */
-#define EXACT64_NOCLAMP 64                   /* exact64_add_cheap: sums below 2^emin are on the grid */
 
 /* sr: the hash state of output (i0 + r, j0 + c) after acs_rand32's first two rounds (lanes
  * past the matrix take a neighbour's; their results are never stored). */
@@ -411,23 +407,14 @@ static void exact64_lanes(uint64_t seed, int64_t i0, int64_t mr, int64_t j0, int
 
 static inline __attribute__((always_inline)) vd4 vd(double x) { return (vd4){ x, x, x, x }; }
 static inline __attribute__((always_inline)) vi4 vi(int64_t x) { return (vi4){ x, x, x, x }; }
-static inline __attribute__((always_inline)) vi4 vmax(vi4 a, vi4 b)
-{
-    vi4 gt = a > b;
-    return (gt & a) | (~gt & b);
-}
 
 /* The grid's constants in vector registers. */
-typedef struct { vi4 man_shift, ulp_min, not_keep_inf; vd4 max, over_pos, over_neg, big_min, lim; vu4 big_k, big_unit; }
-    exact64_vconst;
+typedef struct { vi4 man_shift, ulp_min, not_keep_inf; vd4 max, over_pos, over_neg; } exact64_vconst;
 
 static inline __attribute__((always_inline)) exact64_vconst exact64_vconst_of(const exact64_grid *g)
 {
-    const uint64_t unit = ((uint64_t)52 << 52) | ((uint64_t)1 << 51);   /* 1.5 * 2^52, less 1.0's bits */
-    vi4 big_min = vi((int64_t)((uint64_t)g->ulp_min + unit));
     exact64_vconst c = { vi(g->man_shift), vi(g->ulp_min), ~vi(g->keep_inf), vd(g->max), vd(g->over_pos),
-                         vd(g->over_neg), (vd4)big_min, vd(g->lim),
-                         (vu4)vi((int64_t)(unit - (uint64_t)g->man_shift)), (vu4)vi((int64_t)unit) };
+                         vd(g->over_neg) };
     return c;
 }
 
@@ -495,39 +482,6 @@ vd4 exact64_add_sr(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact
     return (vd4)((over & ov) | (~over & (vi4)r));
 }
 
-/* rne and directed, short form (EXACT64_CHEAP): every operand and sum is a multiple of 2^lo,
- * lo the products' least last-bit exponent (the grid's spacings at or above it keep that;
- * finer ones leave such sums unrounded), so a binary64 sum below 2^(lo + 53) is exact, and one
- * below 2^emax <= max needs no overflow handling.  The largest power of two at or below |s|
- * (its exponent field; inf for inf and NaN) is kept in *seen (a max as integers); lanes that
- * reach the grid's `lim` are left to the general step.  The rounding: big = 1.5 * 2^52
- * spacings, the spacing from s's exponent (clamped to the subnormal spacing unless
- * EXACT64_NOCLAMP), so (s + big) - big is s to the nearest multiple of the spacing (even on
- * ties; |s| < 2^51 spacings: man_bits <= 50); rup and rdn step by one spacing, rtz rounds the
- * magnitude down. */
-static inline __attribute__((always_inline))
-vd4 exact64_add_cheap(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *seen)
-{
-    const vi4 sign = vi(INT64_MIN);
-    int clamp = !(mode & EXACT64_NOCLAMP);
-    mode &= ~EXACT64_NOCLAMP;
-    vd4 s = x + p;
-    vi4 sb = (vi4)s, eb = sb & vi(0x7FF0000000000000);
-    *seen = vmax(*seen, eb);
-    if (mode == ACS_RDN) sb |= (vi4)(s == vd(0.0)) & ((vi4)x | (vi4)p) & sign;
-    /* wraps only where s >= lim (those lanes are left); else positive, ordered as doubles */
-    vd4 big = (vd4)((vu4)eb + c->big_k);
-    if (clamp) big = (vd4)vmax((vi4)big, (vi4)c->big_min);
-    vd4 a = mode == ACS_RTZ ? (vd4)(sb & ~sign) : s;   /* rtz: the magnitude, rounded down */
-    vd4 r = (a + big) - big;
-    if (mode != ACS_RNE) {
-        vd4 sp = (vd4)((vu4)big - c->big_unit);   /* the spacing */
-        if (mode == ACS_RUP) r = r + (vd4)((vi4)sp & (vi4)(r < s));
-        else r = r - (vd4)((vi4)sp & (vi4)(r > a));
-    }
-    return (vd4)((vi4)r | (sb & sign));          /* a zero keeps the sum's sign */
-}
-
 static inline __attribute__((always_inline))
 vd4 exact64_add(const exact64_vconst *c, int mode, vd4 x, vd4 p, vi4 *inexact)
 {
@@ -540,10 +494,6 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
 {
     exact64_vconst c = exact64_vconst_of(g);
     vd4 total[MR][NR / 4], part[MR][NR / 4];
-    vi4 seen[NR / 4];   /* exact64_add_cheap's, shared by the rows */
-    int cheap = mode & EXACT64_CHEAP, cmode = mode & ~EXACT64_CHEAP;   /* cmode: exact64_add_cheap's */
-    mode &= ~(EXACT64_CHEAP | EXACT64_NOCLAMP);
-    for (int q = 0; q < NR / 4; q++) seen[q] = vi(0);
     vu4 hz = { 0, 0, 0, 0 };   /* sr: hash input of the step (lane state + step * multiplier) */
     for (int r = 0; r < MR; r++)
         for (int q = 0; q < NR / 4; q++) { total[r][q] = vd(0.0); bad[r][q] = vi(0); }
@@ -565,8 +515,7 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
                         memcpy(&hz, g->lanes + r * NR + 4 * q, sizeof hz);
                         hz += hstep;
                     }
-                    part[r][q] = cheap ? exact64_add_cheap(&c, cmode, part[r][q], av * b[q], &seen[q])
-                        : exact64_add_sr(&c, mode, part[r][q], av * b[q], &bad[r][q], hz);
+                    part[r][q] = exact64_add_sr(&c, mode, part[r][q], av * b[q], &bad[r][q], hz);
                 }
             }
         }
@@ -578,15 +527,10 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
                     hz += hstep;
                 }
                 total[r][q] = chain_only ? part[r][q]
-                    : cheap ? exact64_add_cheap(&c, cmode, total[r][q], part[r][q], &seen[q])
                     : exact64_add_sr(&c, mode, total[r][q], part[r][q], &bad[r][q], hz);
             }
     }
-    for (int r = 0; r < MR; r++) {
-        memcpy(out[r], total[r], sizeof total[r]);
-        if (cheap)
-            for (int q = 0; q < NR / 4; q++) bad[r][q] = ~(vi4)((vd4)seen[q] < c.lim);
-    }
+    for (int r = 0; r < MR; r++) memcpy(out[r], total[r], sizeof total[r]);
 }
 
 /* One instance per rounding mode (rna/rto/sr: two, with and without exactness checks), so each
@@ -594,22 +538,18 @@ void exact64_block(const exact64_grid *g, int mode, const float *arows[MR], cons
 #define EXACT64_NARROW(m)                                                                         \
     (g->proven ? exact64_block(g, (m) | EXACT64_PROVEN, arows, panel, k, tile, chain_only, out, bad)  \
                : exact64_block(g, (m), arows, panel, k, tile, chain_only, out, bad))
-#define EXACT64_WIDE(m)                                                                           \
-    (g->cheap == 2 ? exact64_block(g, (m) | EXACT64_CHEAP | EXACT64_NOCLAMP, arows, panel, k, tile, chain_only, out, bad) \
-     : g->cheap ? exact64_block(g, (m) | EXACT64_CHEAP, arows, panel, k, tile, chain_only, out, bad)                      \
-     : exact64_block(g, (m), arows, panel, k, tile, chain_only, out, bad))
 #define EXACT64_KERNEL(name, attr)                                                                      \
     attr static void name(const exact64_grid *g, const float *arows[MR], const float *panel, int64_t k,     \
                           int64_t tile, int chain_only, double out[MR][NR], vi4 bad[MR][NR / 4])         \
     {                                                                                                    \
         switch (g->mode) {                                                                               \
-        case ACS_RUP: EXACT64_WIDE(ACS_RUP); break;                                                      \
-        case ACS_RDN: EXACT64_WIDE(ACS_RDN); break;                                                      \
-        case ACS_RTZ: EXACT64_WIDE(ACS_RTZ); break;                                                      \
+        case ACS_RUP: exact64_block(g, ACS_RUP, arows, panel, k, tile, chain_only, out, bad); break;     \
+        case ACS_RDN: exact64_block(g, ACS_RDN, arows, panel, k, tile, chain_only, out, bad); break;     \
+        case ACS_RTZ: exact64_block(g, ACS_RTZ, arows, panel, k, tile, chain_only, out, bad); break;     \
         case ACS_RNA: EXACT64_NARROW(ACS_RNA); break;                                                    \
         case ACS_RTO: EXACT64_NARROW(ACS_RTO); break;                                                    \
         case ACS_SR: EXACT64_NARROW(ACS_SR); break;                                                      \
-        default: EXACT64_WIDE(ACS_RNE);                                                                  \
+        default: exact64_block(g, ACS_RNE, arows, panel, k, tile, chain_only, out, bad);                 \
         }                                                                                                \
     }
 EXACT64_KERNEL(exact64_block_portable, )
@@ -725,37 +665,6 @@ static int f16c_range_ok(const acs_mac_ctx *ctx)
 }
 #endif
 
-/* The least exponent of the operand values' nonzero finite codes' last bits (0 if none). */
-static int value_lsb(const float *v, int bits)
-{
-    int lsb = 0;
-    for (uint64_t c = 0; c < (1ULL << bits); c++) {
-        double x = fabs((double)v[c]);
-        if (!(x > 0) || x > 3.4028234663852886e38) continue;   /* zero, NaN, inf */
-        int e;
-        double m = frexp(x, &e);
-        int low = e - 53 + __builtin_ctzll((uint64_t)ldexp(m, 53));
-        if (low < lsb) lsb = low;
-    }
-    return lsb;
-}
-
-/* exact64_add_cheap for rne and directed modes: its lim is 2^(lo + 53) (exact sums) or the
- * largest power of two at most max, the lesser, and it needs 1.5 * 2^52 spacings finite
- * below lim (emax - man_bits + 52 <= 1023). */
-static void exact64_cheap_of(const acs_mac_ctx *ctx, exact64_grid *g)
-{
-    const acs_mac *mac = ctx->mac;
-    const acs_grid *gr = &mac->acc.grid;
-    int m = mac->acc.rounding;
-    if ((m != ACS_RNE && m != ACS_RUP && m != ACS_RDN && m != ACS_RTZ) || gr->emax - gr->man_bits > 971) return;
-    int top = ilogb(g->max), lo = value_lsb(ctx->fa, mac->a.bits) + value_lsb(ctx->fb, mac->b.bits);
-    g->lim = ldexp(1.0, lo + 53 < top ? lo + 53 : top);
-    /* Subnormal spacing at or below 2^lo: sums below 2^emin (multiples of 2^lo) are on the grid,
-     * and their own exponent's spacing, finer still, leaves them as they are: no clamp. */
-    g->cheap = gr->emin - gr->man_bits <= lo ? 2 : 1;
-}
-
 /* BlockFMA (ACS_FAST_BLOCK64): per block, the alignment exponent E is the largest of the
  * accumulator's binade and the products' operand exponents; every term scaled by 2^(F-E) is
  * truncated to an integer (exact: below 2^51), the n + 1 integers summed exactly, and the sum
@@ -768,6 +677,12 @@ static inline __attribute__((always_inline)) vd4 vtrunc(vd4 x)   /* |x| < 2^51 *
     vd4 r = (x + vd(6755399441055744.0)) - vd(6755399441055744.0);
     r = r - (vd4)(((vi4)vd(1.0) | ((vi4)x & sign)) & (vi4)((vd4)((vi4)r & ~sign) > (vd4)((vi4)x & ~sign)));
     return (vd4)((vi4)r | ((vi4)x & sign));
+}
+
+static inline __attribute__((always_inline)) vi4 vmax(vi4 a, vi4 b)
+{
+    vi4 gt = a > b;
+    return (gt & a) | (~gt & b);
 }
 
 typedef struct {
@@ -816,8 +731,6 @@ static inline __attribute__((always_inline))
 void block64_block(const exact64_grid *g, int mode, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4])
 {
     exact64_vconst c = exact64_vconst_of(g);
-    int cheap = mode & EXACT64_CHEAP;
-    mode &= ~EXACT64_CHEAP;
     vd4 total[MR][NR / 4], part[MR][NR / 4];
     block64_clear(total, bad);
     for (int64_t t0 = 0; t0 < w->k; t0 += w->tile) {
@@ -841,11 +754,7 @@ void block64_block(const exact64_grid *g, int mode, const block64_args *w, doubl
                         const float *bp = w->panel + kk * NR + 4 * q;
                         sum += vtrunc(vd(w->arows[r][kk]) * (vd4){ bp[0], bp[1], bp[2], bp[3] } * up);
                     }
-                    if (cheap) {   /* sums reaching max's binade are left to the general step */
-                        vi4 seen = vi(0);
-                        part[r][q] = exact64_add_cheap(&c, mode, vd(0.0), sum * down, &seen);
-                        bad[r][q] |= ~(vi4)((vd4)seen < c.lim);
-                    } else part[r][q] = exact64_add(&c, mode, vd(0.0), sum * down, NULL);
+                    part[r][q] = exact64_add(&c, mode, vd(0.0), sum * down, NULL);
                 }
         }
         block64_join(&c, mode, w->chain_only, total, part, bad);
@@ -857,13 +766,9 @@ void block64_block(const exact64_grid *g, int mode, const block64_args *w, doubl
 #define BLOCK64_KERNEL(name, attr, body)                                                               \
     attr static void name(const exact64_grid *g, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4]) \
     {                                                                                                   \
-        int ch = g->cheap ? EXACT64_CHEAP : 0;   /* block sums rounded by exact64_add_cheap */        \
-        switch (g->mode | ch) {                                                                         \
+        switch (g->mode) {                                                                              \
         case ACS_RUP: body(g, ACS_RUP, w, out, bad); break;                                             \
         case ACS_RTZ: body(g, ACS_RTZ, w, out, bad); break;                                             \
-        case ACS_RUP | EXACT64_CHEAP: body(g, ACS_RUP | EXACT64_CHEAP, w, out, bad); break;             \
-        case ACS_RTZ | EXACT64_CHEAP: body(g, ACS_RTZ | EXACT64_CHEAP, w, out, bad); break;             \
-        case ACS_RNE | EXACT64_CHEAP: body(g, ACS_RNE | EXACT64_CHEAP, w, out, bad); break;             \
         default: body(g, ACS_RNE, w, out, bad);                                                         \
         }                                                                                               \
     }
@@ -879,8 +784,6 @@ static inline __attribute__((always_inline, target("avx2,fma")))
 void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4])
 {
     exact64_vconst c = exact64_vconst_of(g);
-    int cheap = mode & EXACT64_CHEAP;
-    mode &= ~EXACT64_CHEAP;
     const vi4 sign = vi(INT64_MIN);
     vd4 total[MR][NR / 4], part[MR][NR / 4];
     block64_clear(total, bad);
@@ -923,15 +826,8 @@ void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double
                         sum[q] = _mm_add_epi32(sum[q], _mm256_cvttpd_epi32(_mm256_mul_pd(_mm256_mul_pd(av, bd[kk - b0][q]), up[q])));
                 }
                 for (int q = 0; q < NR / 4; q++) {
-                    vd4 t = (vd4)_mm256_cvtepi32_pd(sum[q]) * down[q];
-                    if (cheap) {   /* sums reaching max's binade are left to the general step */
-                        vi4 seen = vi(0);
-                        part[r][q] = exact64_add_cheap(&c, mode, vd(0.0), t, &seen);
-                        bad[r][q] |= ~(vi4)((vd4)seen < c.lim);
-                    } else {
-                        part[r][q] = exact64_add(&c, mode, vd(0.0), t, NULL);
-                        bad[r][q] |= ~(vi4)((vd4)((vi4)part[r][q] & ~sign) <= vd(1.7976931348623157e308));
-                    }
+                    part[r][q] = exact64_add(&c, mode, vd(0.0), (vd4)_mm256_cvtepi32_pd(sum[q]) * down[q], NULL);
+                    bad[r][q] |= ~(vi4)((vd4)((vi4)part[r][q] & ~sign) <= vd(1.7976931348623157e308));
                 }
             }
         }
@@ -1024,24 +920,14 @@ static void gemm_rows_fast(gemm_job *jb)
                            vi4 (*)[NR / 4]) = exact64_block_portable;
     void (*block_kernel)(const exact64_grid *, const block64_args *, double (*)[NR], vi4 (*)[NR / 4])
         = block64_block_portable;
-    exact64_grid g = exact64_grid_of(&mac->acc);
-    uint64_t lanes[MR * NR];
-    g.lanes = lanes;
-    g.kp = (uint64_t)jb->kp;
-    g.proven = jb->ctx->exact_sums;
-    if (jb->fast == ACS_FAST_EXACT64) exact64_cheap_of(jb->ctx, &g);
-    else if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.grid.emax - mac->acc.grid.man_bits <= 971) {
-        g.lim = ldexp(1.0, ilogb(g.max));   /* a block sum is one binary64 value: range only */
-        g.cheap = 1;
-    }
 #ifdef ACS_X86
     if (avx2) {
         fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
         block_kernel = block64_block_avx2;
-        if (have_avx512dq())
+        if ((mac->acc.rounding == ACS_SR || mac->acc.rounding == ACS_RNA || mac->acc.rounding == ACS_RTO)
+            && have_avx512dq())
             exact64_kernel = exact64_block_avx512;
-        /* F16C, unless the short form needs no subnormal clamp (then it is the faster) */
-        if (jb->fast == ACS_FAST_EXACT64 && jb->ctx->exact_sums && g.cheap != 2 && f16c_range_ok(jb->ctx))
+        if (jb->fast == ACS_FAST_EXACT64 && jb->ctx->exact_sums && f16c_range_ok(jb->ctx))
             exact64_kernel = exact64_block_f16c;
         int bits = 0;
         while ((1 << bits) < mac->acc.terms + 1) bits++;
@@ -1049,6 +935,11 @@ static void gemm_rows_fast(gemm_job *jb)
             block_kernel = block64_block_cvtt;
     }
 #endif
+    exact64_grid g = exact64_grid_of(&mac->acc);
+    uint64_t lanes[MR * NR];
+    g.lanes = lanes;
+    g.kp = (uint64_t)jb->kp;
+    g.proven = jb->ctx->exact_sums;
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
