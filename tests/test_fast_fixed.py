@@ -240,7 +240,11 @@ def spec(acc):
                          ids=lambda x: x[0].name if isinstance(x, tuple) else str(x))
 @pytest.mark.parametrize("dataflow", ["os", "ws"])
 def test_against_the_exact_model(pe_buffer, dataflow):
-    mac, buffer = pe_buffer
+    assert_matches_exact_model(*pe_buffer, dataflow)
+
+
+def assert_matches_exact_model(mac, buffer, dataflow):
+    """A small GEMM with full-range rows and columns: its accumulators equal reference.gemm_order's."""
     rng = np.random.default_rng(12)
     m, k, n = 6, 45, 7
     A, B = codes(mac.a, (m, k), rng), codes(mac.b, (k, n), rng)

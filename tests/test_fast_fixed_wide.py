@@ -8,19 +8,16 @@ wrap and saturate; small cases also against the exact model (reference.gemm_orde
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 
 import numpy as np
 import pytest
 
 import accel_sim as acs
-from accel_sim import reference as ref
 from accel_sim._native import fast_paths
 from accel_sim.formats import FixedFormat, FloatFormat
 from accel_sim.mac import FixedAcc, IntAcc
 
-from conftest import assert_bits
-from test_fast_fixed import all_paths_agree, codes, spec
+from test_fast_fixed import all_paths_agree, assert_matches_exact_model, codes
 
 # Values of up to 31 bits (e5m1: 2^-15 .. 1.5 * 2^15): products beyond 2^44, the int32 kernels
 E5M1 = FloatFormat(5, 1, name="e5m1_wide_test")
@@ -166,19 +163,7 @@ def test_wide_operands_long_chains():
                          ids=lambda x: x[0].name if isinstance(x, tuple) else str(x))
 @pytest.mark.parametrize("dataflow", ["os", "ws"])
 def test_against_the_exact_model(pe_buffer, dataflow):
-    mac, buffer = pe_buffer
-    rng = np.random.default_rng(12)
-    m, k, n = 6, 45, 7
-    A, B = codes(mac.a, (m, k), rng), codes(mac.b, (k, n), rng)
-    A[0] = mac.a.encode(np.float64(mac.a.max))
-    B[:, 0] = mac.b.encode(np.float64(mac.b.max))
-    arr = acs.Array(4, 3, dataflow, mac, buffer_acc=buffer)
-    got = arr.gemm(acs.QTensor(A, mac.a), acs.QTensor(B, mac.b), metrics=False).acc
-    va = [[Fraction(float(x)) for x in row] for row in mac.a.decode(A)]
-    vb = [[Fraction(float(x)) for x in row] for row in mac.b.decode(B)]
-    want = ref.gemm_order(va, vb, dataflow=dataflow, rows=4, pe=spec(mac.acc),
-                          buffer=None if buffer is None else spec(buffer))
-    assert_bits(got, np.array([[float(v) for v in r] for r in want], dtype=np.float64))
+    assert_matches_exact_model(*pe_buffer, dataflow)
 
 
 @pytest.mark.parametrize("mac", [acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)),
