@@ -920,7 +920,14 @@ static void float_rows(gemm_job *jb, const acs_float_plan *plan)
             for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
                 arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
             double res[MR][2 * NR];
-            acs_float_block(plan, arows, bp, k, jb->tile, jb->dataflow == ACS_OS, res);
+            uint64_t lanes[MR * 2 * NR];
+            if (plan->mode == ACS_SR) {
+                uint64_t half[2][MR * NR];
+                for (int h = 0; h < 2; h++) exact64_lanes(jb->seed, i0, mr, j0 + h * NR, nc - h * NR, n, half[h]);
+                for (int r = 0; r < MR; r++)
+                    for (int h = 0; h < 2; h++) memcpy(lanes + r * 2 * NR + h * NR, half[h] + r * NR, NR * sizeof *lanes);
+            }
+            acs_float_block(plan, arows, bp, k, jb->tile, jb->dataflow == ACS_OS, lanes, (uint64_t)jb->kp, res);
             for (int64_t r = 0; r < mr; r++)
                 for (int64_t c = 0; c < nc; c++) {
                     double v = res[r][c];

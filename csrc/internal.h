@@ -143,10 +143,15 @@ typedef struct {
     double unscale;
     uint32_t max_bits;             /* the largest finite value (scaled), as a binary32 pattern */
     uint32_t over_pos, over_neg;   /* what a sum past it becomes, by sign (patterns) */
+    double max64, over64;          /* sr: the largest finite value, and what a sum past it becomes */
+    int64_t man_shift, ulp_min;    /* sr: man_bits << 52; the subnormal spacing's binary64 pattern */
 } acs_float_plan;
 int acs_float_plan_of(const acs_mac_ctx *ctx, int isa, acs_float_plan *p);
+/* sr: lanes holds each output's hash state after (seed, index) (row-major, MR x 2 NR), kp the
+ * buffer's first draw step. */
 void acs_float_block(const acs_float_plan *p, const float *const arows[ACS_FK_MR], const float *const panels[2],
-                     int64_t k, int64_t tile, int chain_only, double out[ACS_FK_MR][2 * ACS_FK_NR]);
+                     int64_t k, int64_t tile, int chain_only, const uint64_t *lanes, uint64_t kp,
+                     double out[ACS_FK_MR][2 * ACS_FK_NR]);
 
 /* array.c, for blockscale.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
 int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,

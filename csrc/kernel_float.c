@@ -26,6 +26,7 @@
  *   normal onto binary32's, so the same pattern rounding holds for subnormals; one operand's
  *   values are scaled when loaded (exact: the plan checks each code's value stays a binary32),
  *   and sums past the largest finite value take the overflow policy's value.
+ * - FK_SR: stochastic rounding onto grids of at most 19 fraction bits, in binary64 lanes (below).
  * Sums that join the accumulator buffer (weight/input stationary) are the same step with b = 1.
  * A block is ACS_FK_MR rows by two panels of ACS_FK_NR columns: eight independent chains hide
  * the step's latency.
@@ -34,7 +35,7 @@
 #include <math.h>
 #include <string.h>
 
-enum { FK_NONE = 0, FK_FP32, FK_HALF, FK_WIDE, FK_NARROW };
+enum { FK_NONE = 0, FK_FP32, FK_HALF, FK_WIDE, FK_NARROW, FK_SR };
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
@@ -62,11 +63,21 @@ int acs_float_plan_of(const acs_mac_ctx *ctx, int isa, acs_float_plan *p)
         || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl"))
         return 0;
     int m = acc->rounding, sat = acc->overflow == ACS_OVF_SATURATE;
-    if (acc->kind != ACS_ACC_FLOAT || !g->subnormals || memcmp(&acc->addend, g, sizeof *g) || m == ACS_SR
+    if (acc->kind != ACS_ACC_FLOAT || !g->subnormals || memcmp(&acc->addend, g, sizeof *g)
         || (acc->overflow != ACS_OVF_INF && !sat) || g->max_sig != (2ULL << g->man_bits) - 1 || g->emax > 127)
         return 0;
     p->mode = m;
     p->sat = sat;
+    if (m == ACS_SR) {
+        /* binary64 lanes: rounded to odd at 53 bits, the sum keeps the 32 bits below the
+         * grid's last place that the draw is compared with, and a sticky bit below them */
+        if (g->man_bits > 19 || g->emin - g->man_bits < -1000) return 0;
+        p->max64 = ldexp((double)g->max_sig, g->emax - g->man_bits);
+        p->over64 = sat ? p->max64 : INFINITY;
+        p->man_shift = (int64_t)g->man_bits << 52;
+        p->ulp_min = (int64_t)(g->emin - g->man_bits + 1023) << 52;
+        return p->kind = FK_SR;
+    }
     p->sh = 23 - g->man_bits;
     p->scale = 1.0f;
     p->unscale = 1.0;
@@ -239,6 +250,88 @@ void fk_block(const acs_float_plan *p, int kind, int mode, const float *const ar
     }
 }
 
+/* Stochastic rounding (FK_SR), eight binary64 lanes to a vector.  The sum rounded to odd at
+ * 53 bits, t = the sum in units of its grid spacing (the spacing from its binade, at least the
+ * subnormal one), n = t's magnitude to nearest and d = |t| - n in [-1/2, 1/2]: with
+ * F = d * 2^32 and the draw R, round.c's rule (up from the floor iff R < frac32, or R = frac32
+ * with nonzero bits below) steps up iff R < F and down iff R - 2^32 >= F.  R is acs_rand32's:
+ * its last hash round over each lane's state after (seed, index) plus step * multiplier. */
+#define FK_STEP_MUL 0xAEF17502108EF2D9ULL
+
+static inline __attribute__((always_inline, target(FK_ISA)))
+__m512i fk_mix(__m512i z)
+{
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), _mm512_set1_epi64((int64_t)0xBF58476D1CE4E5B9ULL));
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), _mm512_set1_epi64((int64_t)0x94D049BB133111EBULL));
+    return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+}
+
+static inline __attribute__((always_inline, target(FK_ISA)))
+__m512d fk_sr(const acs_float_plan *p, __m512d x, __m512d a, __m512d b, __m512i hz)
+{
+    const __m512i sign = _mm512_set1_epi64(INT64_MIN), one = _mm512_set1_epi64(1);
+    const __m512d m52 = _mm512_set1_pd(4503599627370496.0);
+    __m512d lo = _mm512_fmadd_round_pd(a, b, x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512d hi = _mm512_fmadd_round_pd(a, b, x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+    __m512i o = _mm512_castpd_si512(_mm512_mask_blend_pd(_mm512_test_epi64_mask(_mm512_castpd_si512(lo), one), hi, lo));
+    __m512i ub = _mm512_max_epi64(_mm512_sub_epi64(_mm512_and_si512(o, _mm512_set1_epi64(0x7FF0000000000000LL)),
+                                                   _mm512_set1_epi64(p->man_shift)), _mm512_set1_epi64(p->ulp_min));
+    __m512d t = _mm512_mul_pd(_mm512_castsi512_pd(o), _mm512_castsi512_pd(_mm512_sub_epi64(_mm512_set1_epi64((int64_t)2046 << 52), ub)));
+    __m512d mag = _mm512_abs_pd(t), n = _mm512_sub_pd(_mm512_add_pd(mag, m52), m52);
+    __m512d f = _mm512_mul_pd(_mm512_sub_pd(mag, n), _mm512_set1_pd(4294967296.0));
+    __m512d r = _mm512_sub_pd(_mm512_castsi512_pd(_mm512_or_si512(_mm512_srli_epi64(fk_mix(hz), 32),
+                                                                 _mm512_castpd_si512(m52))), m52);
+    n = _mm512_mask_add_pd(n, _mm512_cmp_pd_mask(r, f, _CMP_LT_OQ), n, _mm512_set1_pd(1.0));
+    n = _mm512_mask_sub_pd(n, _mm512_cmp_pd_mask(_mm512_sub_pd(r, _mm512_set1_pd(4294967296.0)), f, _CMP_GE_OQ), n,
+                           _mm512_set1_pd(1.0));
+    __m512d res = _mm512_mul_pd(_mm512_castsi512_pd(_mm512_or_si512(_mm512_castpd_si512(n),
+                                                                    _mm512_and_si512(_mm512_castpd_si512(t), sign))),
+                                _mm512_castsi512_pd(ub));
+    /* past the largest finite value (ordered: NaN stays): inf, or max when saturating */
+    __mmask8 over = _mm512_cmp_pd_mask(_mm512_abs_pd(res), _mm512_set1_pd(p->max64), _CMP_GT_OQ);
+    return _mm512_mask_mov_pd(res, over, _mm512_castsi512_pd(_mm512_ternarylogic_epi64(
+        _mm512_castpd_si512(res), sign, _mm512_castpd_si512(_mm512_set1_pd(p->over64)), 0xEA)));
+}
+
+/* The sr block: MR rows x two panels, each of two vectors of eight lanes. */
+__attribute__((target(FK_ISA)))
+static void fk_block_sr(const acs_float_plan *p, const float *const arows[ACS_FK_MR], const float *const panels[2],
+                        int64_t k, int64_t tile, int chain_only, const uint64_t *lanes, uint64_t kp,
+                        double out[ACS_FK_MR][2 * ACS_FK_NR])
+{
+    enum { Q = 2 * ACS_FK_NR / 8 };
+    __m512d total[ACS_FK_MR][Q], part[ACS_FK_MR][Q];
+    const __m512d one = _mm512_set1_pd(1.0);
+    for (int r = 0; r < ACS_FK_MR; r++)
+        for (int q = 0; q < Q; q++) total[r][q] = _mm512_setzero_pd();
+    for (int64_t t0 = 0, ti = 0; t0 < k; t0 += tile, ti++) {
+        int64_t t1 = t0 + tile < k ? t0 + tile : k;
+        for (int r = 0; r < ACS_FK_MR; r++)
+            for (int q = 0; q < Q; q++) part[r][q] = _mm512_setzero_pd();
+        for (int64_t kk = t0; kk < t1; kk++) {
+            __m512i step = _mm512_set1_epi64((int64_t)((uint64_t)kk * FK_STEP_MUL));   /* steps count over all of k */
+            __m512d b[Q];
+            for (int q = 0; q < Q; q++)
+                b[q] = _mm512_cvtps_pd(_mm256_loadu_ps(panels[q / 2] + kk * ACS_FK_NR + 8 * (q % 2)));
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < ACS_FK_MR; r++) {
+                __m512d a = _mm512_set1_pd(arows[r][kk]);
+                _Pragma("GCC unroll 4")
+                for (int q = 0; q < Q; q++)
+                    part[r][q] = fk_sr(p, part[r][q], a, b[q],
+                                       _mm512_add_epi64(_mm512_loadu_si512(lanes + (r * Q + q) * 8), step));
+            }
+        }
+        __m512i step = _mm512_set1_epi64((int64_t)((kp + (uint64_t)ti) * FK_STEP_MUL));
+        for (int r = 0; r < ACS_FK_MR; r++)
+            for (int q = 0; q < Q; q++)
+                total[r][q] = chain_only ? part[r][q]
+                    : fk_sr(p, total[r][q], part[r][q], one, _mm512_add_epi64(_mm512_loadu_si512(lanes + (r * Q + q) * 8), step));
+    }
+    for (int r = 0; r < ACS_FK_MR; r++)
+        for (int q = 0; q < Q; q++) _mm512_storeu_pd(out[r] + 8 * q, total[r][q]);
+}
+
 #define FK_MODES(kind)                                                                              \
     switch (p->mode) {                                                                              \
     case ACS_RNA: fk_block(p, kind, ACS_RNA, arows, panels, k, tile, chain_only, out); return;     \
@@ -251,9 +344,11 @@ void fk_block(const acs_float_plan *p, int kind, int mode, const float *const ar
 
 __attribute__((target(FK_ISA)))
 void acs_float_block(const acs_float_plan *p, const float *const arows[ACS_FK_MR], const float *const panels[2],
-                     int64_t k, int64_t tile, int chain_only, double out[ACS_FK_MR][2 * ACS_FK_NR])
+                     int64_t k, int64_t tile, int chain_only, const uint64_t *lanes, uint64_t kp,
+                     double out[ACS_FK_MR][2 * ACS_FK_NR])
 {
     switch (p->kind) {
+    case FK_SR: fk_block_sr(p, arows, panels, k, tile, chain_only, lanes, kp, out); return;
     case FK_FP32: FK_MODES(FK_FP32);
     case FK_HALF: FK_MODES(FK_HALF);
     case FK_WIDE: FK_MODES(FK_WIDE);
@@ -270,8 +365,9 @@ int acs_float_plan_of(const acs_mac_ctx *ctx, int isa, acs_float_plan *p)
 }
 
 void acs_float_block(const acs_float_plan *p, const float *const arows[ACS_FK_MR], const float *const panels[2],
-                     int64_t k, int64_t tile, int chain_only, double out[ACS_FK_MR][2 * ACS_FK_NR])
+                     int64_t k, int64_t tile, int chain_only, const uint64_t *lanes, uint64_t kp,
+                     double out[ACS_FK_MR][2 * ACS_FK_NR])
 {
-    (void)p; (void)arows; (void)panels; (void)k; (void)tile; (void)chain_only; (void)out;
+    (void)p; (void)arows; (void)panels; (void)k; (void)tile; (void)chain_only; (void)lanes; (void)kp; (void)out;
 }
 #endif

@@ -265,7 +265,7 @@ def test_wide_grids_full_width_sums(mode):
             gemm_all_ways(mac, A, B, dataflow, rows=8, seed=2)
 
 
-FLOAT_KERNELS = [  # MAC, kernel_float.c's kind on a CPU with AVX-512 (1 binary32, 2 half, 3 wide, 4 narrow)
+FLOAT_KERNELS = [  # MAC, kernel_float.c's kind with AVX-512 (1 binary32, 2 half, 3 wide, 4 narrow, 5 sr)
     (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 23, "rtz")), 1),
     (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 23, "rna")), 1),
     (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 23, "rne", overflow="saturate")), 1),
@@ -278,7 +278,9 @@ FLOAT_KERNELS = [  # MAC, kernel_float.c's kind on a CPU with AVX-512 (1 binary3
     (acs.MAC("e4m3fn", "bf16", acs.FloatAcc(6, 9)), 4),     # A scaled
     (acs.MAC("bf16", "bf16", acs.FloatAcc(6, 9)), 0),       # neither scales exactly: array.c's kernel
     (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 22)), 0),  # too fine to round to odd at binary32
-    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(5, 10, "sr")), 0),
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(5, 10, "sr")), 5),    # binary64 lanes
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 19, "sr", overflow="saturate")), 5),
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 20, "sr")), 0),     # the draw's 32 bits need 34 below the grid
 ]
 
 
