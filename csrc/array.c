@@ -1365,12 +1365,15 @@ static void epilogue_rows(void *p)
             int cls;
             /* two binary32 values multiply exactly in binary64; the cast rounds once */
             float s = (float)((double)sa[i * sa_stride] * (double)sb[j * sb_stride]);
-            /* Exact fast case: an accumulator value of at most 24 significant bits times the fp32
-             * scale is exact in double, so one cast rounds it once to nearest-even, and the
-             * fp32 add of the bias is the IEEE add the general branch computes. */
+            /* Exact fast case: an accumulator value of at most 29 significant bits (the low 24
+             * of its binary64 fraction clear; not NaN) times the 24-bit fp32 scale is exact in
+             * double, so one cast rounds it once to nearest-even, and the fp32 add of the bias
+             * is the IEEE add the general branch computes. */
             double xd = acc_int ? (double)acc_int[i * n + j] : acc[i * n + j];
+            uint64_t xb;
+            memcpy(&xb, &xd, sizeof xb);
             if ((!acc_int || (acc_int[i * n + j] < (1LL << 53) && acc_int[i * n + j] > -(1LL << 53)))
-                && (double)(float)xd == xd) {
+                && !(xb & 0xFFFFFF) && xd == xd) {
                 float y = (float)(xd * (double)s);
                 out[i * n + j] = bias ? y + bias[j] : y;
                 continue;

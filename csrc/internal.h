@@ -145,6 +145,8 @@ typedef struct {
     uint32_t over_pos, over_neg;   /* what a sum past it becomes, by sign (patterns) */
     double max64, over64;          /* sr: the largest finite value, and what a sum past it becomes */
     int64_t man_shift, ulp_min;    /* sr: man_bits << 52; the subnormal spacing's binary64 pattern */
+    int64_t emin64;                /* sr: 2^emin's binary64 pattern */
+    int sh64;                      /* sr: 52 - man_bits */
 } acs_float_plan;
 int acs_float_plan_of(const acs_mac_ctx *ctx, int isa, acs_float_plan *p);
 /* sr: lanes holds each output's hash state after (seed, index) (row-major, MR x 2 NR), kp the

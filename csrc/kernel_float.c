@@ -76,6 +76,8 @@ int acs_float_plan_of(const acs_mac_ctx *ctx, int isa, acs_float_plan *p)
         p->over64 = sat ? p->max64 : INFINITY;
         p->man_shift = (int64_t)g->man_bits << 52;
         p->ulp_min = (int64_t)(g->emin - g->man_bits + 1023) << 52;
+        p->emin64 = (int64_t)(g->emin + 1023) << 52;
+        p->sh64 = 52 - g->man_bits;
         return p->kind = FK_SR;
     }
     p->sh = 23 - g->man_bits;
@@ -293,6 +295,32 @@ __m512d fk_sr(const acs_float_plan *p, __m512d x, __m512d a, __m512d b, __m512i 
         _mm512_castpd_si512(res), sign, _mm512_castpd_si512(_mm512_set1_pd(p->over64)), 0xEA)));
 }
 
+/* The same step when no lane's sum rounded to odd lies strictly between 0 and 2^emin (else
+ * fk_sr): the grid's last place is then bit sh = 52 - man_bits of the pattern, the 32 bits
+ * below it are frac32 and the rest below them the sticky part, so round.c's rule is one
+ * unsigned compare, R * 2^(sh-32) < the bits below sh, and a step up is adding 2^sh to the
+ * pattern (a carry runs into the exponent; infinities and NaN have nothing below sh). */
+static inline __attribute__((always_inline, target(FK_ISA)))
+__m512d fk_sr_normal(const acs_float_plan *p, __m512d x, __m512d a, __m512d b, __m512i hz)
+{
+    const __m512i one = _mm512_set1_epi64(1), low = _mm512_set1_epi64((int64_t)((1ULL << p->sh64) - 1));
+    __m512d lo = _mm512_fmadd_round_pd(a, b, x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512d hi = _mm512_fmadd_round_pd(a, b, x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+    __m512i o = _mm512_castpd_si512(_mm512_mask_blend_pd(_mm512_test_epi64_mask(_mm512_castpd_si512(lo), one), hi, lo));
+    __m512i mag = _mm512_and_si512(o, _mm512_set1_epi64(INT64_MAX));
+    if (_mm512_cmplt_epu64_mask(_mm512_sub_epi64(mag, one), _mm512_set1_epi64(p->emin64 - 1)))
+        return fk_sr(p, x, a, b, hz);
+    __m512i draw = _mm512_sll_epi64(_mm512_srli_epi64(fk_mix(hz), 32), _mm_cvtsi32_si128(p->sh64 - 32));
+    __mmask8 up = _mm512_cmplt_epu64_mask(draw, _mm512_and_si512(o, low));
+    o = _mm512_andnot_si512(low, o);
+    o = _mm512_mask_add_epi64(o, up, o, _mm512_slli_epi64(one, p->sh64));
+    /* past the largest finite value (ordered: NaN stays): inf, or max when saturating */
+    __m512d res = _mm512_castsi512_pd(o);
+    __mmask8 over = _mm512_cmp_pd_mask(_mm512_abs_pd(res), _mm512_set1_pd(p->max64), _CMP_GT_OQ);
+    return _mm512_castsi512_pd(_mm512_mask_ternarylogic_epi64(o, over, _mm512_set1_epi64(INT64_MIN),
+                                                              _mm512_castpd_si512(_mm512_set1_pd(p->over64)), 0xEA));
+}
+
 /* The sr block: MR rows x two panels, each of two vectors of eight lanes. */
 __attribute__((target(FK_ISA)))
 static void fk_block_sr(const acs_float_plan *p, const float *const arows[ACS_FK_MR], const float *const panels[2],
@@ -318,7 +346,7 @@ static void fk_block_sr(const acs_float_plan *p, const float *const arows[ACS_FK
                 __m512d a = _mm512_set1_pd(arows[r][kk]);
                 _Pragma("GCC unroll 4")
                 for (int q = 0; q < Q; q++)
-                    part[r][q] = fk_sr(p, part[r][q], a, b[q],
+                    part[r][q] = fk_sr_normal(p, part[r][q], a, b[q],
                                        _mm512_add_epi64(_mm512_loadu_si512(lanes + (r * Q + q) * 8), step));
             }
         }
@@ -326,7 +354,7 @@ static void fk_block_sr(const acs_float_plan *p, const float *const arows[ACS_FK
         for (int r = 0; r < ACS_FK_MR; r++)
             for (int q = 0; q < Q; q++)
                 total[r][q] = chain_only ? part[r][q]
-                    : fk_sr(p, total[r][q], part[r][q], one, _mm512_add_epi64(_mm512_loadu_si512(lanes + (r * Q + q) * 8), step));
+                    : fk_sr_normal(p, total[r][q], part[r][q], one, _mm512_add_epi64(_mm512_loadu_si512(lanes + (r * Q + q) * 8), step));
     }
     for (int r = 0; r < ACS_FK_MR; r++)
         for (int q = 0; q < Q; q++) _mm512_storeu_pd(out[r] + 8 * q, total[r][q]);
