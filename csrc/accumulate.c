@@ -341,7 +341,8 @@ static int fast_path_of(acs_mac_ctx *ctx)
     int fp32 = acc->kind == ACS_ACC_FLOAT && acc->rounding == ACS_RNE && acc->overflow == ACS_OVF_INF
         && g->man_bits == 23 && g->emin == -126 && g->emax == 127 && g->max_sig == (1ULL << 24) - 1 && g->subnormals
         && ad->man_bits == 23 && ad->emin == -126 && ad->emax == 127 && ad->max_sig == (1ULL << 24) - 1 && ad->subnormals;
-    if (fp32 && sa + sb <= 24 && la + lb >= -149 && ta + tb <= 128) return ACS_FAST_FP32;
+    ctx->products_f32 = sa + sb <= 24 && la + lb >= -149 && ta + tb <= 128;
+    if (fp32 && ctx->products_f32) return ACS_FAST_FP32;
     if (block64_path(mac, sa, sb)) return ACS_FAST_BLOCK64;
     int exact = exact64_path(mac, sa, sb, la + lb, ta + tb);
     ctx->exact_sums = exact == 2;

@@ -843,6 +843,7 @@ BLOCK64_KERNEL(block64_block_cvtt, __attribute__((target("avx2,fma"))), block64_
  * (a posit NaR) makes an output NaR on a quire; on a FixedAcc it is an error, which the general
  * path reports exactly as it would (every output of its row or column meets it). */
 _Static_assert(MR == ACS_FX_MR && NR == ACS_FX_NR, "kernel_fixed.c blocks");
+_Static_assert(MR == ACS_FK_MR && NR == ACS_FK_NR, "kernel_float.c blocks");
 
 static int special_in(const acs_operand *t, const void *codes, int wide, int64_t at, int64_t len)
 {
@@ -906,11 +907,46 @@ static void fixed_rows(gemm_job *jb)
     free(nar);
 }
 
+/* Rows [i0, i1) through kernel_float.c's float accumulators, two B panels at a time. */
+static void float_rows(gemm_job *jb, const acs_float_plan *plan)
+{
+    int64_t n = jb->n, k = jb->k, panels = ceil_div(n, NR);
+    for (int64_t p = 0; p < panels; p += 2) {
+        const float *bp[2] = { jb->b_f32 + p * k * NR, jb->b_f32 + (p + 1 < panels ? p + 1 : p) * k * NR };
+        int64_t j0 = p * NR, nc = n - j0 < 2 * NR ? n - j0 : 2 * NR;
+        for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
+            int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
+            const float *arows[MR];
+            for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
+                arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
+            double res[MR][2 * NR];
+            uint64_t lanes[MR * 2 * NR];
+            if (plan->mode == ACS_SR) {
+                uint64_t half[2][MR * NR];
+                for (int h = 0; h < 2; h++) exact64_lanes(jb->seed, i0, mr, j0 + h * NR, nc - h * NR, n, half[h]);
+                for (int r = 0; r < MR; r++)
+                    for (int h = 0; h < 2; h++) memcpy(lanes + r * 2 * NR + h * NR, half[h] + r * NR, NR * sizeof *lanes);
+            }
+            acs_float_block(plan, arows, bp, k, jb->tile, jb->dataflow == ACS_OS, lanes, (uint64_t)jb->kp, res);
+            for (int64_t r = 0; r < mr; r++)
+                for (int64_t c = 0; c < nc; c++) {
+                    double v = res[r][c];
+                    jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : v;   /* canonical NaN */
+                }
+        }
+    }
+}
+
 /* Rows [i0, i1) through the vector kernels.  Integer wrap sums are taken modulo 2^32 and
  * wrapped to the register once. */
 static void gemm_rows_fast(gemm_job *jb)
 {
     if (jb->fast == ACS_FAST_FIXED) { fixed_rows(jb); return; }
+    acs_float_plan plan;
+    if (jb->fast == ACS_FAST_EXACT64 && acs_float_plan_of(jb->ctx, isa_enabled, &plan)) {
+        float_rows(jb, &plan);
+        return;
+    }
     const acs_mac *mac = jb->ctx->mac;
     int64_t n = jb->n, k = jb->k;
     int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma();
@@ -1329,12 +1365,15 @@ static void epilogue_rows(void *p)
             int cls;
             /* two binary32 values multiply exactly in binary64; the cast rounds once */
             float s = (float)((double)sa[i * sa_stride] * (double)sb[j * sb_stride]);
-            /* Exact fast case: an accumulator value of at most 24 significant bits times the fp32
-             * scale is exact in double, so one cast rounds it once to nearest-even, and the
-             * fp32 add of the bias is the IEEE add the general branch computes. */
+            /* Exact fast case: an accumulator value of at most 29 significant bits (the low 24
+             * of its binary64 fraction clear; not NaN) times the 24-bit fp32 scale is exact in
+             * double, so one cast rounds it once to nearest-even, and the fp32 add of the bias
+             * is the IEEE add the general branch computes. */
             double xd = acc_int ? (double)acc_int[i * n + j] : acc[i * n + j];
+            uint64_t xb;
+            memcpy(&xb, &xd, sizeof xb);
             if ((!acc_int || (acc_int[i * n + j] < (1LL << 53) && acc_int[i * n + j] > -(1LL << 53)))
-                && (double)(float)xd == xd) {
+                && !(xb & 0xFFFFFF) && xd == xd) {
                 float y = (float)(xd * (double)s);
                 out[i * n + j] = bias ? y + bias[j] : y;
                 continue;
@@ -1395,3 +1434,13 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
 
 /* Whether the vector kernels take their AVX2 versions (blockscale.c's kernels follow suit). */
 int acs_vector_avx2(void) { return have_avx2_fma(); }
+
+int acs_float_kernel(const acs_mac *mac)
+{
+    acs_mac_ctx ctx;
+    acs_float_plan plan;
+    int kind = acs_mac_open(&ctx, mac) == ACS_OK && ctx.fast == ACS_FAST_EXACT64
+        ? acs_float_plan_of(&ctx, isa_enabled, &plan) : 0;
+    acs_mac_close(&ctx);
+    return kind;
+}

@@ -3,6 +3,7 @@
 #include "round.c"
 #include "formats.c"
 #include "accumulate.c"
+#include "kernel_float.c"
 #include "array.c"
 #include "kernel_fixed.c"
 #include "blockscale.c"

@@ -185,6 +185,12 @@ int acs_set_fast_paths(int enabled);
  * returns the previous setting. */
 int acs_set_vector_isa(int enabled);
 
+/* The float-accumulator kernel (kernel_float.c) the array's GEMM takes for this MAC on this CPU
+ * under the current vector ISA setting: 0 none (array.c's kernels or the general step), 1
+ * binary32, 2 IEEE half (the hardware's conversion), 3 grids with binary32's exponent range,
+ * 4 narrower grids, 5 stochastic rounding (binary64 lanes).  For tests and benchmarks. */
+int acs_float_kernel(const acs_mac *mac);
+
 /* The counter-based generator behind stochastic rounding (see docs/numerics.md). */
 uint32_t acs_rand32(uint64_t seed, uint64_t index, uint64_t step);
 /* cdef-end */

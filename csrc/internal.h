@@ -71,6 +71,7 @@ typedef struct {
     acs_operand *ta, *tb;  /* decoded operand codes, for formats of at most 16 bits */
     int fast;              /* an exact fast path (acs_fast_path) this MAC allows */
     int exact_sums;        /* ACS_FAST_EXACT64: every acc + a*b provably exact in binary64 */
+    int products_f32;      /* every product of two finite operands is a binary32 */
     float *fa, *fb;        /* ACS_FAST_FP32, ACS_FAST_EXACT64, ACS_FAST_BLOCK64: operand values */
     int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP, ACS_FAST_INT_SAT: operand values */
     int64_t max_product;   /* ACS_FAST_INT_SAT, ACS_FAST_FIXED: the largest |a*b| (in ia*ib units) */
@@ -128,6 +129,31 @@ int acs_posit_memo_init(acs_posit_memo *m, const acs_acc *acc);
 void acs_posit_memo_free(acs_posit_memo *m);
 void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, int nar, acs_posit_memo *memo,
                    double *out, int64_t *out_int);
+
+/* Float accumulators on AVX-512 (kernel_float.c), in blocks of ACS_FK_MR rows by two panels of
+ * ACS_FK_NR columns: A rows of k binary32 operand values, B panels of NR values per k (array.c's
+ * layout).  acs_float_plan_of returns nonzero when a kernel applies to the MAC with vector ISA
+ * setting `isa` (array.c's: 1 is the best the CPU has). */
+#define ACS_FK_MR 4
+#define ACS_FK_NR 16
+typedef struct {
+    int kind, mode, sat, sh;
+    int scale_a;                   /* the operand scaled on loading: A (1) or B (0) */
+    float scale;                   /* 2^s: values are kept times it */
+    double unscale;
+    uint32_t max_bits;             /* the largest finite value (scaled), as a binary32 pattern */
+    uint32_t over_pos, over_neg;   /* what a sum past it becomes, by sign (patterns) */
+    double max64, over64;          /* sr: the largest finite value, and what a sum past it becomes */
+    int64_t man_shift, ulp_min;    /* sr: man_bits << 52; the subnormal spacing's binary64 pattern */
+    int64_t emin64;                /* sr: 2^emin's binary64 pattern */
+    int sh64;                      /* sr: 52 - man_bits */
+} acs_float_plan;
+int acs_float_plan_of(const acs_mac_ctx *ctx, int isa, acs_float_plan *p);
+/* sr: lanes holds each output's hash state after (seed, index) (row-major, MR x 2 NR), kp the
+ * buffer's first draw step. */
+void acs_float_block(const acs_float_plan *p, const float *const arows[ACS_FK_MR], const float *const panels[2],
+                     int64_t k, int64_t tile, int chain_only, const uint64_t *lanes, uint64_t kp,
+                     double out[ACS_FK_MR][2 * ACS_FK_NR]);
 
 /* array.c, for blockscale.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
 int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,

@@ -363,17 +363,24 @@ def test_threads_argument_and_environment(monkeypatch):
 
 
 def test_epilogue_fast_case_equals_exact_rounding():
-    """The epilogue's exact fast case (24-bit accumulator values) against the general one:
-    int32 accumulators past 2^24 take the general branch, smaller ones the fast one; both
-    must round fp32(acc * scale) once."""
+    """The epilogue's exact fast case (accumulator values of at most 29 significant bits)
+    against one exact rounding of fp32(acc * scale): int32 sums past 2^24 with few and with
+    many significant bits (the latter take the general branch)."""
     from fractions import Fraction
+    from accel_sim import reference
     f = acs.formats.get("int8")
-    A = acs.QTensor(np.full((3, 4000), 127, np.uint8), f, scale=np.float32(0.1))   # sums 127*127*4000 > 2^24
-    B = acs.QTensor(np.full((4000, 2), 127, np.uint8), f, scale=np.float32(0.3))
+    a = np.full((3, 80000), 127, np.int8)
+    a[1, 0], a[2, :3] = 1, 1
+    b = np.full((80000, 2), 127, np.int8)
+    b[0, 1] = 3
+    A = acs.QTensor(f.encode(a), f, scale=np.float32(0.1))   # sums near 127*127*80000 > 2^30
+    B = acs.QTensor(f.encode(b), f, scale=np.float32(0.3))
     res = acs.Array(4, 4, "os", acs.MAC(f, f, "int32")).gemm(A, B, metrics=False)
     s = np.float32(np.float64(np.float32(0.1)) * np.float64(np.float32(0.3)))
-    exact = Fraction(int(res.acc[0, 0])) * Fraction(float(s))
-    assert res.acc[0, 0] == 127 * 127 * 4000
-    from accel_sim import reference
-    want = reference.round_float(exact, **reference.float_format_params(8, 23))  # one rounding to fp32
-    assert res.output[0, 0] == want
+    acc = a.astype(np.int64) @ b.astype(np.int64)
+    assert np.array_equal(res.acc, acc)
+    bits = [len(bin(v).rstrip("0")) - 2 for v in acc.reshape(-1).tolist()]
+    assert min(bits) <= 29 < max(bits)
+    for (i, j), v in np.ndenumerate(acc):
+        want = reference.round_float(Fraction(int(v)) * Fraction(float(s)), **reference.float_format_params(8, 23))
+        assert res.output[i, j] == want

@@ -1,6 +1,7 @@
-"""The vector kernel for narrow float accumulators (exact64) in rna, rto and sr: the array's
-GEMM, bit for bit (float64 patterns: signed zeros, NaN), against the general step, the
-portable C twin, the AVX2 twin where AVX-512 is taken, and the exact reference model."""
+"""The vector kernels for float accumulators (array.c's exact64 and f16c, kernel_float.c's
+AVX-512 ones) in every rounding mode: the array's GEMM, bit for bit (float64 patterns: signed
+zeros, NaN), against the general step, the portable C twin, the AVX2 twin where AVX-512 is
+taken, and the exact reference model."""
 import zlib
 
 import numpy as np
@@ -10,7 +11,7 @@ import accel_sim as acs
 from accel_sim import reference as ref
 from accel_sim._native import fast_paths, lib, vector_isa
 
-MODES = ["rna", "rto", "sr"]
+MODES = ["rna", "rto", "sr", "rne", "rtz", "rup", "rdn"]
 ACCS = {  # name: FloatAcc factory by rounding
     "fp16": lambda r: acs.FloatAcc(5, 10, r),
     "bf16": lambda r: acs.FloatAcc(8, 7, r),
@@ -18,6 +19,10 @@ ACCS = {  # name: FloatAcc factory by rounding
     "e4m3acc": lambda r: acs.FloatAcc(4, 3, r),                       # overflows to inf
     "e4m3acc-sat": lambda r: acs.FloatAcc(4, 3, r, overflow="saturate"),
     "fp16-sat": lambda r: acs.FloatAcc(5, 10, r, overflow="saturate"),
+    "bf16-sat": lambda r: acs.FloatAcc(8, 7, r, overflow="saturate"),
+    "fp32-sat": lambda r: acs.FloatAcc(8, 23, r, overflow="saturate"),
+    "e8m21": lambda r: acs.FloatAcc(8, 21, r),                        # the most fraction bits kernel_float.c takes
+    "e6m9": lambda r: acs.FloatAcc(6, 9, r),
 }
 FORMATS = ["e4m3fn", "e5m2", "int8", "e2m1"]
 
@@ -125,8 +130,9 @@ def test_long_chains(mode, acc):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_exact_zero_sums_and_signed_zeros(mode):
-    """Exact zero sums are +0 in these modes (IEEE 754; the chain starts from +0, so -0 terms
-    alone sum to +0 too); a nonzero sum that rounds to zero keeps its sign."""
+    """Exact zero sums are +0 except under rdn, where they are -0 (IEEE 754; the chain starts
+    from +0, so -0 terms alone sum to +0 too in the other modes); a nonzero sum that rounds to
+    zero keeps its sign."""
     f = acs.formats.get("e5m2")
     for acc in (acs.FloatAcc(5, 10, mode), acs.FloatAcc(8, 23, mode), acs.FloatAcc(4, 3, mode)):
         mac = acs.MAC(f, f, acc)
@@ -138,7 +144,10 @@ def test_exact_zero_sums_and_signed_zeros(mode):
         for dataflow in ("os", "ws", "is"):
             for seed in (0, 1, 2):
                 got = gemm_all_ways(mac, A, B, dataflow, rows=2, seed=seed)
-                assert raw(got[0, 0]) == raw(0.0) and raw(got[0, 1]) == raw(0.0)      # 3 - 3
+                zero = -0.0 if mode == "rdn" else 0.0
+                assert raw(got[0, 0]) == raw(zero) and raw(got[0, 1]) == raw(zero)    # 3 - 3
+                if mode == "rdn":
+                    continue
                 assert np.all(raw(got[1:4]) == raw(0.0))                                # signed zero terms
                 assert np.all(raw(got[4:6, :4]) == raw(0.0))
                 if acc.max >= 57344:
@@ -168,8 +177,9 @@ def test_subnormal_results(mode):
 @pytest.mark.parametrize("overflow", ["inf", "saturate"])
 @pytest.mark.parametrize("mode", MODES)
 def test_overflow(mode, overflow):
-    """Sums beyond the grid: rna and sr round to inf (IEEE) and rto to the largest finite
-    value; saturation clamps; infinite operands stay infinite under IEEE."""
+    """Sums beyond the grid: rne, rna, sr and (upward) rup round to inf (IEEE), rto, rtz and
+    (upward) rdn to the largest finite value; saturation clamps; infinite operands stay infinite
+    under IEEE."""
     f = acs.formats.get("e4m3fn")
     acc = acs.FloatAcc(4, 3, mode, overflow=overflow)
     mac = acs.MAC(f, f, acc)
@@ -179,11 +189,11 @@ def test_overflow(mode, overflow):
     for dataflow in ("os", "ws", "is"):
         for seed in (0, 3):
             got = gemm_all_ways(mac, A, B, dataflow, rows=2, seed=seed)
-            if overflow == "saturate" or mode == "rto":
+            if overflow == "saturate" or mode in ("rto", "rtz"):
                 assert np.all(np.isfinite(got)) and np.all(np.abs(got) <= acc.max)
     big = f.encode(np.array([[448.0, 448.0]]))
     got = gemm_all_ways(mac, big, big.T, "os")
-    assert got[0, 0] == (acc.max if overflow == "saturate" or mode == "rto" else np.inf)
+    assert got[0, 0] == (acc.max if overflow == "saturate" or mode in ("rto", "rtz", "rdn") else np.inf)
     e5 = acs.formats.get("e5m2")
     mac = acs.MAC(e5, e5, acc)
     specials = e5.encode(np.array([np.inf, -np.inf, 1.0, 0.0, np.nan, 2.0]))
@@ -253,3 +263,54 @@ def test_wide_grids_full_width_sums(mode):
         A, B = f.encode(a), f.encode(b)
         for dataflow in ("os", "ws"):
             gemm_all_ways(mac, A, B, dataflow, rows=8, seed=2)
+
+
+FLOAT_KERNELS = [  # MAC, kernel_float.c's kind with AVX-512 (1 binary32, 2 half, 3 wide, 4 narrow, 5 sr)
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 23, "rtz")), 1),
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 23, "rna")), 1),
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 23, "rne", overflow="saturate")), 1),
+    (acs.MAC("e5m2", "e5m2", acs.FloatAcc(5, 10, "rdn")), 2),
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(5, 10, "rna")), 4),
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(5, 10, overflow="saturate")), 4),
+    (acs.MAC("bf16", "bf16", acs.FloatAcc(8, 7)), 3),
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 21, "rto")), 3),
+    (acs.MAC("bf16", "e4m3fn", acs.FloatAcc(6, 9)), 4),     # B scaled (bf16's 2^-133 would leave binary32)
+    (acs.MAC("e4m3fn", "bf16", acs.FloatAcc(6, 9)), 4),     # A scaled
+    (acs.MAC("bf16", "bf16", acs.FloatAcc(6, 9)), 0),       # neither scales exactly: array.c's kernel
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 22)), 0),  # too fine to round to odd at binary32
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(5, 10, "sr")), 5),    # binary64 lanes
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 19, "sr", overflow="saturate")), 5),
+    (acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 20, "sr")), 0),     # the draw's 32 bits need 34 below the grid
+]
+
+
+def test_float_kernels_are_taken():
+    """Where the CPU has AVX-512, each MAC above runs the kernel named (the other tests then
+    check that kernel's bits); never with the AVX2 or portable kernels selected."""
+    kinds = [lib.acs_float_kernel(mac._c) for mac, _ in FLOAT_KERNELS]
+    if not any(kinds):
+        pytest.skip("no AVX-512 on this CPU: kernel_float.c is not used")
+    assert kinds == [want for _, want in FLOAT_KERNELS]
+    with avx512(False):
+        assert not any(lib.acs_float_kernel(mac._c) for mac, _ in FLOAT_KERNELS)
+    with vector_isa(False):
+        assert not any(lib.acs_float_kernel(mac._c) for mac, _ in FLOAT_KERNELS)
+
+
+@pytest.mark.parametrize("mode", ["rne", "rna", "rtz", "rup", "rdn", "rto"])
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+def test_mixed_operands_and_scaling(mode, dataflow):
+    """bf16 with e4m3fn (the kernel scales the e4m3fn side into binary32's range) and bf16 with
+    bf16 (no side scales exactly: array.c's kernel), into grids narrower than binary32's, with
+    every special: all equal to the general step."""
+    rng = np.random.default_rng(12)
+    for fa, fb in (("bf16", "e4m3fn"), ("e4m3fn", "bf16"), ("bf16", "bf16")):
+        for acc in (acs.FloatAcc(6, 9, mode), acs.FloatAcc(4, 3, mode), acs.FloatAcc(6, 9, mode, overflow="saturate")):
+            mac = acs.MAC(fa, fb, acc)
+            (f, ca), (g, cb) = codes(fa), codes(fb)
+            A = rng.choice(ca, (9, 70))
+            B = rng.choice(cb, (70, 35))
+            gemm_all_ways(mac, A, B, dataflow, rows=8, cols=4, threads=(1, 3))
+            A = f.encode(rng.standard_normal((6, 40)) * 2.0 ** rng.integers(-30, 8, (6, 40)))
+            B = g.encode(rng.standard_normal((40, 33)) * 2.0 ** rng.integers(-6, 6, (40, 33)))
+            gemm_all_ways(mac, A, B, dataflow, rows=8, cols=4)
