@@ -76,9 +76,11 @@ int acs_block_avx512_ok(const acs_mac_ctx *ctx)
 #include <immintrin.h>
 #define BK_TARGET __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512cd")))
 #define BK_INLINE static inline __attribute__((always_inline)) BK_TARGET
+#define BK_ROWS _Pragma("GCC unroll 4")   /* rows unrolled: their values stay in registers */
 
 typedef struct {
     int f, emin, man;
+    int b32;                         /* the grid is binary32's and the rounding directed (rtz, rup) */
     float max, over_pos, over_neg;   /* what an overflow becomes, by sign (magnitudes) */
 } bk_grid;
 
@@ -87,40 +89,49 @@ static bk_grid bk_grid_of(const acs_acc *acc)
     const acs_grid *g = &acc->grid;
     int sat = acc->overflow == ACS_OVF_SATURATE, m = acc->rounding;
     float max = (float)ldexp((double)g->max_sig, g->emax - g->man_bits);
-    bk_grid k = { acc->align_bits, g->emin, g->man_bits, max, sat || m == ACS_RTZ ? max : INFINITY,
-                  sat || m == ACS_RTZ || m == ACS_RUP ? max : INFINITY };
+    bk_grid k = { acc->align_bits, g->emin, g->man_bits,
+                  g->man_bits == 23 && g->emin == -126 && g->emax == 127 && g->max_sig == (1 << 24) - 1 && m != ACS_RNE,
+                  max, sat || m == ACS_RTZ ? max : INFINITY, sat || m == ACS_RTZ || m == ACS_RUP ? max : INFINITY };
     return k;
 }
 
-/* S * 2^d rounded onto the grid (see the top); marks lanes that end non-finite or -0. */
+/* S * 2^d rounded onto the grid (see the top); marks lanes that end non-finite or -0.  On
+ * binary32's own grid the conversion of S and the scaling round by the mode themselves (a
+ * directed rounding twice, onto nested grids, is that rounding once). */
 BK_INLINE __m512 bk_round_block(const bk_grid *k, int mode, __m512i s, __m512i d, __mmask16 *bad)
 {
-    const __m512i one = _mm512_set1_epi32(1), sign = _mm512_set1_epi32(INT32_MIN);
-    __m512i a = _mm512_abs_epi32(s);
-    __m512i sh = _mm512_max_epi32(_mm512_sub_epi32(_mm512_set1_epi32(31 - k->man), _mm512_lzcnt_epi32(a)),
-                                  _mm512_sub_epi32(_mm512_set1_epi32(k->emin - k->man), d));
-    sh = _mm512_max_epi32(sh, _mm512_setzero_si512());
-    __m512i x = a, shr = sh;
-    if (mode == ACS_RUP) {   /* positive sums up to the next multiple of 2^sh */
-        __m512i bias = _mm512_sub_epi32(_mm512_sllv_epi32(one, sh), one);
-        x = _mm512_mask_add_epi32(a, _mm512_cmpgt_epi32_mask(s, _mm512_setzero_si512()), a, bias);
-    } else if (mode == ACS_RNE) {   /* (2|S| + 2^sh - 1 + lsb) >> (sh + 1): sh = 0 needs no case; below 2^32 */
-        __m512i lsb = _mm512_and_si512(_mm512_srlv_epi32(a, sh), one);
-        x = _mm512_add_epi32(_mm512_add_epi32(a, a), _mm512_add_epi32(_mm512_sub_epi32(_mm512_sllv_epi32(one, sh), one), lsb));
-        shr = _mm512_add_epi32(sh, one);
+    const int rc = (mode == ACS_RTZ ? _MM_FROUND_TO_ZERO : _MM_FROUND_TO_POS_INF) | _MM_FROUND_NO_EXC;
+    __m512 v;
+    if (mode != ACS_RNE && k->b32) {
+        v = _mm512_scalef_round_ps(_mm512_cvt_roundepi32_ps(s, rc), _mm512_cvtepi32_ps(d), rc);
+    } else {
+        const __m512i one = _mm512_set1_epi32(1);
+        __m512i a = _mm512_abs_epi32(s);
+        __m512i sh = _mm512_max_epi32(_mm512_sub_epi32(_mm512_set1_epi32(31 - k->man), _mm512_lzcnt_epi32(a)),
+                                      _mm512_sub_epi32(_mm512_set1_epi32(k->emin - k->man), d));
+        sh = _mm512_max_epi32(sh, _mm512_setzero_si512());
+        __m512i x = a, shr = sh;
+        if (mode == ACS_RUP) {   /* positive sums up to the next multiple of 2^sh */
+            __m512i bias = _mm512_sub_epi32(_mm512_sllv_epi32(one, sh), one);
+            x = _mm512_mask_add_epi32(a, _mm512_cmpgt_epi32_mask(s, _mm512_setzero_si512()), a, bias);
+        } else if (mode == ACS_RNE) {   /* (2|S| + 2^sh - 1 + lsb) >> (sh + 1): sh = 0 needs no case; below 2^32 */
+            __m512i lsb = _mm512_and_si512(_mm512_srlv_epi32(a, sh), one);
+            x = _mm512_add_epi32(_mm512_add_epi32(a, a), _mm512_add_epi32(_mm512_sub_epi32(_mm512_sllv_epi32(one, sh), one), lsb));
+            shr = _mm512_add_epi32(sh, one);
+        }
+        __m512i r = _mm512_sllv_epi32(_mm512_srlv_epi32(x, shr), sh);
+        v = _mm512_or_ps(_mm512_cvtepu32_ps(r), _mm512_castsi512_ps(_mm512_and_si512(s, _mm512_set1_epi32(INT32_MIN))));
+        v = _mm512_scalef_ps(v, _mm512_cvtepi32_ps(d));   /* exact, or infinite past binary32 */
     }
-    __m512i r = _mm512_sllv_epi32(_mm512_srlv_epi32(x, shr), sh);
-    __m512 v = _mm512_or_ps(_mm512_cvtepu32_ps(r), _mm512_castsi512_ps(_mm512_and_si512(s, sign)));
-    v = _mm512_scalef_ps(v, _mm512_cvtepi32_ps(d));
-    __m512 mag = _mm512_abs_ps(v);
-    __mmask16 neg = _mm512_movepi32_mask(s);
-    __mmask16 over = _mm512_cmp_ps_mask(mag, _mm512_set1_ps(k->max), _CMP_GT_OQ);
-    __m512 ov = _mm512_mask_blend_ps(neg, _mm512_set1_ps(k->over_pos), _mm512_set1_ps(k->over_neg));
-    v = _mm512_mask_or_ps(v, over, ov, _mm512_and_ps(v, _mm512_castsi512_ps(sign)));
-    *bad |= _mm512_cmpeq_epi32_mask(_mm512_castps_si512(v), sign)
-        | _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(3.4028234663852886e38f), _CMP_NLE_UQ);
+    __mmask16 over = _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(k->max), _CMP_GT_OQ);
+    if (over) {
+        __m512 ov = _mm512_mask_blend_ps(_mm512_movepi32_mask(s), _mm512_set1_ps(k->over_pos), _mm512_set1_ps(k->over_neg));
+        v = _mm512_mask_or_ps(v, over, ov, _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
+    }
+    *bad |= _mm512_fpclass_ps_mask(v, 0x9D);   /* NaN, infinities, -0 */
     return v;
 }
+
 /* t + p (binary64, both on the grid) rounded onto the grid; marks lanes where binary64 could
  * not hold the sum exactly. */
 BK_INLINE __m512d bk_join(const bk_grid *k, int mode, __m512d t, __m512d p, __mmask8 *bad)
@@ -146,30 +157,35 @@ BK_INLINE void bk_block(const bk_grid *k, int mode, const acs_block_args *w, int
                         __m512 part[BK_MR], __mmask16 bad[BK_MR])
 {
     __m256i ex[BK_MR];
+    BK_ROWS
     for (int r = 0; r < BK_MR; r++) ex[r] = _mm256_set1_epi16(INT16_MIN);
     for (int64_t kk = b0; kk < b1; kk++) {
         __m256i xb = _mm256_loadu_si256((const __m256i *)(w->xpanel + kk * BK_NR));
+        BK_ROWS
         for (int r = 0; r < BK_MR; r++)
             ex[r] = _mm256_max_epi16(ex[r], _mm256_adds_epi16(xb, _mm256_set1_epi16(w->xrows[r][kk])));
     }
     __m512 up[BK_MR];
     __m512i sum[BK_MR], d[BK_MR];
+    BK_ROWS
     for (int r = 0; r < BK_MR; r++) {
         __m512i e = _mm512_cvtepi16_epi32(ex[r]), ab = _mm512_castps_si512(part[r]);
         __m512i field = _mm512_srli_epi32(_mm512_slli_epi32(ab, 1), 24);
         __m512i eacc = _mm512_max_epi32(_mm512_sub_epi32(field, _mm512_set1_epi32(127)), _mm512_set1_epi32(k->emin));
         e = _mm512_mask_max_epi32(e, _mm512_test_epi32_mask(ab, _mm512_set1_epi32(INT32_MAX)), e, eacc);
         d[r] = _mm512_sub_epi32(e, _mm512_set1_epi32(k->f));
-        __m512i ub = _mm512_sub_epi32(_mm512_set1_epi32(127), d[r]);   /* 2^(F-E)'s exponent field */
-        ub = _mm512_min_epi32(_mm512_max_epi32(ub, _mm512_set1_epi32(1)), _mm512_set1_epi32(253));
+        /* 2^(F-E)'s exponent field, at least 1 (E <= F + 126); E alone too small for it: no product */
+        __m512i ub = _mm512_min_epi32(_mm512_sub_epi32(_mm512_set1_epi32(127), d[r]), _mm512_set1_epi32(253));
         up[r] = _mm512_castsi512_ps(_mm512_slli_epi32(ub, 23));
         sum[r] = _mm512_cvttps_epi32(_mm512_scalef_ps(part[r], _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_setzero_si512(), d[r]))));
     }
     for (int64_t kk = b0; kk < b1; kk++) {
         __m512 b = _mm512_loadu_ps(w->panel + kk * BK_NR);
+        BK_ROWS
         for (int r = 0; r < BK_MR; r++)
             sum[r] = _mm512_add_epi32(sum[r], _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w->arows[r][kk]), b), up[r])));
     }
+    BK_ROWS
     for (int r = 0; r < BK_MR; r++) part[r] = bk_round_block(k, mode, sum[r], d[r], &bad[r]);
 }
 
@@ -178,6 +194,7 @@ BK_INLINE void bk_body(const bk_grid *k, int mode, const acs_block_args *w, doub
 {
     __m512d total[BK_MR][2];
     __mmask16 marks[BK_MR];
+    BK_ROWS
     for (int r = 0; r < BK_MR; r++) {
         total[r][0] = total[r][1] = _mm512_setzero_pd();
         marks[r] = 0;
@@ -185,9 +202,11 @@ BK_INLINE void bk_body(const bk_grid *k, int mode, const acs_block_args *w, doub
     for (int64_t t0 = 0; t0 < w->k; t0 += w->tile) {
         int64_t t1 = t0 + w->tile < w->k ? t0 + w->tile : w->k;
         __m512 part[BK_MR];
+        BK_ROWS
         for (int r = 0; r < BK_MR; r++) part[r] = _mm512_setzero_ps();
         for (int64_t b0 = t0; b0 < t1; b0 += w->terms)
             bk_block(k, mode, w, b0, b0 + w->terms < t1 ? b0 + w->terms : t1, part, marks);
+        BK_ROWS
         for (int r = 0; r < BK_MR; r++) {   /* os: one tile, the chain is the result */
             __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(part[r]));
             __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(part[r]), 1)));
@@ -202,6 +221,7 @@ BK_INLINE void bk_body(const bk_grid *k, int mode, const acs_block_args *w, doub
             }
         }
     }
+    BK_ROWS
     for (int r = 0; r < BK_MR; r++) {
         for (int h = 0; h < 2; h++) {
             _mm512_storeu_pd(out[r] + 8 * h, total[r][h]);
