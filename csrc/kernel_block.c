@@ -10,13 +10,13 @@
  *   the sum S, worth S * 2^(E-F), rounded onto the grid in integers: from |S|'s leading bit
  *     (lzcnt) the grid's spacing is 2^sh units (sh <= 31), |S|'s low sh bits go by rne, rtz or
  *     rup, and the result (at most 24 significant bits) is converted exactly to float32 and
- *     scaled by 2^(E-F) (scalef), then checked against the grid's largest value.
+ *     scaled by 2^(E-F) (scalef), then checked against the grid's largest value; binary32's
+ *     own grid under rtz or rup takes the conversion and scalef with that rounding instead.
  * Tile sums join the buffer in binary64: the sum is exact where TwoSum's error is zero, and is
  * rounded onto the grid by scalef / roundscale / scalef.  Lanes that end non-finite, whose join
  * is inexact, or whose nonzero block sum rounds to -0 (the general step then follows the signs
  * of zero products) are marked for array.c to recompute by the general step. */
 #include <math.h>
-#include <string.h>
 #include "internal.h"
 
 #define BK_MR ACS_BK_MR
