@@ -685,14 +685,8 @@ static inline __attribute__((always_inline)) vi4 vmax(vi4 a, vi4 b)
     return (gt & a) | (~gt & b);
 }
 
-typedef struct {
-    const float *const *arows;
-    const int16_t *const *xrows;
-    const float *panel;
-    const int16_t *xpanel;
-    int64_t k, tile;
-    int terms, align, emin, chain_only;
-} block64_args;
+typedef acs_block_args block64_args;
+_Static_assert(MR == ACS_BK_MR && NR == ACS_BK_NR, "kernel_block.c blocks");
 
 /* Sums to +0 (and lane marks cleared). */
 static inline __attribute__((always_inline)) void block64_clear(vd4 sums[MR][NR / 4], vi4 bad[MR][NR / 4])
@@ -837,6 +831,13 @@ void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double
 }
 
 BLOCK64_KERNEL(block64_block_cvtt, __attribute__((target("avx2,fma"))), block64_cvtt)
+
+/* kernel_block.c's AVX-512 kernel (float32 lanes) behind the block64 kernels' signature. */
+static void block64_block_avx512(const exact64_grid *g, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4])
+{
+    (void)g;
+    acs_block_avx512(w, out, (int64_t (*)[NR])bad);   /* the same bytes */
+}
 #endif
 
 /* Register accumulators (ACS_FAST_FIXED) through kernel_fixed.c.  A NaN or infinite operand
@@ -969,6 +970,8 @@ static void gemm_rows_fast(gemm_job *jb)
         while ((1 << bits) < mac->acc.terms + 1) bits++;
         if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.align_bits + 2 + bits <= 31 && mac->acc.terms <= 64)
             block_kernel = block64_block_cvtt;
+        if (jb->fast == ACS_FAST_BLOCK64 && have_avx512dq() && acs_block_avx512_ok(jb->ctx))
+            block_kernel = block64_block_avx512;
     }
 #endif
     exact64_grid g = exact64_grid_of(&mac->acc);
@@ -988,7 +991,8 @@ static void gemm_rows_fast(gemm_job *jb)
                     xrows[r] = jb->a_bx + (i0 + (r < mr ? r : 0)) * k;
                 }
                 block64_args w = { arows, xrows, jb->b_f32 + p * k * NR, jb->b_bx + p * k * NR, k, jb->tile,
-                                   mac->acc.terms, mac->acc.align_bits, mac->acc.grid.emin, jb->dataflow == ACS_OS };
+                                   mac->acc.terms, mac->acc.align_bits, mac->acc.grid.emin, jb->dataflow == ACS_OS,
+                                   &mac->acc };
                 double res[MR][NR];
                 vi4 bad[MR][NR / 4];
                 block_kernel(&g, &w, res, bad);

@@ -6,4 +6,5 @@
 #include "kernel_float.c"
 #include "array.c"
 #include "kernel_fixed.c"
+#include "kernel_block.c"
 #include "blockscale.c"

@@ -155,6 +155,23 @@ void acs_float_block(const acs_float_plan *p, const float *const arows[ACS_FK_MR
                      int64_t k, int64_t tile, int chain_only, const uint64_t *lanes, uint64_t kp,
                      double out[ACS_FK_MR][2 * ACS_FK_NR]);
 
+/* BlockFMA blocks of ACS_BK_MR x ACS_BK_NR outputs on AVX-512 (kernel_block.c), on array.c's
+ * decoded operands: MR A rows of k values and alignment exponents, B panels of NR per k; out
+ * gets the accumulators, bad all ones where the general step must recompute one. */
+#define ACS_BK_MR 4
+#define ACS_BK_NR 16
+typedef struct {
+    const float *const *arows;
+    const int16_t *const *xrows;
+    const float *panel;
+    const int16_t *xpanel;
+    int64_t k, tile;
+    int terms, align, emin, chain_only;
+    const acs_acc *acc;
+} acs_block_args;
+int acs_block_avx512_ok(const acs_mac_ctx *ctx);
+void acs_block_avx512(const acs_block_args *w, double out[ACS_BK_MR][ACS_BK_NR], int64_t bad[ACS_BK_MR][ACS_BK_NR]);
+
 /* array.c, for blockscale.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
 int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,
                      int64_t m, int64_t n, int64_t k, int threads, acs_gemm_counts *counts);
