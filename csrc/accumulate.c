@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include "internal.h"
 
 /* An exact product (or accumulator value): (-1)^neg * sig * 2^exp when cls is ACS_FINITE. */
@@ -216,12 +217,48 @@ static int check_mac(const acs_mac *mac)
 }
 
 /* Decoded fields of every code of a format of at most 16 bits (operands are looked up). */
-static acs_operand *operand_table(const acs_format *f)
+static acs_operand *build_operand_table(const acs_format *f)
 {
-    if (f->bits > 16) return NULL;
     acs_operand *t = malloc(sizeof *t << f->bits);
     if (t)
         for (uint64_t c = 0; c < (1ULL << f->bits); c++) t[c] = acs_decode_operand(f, c);
+    return t;
+}
+
+static int same_format(const acs_format *x, const acs_format *y)
+{
+    const acs_grid *g = &x->grid, *h = &y->grid;
+    return g->kind == h->kind && g->man_bits == h->man_bits && g->emin == h->emin && g->emax == h->emax
+        && g->max_sig == h->max_sig && g->subnormals == h->subnormals && g->total_bits == h->total_bits
+        && g->frac_bits == h->frac_bits && g->is_signed == h->is_signed && x->bits == y->bits
+        && x->exp_bits == y->exp_bits && x->bias == y->bias && x->has_inf == y->has_inf
+        && x->nan_style == y->nan_style;
+}
+
+/* The decoded codes of a format of at most 16 bits.  Tables of formats wider than 8 bits take
+ * milliseconds to build (65536 codes), so the first few such formats keep theirs for the
+ * process (*shared set: not the caller's to free); the rest are built per call. */
+#define OPERAND_TABLES_KEPT 16
+static struct { acs_format f; acs_operand *t; } kept_tables[OPERAND_TABLES_KEPT];
+static int kept_count;
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static acs_operand *operand_table(const acs_format *f, int *shared)
+{
+    *shared = 0;
+    if (f->bits > 16) return NULL;
+    if (f->bits <= 8) return build_operand_table(f);
+    acs_operand *t = NULL;
+    pthread_mutex_lock(&kept_lock);
+    for (int i = 0; i < kept_count && !t; i++)
+        if (same_format(&kept_tables[i].f, f)) t = kept_tables[i].t;
+    if (!t && kept_count < OPERAND_TABLES_KEPT && (t = build_operand_table(f))) {
+        kept_tables[kept_count].f = *f;
+        kept_tables[kept_count++].t = t;
+    }
+    pthread_mutex_unlock(&kept_lock);
+    if (t) *shared = 1;
+    else t = build_operand_table(f);
     return t;
 }
 
@@ -412,8 +449,8 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
     ctx->mac = mac;
     int status = check_mac(mac);
     if (status) return status;
-    ctx->ta = operand_table(&mac->a);
-    ctx->tb = operand_table(&mac->b);
+    ctx->ta = operand_table(&mac->a, &ctx->ta_shared);
+    ctx->tb = operand_table(&mac->b, &ctx->tb_shared);
     ctx->fast = ctx->ta && ctx->tb ? fast_path_of(ctx) : ACS_FAST_NONE;
     if (ctx->fast == ACS_FAST_FP32 || ctx->fast == ACS_FAST_EXACT64 || ctx->fast == ACS_FAST_BLOCK64) {
         ctx->fa = float_values(ctx->ta, mac->a.bits);
@@ -437,7 +474,8 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
 
 void acs_mac_close(acs_mac_ctx *ctx)
 {
-    free(ctx->ta); free(ctx->tb);
+    if (!ctx->ta_shared) free(ctx->ta);
+    if (!ctx->tb_shared) free(ctx->tb);
     free(ctx->fa); free(ctx->fb);
     free(ctx->ia); free(ctx->ib);
     memset(ctx, 0, sizeof *ctx);

@@ -182,6 +182,9 @@ typedef struct {
     int64_t kpair;                   /* k rounded up to even: int16 operands go in pairs */
     uint8_t *a_spec, *b_spec;        /* BlockFMA: A rows, B columns holding a NaN or inf code */
     acs_fixed_plan fixed;            /* ACS_FAST_FIXED: kernel_fixed.c's plan */
+    int block_avx512;                /* ACS_FAST_BLOCK64: kernel_block.c takes it */
+    int float_kernel;                /* ACS_FAST_EXACT64: kernel_float.c takes it, with this plan */
+    acs_float_plan float_plan;
 } gemm_job;
 
 /* One output through the general step; zero-operand MACs are added to *zeros if it is given. */
@@ -943,11 +946,7 @@ static void float_rows(gemm_job *jb, const acs_float_plan *plan)
 static void gemm_rows_fast(gemm_job *jb)
 {
     if (jb->fast == ACS_FAST_FIXED) { fixed_rows(jb); return; }
-    acs_float_plan plan;
-    if (jb->fast == ACS_FAST_EXACT64 && acs_float_plan_of(jb->ctx, isa_enabled, &plan)) {
-        float_rows(jb, &plan);
-        return;
-    }
+    if (jb->float_kernel) { float_rows(jb, &jb->float_plan); return; }
     const acs_mac *mac = jb->ctx->mac;
     int64_t n = jb->n, k = jb->k;
     int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma();
@@ -970,7 +969,7 @@ static void gemm_rows_fast(gemm_job *jb)
         while ((1 << bits) < mac->acc.terms + 1) bits++;
         if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.align_bits + 2 + bits <= 31 && mac->acc.terms <= 64)
             block_kernel = block64_block_cvtt;
-        if (jb->fast == ACS_FAST_BLOCK64 && have_avx512dq() && acs_block_avx512_ok(jb->ctx))
+        if (jb->block_avx512)
             block_kernel = block64_block_avx512;
     }
 #endif
@@ -1263,6 +1262,10 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
                       dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m, 0, 0,
                       a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
     if (!base.fast) base.fast = acs_fixed_plan_of(&ctx, buffer, dataflow, k, base.tile, &base.fixed);
+    if (base.fast == ACS_FAST_EXACT64) base.float_kernel = acs_float_plan_of(&ctx, isa_enabled, &base.float_plan);
+#ifdef ACS_X86
+    base.block_avx512 = base.fast == ACS_FAST_BLOCK64 && have_avx2_fma() && have_avx512dq() && acs_block_avx512_ok(&ctx);
+#endif
     /* Rows in blocks of MR, spread over at most `threads` workers. */
     int64_t blocks = ceil_div(m, MR);
     int workers = (int)(threads < blocks ? threads : (blocks > 0 ? blocks : 1));

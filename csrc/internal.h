@@ -69,6 +69,7 @@ enum acs_fast_path { ACS_FAST_NONE = 0, ACS_FAST_FP32 = 1, ACS_FAST_INT_WRAP = 2
 typedef struct {
     const acs_mac *mac;
     acs_operand *ta, *tb;  /* decoded operand codes, for formats of at most 16 bits */
+    int ta_shared, tb_shared;  /* kept for the process (accumulate.c): not freed on close */
     int fast;              /* an exact fast path (acs_fast_path) this MAC allows */
     int exact_sums;        /* ACS_FAST_EXACT64: every acc + a*b provably exact in binary64 */
     int products_f32;      /* every product of two finite operands is a binary32 */
