@@ -906,23 +906,84 @@ static void fixed_rows(gemm_job *jb)
     free(nar);
 }
 
-/* Rows [i0, i1) through the vector kernels.  Integer wrap sums are taken modulo 2^32 and
- * wrapped to the register once. */
+/* fp32 sums, and integer wrap sums taken modulo 2^32 and wrapped to the register once, through
+ * native vector arithmetic.  With AVX-512 (kernel_gemm.c) a pass covers two B panels and stores
+ * its block itself. */
+static void native_rows(gemm_job *jb)
+{
+    int64_t n = jb->n, k = jb->k, kpair = jb->kpair;
+    int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma(), x512 = 0, np = 1;
+    int sh = 64 - jb->ctx->mac->acc.grid.total_bits;   /* integers: wrap to the register's width */
+    void (*fp32_kernel)(const float **, const float *, int64_t, int64_t, float (*)[NR]) = fp32_block_portable;
+    void (*int_kernel)(const int16_t **, const int16_t *, int64_t, uint32_t (*)[NR]) = int16_block_portable;
+#ifdef ACS_X86
+    if (avx2) { fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; }
+    x512 = avx2 && isa_enabled == 1 && acs_gemm_avx512(!fp);
+#endif
+    for (int64_t j0 = 0, p = 0; j0 < n; j0 += np * NR, p += np) {
+        np = x512 && n - j0 > NR ? 2 : 1;
+        int64_t nc = n - j0 < np * NR ? n - j0 : np * NR;
+        for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
+            int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
+            if (fp) {
+                const float *arows[MR];
+                for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
+                    arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
+                const float *panel = jb->b_f32 + p * k * NR;
+#ifdef ACS_X86
+                if (x512) {
+                    acs_fp32_block_avx512(arows, panel, k * NR, np, k, jb->tile, (int)mr, (int)nc,
+                                          jb->out + i0 * n + j0, n);
+                    continue;
+                }
+#endif
+                float res[MR][NR];
+                fp32_kernel(arows, panel, k, jb->tile, res);
+                for (int64_t r = 0; r < mr; r++)
+                    for (int64_t c = 0; c < nc; c++) {
+                        float v = res[r][c];
+                        jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : (double)v; /* canonical NaN */
+                    }
+            } else {
+                const int16_t *arows[MR];
+                for (int r = 0; r < MR; r++)
+                    arows[r] = jb->a_i16 + (i0 + (r < mr ? r : 0)) * kpair;
+                const int16_t *panel = jb->b_i16 + p * kpair * NR;
+#ifdef ACS_X86
+                if (x512) {
+                    acs_int16_block_vnni(arows, panel, kpair * NR, np, kpair / 2, sh, (int)mr, (int)nc,
+                                         jb->out_int + i0 * n + j0, n);
+                    continue;
+                }
+#endif
+                uint32_t res[MR][NR];
+                int_kernel(arows, panel, kpair / 2, res);
+                for (int64_t r = 0; r < mr; r++)
+                    for (int64_t c = 0; c < nc; c++)
+                        jb->out_int[(i0 + r) * n + j0 + c] = (int64_t)((uint64_t)(int64_t)(int32_t)res[r][c] << sh) >> sh;
+            }
+        }
+    }
+}
+
+/* Rows [i0, i1) through the vector kernels. */
 static void gemm_rows_fast(gemm_job *jb)
 {
     if (jb->fast == ACS_FAST_FIXED) { fixed_rows(jb); return; }
+    if (jb->fast == ACS_FAST_FP32 || jb->fast == ACS_FAST_INT_WRAP || jb->fast == ACS_FAST_INT_SAT) {
+        native_rows(jb);
+        return;
+    }
     const acs_mac *mac = jb->ctx->mac;
     int64_t n = jb->n, k = jb->k;
-    int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma();
-    void (*fp32_kernel)(const float **, const float *, int64_t, int64_t, float (*)[NR]) = fp32_block_portable;
-    void (*int_kernel)(const int16_t **, const int16_t *, int64_t, uint32_t (*)[NR]) = int16_block_portable;
+    int avx2 = have_avx2_fma();
     void (*exact64_kernel)(const exact64_grid *, const float **, const float *, int64_t, int64_t, int, double (*)[NR],
                            vi4 (*)[NR / 4]) = exact64_block_portable;
     void (*block_kernel)(const exact64_grid *, const block64_args *, double (*)[NR], vi4 (*)[NR / 4])
         = block64_block_portable;
 #ifdef ACS_X86
     if (avx2) {
-        fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
+        exact64_kernel = exact64_block_avx2;
         block_kernel = block64_block_avx2;
         if ((mac->acc.rounding == ACS_SR || mac->acc.rounding == ACS_RNA || mac->acc.rounding == ACS_RTO)
             && have_avx512dq())
@@ -976,27 +1037,6 @@ static void gemm_rows_fast(gemm_job *jb)
                         if (bad[r][c / 4][c % 4]) general_output(jb, i0 + r, j0 + c, NULL);
                         else jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : v;
                     }
-            } else if (fp) {
-                const float *arows[MR];
-                for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
-                    arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
-                float res[MR][NR];
-                fp32_kernel(arows, jb->b_f32 + p * k * NR, k, jb->tile, res);
-                for (int64_t r = 0; r < mr; r++)
-                    for (int64_t c = 0; c < nr; c++) {
-                        float v = res[r][c];
-                        jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : (double)v; /* canonical NaN */
-                    }
-            } else {
-                const int16_t *arows[MR];
-                for (int r = 0; r < MR; r++)
-                    arows[r] = jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
-                uint32_t res[MR][NR];
-                int_kernel(arows, jb->b_i16 + p * jb->kpair * NR, jb->kpair / 2, res);
-                int sh = 64 - mac->acc.grid.total_bits;   /* wrap to the register's width */
-                for (int64_t r = 0; r < mr; r++)
-                    for (int64_t c = 0; c < nr; c++)
-                        jb->out_int[(i0 + r) * n + j0 + c] = (int64_t)((uint64_t)(int64_t)(int32_t)res[r][c] << sh) >> sh;
             }
         }
     }

@@ -5,4 +5,5 @@
 #include "accumulate.c"
 #include "array.c"
 #include "kernel_fixed.c"
+#include "kernel_gemm.c"
 #include "blockscale.c"

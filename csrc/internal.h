@@ -129,6 +129,14 @@ void acs_posit_memo_free(acs_posit_memo *m);
 void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, int nar, acs_posit_memo *memo,
                    double *out, int64_t *out_int);
 
+/* kernel_gemm.c (x86): AVX-512 builds of array.c's fp32 and int16-pair kernels, over ACS_FX_MR rows
+ * and np (1 or 2) B panels pstride elements apart, storing mr rows and nc columns at out. */
+int acs_gemm_avx512(int vnni);
+void acs_fp32_block_avx512(const float *const arows[ACS_FX_MR], const float *panel, int64_t pstride, int np, int64_t k,
+                           int64_t tile, int mr, int nc, double *out, int64_t ldo);
+void acs_int16_block_vnni(const int16_t *const arows[ACS_FX_MR], const int16_t *panel, int64_t pstride, int np,
+                          int64_t pairs, int sh, int mr, int nc, int64_t *out, int64_t ldo);
+
 /* array.c, for blockscale.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
 int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,
                      int64_t m, int64_t n, int64_t k, int threads, acs_gemm_counts *counts);
