@@ -58,54 +58,68 @@ static int64_t stream_flips(const void *codes, int bits, int64_t first, int64_t 
     return flips;
 }
 
+/* Bit flips between two runs of `bytes` bytes (a code's flips are its bytes' flips). */
+static inline __attribute__((always_inline)) int64_t xor_flips(const uint8_t *p, const uint8_t *q, int64_t bytes)
+{
+    int64_t flips = 0, x = 0;
+    for (; x + 8 <= bytes; x += 8) {
+        uint64_t u, v;
+        memcpy(&u, p + x, 8);
+        memcpy(&v, q + x, 8);
+        flips += __builtin_popcountll(u ^ v);
+    }
+    for (; x < bytes; x++) flips += __builtin_popcount((unsigned)(p[x] ^ q[x]));
+    return flips;
+}
+
 /* WS and IS: array row i holds, in row-fold fr, the K index kidx = (fr*R + i)*nt + t of each
  * lane t.  The streaming operand (WS: A[:, kidx], IS: B[kidx, :]) passes along the row; the
- * stationary one (WS: B[col, kidx], IS: A[col, kidx]) is loaded into PE (i, j) per fold.  Both
- * are read a source row at a time (the kidx of this worker's array rows are contiguous), and
+ * stationary one (WS: B[col, kidx], IS: A[col, kidx]) is loaded into PE (i, j) per fold.  The
+ * kidx of this worker's array rows are contiguous, so every stream and load is a run of codes
+ * of a source row, compared with the previous run a machine word at a time; lanes past k hold
+ * zeros.  A row-fold streams the same codes in each column-fold, so its flips inside the stream
+ * count once per active column, plus the step from the register's previous code to the first;
  * each register keeps its state from fold to fold in (row-fold, column-fold) order. */
 ACS_POPCNT_CLONES
-static void count_toggles_stationary(toggle_job *tj, int nt, int64_t kp, int64_t sr, int64_t sc, int64_t frs,
-                                     int64_t fcs)
+static void count_toggles_stationary(toggle_job *tj, int nt, int64_t sr, int64_t sc, int64_t frs, int64_t fcs)
 {
     int ws = tj->dataflow == ACS_WS;
-    const void *src = ws ? tj->a : tj->bt, *st = ws ? tj->bt : tj->a;
-    int sbits = ws ? tj->mac->a.bits : tj->mac->b.bits, stbits = ws ? tj->mac->b.bits : tj->mac->a.bits;
+    const uint8_t *src = ws ? tj->a : tj->bt, *st = ws ? tj->bt : tj->a;
+    int64_t ss = (ws ? tj->mac->a.bits : tj->mac->b.bits) > 8 ? 2 : 1;   /* bytes per code */
+    int64_t ts = (ws ? tj->mac->b.bits : tj->mac->a.bits) > 8 ? 2 : 1;
     int64_t R = tj->R, C = tj->C, k = tj->k, len = ws ? tj->m : tj->n;
     int64_t lo = tj->lo, hi = tj->hi < R ? tj->hi : R, lanes = (hi > lo ? hi - lo : 0) * nt;
-    int64_t *flips = malloc((size_t)(lanes > 0 ? lanes : 1) * sizeof *flips);
-    uint16_t *head = malloc((size_t)(lanes > 0 ? lanes : 1) * sizeof *head);
-    uint16_t *tail = malloc((size_t)(lanes > 0 ? lanes : 1) * sizeof *tail);
-    uint16_t *reg = calloc((size_t)(lanes > 0 ? lanes : 1), sizeof *reg);
-    uint16_t *pe = calloc((size_t)(lanes > 0 ? lanes * C : 1), sizeof *pe);   /* [j][lane] */
+    uint8_t *reg = calloc((size_t)(lanes > 0 ? lanes * ss : 1), 1);
+    uint8_t *pe = calloc((size_t)(lanes > 0 ? lanes * ts * C : 1), 1);   /* [j][lane] */
+    uint8_t *zero = calloc((size_t)(lanes > 0 ? lanes * 2 : 1), 1);
     int64_t *streamed = ws ? &tj->ta : &tj->tb, *stationary = ws ? &tj->tb : &tj->ta;
-    if (!flips || !head || !tail || !reg || !pe) tj->status = ACS_ERR_ARG;
+    if (!reg || !pe || !zero) tj->status = ACS_ERR_ARG;
     for (int64_t fr = 0; fr < frs && !tj->status; fr++) {
         int64_t rows = (sr - fr * R < hi ? sr - fr * R : hi) - lo;   /* this worker's active array rows */
         if (rows <= 0) break;
         int64_t k0 = (fr * R + lo) * nt, e_end = rows * nt;              /* lane e holds kidx k0 + e */
         int64_t e_in = k - k0 < e_end ? (k - k0 > 0 ? k - k0 : 0) : e_end;   /* lanes with kidx < k */
-        for (int64_t e = 0; e < e_end; e++) { flips[e] = 0; head[e] = tail[e] = 0; }
-        for (int64_t x = 0; x < len; x++)
-            for (int64_t e = 0; e < e_in; e++) {
-                uint16_t v = (uint16_t)code_of(src, x * k + k0 + e, sbits > 8);
-                if (x) flips[e] += __builtin_popcount(tail[e] ^ v); else head[e] = v;
-                tail[e] = v;
-            }
+        int64_t in = e_in * ss, out = (e_end - e_in) * ss;
+        const uint8_t *head = src + k0 * ss, *tail = src + ((len - 1) * k + k0) * ss;
+        int64_t flips = 0;
+        for (int64_t x = 1; x < len; x++) flips += xor_flips(src + (x * k + k0) * ss, src + ((x - 1) * k + k0) * ss, in);
         for (int64_t fc = 0; fc < fcs; fc++) {
             int64_t c_act = sc - fc * C < C ? sc - fc * C : C;
-            for (int64_t e = 0; e < e_end; e++) {
-                *streamed += (flips[e] + __builtin_popcount(reg[e] ^ head[e])) * c_act;
-                reg[e] = tail[e];
+            *streamed += (flips + xor_flips(reg, head, in) + xor_flips(reg + in, zero, out)) * c_act;
+            memcpy(reg, tail, (size_t)in);
+            memset(reg + in, 0, (size_t)out);
+            int64_t loads = 0;
+            for (int64_t j = 0; j < c_act; j++) {
+                uint8_t *r = pe + j * lanes * ts;
+                const uint8_t *v = st + ((fc * C + j) * k + k0) * ts;
+                loads += xor_flips(r, v, e_in * ts) + xor_flips(r + e_in * ts, zero, (e_end - e_in) * ts);
+                memcpy(r, v, (size_t)(e_in * ts));
+                memset(r + e_in * ts, 0, (size_t)((e_end - e_in) * ts));
             }
-            for (int64_t j = 0; j < c_act; j++)
-                for (int64_t e = 0; e < e_end; e++) {
-                    uint16_t v = e < e_in ? (uint16_t)code_of(st, (fc * C + j) * k + k0 + e, stbits > 8) : 0;
-                    *stationary += __builtin_popcount(pe[j * lanes + e] ^ v);
-                    pe[j * lanes + e] = v;
-                }
+            *stationary += loads;
         }
     }
-    free(flips); free(head); free(tail); free(reg); free(pe);
+    free(reg); free(pe); free(zero);
 }
 
 ACS_POPCNT_CLONES
@@ -117,7 +131,7 @@ static void count_toggles_part(toggle_job *tj)
     int64_t R = tj->R, C = tj->C, m = tj->m, n = tj->n, k = tj->k, kp = ceil_div(k, nt);
     int64_t sr = df == ACS_OS ? m : kp, sc = df == ACS_IS ? m : n;
     int64_t frs = ceil_div(sr, R), fcs = ceil_div(sc, C);
-    if (df != ACS_OS) { count_toggles_stationary(tj, nt, kp, sr, sc, frs, fcs); return; }
+    if (df != ACS_OS) { count_toggles_stationary(tj, nt, sr, sc, frs, fcs); return; }
     for (int64_t i = tj->lo; i < tj->hi && i < R; i++)
         for (int t = 0; t < nt; t++) {
             uint16_t reg = 0, head, tail;
