@@ -1370,62 +1370,83 @@ typedef struct {
     float *out;
 } epilogue_job;
 
-static void epilogue_rows(void *p)
+/* Output (i, j) of the epilogue. */
+static void epilogue_one(const epilogue_job *e, int64_t i, int64_t j)
 {
-    const epilogue_job *e = p;
     const double *acc = e->acc;
     const int64_t *acc_int = e->acc_int;
     const float *sa = e->sa, *sb = e->sb, *bias = e->bias;
     int64_t n = e->n, sa_stride = e->sa_stride, sb_stride = e->sb_stride;
     float *out = e->out;
+    int cls;
+    /* two binary32 values multiply exactly in binary64; the cast rounds once */
+    float s = (float)((double)sa[i * sa_stride] * (double)sb[j * sb_stride]);
+    /* Exact fast case: an accumulator value of at most 24 significant bits times the fp32
+     * scale is exact in double, so one cast rounds it once to nearest-even, and the
+     * fp32 add of the bias is the IEEE add the general branch computes. */
+    double xd = acc_int ? (double)acc_int[i * n + j] : acc[i * n + j];
+    if ((!acc_int || (acc_int[i * n + j] < (1LL << 53) && acc_int[i * n + j] > -(1LL << 53)))
+        && (double)(float)xd == xd) {
+        float y = (float)(xd * (double)s);
+        out[i * n + j] = bias ? y + bias[j] : y;
+        return;
+    }
+    acs_real x;
+    if (acc_int) {
+        int64_t v = acc_int[i * n + j];
+        uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; /* |INT64_MIN| fits */
+        acs_real xi = { v < 0, 0, 0, (acs_u128)mag };
+        x = xi;
+        cls = v ? ACS_FINITE : ACS_ZERO;
+    } else {
+        uint64_t ab;
+        memcpy(&ab, &acc[i * n + j], sizeof ab);
+        x = acs_real_from_bits(ab, 64, &cls);
+    }
+    acs_rounded y = mul_round(x, cls, s);
+    if (bias && y.cls != ACS_NAN) {
+        uint32_t bb;
+        memcpy(&bb, &bias[j], sizeof bb);
+        int bcls;
+        acs_real b = acs_real_from_bits(bb, 32, &bcls);
+        if (bcls == ACS_NAN || (y.cls == ACS_INF && bcls == ACS_INF && y.neg != b.neg)) {
+            y.cls = ACS_NAN;
+        } else if (bcls == ACS_INF) {
+            y.cls = ACS_INF; y.neg = b.neg;
+        } else if (y.cls == ACS_ZERO && bcls == ACS_ZERO) {
+            y.neg = y.neg && b.neg;          /* IEEE: -0 + -0 = -0, else +0 */
+        } else if (y.cls == ACS_ZERO) {
+            y = acs_round(&acs_fp32_grid, b, ACS_RNE, ACS_OVF_INF, 0);
+        } else if (y.cls == ACS_FINITE && bcls == ACS_FINITE) {
+            acs_real s2 = acs_add_exact(y.neg, y.kept, y.q, b.neg, b.sig, b.exp);
+            if (s2.sig == 0 && !s2.sticky) { y.cls = ACS_ZERO; y.neg = 0; }
+            else y = acs_round(&acs_fp32_grid, s2, ACS_RNE, ACS_OVF_INF, 0);
+        }
+    }
+    out[i * n + j] = fp32_of(y);
+}
+
+static void epilogue_rows(void *p)
+{
+    const epilogue_job *e = p;
+    int64_t n = e->n;
+    int x512 = 0;
+#ifdef ACS_X86
+    x512 = have_avx2_fma() && isa_enabled == 1 && (e->sb_stride == 0 || e->sb_stride == 1)
+           && acs_gemm_avx512(2);
+#endif
     for (int64_t i = e->i0; i < e->i1; i++)
-        for (int64_t j = 0; j < n; j++) {
-            int cls;
-            /* two binary32 values multiply exactly in binary64; the cast rounds once */
-            float s = (float)((double)sa[i * sa_stride] * (double)sb[j * sb_stride]);
-            /* Exact fast case: an accumulator value of at most 24 significant bits times the fp32
-             * scale is exact in double, so one cast rounds it once to nearest-even, and the
-             * fp32 add of the bias is the IEEE add the general branch computes. */
-            double xd = acc_int ? (double)acc_int[i * n + j] : acc[i * n + j];
-            if ((!acc_int || (acc_int[i * n + j] < (1LL << 53) && acc_int[i * n + j] > -(1LL << 53)))
-                && (double)(float)xd == xd) {
-                float y = (float)(xd * (double)s);
-                out[i * n + j] = bias ? y + bias[j] : y;
-                continue;
+        for (int64_t j = 0; j < n;) {
+            int64_t stop = j, end = n;
+#ifdef ACS_X86
+            if (x512) {   /* the vector fast case runs to the first group of 8 it cannot take */
+                int64_t o = i * n;
+                stop = acs_epilogue_avx512(e->acc ? e->acc + o : NULL, e->acc_int ? e->acc_int + o : NULL,
+                                           e->sa[i * e->sa_stride], e->sb, e->sb_stride, e->bias, e->out + o, j, n);
+                end = stop + 8 < n ? stop + 8 : n;
             }
-            acs_real x;
-            if (acc_int) {
-                int64_t v = acc_int[i * n + j];
-                uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; /* |INT64_MIN| fits */
-                acs_real xi = { v < 0, 0, 0, (acs_u128)mag };
-                x = xi;
-                cls = v ? ACS_FINITE : ACS_ZERO;
-            } else {
-                uint64_t ab;
-                memcpy(&ab, &acc[i * n + j], sizeof ab);
-                x = acs_real_from_bits(ab, 64, &cls);
-            }
-            acs_rounded y = mul_round(x, cls, s);
-            if (bias && y.cls != ACS_NAN) {
-                uint32_t bb;
-                memcpy(&bb, &bias[j], sizeof bb);
-                int bcls;
-                acs_real b = acs_real_from_bits(bb, 32, &bcls);
-                if (bcls == ACS_NAN || (y.cls == ACS_INF && bcls == ACS_INF && y.neg != b.neg)) {
-                    y.cls = ACS_NAN;
-                } else if (bcls == ACS_INF) {
-                    y.cls = ACS_INF; y.neg = b.neg;
-                } else if (y.cls == ACS_ZERO && bcls == ACS_ZERO) {
-                    y.neg = y.neg && b.neg;          /* IEEE: -0 + -0 = -0, else +0 */
-                } else if (y.cls == ACS_ZERO) {
-                    y = acs_round(&acs_fp32_grid, b, ACS_RNE, ACS_OVF_INF, 0);
-                } else if (y.cls == ACS_FINITE && bcls == ACS_FINITE) {
-                    acs_real s2 = acs_add_exact(y.neg, y.kept, y.q, b.neg, b.sig, b.exp);
-                    if (s2.sig == 0 && !s2.sticky) { y.cls = ACS_ZERO; y.neg = 0; }
-                    else y = acs_round(&acs_fp32_grid, s2, ACS_RNE, ACS_OVF_INF, 0);
-                }
-            }
-            out[i * n + j] = fp32_of(y);
+#endif
+            for (j = stop; j < end; j++) epilogue_one(e, i, j);
         }
 }
 

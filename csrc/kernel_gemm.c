@@ -17,10 +17,13 @@
 #define GM_MR ACS_FX_MR
 #define GM_NR ACS_FX_NR
 
-int acs_gemm_avx512(int vnni)
+/* Whether the CPU runs this file's code: which 0 the fp32 kernel, 1 the int16 one (VNNI), 2 the
+ * epilogue (DQ, VL). */
+int acs_gemm_avx512(int which)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && (!vnni || __builtin_cpu_supports("avx512vnni"));
+    return __builtin_cpu_supports("avx512f") && (which != 1 || __builtin_cpu_supports("avx512vnni"))
+        && (which != 2 || (__builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")));
 }
 
 /* The mask of the first n of 16 lanes, and of 8-lane halves. */
@@ -114,5 +117,38 @@ void acs_int16_block_vnni(const int16_t *const arows[GM_MR], const int16_t *pane
 {
     if (np == 2) int16_pass(arows, panel, pstride, 2, pairs, sh, mr, nc, out, ldo);
     else int16_pass(arows, panel, pstride, 1, pairs, sh, mr, nc, out, ldo);
+}
+
+/* array.c's epilogue fast case on outputs j0.. of one row, 8 at a time: an accumulator value of
+ * at most 24 significant bits times the fp32 scale fp32(sa * sb[j]) is exact in binary64, one
+ * conversion rounds it (rne), then the fp32 add of the bias.  Stops at the first group with a
+ * lane outside that case, or whose product is a NaN (its payload is left to array.c's own add);
+ * returns where it stopped. */
+__attribute__((target("avx512f,avx512dq,avx512vl")))
+int64_t acs_epilogue_avx512(const double *acc, const int64_t *acc_int, float sa, const float *sb, int64_t sb_stride,
+                            const float *bias, float *out, int64_t j0, int64_t n)
+{
+    const __m512d sad = _mm512_set1_pd((double)sa);
+    const __m512i big = _mm512_set1_epi64(1LL << 53), nbig = _mm512_set1_epi64(-(1LL << 53));
+    int64_t j = j0;
+    for (; j < n; j += 8) {
+        __mmask8 m = (__mmask8)(n - j >= 8 ? 0xFF : (1u << (n - j)) - 1), ok = m;
+        __m256 sbv = sb_stride ? _mm256_maskz_loadu_ps(m, sb + j) : _mm256_set1_ps(sb[0]);
+        __m512d s = _mm512_cvtps_pd(_mm512_cvtpd_ps(_mm512_mul_pd(sad, _mm512_cvtps_pd(sbv))));
+        __m512d x;
+        if (acc_int) {
+            __m512i v = _mm512_maskz_loadu_epi64(m, acc_int + j);
+            ok &= _mm512_cmplt_epi64_mask(v, big) & _mm512_cmpgt_epi64_mask(v, nbig);
+            x = _mm512_cvtepi64_pd(v);
+        } else x = _mm512_maskz_loadu_pd(m, acc + j);
+        ok &= _mm512_cmp_pd_mask(_mm512_cvtps_pd(_mm512_cvtpd_ps(x)), x, _CMP_EQ_OQ);
+        __m512d p = _mm512_mul_pd(x, s);
+        ok &= _mm512_cmp_pd_mask(p, p, _CMP_ORD_Q);
+        if (ok != m) break;
+        __m256 y = _mm512_cvtpd_ps(p);
+        if (bias) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(m, bias + j));
+        _mm256_mask_storeu_ps(out + j, m, y);
+    }
+    return j < n ? j : n;
 }
 #endif

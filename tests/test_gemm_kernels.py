@@ -105,3 +105,51 @@ def test_toggle_counts_equal_register_simulation(ab, dataflow):
             c = acs.Array(rows, cols, dataflow, acs.MAC(fa, fb, "fp32"), threads=t).gemm(
                 acs.QTensor(A, fa), acs.QTensor(B, fb), metrics=False).counts
             assert (c["toggles_a"], c["toggles_b"]) == want, (m, k, n, rows, cols, t)
+
+
+def special_floats(rng, size, dtype):
+    v = (rng.standard_normal(size) * 2.0 ** rng.integers(-60, 60, size)).astype(dtype)
+    pick = rng.integers(0, 12, size)
+    for p, x in enumerate((np.nan, np.inf, -np.inf, 0.0, -0.0, np.finfo(dtype).max, np.finfo(dtype).tiny / 4, 1.0)):
+        v[pick == p] = x
+    return v
+
+
+@pytest.mark.parametrize("int_acc", [False, True])
+def test_epilogue_vector_case_equals_scalar(int_acc):
+    """acs_epilogue through its AVX-512 fast case and the scalar code: accumulators in and out of
+    the fast case (more than 24 significant bits, beyond +-2^53, NaN, inf, signed zeros), scales
+    per tensor, row or column (0, inf, NaN, subnormal), biases with specials, ragged rows."""
+    from accel_sim._native import ffi
+    rng = np.random.default_rng(24)
+    m, n = 7, 37
+    if int_acc:
+        acc = rng.integers(-2**24, 2**24, (m, n), dtype=np.int64)
+        edges = [0, 2**24 + 1, -(2**24) - 3, 2**53 - 1, -(2**53) + 1, 2**53, -(2**53), 2**62 + 1, -2**63, 2**63 - 1]
+        pick = rng.random((m, n)) < 0.3
+        acc[pick] = rng.choice(np.array(edges, np.int64), size=int(pick.sum()))
+        acc[0, :9] = 3 * 2**56 + 1   # as binary64 3 * 2^56: times 1 + 3 * 2^-23 a tie in fp32, the exact value not
+    else:
+        acc = special_floats(rng, (m, n), np.float32).astype(np.float64)
+        wide = rng.random((m, n)) < 0.2
+        acc[wide] = rng.standard_normal(int(wide.sum())) * 1e-3 + 1.0    # beyond fp32's 24 bits
+    scales = [(np.float32([1.0]), np.float32([1 + 3 * 2.0**-23]))]
+    for sa_len, sb_len in ((1, 1), (m, 1), (1, n), (m, n)):
+        scales.append((special_floats(rng, sa_len, np.float32), special_floats(rng, sb_len, np.float32)))
+        scales[-1][0][0], scales[-1][1][0] = np.float32(0.37), np.float32(3.1)
+    for sa, sb in scales:
+        sa_len, sb_len = sa.size, sb.size
+        for bias in (None, special_floats(rng, n, np.float32)):
+            outs = []
+            for level in (1, 2, 0):
+                y = np.empty((m, n), np.float32)
+                with isa(level):
+                    status = lib.acs_epilogue(ffi.NULL if int_acc else ffi.cast("double *", acc.ctypes.data),
+                                              ffi.cast("int64_t *", acc.ctypes.data) if int_acc else ffi.NULL, m, n,
+                                              ffi.cast("float *", sa.ctypes.data), int(sa_len > 1),
+                                              ffi.cast("float *", sb.ctypes.data), int(sb_len > 1),
+                                              ffi.NULL if bias is None else ffi.cast("float *", bias.ctypes.data),
+                                              ffi.cast("float *", y.ctypes.data), 1)
+                assert status == 0
+                outs.append(y.view(np.uint32).copy())
+            assert np.array_equal(outs[0], outs[2]) and np.array_equal(outs[1], outs[2]), (sa_len, sb_len, bias is None)
