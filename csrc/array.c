@@ -58,54 +58,68 @@ static int64_t stream_flips(const void *codes, int bits, int64_t first, int64_t 
     return flips;
 }
 
+/* Bit flips between two runs of `bytes` bytes (a code's flips are its bytes' flips). */
+static inline __attribute__((always_inline)) int64_t xor_flips(const uint8_t *p, const uint8_t *q, int64_t bytes)
+{
+    int64_t flips = 0, x = 0;
+    for (; x + 8 <= bytes; x += 8) {
+        uint64_t u, v;
+        memcpy(&u, p + x, 8);
+        memcpy(&v, q + x, 8);
+        flips += __builtin_popcountll(u ^ v);
+    }
+    for (; x < bytes; x++) flips += __builtin_popcount((unsigned)(p[x] ^ q[x]));
+    return flips;
+}
+
 /* WS and IS: array row i holds, in row-fold fr, the K index kidx = (fr*R + i)*nt + t of each
  * lane t.  The streaming operand (WS: A[:, kidx], IS: B[kidx, :]) passes along the row; the
- * stationary one (WS: B[col, kidx], IS: A[col, kidx]) is loaded into PE (i, j) per fold.  Both
- * are read a source row at a time (the kidx of this worker's array rows are contiguous), and
+ * stationary one (WS: B[col, kidx], IS: A[col, kidx]) is loaded into PE (i, j) per fold.  The
+ * kidx of this worker's array rows are contiguous, so every stream and load is a run of codes
+ * of a source row, compared with the previous run a machine word at a time; lanes past k hold
+ * zeros.  A row-fold streams the same codes in each column-fold, so its flips inside the stream
+ * count once per active column, plus the step from the register's previous code to the first;
  * each register keeps its state from fold to fold in (row-fold, column-fold) order. */
 ACS_POPCNT_CLONES
-static void count_toggles_stationary(toggle_job *tj, int nt, int64_t kp, int64_t sr, int64_t sc, int64_t frs,
-                                     int64_t fcs)
+static void count_toggles_stationary(toggle_job *tj, int nt, int64_t sr, int64_t sc, int64_t frs, int64_t fcs)
 {
     int ws = tj->dataflow == ACS_WS;
-    const void *src = ws ? tj->a : tj->bt, *st = ws ? tj->bt : tj->a;
-    int sbits = ws ? tj->mac->a.bits : tj->mac->b.bits, stbits = ws ? tj->mac->b.bits : tj->mac->a.bits;
+    const uint8_t *src = ws ? tj->a : tj->bt, *st = ws ? tj->bt : tj->a;
+    int64_t ss = (ws ? tj->mac->a.bits : tj->mac->b.bits) > 8 ? 2 : 1;   /* bytes per code */
+    int64_t ts = (ws ? tj->mac->b.bits : tj->mac->a.bits) > 8 ? 2 : 1;
     int64_t R = tj->R, C = tj->C, k = tj->k, len = ws ? tj->m : tj->n;
     int64_t lo = tj->lo, hi = tj->hi < R ? tj->hi : R, lanes = (hi > lo ? hi - lo : 0) * nt;
-    int64_t *flips = malloc((size_t)(lanes > 0 ? lanes : 1) * sizeof *flips);
-    uint16_t *head = malloc((size_t)(lanes > 0 ? lanes : 1) * sizeof *head);
-    uint16_t *tail = malloc((size_t)(lanes > 0 ? lanes : 1) * sizeof *tail);
-    uint16_t *reg = calloc((size_t)(lanes > 0 ? lanes : 1), sizeof *reg);
-    uint16_t *pe = calloc((size_t)(lanes > 0 ? lanes * C : 1), sizeof *pe);   /* [j][lane] */
+    uint8_t *reg = calloc((size_t)(lanes > 0 ? lanes * ss : 1), 1);
+    uint8_t *pe = calloc((size_t)(lanes > 0 ? lanes * ts * C : 1), 1);   /* [j][lane] */
+    uint8_t *zero = calloc((size_t)(lanes > 0 ? lanes * 2 : 1), 1);
     int64_t *streamed = ws ? &tj->ta : &tj->tb, *stationary = ws ? &tj->tb : &tj->ta;
-    if (!flips || !head || !tail || !reg || !pe) tj->status = ACS_ERR_ARG;
+    if (!reg || !pe || !zero) tj->status = ACS_ERR_ARG;
     for (int64_t fr = 0; fr < frs && !tj->status; fr++) {
         int64_t rows = (sr - fr * R < hi ? sr - fr * R : hi) - lo;   /* this worker's active array rows */
         if (rows <= 0) break;
         int64_t k0 = (fr * R + lo) * nt, e_end = rows * nt;              /* lane e holds kidx k0 + e */
         int64_t e_in = k - k0 < e_end ? (k - k0 > 0 ? k - k0 : 0) : e_end;   /* lanes with kidx < k */
-        for (int64_t e = 0; e < e_end; e++) { flips[e] = 0; head[e] = tail[e] = 0; }
-        for (int64_t x = 0; x < len; x++)
-            for (int64_t e = 0; e < e_in; e++) {
-                uint16_t v = (uint16_t)code_of(src, x * k + k0 + e, sbits > 8);
-                if (x) flips[e] += __builtin_popcount(tail[e] ^ v); else head[e] = v;
-                tail[e] = v;
-            }
+        int64_t in = e_in * ss, out = (e_end - e_in) * ss;
+        const uint8_t *head = src + k0 * ss, *tail = src + ((len - 1) * k + k0) * ss;
+        int64_t flips = 0;
+        for (int64_t x = 1; x < len; x++) flips += xor_flips(src + (x * k + k0) * ss, src + ((x - 1) * k + k0) * ss, in);
         for (int64_t fc = 0; fc < fcs; fc++) {
             int64_t c_act = sc - fc * C < C ? sc - fc * C : C;
-            for (int64_t e = 0; e < e_end; e++) {
-                *streamed += (flips[e] + __builtin_popcount(reg[e] ^ head[e])) * c_act;
-                reg[e] = tail[e];
+            *streamed += (flips + xor_flips(reg, head, in) + xor_flips(reg + in, zero, out)) * c_act;
+            memcpy(reg, tail, (size_t)in);
+            memset(reg + in, 0, (size_t)out);
+            int64_t loads = 0;
+            for (int64_t j = 0; j < c_act; j++) {
+                uint8_t *r = pe + j * lanes * ts;
+                const uint8_t *v = st + ((fc * C + j) * k + k0) * ts;
+                loads += xor_flips(r, v, e_in * ts) + xor_flips(r + e_in * ts, zero, (e_end - e_in) * ts);
+                memcpy(r, v, (size_t)(e_in * ts));
+                memset(r + e_in * ts, 0, (size_t)((e_end - e_in) * ts));
             }
-            for (int64_t j = 0; j < c_act; j++)
-                for (int64_t e = 0; e < e_end; e++) {
-                    uint16_t v = e < e_in ? (uint16_t)code_of(st, (fc * C + j) * k + k0 + e, stbits > 8) : 0;
-                    *stationary += __builtin_popcount(pe[j * lanes + e] ^ v);
-                    pe[j * lanes + e] = v;
-                }
+            *stationary += loads;
         }
     }
-    free(flips); free(head); free(tail); free(reg); free(pe);
+    free(reg); free(pe); free(zero);
 }
 
 ACS_POPCNT_CLONES
@@ -117,7 +131,7 @@ static void count_toggles_part(toggle_job *tj)
     int64_t R = tj->R, C = tj->C, m = tj->m, n = tj->n, k = tj->k, kp = ceil_div(k, nt);
     int64_t sr = df == ACS_OS ? m : kp, sc = df == ACS_IS ? m : n;
     int64_t frs = ceil_div(sr, R), fcs = ceil_div(sc, C);
-    if (df != ACS_OS) { count_toggles_stationary(tj, nt, kp, sr, sc, frs, fcs); return; }
+    if (df != ACS_OS) { count_toggles_stationary(tj, nt, sr, sc, frs, fcs); return; }
     for (int64_t i = tj->lo; i < tj->hi && i < R; i++)
         for (int t = 0; t < nt; t++) {
             uint16_t reg = 0, head, tail;
@@ -941,24 +955,85 @@ static void float_rows(gemm_job *jb, const acs_float_plan *plan)
     }
 }
 
-/* Rows [i0, i1) through the vector kernels.  Integer wrap sums are taken modulo 2^32 and
- * wrapped to the register once. */
+/* fp32 sums, and integer wrap sums taken modulo 2^32 and wrapped to the register once, through
+ * native vector arithmetic.  With AVX-512 (kernel_gemm.c) a pass covers two B panels and stores
+ * its block itself. */
+static void native_rows(gemm_job *jb)
+{
+    int64_t n = jb->n, k = jb->k, kpair = jb->kpair;
+    int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma(), x512 = 0, np = 1;
+    int sh = 64 - jb->ctx->mac->acc.grid.total_bits;   /* integers: wrap to the register's width */
+    void (*fp32_kernel)(const float **, const float *, int64_t, int64_t, float (*)[NR]) = fp32_block_portable;
+    void (*int_kernel)(const int16_t **, const int16_t *, int64_t, uint32_t (*)[NR]) = int16_block_portable;
+#ifdef ACS_X86
+    if (avx2) { fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; }
+    x512 = avx2 && isa_enabled == 1 && acs_gemm_avx512(!fp);
+#endif
+    for (int64_t j0 = 0, p = 0; j0 < n; j0 += np * NR, p += np) {
+        np = x512 && n - j0 > NR ? 2 : 1;
+        int64_t nc = n - j0 < np * NR ? n - j0 : np * NR;
+        for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
+            int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
+            if (fp) {
+                const float *arows[MR];
+                for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
+                    arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
+                const float *panel = jb->b_f32 + p * k * NR;
+#ifdef ACS_X86
+                if (x512) {
+                    acs_fp32_block_avx512(arows, panel, k * NR, np, k, jb->tile, (int)mr, (int)nc,
+                                          jb->out + i0 * n + j0, n);
+                    continue;
+                }
+#endif
+                float res[MR][NR];
+                fp32_kernel(arows, panel, k, jb->tile, res);
+                for (int64_t r = 0; r < mr; r++)
+                    for (int64_t c = 0; c < nc; c++) {
+                        float v = res[r][c];
+                        jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : (double)v; /* canonical NaN */
+                    }
+            } else {
+                const int16_t *arows[MR];
+                for (int r = 0; r < MR; r++)
+                    arows[r] = jb->a_i16 + (i0 + (r < mr ? r : 0)) * kpair;
+                const int16_t *panel = jb->b_i16 + p * kpair * NR;
+#ifdef ACS_X86
+                if (x512) {
+                    acs_int16_block_vnni(arows, panel, kpair * NR, np, kpair / 2, sh, (int)mr, (int)nc,
+                                         jb->out_int + i0 * n + j0, n);
+                    continue;
+                }
+#endif
+                uint32_t res[MR][NR];
+                int_kernel(arows, panel, kpair / 2, res);
+                for (int64_t r = 0; r < mr; r++)
+                    for (int64_t c = 0; c < nc; c++)
+                        jb->out_int[(i0 + r) * n + j0 + c] = (int64_t)((uint64_t)(int64_t)(int32_t)res[r][c] << sh) >> sh;
+            }
+        }
+    }
+}
+
+/* Rows [i0, i1) through the vector kernels. */
 static void gemm_rows_fast(gemm_job *jb)
 {
     if (jb->fast == ACS_FAST_FIXED) { fixed_rows(jb); return; }
     if (jb->float_kernel) { float_rows(jb, &jb->float_plan); return; }
+    if (jb->fast == ACS_FAST_FP32 || jb->fast == ACS_FAST_INT_WRAP || jb->fast == ACS_FAST_INT_SAT) {
+        native_rows(jb);
+        return;
+    }
     const acs_mac *mac = jb->ctx->mac;
     int64_t n = jb->n, k = jb->k;
-    int fp = jb->fast == ACS_FAST_FP32, avx2 = have_avx2_fma();
-    void (*fp32_kernel)(const float **, const float *, int64_t, int64_t, float (*)[NR]) = fp32_block_portable;
-    void (*int_kernel)(const int16_t **, const int16_t *, int64_t, uint32_t (*)[NR]) = int16_block_portable;
+    int avx2 = have_avx2_fma();
     void (*exact64_kernel)(const exact64_grid *, const float **, const float *, int64_t, int64_t, int, double (*)[NR],
                            vi4 (*)[NR / 4]) = exact64_block_portable;
     void (*block_kernel)(const exact64_grid *, const block64_args *, double (*)[NR], vi4 (*)[NR / 4])
         = block64_block_portable;
 #ifdef ACS_X86
     if (avx2) {
-        fp32_kernel = fp32_block_avx2; int_kernel = int16_block_avx2; exact64_kernel = exact64_block_avx2;
+        exact64_kernel = exact64_block_avx2;
         block_kernel = block64_block_avx2;
         if ((mac->acc.rounding == ACS_SR || mac->acc.rounding == ACS_RNA || mac->acc.rounding == ACS_RTO)
             && have_avx512dq())
@@ -1015,27 +1090,6 @@ static void gemm_rows_fast(gemm_job *jb)
                         if (bad[r][c / 4][c % 4]) general_output(jb, i0 + r, j0 + c, NULL);
                         else jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : v;
                     }
-            } else if (fp) {
-                const float *arows[MR];
-                for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
-                    arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
-                float res[MR][NR];
-                fp32_kernel(arows, jb->b_f32 + p * k * NR, k, jb->tile, res);
-                for (int64_t r = 0; r < mr; r++)
-                    for (int64_t c = 0; c < nr; c++) {
-                        float v = res[r][c];
-                        jb->out[(i0 + r) * n + j0 + c] = v != v ? NAN : (double)v; /* canonical NaN */
-                    }
-            } else {
-                const int16_t *arows[MR];
-                for (int r = 0; r < MR; r++)
-                    arows[r] = jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
-                uint32_t res[MR][NR];
-                int_kernel(arows, jb->b_i16 + p * jb->kpair * NR, jb->kpair / 2, res);
-                int sh = 64 - mac->acc.grid.total_bits;   /* wrap to the register's width */
-                for (int64_t r = 0; r < mr; r++)
-                    for (int64_t c = 0; c < nr; c++)
-                        jb->out_int[(i0 + r) * n + j0 + c] = (int64_t)((uint64_t)(int64_t)(int32_t)res[r][c] << sh) >> sh;
             }
         }
     }
@@ -1359,65 +1413,86 @@ typedef struct {
     float *out;
 } epilogue_job;
 
-static void epilogue_rows(void *p)
+/* Output (i, j) of the epilogue. */
+static void epilogue_one(const epilogue_job *e, int64_t i, int64_t j)
 {
-    const epilogue_job *e = p;
     const double *acc = e->acc;
     const int64_t *acc_int = e->acc_int;
     const float *sa = e->sa, *sb = e->sb, *bias = e->bias;
     int64_t n = e->n, sa_stride = e->sa_stride, sb_stride = e->sb_stride;
     float *out = e->out;
+    int cls;
+    /* two binary32 values multiply exactly in binary64; the cast rounds once */
+    float s = (float)((double)sa[i * sa_stride] * (double)sb[j * sb_stride]);
+    /* Exact fast case: a float accumulator value of at most 24 significant bits (a binary32),
+     * or an integer one of at most 29 (the low 24 bits of its binary64 fraction clear), times
+     * the 24-bit fp32 scale is exact in double, so one cast rounds it once to nearest-even,
+     * and the fp32 add of the bias is the IEEE add the general branch computes. */
+    double xd = acc_int ? (double)acc_int[i * n + j] : acc[i * n + j];
+    uint64_t xb;
+    memcpy(&xb, &xd, sizeof xb);
+    if (acc_int ? acc_int[i * n + j] < (1LL << 53) && acc_int[i * n + j] > -(1LL << 53) && !(xb & 0xFFFFFF)
+                : (double)(float)xd == xd) {
+        float y = (float)(xd * (double)s);
+        out[i * n + j] = bias ? y + bias[j] : y;
+        return;
+    }
+    acs_real x;
+    if (acc_int) {
+        int64_t v = acc_int[i * n + j];
+        uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; /* |INT64_MIN| fits */
+        acs_real xi = { v < 0, 0, 0, (acs_u128)mag };
+        x = xi;
+        cls = v ? ACS_FINITE : ACS_ZERO;
+    } else {
+        uint64_t ab;
+        memcpy(&ab, &acc[i * n + j], sizeof ab);
+        x = acs_real_from_bits(ab, 64, &cls);
+    }
+    acs_rounded y = mul_round(x, cls, s);
+    if (bias && y.cls != ACS_NAN) {
+        uint32_t bb;
+        memcpy(&bb, &bias[j], sizeof bb);
+        int bcls;
+        acs_real b = acs_real_from_bits(bb, 32, &bcls);
+        if (bcls == ACS_NAN || (y.cls == ACS_INF && bcls == ACS_INF && y.neg != b.neg)) {
+            y.cls = ACS_NAN;
+        } else if (bcls == ACS_INF) {
+            y.cls = ACS_INF; y.neg = b.neg;
+        } else if (y.cls == ACS_ZERO && bcls == ACS_ZERO) {
+            y.neg = y.neg && b.neg;          /* IEEE: -0 + -0 = -0, else +0 */
+        } else if (y.cls == ACS_ZERO) {
+            y = acs_round(&acs_fp32_grid, b, ACS_RNE, ACS_OVF_INF, 0);
+        } else if (y.cls == ACS_FINITE && bcls == ACS_FINITE) {
+            acs_real s2 = acs_add_exact(y.neg, y.kept, y.q, b.neg, b.sig, b.exp);
+            if (s2.sig == 0 && !s2.sticky) { y.cls = ACS_ZERO; y.neg = 0; }
+            else y = acs_round(&acs_fp32_grid, s2, ACS_RNE, ACS_OVF_INF, 0);
+        }
+    }
+    out[i * n + j] = fp32_of(y);
+}
+
+static void epilogue_rows(void *p)
+{
+    const epilogue_job *e = p;
+    int64_t n = e->n;
+    int x512 = 0;
+#ifdef ACS_X86
+    x512 = have_avx2_fma() && isa_enabled == 1 && (e->sb_stride == 0 || e->sb_stride == 1)
+           && acs_gemm_avx512(2);
+#endif
     for (int64_t i = e->i0; i < e->i1; i++)
-        for (int64_t j = 0; j < n; j++) {
-            int cls;
-            /* two binary32 values multiply exactly in binary64; the cast rounds once */
-            float s = (float)((double)sa[i * sa_stride] * (double)sb[j * sb_stride]);
-            /* Exact fast case: an accumulator value of at most 29 significant bits (the low 24
-             * of its binary64 fraction clear; not NaN) times the 24-bit fp32 scale is exact in
-             * double, so one cast rounds it once to nearest-even, and the fp32 add of the bias
-             * is the IEEE add the general branch computes. */
-            double xd = acc_int ? (double)acc_int[i * n + j] : acc[i * n + j];
-            uint64_t xb;
-            memcpy(&xb, &xd, sizeof xb);
-            if ((!acc_int || (acc_int[i * n + j] < (1LL << 53) && acc_int[i * n + j] > -(1LL << 53)))
-                && !(xb & 0xFFFFFF) && xd == xd) {
-                float y = (float)(xd * (double)s);
-                out[i * n + j] = bias ? y + bias[j] : y;
-                continue;
+        for (int64_t j = 0; j < n;) {
+            int64_t stop = j, end = n;
+#ifdef ACS_X86
+            if (x512) {   /* the vector fast case runs to the first group of 8 it cannot take */
+                int64_t o = i * n;
+                stop = acs_epilogue_avx512(e->acc ? e->acc + o : NULL, e->acc_int ? e->acc_int + o : NULL,
+                                           e->sa[i * e->sa_stride], e->sb, e->sb_stride, e->bias, e->out + o, j, n);
+                end = stop + 8 < n ? stop + 8 : n;
             }
-            acs_real x;
-            if (acc_int) {
-                int64_t v = acc_int[i * n + j];
-                uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; /* |INT64_MIN| fits */
-                acs_real xi = { v < 0, 0, 0, (acs_u128)mag };
-                x = xi;
-                cls = v ? ACS_FINITE : ACS_ZERO;
-            } else {
-                uint64_t ab;
-                memcpy(&ab, &acc[i * n + j], sizeof ab);
-                x = acs_real_from_bits(ab, 64, &cls);
-            }
-            acs_rounded y = mul_round(x, cls, s);
-            if (bias && y.cls != ACS_NAN) {
-                uint32_t bb;
-                memcpy(&bb, &bias[j], sizeof bb);
-                int bcls;
-                acs_real b = acs_real_from_bits(bb, 32, &bcls);
-                if (bcls == ACS_NAN || (y.cls == ACS_INF && bcls == ACS_INF && y.neg != b.neg)) {
-                    y.cls = ACS_NAN;
-                } else if (bcls == ACS_INF) {
-                    y.cls = ACS_INF; y.neg = b.neg;
-                } else if (y.cls == ACS_ZERO && bcls == ACS_ZERO) {
-                    y.neg = y.neg && b.neg;          /* IEEE: -0 + -0 = -0, else +0 */
-                } else if (y.cls == ACS_ZERO) {
-                    y = acs_round(&acs_fp32_grid, b, ACS_RNE, ACS_OVF_INF, 0);
-                } else if (y.cls == ACS_FINITE && bcls == ACS_FINITE) {
-                    acs_real s2 = acs_add_exact(y.neg, y.kept, y.q, b.neg, b.sig, b.exp);
-                    if (s2.sig == 0 && !s2.sticky) { y.cls = ACS_ZERO; y.neg = 0; }
-                    else y = acs_round(&acs_fp32_grid, s2, ACS_RNE, ACS_OVF_INF, 0);
-                }
-            }
-            out[i * n + j] = fp32_of(y);
+#endif
+            for (j = stop; j < end; j++) epilogue_one(e, i, j);
         }
 }
 

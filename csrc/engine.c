@@ -7,4 +7,5 @@
 #include "array.c"
 #include "kernel_fixed.c"
 #include "kernel_block.c"
+#include "kernel_gemm.c"
 #include "blockscale.c"

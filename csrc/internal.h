@@ -173,6 +173,17 @@ typedef struct {
 int acs_block_avx512_ok(const acs_mac_ctx *ctx);
 void acs_block_avx512(const acs_block_args *w, double out[ACS_BK_MR][ACS_BK_NR], int64_t bad[ACS_BK_MR][ACS_BK_NR]);
 
+/* kernel_gemm.c (x86): AVX-512 builds of array.c's fp32 and int16-pair kernels, over ACS_FX_MR rows
+ * and np (1 or 2) B panels pstride elements apart, storing mr rows and nc columns at out; and of
+ * its epilogue's fast case. */
+int acs_gemm_avx512(int which);
+void acs_fp32_block_avx512(const float *const arows[ACS_FX_MR], const float *panel, int64_t pstride, int np, int64_t k,
+                           int64_t tile, int mr, int nc, double *out, int64_t ldo);
+void acs_int16_block_vnni(const int16_t *const arows[ACS_FX_MR], const int16_t *panel, int64_t pstride, int np,
+                          int64_t pairs, int sh, int mr, int nc, int64_t *out, int64_t ldo);
+int64_t acs_epilogue_avx512(const double *acc, const int64_t *acc_int, float sa, const float *sb, int64_t sb_stride,
+                            const float *bias, float *out, int64_t j0, int64_t n);
+
 /* array.c, for blockscale.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
 int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,
                      int64_t m, int64_t n, int64_t k, int threads, acs_gemm_counts *counts);

@@ -16,8 +16,8 @@
  * a saturating buffer of the same grid with one clamp, as the general step does.  Steps that
  * provably cannot reach a bound (the largest |partial| plus steps * max|a*b| stays inside) go
  * unclamped through pmaddwd.  Registers of at most 30 bits use int32 lanes.
- * Each kernel has a portable C twin and AVX2 / AVX-512 builds chosen at run time; all compute
- * the same integers. */
+ * Each kernel has a portable C twin and AVX2 / AVX-512 builds chosen at run time (the sum also
+ * an AVX-512 VNNI one, vpdpwssd for pmaddwd + add); all compute the same integers. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,41 +277,47 @@ static void sum_avx2(const int16_t *const arows[FX_MR], const int16_t *panel, in
     memcpy(out, wide, sizeof wide);
 }
 
-__attribute__((target("avx512f,avx512bw")))
-static void sum_avx512(const int16_t *const arows[FX_MR], const int16_t *panel, int64_t pairs, int64_t chunk,
-                       int64_t out[FX_MR][FX_NR])
-{
-    __m512i wide[FX_MR][2];
-    for (int r = 0; r < FX_MR; r++) wide[r][0] = wide[r][1] = _mm512_setzero_si512();
-    for (int64_t q0 = 0; q0 < pairs; q0 += chunk) {
-        int64_t q1 = pairs - q0 < chunk ? pairs : q0 + chunk;
-        __m512i acc[FX_MR];
-        for (int r = 0; r < FX_MR; r++) acc[r] = _mm512_setzero_si512();
-        for (int64_t q = q0; q < q1; q++) {
-            __m512i b = _mm512_loadu_si512((const void *)(panel + q * 2 * FX_NR));
-            _Pragma("GCC unroll 4")
-            for (int r = 0; r < FX_MR; r++) {
-                int32_t pair;
-                memcpy(&pair, arows[r] + 2 * q, sizeof pair);
-                acc[r] = _mm512_add_epi32(acc[r], _mm512_madd_epi16(_mm512_set1_epi32(pair), b));
-            }
-        }
-        for (int r = 0; r < FX_MR; r++) {
-            wide[r][0] = _mm512_add_epi64(wide[r][0], _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[r])));
-            wide[r][1] = _mm512_add_epi64(wide[r][1], _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[r], 1)));
-        }
-    }
-    for (int r = 0; r < FX_MR; r++) {
-        _mm512_storeu_si512((void *)out[r], wide[r][0]);
-        _mm512_storeu_si512((void *)(out[r] + 8), wide[r][1]);
-    }
+/* The AVX-512 sum; with VNNI, vpdpwssd for pmaddwd + add (both sum modulo 2^32). */
+#define SUM_AVX512(name, isa, STEP)                                                                          \
+__attribute__((target(isa)))                                                                                 \
+static void name(const int16_t *const arows[FX_MR], const int16_t *panel, int64_t pairs, int64_t chunk,       \
+                 int64_t out[FX_MR][FX_NR])                                                                  \
+{                                                                                                            \
+    __m512i wide[FX_MR][2];                                                                                  \
+    for (int r = 0; r < FX_MR; r++) wide[r][0] = wide[r][1] = _mm512_setzero_si512();                        \
+    for (int64_t q0 = 0; q0 < pairs; q0 += chunk) {                                                          \
+        int64_t q1 = pairs - q0 < chunk ? pairs : q0 + chunk;                                                \
+        __m512i acc[FX_MR];                                                                                  \
+        for (int r = 0; r < FX_MR; r++) acc[r] = _mm512_setzero_si512();                                     \
+        for (int64_t q = q0; q < q1; q++) {                                                                  \
+            __m512i b = _mm512_loadu_si512((const void *)(panel + q * 2 * FX_NR));                           \
+            _Pragma("GCC unroll 4")                                                                          \
+            for (int r = 0; r < FX_MR; r++) {                                                                \
+                int32_t pair;                                                                                \
+                memcpy(&pair, arows[r] + 2 * q, sizeof pair);                                                \
+                acc[r] = STEP(acc[r], _mm512_set1_epi32(pair), b);                                           \
+            }                                                                                                \
+        }                                                                                                    \
+        for (int r = 0; r < FX_MR; r++) {                                                                    \
+            wide[r][0] = _mm512_add_epi64(wide[r][0], _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[r]))); \
+            wide[r][1] = _mm512_add_epi64(wide[r][1], _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[r], 1))); \
+        }                                                                                                    \
+    }                                                                                                        \
+    for (int r = 0; r < FX_MR; r++) {                                                                        \
+        _mm512_storeu_si512((void *)out[r], wide[r][0]);                                                     \
+        _mm512_storeu_si512((void *)(out[r] + 8), wide[r][1]);                                               \
+    }                                                                                                        \
 }
+#define MADD_ADD(acc, a, b) _mm512_add_epi32(acc, _mm512_madd_epi16(a, b))
+SUM_AVX512(sum_avx512, "avx512f,avx512bw", MADD_ADD)
+SUM_AVX512(sum_vnni, "avx512f,avx512bw,avx512vnni", _mm512_dpwssd_epi32)
 #endif
 
 void acs_fixed_sum(int isa, const int16_t *const arows[FX_MR], const int16_t *panel, int64_t pairs,
                    int64_t chunk, int64_t out[FX_MR][FX_NR])
 {
 #ifdef FX_X86
+    if (isa == 2 && __builtin_cpu_supports("avx512vnni")) { sum_vnni(arows, panel, pairs, chunk, out); return; }
     if (isa == 2) { sum_avx512(arows, panel, pairs, chunk, out); return; }
     if (isa == 1) { sum_avx2(arows, panel, pairs, chunk, out); return; }
 #endif

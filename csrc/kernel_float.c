@@ -174,7 +174,7 @@ __m512 fk_step(const acs_float_plan *p, int kind, int mode, __m512 x, __m512 a, 
         return _mm512_cvtph_ps(h);
     }
     const int sh = p->sh;
-    const __m512i low = V((1u << sh) - 1), keep = V(~((1u << sh) - 1)), mag = V(0x7FFFFFFFu);
+    const __m512i low = V((1u << sh) - 1), keep = V(~((1u << sh) - 1));
     __m512i u = _mm512_castps_si512(o);
     switch (mode) {
     case ACS_RNE:
