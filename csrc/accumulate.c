@@ -405,6 +405,20 @@ static int64_t *int_values(const acs_operand *t, int bits)
     return v;
 }
 
+/* Whether every finite value of the table is an int16 in units 2^u (u at most each one's
+ * lowest set bit): int8 -128 in units 2^-8 is -32768, one more than a bound by magnitude allows. */
+static int fits_int16(const acs_operand *t, int bits, int64_t u)
+{
+    for (uint64_t c = 0; c < (1ULL << bits); c++) {
+        if (t[c].cls != ACS_FINITE) continue;
+        int64_t sh = t[c].exp - u, len = 64 - __builtin_clzll(t[c].sig);
+        if (sh + len > 16) return 0;
+        int64_t x = (int64_t)(t[c].sig << (sh > 0 ? sh : 0)) >> (sh < 0 ? -sh : 0);
+        if (t[c].neg ? -x < INT16_MIN : x > INT16_MAX) return 0;
+    }
+    return 1;
+}
+
 /* FixedAcc and the quire (ACS_FAST_FIXED), when every product lies on the register's grid
  * (no rounding): the operands as integers in units 2^ua and 2^ub, ua + ub + frac_bits =
  * fixed_shift >= 0 register lsbs per unit product.  B takes the finer unit -frac_bits - ua
@@ -422,7 +436,7 @@ static int fixed_values(acs_mac_ctx *ctx)
     if (lb == INT32_MAX) lb = tb = 0;
     if (la + lb < -frac) return 0;
     int64_t ub = -frac - la;
-    if (tb - ub > 15) ub = lb;
+    if (!fits_int16(ctx->tb, mac->b.bits, ub)) ub = lb;
     if (ta - la > 31 || tb - ub > 31) return 0;   /* products below 2^62 */
     ctx->fixed_shift = (int)(la + ub + frac);
     ctx->ia = malloc(sizeof(int64_t) << mac->a.bits);
