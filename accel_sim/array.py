@@ -143,6 +143,12 @@ def _check_threads(threads):
     return int(threads)
 
 
+def _to_format(y, out_format):
+    """The epilogue's fp32 values (as float64) rounded to the output format (IEEE overflow)."""
+    fmt = formats.get(out_format)
+    return fmt.decode(fmt.encode(y, saturate=False))
+
+
 def _fold_groups(size, tile):
     """The folds of `size` in tiles of `tile` as groups (is_first, first index, tile size, count):
     the first fold, the full ones after it, and a partial last one."""
@@ -442,16 +448,12 @@ class Array:
                               pointer(acc, "int64_t *") if int_out else ffi.NULL, self.seed, self.threads, counts)
         raise_for_status(status, out_acc.name, self)
         (sa, sa_stride), (sb, sb_stride) = sa, sb
-        y = np.empty((m, n), dtype=np.float32)
+        y = np.empty((m, n), dtype=np.float64)   # fp32 values
         lib.acs_epilogue(ffi.NULL if int_out else pointer(acc, "double *"),
                          pointer(acc, "int64_t *") if int_out else ffi.NULL, m, n,
                          pointer(sa, "float *"), sa_stride, pointer(sb, "float *"), sb_stride,
-                         ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "float *"), self.threads)
-        if out_format is not None:
-            fmt = formats.get(out_format)
-            output = fmt.decode(fmt.encode(y, saturate=False))
-        else:
-            output = y.astype(np.float64)
+                         ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "double *"), self.threads)
+        output = y if out_format is None else _to_format(y, out_format)
         data = {"zero_macs": counts.zero_macs, "toggles_a": counts.toggles_a, "toggles_b": counts.toggles_b}
         plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
         plan.counts.update(data)
@@ -571,15 +573,11 @@ class Array:
         raise_for_status(status, self.mac.scale_acc.name if in_join[0] else out_acc.name, self)
         data = {key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b")}
         (sa, sa_stride), (sb, sb_stride) = self._scales(A, 0, m), self._scales(B, 1, n)
-        y = np.empty((m, n), dtype=np.float32)
+        y = np.empty((m, n), dtype=np.float64)   # fp32 values
         lib.acs_epilogue(pointer(acc, "double *"), ffi.NULL, m, n, pointer(sa, "float *"), sa_stride,
                          pointer(sb, "float *"), sb_stride, ffi.NULL if bias32 is None else pointer(bias32, "float *"),
-                         pointer(y, "float *"), self.threads)
-        if out_format is not None:
-            fmt = formats.get(out_format)
-            output = fmt.decode(fmt.encode(y, saturate=False))
-        else:
-            output = y.astype(np.float64)
+                         pointer(y, "double *"), self.threads)
+        output = y if out_format is None else _to_format(y, out_format)
         plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
         plan.counts.update(data)
         plan.counts.update({"scale_mults": m * n * nb, "scale_joins": m * n * nb})

@@ -1410,7 +1410,7 @@ typedef struct {
     int64_t i0, i1, n;
     const float *sa, *sb, *bias;
     int64_t sa_stride, sb_stride;
-    float *out;
+    double *out;
 } epilogue_job;
 
 /* Output (i, j) of the epilogue. */
@@ -1420,7 +1420,7 @@ static void epilogue_one(const epilogue_job *e, int64_t i, int64_t j)
     const int64_t *acc_int = e->acc_int;
     const float *sa = e->sa, *sb = e->sb, *bias = e->bias;
     int64_t n = e->n, sa_stride = e->sa_stride, sb_stride = e->sb_stride;
-    float *out = e->out;
+    double *out = e->out;
     int cls;
     /* two binary32 values multiply exactly in binary64; the cast rounds once */
     float s = (float)((double)sa[i * sa_stride] * (double)sb[j * sb_stride]);
@@ -1498,7 +1498,7 @@ static void epilogue_rows(void *p)
 
 int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
                  const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
-                 const float *bias, float *out, int threads)
+                 const float *bias, double *out, int threads)
 {
     if (m < 0 || n < 0 || (m && n && ((!acc && !acc_int) || !sa || !sb || !out))) return ACS_ERR_ARG;
     if (m && n > INT64_MAX / m) return ACS_ERR_ARG;

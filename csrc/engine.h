@@ -143,12 +143,12 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
              double *out, int64_t *out_int, uint64_t seed, int threads, acs_gemm_counts *counts);
 
 /* The epilogue y = fp32(fp32(acc * fp32(sa * sb)) + bias), each step one nearest-even
- * rounding of the exact value.  acc (float64) or acc_int is m x n; sa has m entries (or 1
- * when sa_stride is 0), sb and bias n (or 1); bias may be NULL.  Rows are shared among
- * `threads` workers. */
+ * rounding of the exact value, stored as float64 (exactly).  acc (float64) or acc_int is m x n;
+ * sa has m entries (or 1 when sa_stride is 0), sb and bias n (or 1); bias may be NULL.  Rows
+ * are shared among `threads` workers. */
 int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
                  const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
-                 const float *bias, float *out, int threads);
+                 const float *bias, double *out, int threads);
 
 /* Block-scaled GEMMs (blockscale.c): a running output register per output, of the MAC's
  * scale accumulator (FLOAT or FIXED), kept in caller memory of acs_join_state_size() bytes

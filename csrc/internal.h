@@ -182,7 +182,7 @@ void acs_fp32_block_avx512(const float *const arows[ACS_FX_MR], const float *pan
 void acs_int16_block_vnni(const int16_t *const arows[ACS_FX_MR], const int16_t *panel, int64_t pstride, int np,
                           int64_t pairs, int sh, int mr, int nc, int64_t *out, int64_t ldo);
 int64_t acs_epilogue_avx512(const double *acc, const int64_t *acc_int, float sa, const float *sb, int64_t sb_stride,
-                            const float *bias, float *out, int64_t j0, int64_t n);
+                            const float *bias, double *out, int64_t j0, int64_t n);
 
 /* array.c, for blockscale.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
 int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,

@@ -126,7 +126,7 @@ void acs_int16_block_vnni(const int16_t *const arows[GM_MR], const int16_t *pane
  * returns where it stopped. */
 __attribute__((target("avx512f,avx512dq,avx512vl")))
 int64_t acs_epilogue_avx512(const double *acc, const int64_t *acc_int, float sa, const float *sb, int64_t sb_stride,
-                            const float *bias, float *out, int64_t j0, int64_t n)
+                            const float *bias, double *out, int64_t j0, int64_t n)
 {
     const __m512d sad = _mm512_set1_pd((double)sa);
     const __m512i big = _mm512_set1_epi64(1LL << 53), nbig = _mm512_set1_epi64(-(1LL << 53));
@@ -150,7 +150,7 @@ int64_t acs_epilogue_avx512(const double *acc, const int64_t *acc_int, float sa,
         if (ok != m) break;
         __m256 y = _mm512_cvtpd_ps(p);
         if (bias) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(m, bias + j));
-        _mm256_mask_storeu_ps(out + j, m, y);
+        _mm512_mask_storeu_pd(out + j, m, _mm512_cvtps_pd(y));
     }
     return j < n ? j : n;
 }

@@ -142,14 +142,14 @@ def test_epilogue_vector_case_equals_scalar(int_acc):
         for bias in (None, special_floats(rng, n, np.float32)):
             outs = []
             for level in (1, 2, 0):
-                y = np.empty((m, n), np.float32)
+                y = np.empty((m, n), np.float64)
                 with isa(level):
                     status = lib.acs_epilogue(ffi.NULL if int_acc else ffi.cast("double *", acc.ctypes.data),
                                               ffi.cast("int64_t *", acc.ctypes.data) if int_acc else ffi.NULL, m, n,
                                               ffi.cast("float *", sa.ctypes.data), int(sa_len > 1),
                                               ffi.cast("float *", sb.ctypes.data), int(sb_len > 1),
                                               ffi.NULL if bias is None else ffi.cast("float *", bias.ctypes.data),
-                                              ffi.cast("float *", y.ctypes.data), 1)
+                                              ffi.cast("double *", y.ctypes.data), 1)
                 assert status == 0
-                outs.append(y.view(np.uint32).copy())
+                outs.append(y.view(np.uint64).copy())
             assert np.array_equal(outs[0], outs[2]) and np.array_equal(outs[1], outs[2]), (sa_len, sb_len, bias is None)
