@@ -1395,3 +1395,13 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
 
 /* Whether the vector kernels take their AVX2 versions (blockscale.c's kernels follow suit). */
 int acs_vector_avx2(void) { return have_avx2_fma(); }
+
+/* Whether kernels with an AVX-512 (F, DQ, VL) build take it (metrics.c's). */
+int acs_vector_avx512(void)
+{
+#ifdef ACS_X86
+    return have_avx512dq();
+#else
+    return 0;
+#endif
+}

@@ -6,3 +6,4 @@
 #include "array.c"
 #include "kernel_fixed.c"
 #include "blockscale.c"
+#include "metrics.c"

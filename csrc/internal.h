@@ -129,9 +129,10 @@ void acs_posit_memo_free(acs_posit_memo *m);
 void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, int nar, acs_posit_memo *memo,
                    double *out, int64_t *out_int);
 
-/* array.c, for blockscale.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
+/* array.c, for blockscale.c and metrics.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
 int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,
                      int64_t m, int64_t n, int64_t k, int threads, acs_gemm_counts *counts);
 int acs_vector_avx2(void);
+int acs_vector_avx512(void);
 
 #endif
