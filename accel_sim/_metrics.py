@@ -308,8 +308,10 @@ def add_gemm(sums, output, pairs, products=None):
             continue
         delta = ErrorSums()
         k = (a.codes if isinstance(a, QTensor) else np.asarray(a)).shape[1]
-        bm = max(1, min(m, max(_MIN_BLOCK, _PART // max(k, _MIN_BLOCK))))   # blocks of at most ~_PART too
-        bn = max(1, min(n, max(_MIN_BLOCK, _PART // max(k, bm, 1))))
+        # wide blocks (BLAS runs them faster, and A's rows are converted fewer times): B's
+        # part of up to 2 _PART elements, A's part and the reference block of up to ~_PART
+        bn = max(1, min(n, max(_MIN_BLOCK, 2 * _PART // max(k, 1))))
+        bm = max(1, min(m, max(_MIN_BLOCK, _PART // max(k, bn))))
         plan = _exact_plan(a, b, k)
         given = plan is not None and products is not None and name in products
         f32 = plan is not None and not given and plan[0][0] == "sgemm"
