@@ -110,6 +110,19 @@ def test_sums_against_numpy(shape, out_type, ref_type):
             fsum_bound(terms, value)
 
 
+@pytest.mark.parametrize("out_type", OUT_TYPES)
+@pytest.mark.parametrize("ref_type", REF_TYPES)
+def test_integer_sums_exact(out_type, ref_type):
+    """Integer values whose every partial sum stays below 2^53: each sum exact, in any order."""
+    rng = np.random.default_rng(12)
+    out = rng.integers(-2 ** 11, 2 ** 11, (9, 37)).astype(out_type)
+    ref = rng.integers(-2 ** 11, 2 ** 11, (9, 37)).astype(ref_type)
+    s = sums(out, ref)
+    x, r = out.astype(np.int64), ref.astype(np.int64)
+    assert (s.out_sq, s.ref_sq, s.dot, s.err_sq, s.max_abs) == tuple(
+        float(v) for v in (np.sum(x * x), np.sum(r * r), np.sum(x * r), np.sum((x - r) ** 2), np.max(np.abs(x - r))))
+
+
 def test_nonfinite_and_nan():
     out = np.array([[1.0, np.inf, 2.0], [np.nan, 0.0, -np.inf]])
     s = sums(out, np.zeros((2, 3)))
@@ -137,6 +150,10 @@ def test_any_shape_and_layout():
         e = (x - r).reshape(-1)
         assert m["max_abs"] == np.max(np.abs(e))
         assert math.isclose(m["rel_fro"], math.sqrt(math.fsum(e * e) / math.fsum((r * r).reshape(-1))), rel_tol=1e-13)
+    x2, r2 = rng.standard_normal((6, 9)), rng.standard_normal((6, 9))
+    for o, r in ((x2[::-1], r2), (x2, r2[::-2].repeat(2, 0)[::-1]), (x2[:, ::-1], r2.T.copy().T)):
+        m = _metrics.error_metrics(o, r)    # negative and odd row strides, reversed columns
+        assert m["max_abs"] == np.max(np.abs(o - r))
     for shape in ((), (0,), (3, 0), (0, 4)):
         assert _metrics.error_metrics(np.ones(shape), np.ones(shape))["max_abs"] == 0.0
 
