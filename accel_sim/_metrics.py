@@ -1,12 +1,13 @@
 """Error metrics of a simulated output against float64 references (Result.metrics).
 
 A reference A @ B (+ bias) is formed block by block (memory stays near that of the output)
-and reduced as it is formed: dot products through BLAS, the error written over the
-reference block, no other whole-block temporaries.  When both operands are codes with
-per-tensor or per-channel scales, the codes' integer multiples of their format's finest
-step are multiplied by sgemm (every partial sum an integer below 2**24, K split where
-needed) or dgemm (below 2**53): the product of the codes is then exact, and the reference
-is that exact value times the scales, rounded once (docs/array.md, "Error metrics")."""
+and reduced as it is formed: the product through BLAS, then one C pass (csrc/metrics.c) that
+applies the scales and bias and gathers every sum, no whole-block temporaries.  When both
+operands are codes with per-tensor or per-channel scales, the codes' integer multiples of
+their format's finest step are multiplied by sgemm (every partial sum an integer below
+2**24, K split where needed) or dgemm (below 2**53): the product of the codes is then exact,
+and the reference is that exact value times the scales, rounded once (docs/array.md, "Error
+metrics")."""
 from __future__ import annotations
 
 import math
