@@ -1,12 +1,13 @@
 """Error metrics of a simulated output against float64 references (Result.metrics).
 
 A reference A @ B (+ bias) is formed block by block (memory stays near that of the output)
-and reduced as it is formed: dot products through BLAS, the error written over the
-reference block, no other whole-block temporaries.  When both operands are codes with
-per-tensor or per-channel scales, the codes' integer multiples of their format's finest
-step are multiplied by sgemm (every partial sum an integer below 2**24, K split where
-needed) or dgemm (below 2**53): the product of the codes is then exact, and the reference
-is that exact value times the scales, rounded once (docs/array.md, "Error metrics")."""
+and reduced as it is formed: the product through BLAS, then one C pass (csrc/metrics.c) that
+applies the scales and bias and gathers every sum, no whole-block temporaries.  When both
+operands are codes with per-tensor or per-channel scales, the codes' integer multiples of
+their format's finest step are multiplied by sgemm (every partial sum an integer below
+2**24, K split where needed) or dgemm (below 2**53): the product of the codes is then exact,
+and the reference is that exact value times the scales, rounded once (docs/array.md, "Error
+metrics")."""
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ import threading
 
 import numpy as np
 
-from accel_sim._native import lib, pointer
+from accel_sim._native import ffi, lib, pointer
 from accel_sim.quant import QTensor
 
 _PART = 1 << 19        # float64 elements in an operand part or reference block (4 MiB)
@@ -27,6 +28,27 @@ _TINY = 2.0 ** -1022   # smallest normal float64
 _KEEP = 1 << 23        # workspace elements kept between calls (64 MiB)
 
 
+_ES_TYPES = {np.dtype(np.float64): lib.ACS_ES_F64, np.dtype(np.float32): lib.ACS_ES_F32,
+             np.dtype(np.int32): lib.ACS_ES_I32, np.dtype(np.int64): lib.ACS_ES_I64}
+_ONE, _NO_BIAS = np.ones(1), np.full(1, -0.0)    # exact identities: x * 1, x + -0.0
+
+
+def _rows(x, out=False):
+    """x as a 2-D array of a type the engine reads (out: float32 or float64), rows at any
+    stride, each row contiguous."""
+    x = np.asarray(x)
+    if x.dtype not in _ES_TYPES or out and x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    x = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
+    if x.strides[1] != x.itemsize or x.strides[0] % x.itemsize:
+        x = np.ascontiguousarray(x)
+    return x
+
+
+def _address(x, ctype):
+    return ffi.cast(ctype, x.__array_interface__["data"][0])
+
+
 class ErrorSums:
     """Error of an output against a reference, gathered block by block (so no whole-size
     float64 reference need exist); non-finite outputs (an accumulator that overflowed) are
@@ -36,34 +58,43 @@ class ErrorSums:
         self.nonfinite, self.size = 0, 0
         self.ref_sq = self.err_sq = self.out_sq = self.dot = self.max_abs = 0.0
 
-    def add(self, out, ref, scratch=False, out_buf=None):
-        """Add a block; with scratch=True ref is a temporary of the caller's, overwritten by
-        the error (saves a whole-block copy); out_buf, if given, takes a copy of a
-        non-contiguous out."""
-        out, ref = np.asarray(out), np.asarray(ref)
+    def add(self, out, ref, row_scale=None, col_scale=None, bias=None):
+        """Add a block of out against the reference (ref * (row_scale_i * col_scale_j)) + bias_j,
+        formed and reduced element by element in one pass (csrc/metrics.c): ref a product block
+        (float) or exact integer sums; row_scale a float64 vector (one per row) or one value,
+        col_scale and bias float64 vectors (one per column) or None (1 and none)."""
+        out = np.asarray(out)
+        ref = np.asarray(ref)
         if out.shape != ref.shape:
             out, ref = np.broadcast_arrays(out, ref)
-            scratch = False
-        if out_buf is not None and not (out.flags.c_contiguous and out.dtype == np.float64):
-            view = out_buf[:out.size].reshape(out.shape)
-            np.copyto(view, out)
-            out = view
-        out = np.ascontiguousarray(out, np.float64).reshape(-1)
-        if not (scratch and ref.dtype == np.float64 and ref.flags.c_contiguous):
-            ref = np.array(ref, np.float64, order="C")
-        ref = ref.reshape(-1)
         self.size += out.size
-        with np.errstate(all="ignore"):
-            out_sq = float(np.dot(out, out))
-            if not math.isfinite(out_sq):   # a finite sum means every output is finite: no count needed
-                self.nonfinite += int(out.size - np.count_nonzero(np.isfinite(out)))
-            self.out_sq += out_sq
-            self.ref_sq += float(np.dot(ref, ref))
-            self.dot += float(np.dot(out, ref))
-            err = np.subtract(out, ref, out=ref)
-            self.err_sq += float(np.dot(err, err))
-            if err.size:
-                self.max_abs = max(self.max_abs, float(np.max(np.abs(err, out=err))))
+        if not out.size:
+            return
+        out, ref = _rows(out, out=True), _rows(ref)
+        rows, cols = out.shape
+        row_scale = _ONE if row_scale is None else np.ascontiguousarray(row_scale, np.float64).reshape(-1)
+        col_scale = np.broadcast_to(_ONE, (cols,)) if col_scale is None else col_scale
+        bias = np.broadcast_to(_NO_BIAS, (cols,)) if bias is None else bias
+        col_scale, bias = (np.ascontiguousarray(v, np.float64) for v in (col_scale, bias))
+        assert row_scale.size in (1, rows) and col_scale.shape == bias.shape == (cols,)
+        sums = np.empty(5)
+        status = lib.acs_error_sums(_address(out, "void *"), _ES_TYPES[out.dtype], out.strides[0] // out.itemsize,
+                                    _address(ref, "void *"), _ES_TYPES[ref.dtype], ref.strides[0] // ref.itemsize,
+                                    rows, cols, pointer(row_scale, "double *"), int(row_scale.size > 1),
+                                    pointer(col_scale, "double *"), pointer(bias, "double *"), pointer(sums, "double *"))
+        assert status == lib.ACS_OK
+        out_sq, ref_sq, dot, err_sq, max_abs = (float(v) for v in sums)
+        if not math.isfinite(out_sq):   # a finite sum means every output is finite: no count needed
+            self.nonfinite += int(out.size - np.count_nonzero(np.isfinite(out)))
+        self.out_sq += out_sq
+        self.ref_sq += ref_sq
+        self.dot += dot
+        self.err_sq += err_sq
+        self._max(max_abs)
+
+    def _max(self, value):
+        if value > self.max_abs or math.isnan(value):    # a NaN stays
+            self.max_abs = value
 
     def merge(self, other):
         self.nonfinite += other.nonfinite
@@ -72,7 +103,7 @@ class ErrorSums:
         self.err_sq += other.err_sq
         self.out_sq += other.out_sq
         self.dot += other.dot
-        self.max_abs = max(self.max_abs, other.max_abs)
+        self._max(other.max_abs)
 
     def result(self) -> dict:
         if self.nonfinite:
@@ -89,9 +120,9 @@ class ErrorSums:
         }
 
 
-def error_metrics(out, ref, scratch=False):
+def error_metrics(out, ref):
     sums = ErrorSums()
-    sums.add(out, ref, scratch)
+    sums.add(out, ref)
     return sums.result()
 
 
@@ -232,8 +263,6 @@ def _float_part(x, rows, cols, buf):
 def _operand_part(x, axis, sl, plan, buf, stage):
     """Rows (axis 0) or columns (axis 1) sl of an operand, ready for the reference's matmul."""
     rows, cols = (sl, slice(None)) if axis == 0 else (slice(None), sl)
-    if plan is not None and plan[0][0] == "given":
-        return None
     if plan is not None:
         return _exact_part(x, rows, cols, plan[0][0] == "sgemm", buf, stage)
     if isinstance(x, QTensor):
@@ -241,29 +270,18 @@ def _operand_part(x, axis, sl, plan, buf, stage):
     return _float_part(x, rows, cols, buf)
 
 
-def _product(plan, xa, xb, rows, cols, ref, p32, s):
-    """ref = xa @ xb; for codes, the exact product times the scales (sa * sb is exact, two
-    24-bit significands), rounded once."""
-    if plan is not None and plan[0][0] == "given":    # the exact integer sums, as int64
-        np.copyto(ref, plan[0][1][rows, cols], casting="unsafe")   # exact: below 2^53
-    elif plan is None or plan[0][0] == "dgemm":
-        np.matmul(xa, xb, out=ref)
-    else:
-        chunk, k = plan[0][1], xa.shape[1]
-        out32 = p32.view(np.float32)[:ref.size].reshape(ref.shape)
-        if chunk >= k:
-            np.copyto(ref, np.matmul(xa, xb, out=out32))
-        else:
-            ref.fill(0.0)
-            for k0 in range(0, k, chunk):    # each chunk's sgemm exact, and their sum in float64
-                ref += np.matmul(xa[:, k0:k0 + chunk], xb[k0:k0 + chunk], out=out32)
-    if plan is not None:
-        _, sa, sb = plan
-        if np.ndim(sa) and np.ndim(sb):
-            scale = np.multiply(sa[rows, None], sb[None, cols], out=s[:ref.size].reshape(ref.shape))
-        else:
-            scale = (sa[rows, None] if np.ndim(sa) else sa) * (sb[None, cols] if np.ndim(sb) else sb)
-        np.multiply(ref, scale, out=ref)
+def _product(plan, xa, xb, ref, p32):
+    """xa @ xb into ref (float64), or a float32 view of p32 where one sgemm is exact."""
+    if plan is None or plan[0][0] == "dgemm":
+        return np.matmul(xa, xb, out=ref)
+    chunk, k = plan[0][1], xa.shape[1]
+    out32 = p32.view(np.float32)[:ref.size].reshape(ref.shape)
+    if chunk >= k:
+        return np.matmul(xa, xb, out=out32)
+    ref.fill(0.0)
+    for k0 in range(0, k, chunk):    # each chunk's sgemm exact, and their sum in float64
+        ref += np.matmul(xa[:, k0:k0 + chunk], xb[k0:k0 + chunk], out=out32)
+    return ref
 
 
 def gemm_metrics(output, pairs, products=None) -> dict:
@@ -291,30 +309,35 @@ def add_gemm(sums, output, pairs, products=None):
             continue
         delta = ErrorSums()
         k = (a.codes if isinstance(a, QTensor) else np.asarray(a)).shape[1]
-        bm = max(1, min(m, max(_MIN_BLOCK, _PART // max(k, _MIN_BLOCK))))   # blocks of at most ~_PART too
-        bn = max(1, min(n, max(_MIN_BLOCK, _PART // max(k, bm, 1))))
+        # wide blocks (BLAS runs them faster, and A's rows are converted fewer times): B's
+        # part of up to 2 _PART elements, A's part and the reference block of up to ~_PART
+        bn = max(1, min(n, max(_MIN_BLOCK, 2 * _PART // max(k, 1))))
+        bm = max(1, min(m, max(_MIN_BLOCK, _PART // max(k, bn))))
         plan = _exact_plan(a, b, k)
-        if plan is not None and products and name in products:
-            plan = (("given", products[name]), *plan[1:])
-        f32 = plan is not None and plan[0][0] == "sgemm"
-        given = plan is not None and plan[0][0] == "given"
-        both = plan is not None and np.ndim(plan[1]) and np.ndim(plan[2])
-        # reference block, A and B parts, float32 product, per-element scales, staging, output block
+        given = plan is not None and products is not None and name in products
+        f32 = plan is not None and not given and plan[0][0] == "sgemm"
+        # the reference's scales (for codes: sa_i * sb_j is exact, two 24-bit significands;
+        # times the exact product, rounded once) and bias, applied as the sums are reduced
+        sa = None if plan is None else np.broadcast_to(plan[1], (m,) if np.ndim(plan[1]) else (1,))
+        sb = None if plan is None else np.broadcast_to(plan[2], (n,))
+        sa, sb, bias_ = (None if v is None else np.ascontiguousarray(v, np.float64) for v in (sa, sb, bias))
+        # reference block, A and B parts, float32 product, staging
         half = 2 if f32 else 1     # float32 parts take half the float64 elements
-        sizes = [bm * bn, -(-bm * k // half) * (not given), -(-k * bn // half) * (not given), (bm * bn + 1) // 2 * f32, bm * bn * bool(both),
-                 max(_STAGE, k, bn) * f32,
-                 bm * bn * (bn < n or not output.flags.c_contiguous or output.dtype != np.float64)]
-        ref_buf, pa, pb, p32, s, stage, out_buf = _WORKSPACE.take(sizes)
+        sizes = [bm * bn * (not given), -(-bm * k // half) * (not given), -(-k * bn // half) * (not given),
+                 (bm * bn + 1) // 2 * f32, max(_STAGE, k, bn) * f32]
+        ref_buf, pa, pb, p32, stage = _WORKSPACE.take(sizes)
         for j0 in range(0, n, bn):
             cols = slice(j0, min(j0 + bn, n))
-            xb = _operand_part(b, 1, cols, plan, pb, stage)
+            xb = None if given else _operand_part(b, 1, cols, plan, pb, stage)
             for i0 in range(0, m, bm):
                 rows = slice(i0, min(i0 + bm, m))
-                xa = _operand_part(a, 0, rows, plan, pa, stage)
-                ref = ref_buf[:(rows.stop - i0) * (cols.stop - j0)].reshape(rows.stop - i0, cols.stop - j0)
-                _product(plan, xa, xb, rows, cols, ref, p32, s)
-                if bias is not None:
-                    ref += bias[cols]
-                delta.add(output[rows, cols], ref, scratch=True, out_buf=out_buf)
+                if given:    # the exact integer sums, as int64 (below 2^53: exact as float64)
+                    ref = products[name][rows, cols]
+                else:
+                    xa = _operand_part(a, 0, rows, plan, pa, stage)
+                    ref = _product(plan, xa, xb, ref_buf[:(rows.stop - i0) * (cols.stop - j0)].reshape(
+                        rows.stop - i0, cols.stop - j0), p32)
+                delta.add(output[rows, cols], ref, None if sa is None else sa[rows] if sa.size > 1 else sa,
+                          None if sb is None else sb[cols], None if bias_ is None else bias_[cols])
         sums[name].merge(delta)
         done.append((a, b, bias, delta))

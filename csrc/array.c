@@ -1526,3 +1526,13 @@ int acs_float_kernel(const acs_mac *mac)
     acs_mac_close(&ctx);
     return kind;
 }
+
+/* Whether kernels with an AVX-512 (F, DQ, VL) build take it (metrics.c's). */
+int acs_vector_avx512(void)
+{
+#ifdef ACS_X86
+    return have_avx512dq();
+#else
+    return 0;
+#endif
+}

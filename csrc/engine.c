@@ -9,3 +9,4 @@
 #include "kernel_block.c"
 #include "kernel_gemm.c"
 #include "blockscale.c"
+#include "metrics.c"

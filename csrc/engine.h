@@ -191,6 +191,15 @@ int acs_set_vector_isa(int enabled);
  * 4 narrower grids, 5 stochastic rounding (binary64 lanes).  For tests and benchmarks. */
 int acs_float_kernel(const acs_mac *mac);
 
+/* Error sums of a block (accel_sim/_metrics.py, csrc/metrics.c): out (rows x cols, row stride
+ * out_ld elements, float32 or float64) against r_ij = (R_ij * (row_scale[i * row_step] *
+ * col_scale[j])) + bias[j], R (row stride ref_ld) float64, int32, int64 or float32.  sums gets
+ * sum out^2, sum r^2, sum out * r, sum (out - r)^2 and max |out - r| (NaN if any error is). */
+enum acs_es_type { ACS_ES_F64 = 0, ACS_ES_I32 = 1, ACS_ES_I64 = 2, ACS_ES_F32 = 3 };
+int acs_error_sums(const void *out, int out_type, int64_t out_ld, const void *ref, int ref_type, int64_t ref_ld,
+                   int64_t rows, int64_t cols, const double *row_scale, int64_t row_step, const double *col_scale,
+                   const double *bias, double sums[5]);
+
 /* The counter-based generator behind stochastic rounding (see docs/numerics.md). */
 uint32_t acs_rand32(uint64_t seed, uint64_t index, uint64_t step);
 /* cdef-end */
