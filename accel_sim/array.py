@@ -143,6 +143,16 @@ def _check_threads(threads):
     return int(threads)
 
 
+def _transposed(b, dtype, threads):
+    """b (K x N codes) transposed into a new C-ordered N x K array, in the engine's threads
+    when b is C-ordered already (numpy's copy is one thread)."""
+    if b.dtype != dtype or not b.flags.c_contiguous or b.ndim != 2:
+        return np.ascontiguousarray(b.T, dtype=dtype)
+    bt = np.empty(b.shape[::-1], dtype=dtype)
+    lib.acs_transpose(pointer(b, "void *"), pointer(bt, "void *"), b.shape[0], b.shape[1], dtype.itemsize, threads)
+    return bt
+
+
 def _to_format(y, out_format):
     """The epilogue's fp32 values (as float64) rounded to the output format (IEEE overflow)."""
     fmt = formats.get(out_format)
@@ -437,7 +447,7 @@ class Array:
         n = bt_codes.shape[0]
         self._check_memory(m, n, k)
         a = np.ascontiguousarray(a_codes, dtype=self.mac.a.code_dtype)
-        bt = np.ascontiguousarray(bt_codes, dtype=self.mac.b.code_dtype)
+        bt = _transposed(bt_codes.T, self.mac.b.code_dtype, self.threads)
         out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
         int_out = isinstance(out_acc, IntAcc)
         acc = np.empty((m, n), dtype=np.int64 if int_out else np.float64)

@@ -1242,6 +1242,44 @@ static void run_parallel(void (*fn)(void *), void *jobs, size_t stride, int work
     }
 }
 
+/* ---- B's codes transposed (acs_transpose): 64 x 64 tiles, the output's rows among workers. */
+typedef struct { const uint8_t *src; uint8_t *dst; int64_t rows, cols, j0, j1; int bytes; } transpose_job;
+
+static inline __attribute__((always_inline)) void transpose_tiles(const transpose_job *t, int bytes)
+{
+    for (int64_t j0 = t->j0; j0 < t->j1; j0 += 64)
+        for (int64_t i0 = 0; i0 < t->rows; i0 += 64) {
+            int64_t j1 = j0 + 64 < t->j1 ? j0 + 64 : t->j1, i1 = i0 + 64 < t->rows ? i0 + 64 : t->rows;
+            for (int64_t j = j0; j < j1; j++)
+                for (int64_t i = i0; i < i1; i++)
+                    memcpy(t->dst + (j * t->rows + i) * bytes, t->src + (i * t->cols + j) * bytes, bytes);
+        }
+}
+
+static void transpose_part(void *p)
+{
+    const transpose_job *t = p;
+    if (t->bytes == 1) transpose_tiles(t, 1);
+    else if (t->bytes == 2) transpose_tiles(t, 2);
+    else if (t->bytes == 4) transpose_tiles(t, 4);
+    else transpose_tiles(t, 8);
+}
+
+int acs_transpose(const void *src, void *dst, int64_t rows, int64_t cols, int bytes, int threads)
+{
+    if (rows < 0 || cols < 0 || (rows && cols && (!src || !dst)) || (bytes != 1 && bytes != 2 && bytes != 4 && bytes != 8)
+        || threads < 1 || threads > 256)
+        return ACS_ERR_ARG;
+    int workers = (int)(cols < threads ? (cols > 0 ? cols : 1) : threads);
+    transpose_job jobs[256];
+    for (int w = 0; w < workers; w++) {
+        transpose_job t = { src, dst, rows, cols, cols * w / workers, cols * (w + 1) / workers, bytes };
+        jobs[w] = t;
+    }
+    run_parallel(transpose_part, jobs, sizeof jobs[0], workers);
+    return ACS_OK;
+}
+
 static void gemm_worker(void *p)
 {
     gemm_job *jb = p;

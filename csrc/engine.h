@@ -142,6 +142,10 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
              const void *a, const void *bt, int64_t m, int64_t n, int64_t k,
              double *out, int64_t *out_int, uint64_t seed, int threads, acs_gemm_counts *counts);
 
+/* dst (cols x rows) = src (rows x cols) transposed, elements of `bytes` (1, 2, 4, 8) bytes;
+ * the work is shared among `threads`. */
+int acs_transpose(const void *src, void *dst, int64_t rows, int64_t cols, int bytes, int threads);
+
 /* The epilogue y = fp32(fp32(acc * fp32(sa * sb)) + bias), each step one nearest-even
  * rounding of the exact value, stored as float64 (exactly).  acc (float64) or acc_int is m x n;
  * sa has m entries (or 1 when sa_stride is 0), sb and bias n (or 1); bias may be NULL.  Rows

@@ -153,3 +153,18 @@ def test_epilogue_vector_case_equals_scalar(int_acc):
                 assert status == 0
                 outs.append(y.view(np.uint64).copy())
             assert np.array_equal(outs[0], outs[2]) and np.array_equal(outs[1], outs[2]), (sa_len, sb_len, bias is None)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64])
+def test_transpose_of_codes_equals_numpy(dtype):
+    """B's codes transposed in the engine's threads (array.py's _transposed) against numpy's
+    transpose, for shapes around its 64 x 64 tiles, empty ones and 1-3 threads."""
+    from accel_sim.array import _transposed
+    rng = np.random.default_rng(5)
+    for shape in ((0, 5), (5, 0), (1, 1), (64, 64), (65, 130), (3, 200), (200, 3)):
+        b = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+        for threads in (1, 2, 3):
+            bt = _transposed(b, np.dtype(dtype), threads)
+            assert bt.flags.c_contiguous and bt.dtype == dtype and np.array_equal(bt, b.T)
+    from accel_sim._native import ffi
+    assert lib.acs_transpose(ffi.NULL, ffi.NULL, 2, 2, 3, 1) != 0   # bad element size: refused
