@@ -97,11 +97,11 @@ int acs_float_plan_of(const acs_mac_ctx *ctx, int isa, acs_float_plan *p)
         else if (!scales_exactly(ctx->fb, mac->b.bits, s)) return 0;
         p->scale = ldexpf(1.0f, s);
         p->unscale = ldexp(1.0, -s);
-        p->kind = g->emax == 127 ? FK_WIDE : FK_NARROW;
+        p->kind = s == 0 && g->emax == 127 ? FK_WIDE : FK_NARROW;
     }
     /* The largest finite value (scaled), and what a finite sum past it becomes, by sign:
      * IEEE (inf, or max by direction), or max when saturating. */
-    float fmax = ldexpf((float)ldexp((double)g->max_sig, g->emax - g->man_bits - 64), 64) * p->scale;
+    float fmax = (float)(ldexp((double)g->max_sig, g->emax - g->man_bits) * p->scale);   /* exact */
     memcpy(&p->max_bits, &fmax, 4);
     uint32_t inf = 0x7F800000u;
     p->over_pos = sat || m == ACS_RTZ || m == ACS_RDN || m == ACS_RTO ? p->max_bits : inf;
