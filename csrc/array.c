@@ -1225,6 +1225,26 @@ static void *thread_entry(void *p)
     return NULL;
 }
 
+/* The least work (elements; MACs of the vector kernels) worth a thread of its own: starting one
+ * costs tens of microseconds, far more when the machine is busy.  Tests set 0 (split whatever
+ * there is) so that small shapes still meet every thread count. */
+static int64_t thread_grain = (int64_t)1 << 18;
+
+int64_t acs_set_thread_grain(int64_t grain)
+{
+    int64_t old = thread_grain;
+    thread_grain = grain > 0 ? grain : 0;
+    return old;
+}
+
+/* At most `threads` workers, one per unit at most, each with at least the grain of `work`. */
+int acs_workers_for(int threads, int64_t units, double work)
+{
+    double w = threads < units ? threads : (double)units;
+    if (thread_grain && w > work / (double)thread_grain) w = work / (double)thread_grain;
+    return w < 1 ? 1 : (int)w;
+}
+
 static void run_parallel(void (*fn)(void *), void *jobs, size_t stride, int workers)
 {
     pthread_t tids[256];
@@ -1270,7 +1290,7 @@ int acs_transpose(const void *src, void *dst, int64_t rows, int64_t cols, int by
     if (rows < 0 || cols < 0 || (rows && cols && (!src || !dst)) || (bytes != 1 && bytes != 2 && bytes != 4 && bytes != 8)
         || threads < 1 || threads > 256)
         return ACS_ERR_ARG;
-    int workers = (int)(cols < threads ? (cols > 0 ? cols : 1) : threads);
+    int workers = acs_workers_for(threads, cols, (double)rows * (double)cols);
     transpose_job jobs[256];
     for (int w = 0; w < workers; w++) {
         transpose_job t = { src, dst, rows, cols, cols * w / workers, cols * (w + 1) / workers, bytes };
@@ -1359,8 +1379,8 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     base.block_avx512 = base.fast == ACS_FAST_BLOCK64 && have_avx2_fma() && have_avx512dq() && acs_block_avx512_ok(&ctx);
 #endif
     /* Rows in blocks of MR, spread over at most `threads` workers. */
-    int64_t blocks = ceil_div(m, MR);
-    int workers = (int)(threads < blocks ? threads : (blocks > 0 ? blocks : 1));
+    int64_t blocks = ceil_div(m, MR);   /* the general step costs ~100 vector-kernel MACs */
+    int workers = acs_workers_for(threads, blocks, (double)m * (double)n * (double)k * (base.fast ? 1 : 100));
     gemm_job jobs[256];
     for (int w = 0; w < workers; w++) {
         jobs[w] = base;
@@ -1541,7 +1561,7 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
     if (m < 0 || n < 0 || (m && n && ((!acc && !acc_int) || !sa || !sb || !out))) return ACS_ERR_ARG;
     if (m && n > INT64_MAX / m) return ACS_ERR_ARG;
     if (threads < 1 || threads > 256) return ACS_ERR_ARG;
-    int workers = (int)(m < threads ? (m > 0 ? m : 1) : threads);   /* rows are independent */
+    int workers = acs_workers_for(threads, m, (double)m * (double)n);   /* rows are independent */
     epilogue_job jobs[256];
     for (int w = 0; w < workers; w++) {
         epilogue_job e = { acc, acc_int, m * w / workers, m * (w + 1) / workers, n, sa, sb, bias, sa_stride,

@@ -646,7 +646,7 @@ static int bs_fused(const acs_mac_ctx *ctx, const acs_acc *scale_acc, int kernel
     const acs_mac *mac = ctx->mac;
     int64_t nb = k / bs, bsp = kernel == BS_KERNEL_INT ? bs + (bs & 1) : bs, kd = nb * bsp;
     int64_t panels = (n + BS_NR - 1) / BS_NR, blocks = (m + BS_MR - 1) / BS_MR;
-    int workers = (int)(threads < blocks ? threads : (blocks > 0 ? blocks : 1));
+    int workers = acs_workers_for(threads, blocks, (double)m * (double)n * (double)k);
     int fast_join = bs_fast_join(ctx, scale_acc, kernel, bs, sa, m * nb, sb, nb * n);
     int fold = fast_join && kernel == BS_KERNEL_INT && bs_fold(ctx, bs, sa, m * nb, sb, nb * n);
     int64_t za_len = k > 0 ? k : 1;
@@ -771,7 +771,7 @@ static int bs_per_block(const acs_mac *mac, const acs_acc *buffer, const acs_acc
         acs_acc_state zero = acs_acc_start(scale_acc, 0.0);
         for (int64_t e = 0; e < m * n; e++) state[e] = zero;
     }
-    int workers = (int)(threads < m ? threads : (m > 0 ? m : 1));
+    int workers = acs_workers_for(threads, m, (double)m * (double)n);
     for (int64_t blk = 0; blk < nb && !status; blk++) {
         acs_gemm_counts c;
         bs_copy_block(a, m, k, bs, blk, wa, ab);

@@ -204,6 +204,11 @@ int acs_error_sums(const void *out, int out_type, int64_t out_ld, const void *re
                    int64_t rows, int64_t cols, const double *row_scale, int64_t row_step, const double *col_scale,
                    const double *bias, double sums[5]);
 
+/* The least work (output elements, or vector-kernel MACs) the engine gives a thread of its own
+ * (default 2^18; 0: every call splits among all its threads, as tests want); returns the
+ * previous setting.  The bits never depend on it. */
+int64_t acs_set_thread_grain(int64_t grain);
+
 /* The counter-based generator behind stochastic rounding (see docs/numerics.md). */
 uint32_t acs_rand32(uint64_t seed, uint64_t index, uint64_t step);
 /* cdef-end */

@@ -184,6 +184,10 @@ void acs_int16_block_vnni(const int16_t *const arows[ACS_FX_MR], const int16_t *
 int64_t acs_epilogue_avx512(const double *acc, const int64_t *acc_int, float sa, const float *sb, int64_t sb_stride,
                             const float *bias, double *out, int64_t j0, int64_t n);
 
+/* array.c: how many of `threads` workers `work` (elements, or vector-kernel MACs) in `units`
+ * pieces deserves (acs_set_thread_grain). */
+int acs_workers_for(int threads, int64_t units, double work);
+
 /* array.c, for blockscale.c and metrics.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
 int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,
                      int64_t m, int64_t n, int64_t k, int threads, acs_gemm_counts *counts);
