@@ -60,7 +60,8 @@ int acs_float_plan_of(const acs_mac_ctx *ctx, int isa, acs_float_plan *p)
     memset(p, 0, sizeof *p);
     __builtin_cpu_init();
     if (isa != 1 || !__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512dq")
-        || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl"))
+        || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl")
+        || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
         return 0;
     int m = acc->rounding, sat = acc->overflow == ACS_OVF_SATURATE;
     if (acc->kind != ACS_ACC_FLOAT || !g->subnormals || memcmp(&acc->addend, g, sizeof *g)
