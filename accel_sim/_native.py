@@ -135,7 +135,10 @@ class fast_paths(_EngineSwitch):
 
 
 class vector_isa(_EngineSwitch):
-    """The vector kernels' AVX2/FMA versions on (default, where the CPU has them) or off (their
-    portable C versions)."""
+    """Which builds the vector kernels take: True or 1 the best the CPU has (default), False or 0
+    their portable C versions, 2 AVX2 where the CPU also has AVX-512."""
 
-    setter = staticmethod(lambda on: lib.acs_set_vector_isa(on))
+    setter = staticmethod(lambda level: lib.acs_set_vector_isa(level))
+
+    def __init__(self, level):
+        self.enabled = int(level)

@@ -10,7 +10,7 @@ import pytest
 
 import accel_sim as acs
 from accel_sim import _metrics
-from accel_sim._native import lib
+from accel_sim._native import lib, vector_isa
 from accel_sim.quant import quantize
 
 U = 2.0 ** -53
@@ -19,19 +19,6 @@ SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, np.finfo(np.float32).max, -np.fi
 SHAPES = [(1, 1), (1, 16), (3, 17), (5, 33), (2, 15), (7, 100), (4, 64)]
 OUT_TYPES = [np.float32, np.float64]
 REF_TYPES = [np.float64, np.float32, np.int32, np.int64]
-
-
-class isa:
-    """The engine's vector kernels: 0 portable, 2 AVX2 (where AVX-512 exists), 1 the best."""
-
-    def __init__(self, level):
-        self.level = level
-
-    def __enter__(self):
-        self.previous = lib.acs_set_vector_isa(self.level)
-
-    def __exit__(self, *exc):
-        lib.acs_set_vector_isa(self.previous)
 
 
 def block(shape, out_type, ref_type, rng, specials=False, strided=False):
@@ -77,7 +64,7 @@ def test_builds_agree_bit_for_bit(shape, out_type, ref_type, specials):
         for args in ((), (sa, sb, bias), (sa[:1], sb, None), (None, None, bias)):
             results = []
             for level in (0, 2, 1):
-                with isa(level):
+                with vector_isa(level):
                     results.append(bits(sums(out, ref, *args)))
             assert results[0] == results[1] == results[2], (strided, len(args))
 
@@ -170,7 +157,7 @@ def test_gemm_metrics_same_in_every_build(dataflow, threads, fmt, acc):
     arr = acs.Array(4, 8, dataflow, acs.MAC(fmt, fmt, acc), threads=threads, quant={"a": "channel", "b": "channel"})
     results = []
     for level in (0, 2, 1):
-        with isa(level):
+        with vector_isa(level):
             results.append(arr.gemm(a, b, bias=bias).metrics)
     assert results[0] == results[1] == results[2]
     qa = quantize(a, fmt, scale="channel", axis=0)

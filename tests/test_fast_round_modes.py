@@ -27,19 +27,6 @@ ACCS = {  # name: FloatAcc factory by rounding
 FORMATS = ["e4m3fn", "e5m2", "int8", "e2m1"]
 
 
-class avx512:
-    """AVX-512 kernels on or off (off: their AVX2 twins)."""
-
-    def __init__(self, enabled):
-        self.enabled = bool(enabled)
-
-    def __enter__(self):
-        self.previous = lib.acs_set_vector_isa(1 if self.enabled else 2)   # 2: AVX2 where AVX-512 exists
-
-    def __exit__(self, *exc):
-        lib.acs_set_vector_isa(self.previous)
-
-
 def raw(x):
     return np.ascontiguousarray(np.asarray(x, np.float64)).view(np.uint64)
 
@@ -61,7 +48,7 @@ def gemm_all_ways(mac, A, B, dataflow, rows=5, cols=3, seed=0, threads=(1,)):
     with fast_paths(False):
         want = run()
     results = {f"fast, {t} threads": run(t) for t in threads}
-    with avx512(False):
+    with vector_isa(2):   # AVX2 where the CPU also has AVX-512
         results["avx2"] = run()
     with vector_isa(False):
         results["portable"] = run()
@@ -291,7 +278,7 @@ def test_float_kernels_are_taken():
     if not any(kinds):
         pytest.skip("no AVX-512 on this CPU: kernel_float.c is not used")
     assert kinds == [want for _, want in FLOAT_KERNELS]
-    with avx512(False):
+    with vector_isa(2):   # AVX2 where the CPU also has AVX-512
         assert not any(lib.acs_float_kernel(mac._c) for mac, _ in FLOAT_KERNELS)
     with vector_isa(False):
         assert not any(lib.acs_float_kernel(mac._c) for mac, _ in FLOAT_KERNELS)

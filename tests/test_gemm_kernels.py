@@ -11,19 +11,6 @@ import accel_sim as acs
 from accel_sim._native import fast_paths, lib, vector_isa
 
 
-class isa:
-    """acs_set_vector_isa(level): 0 portable, 2 AVX2 (no AVX-512), 1 the best the CPU has."""
-
-    def __init__(self, level):
-        self.level = level
-
-    def __enter__(self):
-        self.previous = lib.acs_set_vector_isa(self.level)
-
-    def __exit__(self, *exc):
-        lib.acs_set_vector_isa(self.previous)
-
-
 def raw(x):
     x = np.ascontiguousarray(x)
     return x if x.dtype.kind in "iu" else x.view(np.uint64)
@@ -48,7 +35,7 @@ def every_way(mac, A, B, dataflow, rows, cols):
         want = run()
     runs = {}
     for level, name in ((1, "best"), (2, "avx2"), (0, "portable")):
-        with isa(level):
+        with vector_isa(level):
             for t in (1, 2, 3):
                 runs[f"{name}, {t} threads"] = run(t)
     for name, got in runs.items():
@@ -143,7 +130,7 @@ def test_epilogue_vector_case_equals_scalar(int_acc):
             outs = []
             for level in (1, 2, 0):
                 y = np.empty((m, n), np.float64)
-                with isa(level):
+                with vector_isa(level):
                     status = lib.acs_epilogue(ffi.NULL if int_acc else ffi.cast("double *", acc.ctypes.data),
                                               ffi.cast("int64_t *", acc.ctypes.data) if int_acc else ffi.NULL, m, n,
                                               ffi.cast("float *", sa.ctypes.data), int(sa_len > 1),
