@@ -10,7 +10,7 @@ import pytest
 
 import accel_sim as acs
 from accel_sim import _metrics
-from accel_sim._native import lib, vector_isa
+from accel_sim._native import vector_isa
 from accel_sim.quant import quantize
 
 U = 2.0 ** -53
