@@ -405,7 +405,7 @@ def test_float_acc_sr_uses_row_index_and_step():
     f = acs.formats.get("fp16")
     acc = FloatAcc(5, 10, rounding="sr")
     mac = MAC(f, f, acc)
-    R, K, seed = 64, 3, 99
+    R, seed = 64, 99
     a = np.tile(f.encode(np.array([2.0**-6, 0.0, 2.0**-6])), (R, 1))
     b = np.tile(f.encode(np.array([2.0**-6, 1.0, 2.0**-6])), (R, 1))
     got = accumulate(a, b, mac, init=1.0, seed=seed)

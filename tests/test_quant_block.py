@@ -16,7 +16,6 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-import accel_sim as acs
 from accel_sim.quant import QTensor, quantize
 
 from conftest import assert_codes_equal, assert_values_equal, f64_to_f32_round_to_odd, fmt

@@ -36,7 +36,6 @@ def grid_samples(rng, f, n, dtype=np.float64):
     """Grid values, exact ties (midpoints, incl. the overflow threshold), quarter points,
     float neighbours of ties, random values spanning the range, overflow, and specials."""
     p = _grid_params(f)
-    out = []
     if p["kind"] == "float":
         m = p["m"]
         e = rng.integers(p["emin"], p["emax"] + 1, n)
