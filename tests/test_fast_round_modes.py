@@ -288,11 +288,13 @@ def test_float_kernels_are_taken():
 @pytest.mark.parametrize("dataflow", ["os", "ws"])
 def test_mixed_operands_and_scaling(mode, dataflow):
     """bf16 with e4m3fn (the kernel scales the e4m3fn side into binary32's range) and bf16 with
-    bf16 (no side scales exactly: array.c's kernel), into grids narrower than binary32's, with
-    every special: all equal to the general step."""
+    bf16 (no side scales exactly: array.c's kernel), into grids narrower than binary32's, and
+    into bf16 and fp32 grids (products up to 2^256), with every special: all equal to the
+    general step."""
     rng = np.random.default_rng(12)
     for fa, fb in (("bf16", "e4m3fn"), ("e4m3fn", "bf16"), ("bf16", "bf16")):
-        for acc in (acs.FloatAcc(6, 9, mode), acs.FloatAcc(4, 3, mode), acs.FloatAcc(6, 9, mode, overflow="saturate")):
+        for acc in (acs.FloatAcc(6, 9, mode), acs.FloatAcc(4, 3, mode), acs.FloatAcc(6, 9, mode, overflow="saturate"),
+                    acs.FloatAcc(8, 7, mode), acs.FloatAcc(8, 23, mode)):   # bf16 products past binary32's range
             mac = acs.MAC(fa, fb, acc)
             (f, ca), (g, cb) = codes(fa), codes(fb)
             A = rng.choice(ca, (9, 70))
