@@ -3,11 +3,12 @@
  * A's values come scaled by 2^frac_bits, so a product x = a*b, exact in binary32, is the product
  * in register lsbs, and rounding x to an integer is the general step's rounding onto the grid
  * (round.c rounds the magnitude; each mode below is that rule written on the signed value).
- * AVX-512's conversions with embedded rounding give rne, rtz, rup and rdn.  rna, rto and sr
- * start from the truncation t and the fraction d = x - t, exact (t = 0, or |t| >= |x|/2):
- * rna adds trunc(2d); rto steps an even t away from zero when d != 0; sr steps away from zero
- * iff R < |d| * 2^32 (round.c: R < frac32, or R = frac32 with bits below), that is
- * R < ceil(|d| * 2^32), R being acs_rand32's draw for (seed, i*n + j, k).
+ * AVX-512's conversions with embedded rounding give rne, rtz, rup and rdn; rna truncates x + 1/2
+ * (signed) added toward zero (exact below 2^23, where the integers are binary32s, and x itself
+ * above); rto sets the truncation's last bit of magnitude when it is inexact; sr steps the
+ * truncation t away from zero iff R < |d| * 2^32, d = x - t exact (t = 0, or |t| >= |x|/2)
+ * (round.c: R < frac32, or R = frac32 with bits below), that is R < ceil(|d| * 2^32), R being
+ * acs_rand32's draw for (seed, i*n + j, k).
  * The rounded products (below 2^30) then sum as kernel_fixed.c's kernels do: int32 lanes over
  * runs that cannot overflow them, then int64 lanes; a saturating register is clamped after a
  * step only when it could reach a bound (its largest |partial| plus the run's steps times the
@@ -181,23 +182,28 @@ static inline __attribute__((always_inline, target(FR_ISA))) __m512i fr_rand512(
 static inline __attribute__((always_inline, target(FR_ISA))) __m512i fr_round512(__m512 x, int mode, __m512i rand)
 {
     const __m512i one = _mm512_set1_epi32(1);
+    __m512i s = _mm512_srai_epi32(_mm512_castps_si512(x), 31);   /* -1 where x is negative, else 0 */
+    __m512i q = _mm512_cvtt_roundps_epi32(x, _MM_FROUND_NO_EXC);
     switch (mode) {
     case ACS_RNE: return _mm512_cvt_roundps_epi32(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    case ACS_RTZ: return _mm512_cvtt_roundps_epi32(x, _MM_FROUND_NO_EXC);
+    case ACS_RTZ: return q;
     case ACS_RUP: return _mm512_cvt_roundps_epi32(x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
     case ACS_RDN: return _mm512_cvt_roundps_epi32(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    default: break;
+    case ACS_RNA: {   /* trunc(x +- 1/2), the sum rounded toward zero: it never reaches the next integer */
+        __m512 h = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN),
+                                                                 _mm512_castps_si512(_mm512_set1_ps(0.5f)), 0xEA));
+        return _mm512_cvtt_roundps_epi32(_mm512_add_round_ps(x, h, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
+                                         _MM_FROUND_NO_EXC);
     }
-    __m512 t = _mm512_roundscale_ps(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC), d = _mm512_sub_ps(x, t);
-    __m512i q = _mm512_cvtt_roundps_epi32(t, _MM_FROUND_NO_EXC);
-    if (mode == ACS_RNA) return _mm512_add_epi32(q, _mm512_cvtt_roundps_epi32(_mm512_add_ps(d, d), _MM_FROUND_NO_EXC));
-    __mmask16 up = mode == ACS_RTO
-        ? _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_OQ) & _mm512_testn_epi32_mask(q, one)
-        : _mm512_cmplt_epu32_mask(rand, _mm512_cvt_roundps_epu32(_mm512_mul_ps(_mm512_abs_ps(d), _mm512_set1_ps(4294967296.0f)),
-                                                                 _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC));
-    __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(x));
-    q = _mm512_mask_add_epi32(q, up & ~neg, q, one);
-    return _mm512_mask_sub_epi32(q, up & neg, q, one);
+    case ACS_RTO:   /* inexact: |q| | 1, which is (q - 1) | 1 for negative x */
+        return _mm512_mask_or_epi32(q, _mm512_cmp_ps_mask(x, _mm512_cvtepi32_ps(q), _CMP_NEQ_OQ), _mm512_add_epi32(q, s), one);
+    default: {
+        __m512 d = _mm512_sub_ps(x, _mm512_roundscale_ps(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC));
+        __m512i c = _mm512_cvt_roundps_epu32(_mm512_mul_ps(_mm512_abs_ps(d), _mm512_set1_ps(4294967296.0f)),
+                                             _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+        return _mm512_mask_add_epi32(q, _mm512_cmplt_epu32_mask(rand, c), q, _mm512_or_si512(s, one));   /* away from 0 */
+    }
+    }
 }
 
 static inline __attribute__((always_inline, target(FR_ISA)))
