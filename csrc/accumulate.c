@@ -481,7 +481,7 @@ int acs_mac_open(acs_mac_ctx *ctx, const acs_mac *mac)
     } else if (ctx->fast == ACS_FAST_FIXED && !fixed_values(ctx)) {
         free(ctx->ia); free(ctx->ib);
         ctx->ia = ctx->ib = NULL;
-        ctx->fast = ACS_FAST_NONE;
+        ctx->fast = acs_fixround_open(ctx) ? ACS_FAST_FIXROUND : ACS_FAST_NONE;   /* products off the grid */
     }
     return ACS_OK;
 }

@@ -857,7 +857,8 @@ static void block64_block_avx512(const exact64_grid *g, const block64_args *w, d
 }
 #endif
 
-/* Register accumulators (ACS_FAST_FIXED) through kernel_fixed.c.  A NaN or infinite operand
+/* Register accumulators (ACS_FAST_FIXED) through kernel_fixed.c, FixedAcc that rounds its
+ * products (ACS_FAST_FIXROUND) through kernel_fixround.c.  A NaN or infinite operand
  * (a posit NaR) makes an output NaR on a quire; on a FixedAcc it is an error, which the general
  * path reports exactly as it would (every output of its row or column meets it). */
 _Static_assert(MR == ACS_FX_MR && NR == ACS_FX_NR, "kernel_fixed.c blocks");
@@ -900,7 +901,14 @@ static void fixed_rows(gemm_job *jb)
                 arows[r] = jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
             int64_t res[MR][NR];
             const int16_t *panel = jb->b_i16 + p * jb->kpair * NR;
-            if (jb->fixed.wide == 2) {   /* the buffers hold doubles (decode_part_w) */
+            if (jb->fast == ACS_FAST_FIXROUND) {   /* binary32 buffers (decode_part_w) */
+                const float *rowsf[MR];
+                uint64_t lanes[MR * NR];
+                for (int r = 0; r < MR; r++) rowsf[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
+                if (jb->ctx->mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, lanes);
+                acs_fixround_block(isa, &jb->fixed, jb->ctx->mac->acc.rounding, rowsf, jb->b_f32 + p * k * NR, k,
+                                   jb->tile, lanes, res);
+            } else if (jb->fixed.wide == 2) {   /* the buffers hold doubles (decode_part_w) */
                 const double *rowsd[MR];
                 for (int r = 0; r < MR; r++) rowsd[r] = (const double *)jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
                 acs_fixed_sum_f64(isa, rowsd, (const double *)jb->b_i16 + p * jb->kpair * NR, k, jb->fixed.chunk, res);
@@ -1018,7 +1026,7 @@ static void native_rows(gemm_job *jb)
 /* Rows [i0, i1) through the vector kernels. */
 static void gemm_rows_fast(gemm_job *jb)
 {
-    if (jb->fast == ACS_FAST_FIXED) { fixed_rows(jb); return; }
+    if (jb->fast == ACS_FAST_FIXED || jb->fast == ACS_FAST_FIXROUND) { fixed_rows(jb); return; }
     if (jb->float_kernel) { float_rows(jb, &jb->float_plan); return; }
     if (jb->fast == ACS_FAST_FP32 || jb->fast == ACS_FAST_INT_WRAP || jb->fast == ACS_FAST_INT_SAT) {
         native_rows(jb);
@@ -1315,7 +1323,8 @@ static int alloc_decoded(gemm_job *jobs, int workers)
     gemm_job *b = &jobs[0];
     int64_t m = b->m, k = b->k, panels = ceil_div(b->n, NR);
     int64_t *z = calloc((size_t)(2 * workers * (k > 0 ? k : 1)), sizeof *z);
-    if (b->fast == ACS_FAST_FP32 || b->fast == ACS_FAST_EXACT64 || b->fast == ACS_FAST_BLOCK64) {
+    if (b->fast == ACS_FAST_FP32 || b->fast == ACS_FAST_EXACT64 || b->fast == ACS_FAST_BLOCK64
+        || b->fast == ACS_FAST_FIXROUND) {
         b->a_f32 = malloc((size_t)(m * k > 0 ? m * k : 1) * sizeof(float));
         b->b_f32 = calloc((size_t)(panels * k * NR > 0 ? panels * k * NR : 1), sizeof(float));
         if (b->fast == ACS_FAST_BLOCK64) {
@@ -1374,6 +1383,7 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
                       dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m, 0, 0,
                       a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
     if (!base.fast) base.fast = acs_fixed_plan_of(&ctx, buffer, dataflow, k, base.tile, &base.fixed);
+    if (!base.fast) base.fast = acs_fixround_plan_of(&ctx, buffer, dataflow, k, &base.fixed);
     if (base.fast == ACS_FAST_EXACT64) base.float_kernel = acs_float_plan_of(&ctx, isa_enabled, &base.float_plan);
 #ifdef ACS_X86
     base.block_avx512 = base.fast == ACS_FAST_BLOCK64 && have_avx2_fma() && have_avx512dq() && acs_block_avx512_ok(&ctx);

@@ -64,7 +64,8 @@ typedef struct {
 } acs_acc_state;
 
 enum acs_fast_path { ACS_FAST_NONE = 0, ACS_FAST_FP32 = 1, ACS_FAST_INT_WRAP = 2, ACS_FAST_EXACT64 = 3,
-                     ACS_FAST_INT_SAT = 4, ACS_FAST_BLOCK64 = 5, ACS_FAST_FIXED = 6 };
+                     ACS_FAST_INT_SAT = 4, ACS_FAST_BLOCK64 = 5, ACS_FAST_FIXED = 6,
+                     ACS_FAST_FIXROUND = 7 };
 
 typedef struct {
     const acs_mac *mac;
@@ -73,9 +74,11 @@ typedef struct {
     int fast;              /* an exact fast path (acs_fast_path) this MAC allows */
     int exact_sums;        /* ACS_FAST_EXACT64: every acc + a*b provably exact in binary64 */
     int products_f32;      /* every product of two finite operands is a binary32 */
-    float *fa, *fb;        /* ACS_FAST_FP32, ACS_FAST_EXACT64, ACS_FAST_BLOCK64: operand values */
+    float *fa, *fb;        /* ACS_FAST_FP32, ACS_FAST_EXACT64, ACS_FAST_BLOCK64: operand values (FIXROUND: A's
+                              times 2^frac_bits) */
     int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP, ACS_FAST_INT_SAT: operand values */
-    int64_t max_product;   /* ACS_FAST_INT_SAT, ACS_FAST_FIXED: the largest |a*b| (in ia*ib units) */
+    int64_t max_product;   /* ACS_FAST_INT_SAT, ACS_FAST_FIXED: the largest |a*b| (in ia*ib units); FIXROUND:
+                              the largest rounded product in register lsbs */
     int fixed_shift;       /* ACS_FAST_FIXED: register lsbs per unit of ia*ib (>= 0) */
 } acs_mac_ctx;
 
@@ -120,6 +123,13 @@ void acs_fixed_clamp_wide(int isa, const acs_fixed_plan *plan, const int32_t *co
                           const int64_t *panel, int64_t k, int64_t tile, int64_t out[ACS_FX_MR][ACS_FX_NR]);
 void acs_fixed_clamp(int isa, const acs_fixed_plan *plan, const int16_t *const arows[ACS_FX_MR],
                      const int16_t *panel, int64_t k, int64_t tile, int64_t out[ACS_FX_MR][ACS_FX_NR]);
+/* FixedAcc whose products are rounded onto its grid (kernel_fixround.c), in the same blocks and
+ * plans, on array.c's binary32 operands (A rows of k values, B panels of NR values per k). */
+int acs_fixround_open(acs_mac_ctx *ctx);
+int acs_fixround_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflow, int64_t k, acs_fixed_plan *plan);
+void acs_fixround_block(int isa, const acs_fixed_plan *pl, int mode, const float *const arows[ACS_FX_MR],
+                        const float *panel, int64_t k, int64_t tile, const uint64_t *lanes,
+                        int64_t out[ACS_FX_MR][ACS_FX_NR]);
 typedef struct {
     const acs_acc *acc;
     float *val;                     /* values read out, by (bit length, leading bits, sticky) */
