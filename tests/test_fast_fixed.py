@@ -72,7 +72,7 @@ CASES = [
     acs.MAC("int8", "int8", FixedAcc(10, 2)),
     acs.MAC("int8", "int8", FixedAcc(16, 8)),     # B in units 2^-8: -128 is -32768, still an int16 (clamp kernel)
     acs.MAC("int8", "int8", FixedAcc(6, 10, overflow="wrap")),     # products 2^10 lsbs: sums in product units
-    acs.MAC("int8", "int8", FixedAcc(30, -3, overflow="wrap")),     # coarse grid: the general path (rounding)
+    acs.MAC("int8", "int8", FixedAcc(30, -3, overflow="wrap")),     # coarse grid: products rounded (kernel_fixround.c)
     acs.MAC("int4", "int8", FixedAcc(4, 2, overflow="wrap")),
     acs.MAC("uint8", "int8", FixedAcc(14, 1)),
     acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 20)),
