@@ -6,6 +6,7 @@
 #include "kernel_float.c"
 #include "array.c"
 #include "kernel_fixed.c"
+#include "kernel_wide.c"
 #include "kernel_block.c"
 #include "kernel_gemm.c"
 #include "blockscale.c"
