@@ -1636,6 +1636,18 @@ int acs_float_kernel(const acs_mac *mac)
     return kind;
 }
 
+int acs_fixed_kernel(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t k)
+{
+    acs_mac_ctx ctx;
+    acs_fixed_plan plan;
+    int kind = 0;
+    if (acs_mac_open(&ctx, mac) == ACS_OK && ctx.fast == ACS_FAST_FIXED
+        && acs_fixed_plan_of(&ctx, buffer, dataflow, k, dataflow == ACS_OS ? (k > 0 ? k : 1) : rows, &plan))
+        kind = plan.wide == 3 ? 3 : plan.mode;
+    acs_mac_close(&ctx);
+    return kind;
+}
+
 /* Whether kernels with an AVX-512 (F, DQ, VL) build take it (metrics.c's). */
 int acs_vector_avx512(void)
 {
