@@ -437,7 +437,8 @@ static int fixed_values(acs_mac_ctx *ctx)
     if (la + lb < -frac) return 0;
     int64_t ub = -frac - la;
     if (!fits_int16(ctx->tb, mac->b.bits, ub)) ub = lb;
-    if (ta - la > 31 || tb - ub > 31) return 0;   /* products below 2^62 */
+    if (ta - la > 62 || tb - ub > 62) return 0;
+    ctx->fixed_wide = ta - la > 31 || tb - ub > 31;   /* else products below 2^62 */
     ctx->fixed_shift = (int)(la + ub + frac);
     ctx->ia = malloc(sizeof(int64_t) << mac->a.bits);
     ctx->ib = malloc(sizeof(int64_t) << mac->b.bits);
@@ -453,7 +454,7 @@ static int fixed_values(acs_mac_ctx *ctx)
             if (x > m[s]) m[s] = x;
         }
     }
-    ctx->max_product = m[0] * m[1];
+    ctx->max_product = ctx->fixed_wide ? 0 : m[0] * m[1];
     return 1;
 }
 
@@ -554,7 +555,8 @@ static int chain_fixed(const acs_mac_ctx *ctx, const void *a, int64_t ia, const 
     int ab = ctx->mac->a.bits, bb = ctx->mac->b.bits, sh = ctx->fixed_shift;
     int wrap = acc->overflow == ACS_OVF_WRAP;
     if (s->v.cls == ACS_NAN && acc->kind == ACS_ACC_QUIRE) return 0;
-    if (!wrap && ctx->max_product && sh + 64 - __builtin_clzll((uint64_t)ctx->max_product) > 100) return 0;
+    if (!wrap && (ctx->fixed_wide || (ctx->max_product && sh + 64 - __builtin_clzll((uint64_t)ctx->max_product) > 100)))
+        return 0;
     for (int64_t j = 0; j < len; j++)
         if (ctx->ta[acs_load_code(a, ia + j, ab)].cls >= ACS_INF || ctx->tb[acs_load_code(b, ib + j, bb)].cls >= ACS_INF)
             return 0;
@@ -563,7 +565,7 @@ static int chain_fixed(const acs_mac_ctx *ctx, const void *a, int64_t ia, const 
     for (int64_t j = 0; j < len; j++) {
         uint64_t ca = acs_load_code(a, ia + j, ab), cb = acs_load_code(b, ib + j, bb);
         z += ctx->ta[ca].cls == ACS_ZERO || ctx->tb[cb].cls == ACS_ZERO;
-        acs_u128 p = sh < 128 ? (acs_u128)(acs_i128)(ctx->ia[ca] * ctx->ib[cb]) << sh : 0;   /* |ia*ib| < 2^62 */
+        acs_u128 p = sh < 128 ? (acs_u128)((acs_i128)ctx->ia[ca] * ctx->ib[cb]) << sh : 0;   /* |ia*ib| < 2^124 */
         sum += p;
         if (!wrap) sum = (acs_u128)clamp_register(acc, (acs_i128)sum);
     }

@@ -196,6 +196,9 @@ typedef struct {
     int64_t kpair;                   /* k rounded up to even: int16 operands go in pairs */
     uint8_t *a_spec, *b_spec;        /* BlockFMA: A rows, B columns holding a NaN or inf code */
     acs_fixed_plan fixed;            /* ACS_FAST_FIXED: kernel_fixed.c's plan */
+    acs_wide_entry *a_wide;          /* fixed.wide 3: A rows packed by band (kernel_wide.c), k entries each */
+    int32_t *a_starts;               /* fixed.wide 3: each row's band starts (na + 1) */
+    double *a_norm, *b_norm;         /* fixed.bound: 2-norms of A rows and B columns (bounds) */
     int block_avx512;                /* ACS_FAST_BLOCK64: kernel_block.c takes it */
     int float_kernel;                /* ACS_FAST_EXACT64: kernel_float.c takes it, with this plan */
     acs_float_plan float_plan;
@@ -892,7 +895,23 @@ static void fixed_rows(gemm_job *jb)
     }
     acs_posit_memo memo;
     int memo_ok = acs_posit_memo_init(&memo, jb->out_acc);   /* without one, each output reads out alone */
-    for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
+    if (jb->fixed.wide == 3) {   /* kernel_wide.c: one A row by ACS_WK_NR columns */
+        for (int64_t j0 = 0; j0 < n; j0 += ACS_WK_NR)
+            for (int64_t i = jb->i0; i < jb->i1; i++) {
+                acs_i128 res[ACS_WK_NR];
+                acs_wide_row(isa, &jb->fixed, jb->a_wide + i * k, jb->a_starts + i * (jb->fixed.na + 1),
+                             (const double *)jb->b_i16 + j0 / ACS_WK_NR * jb->fixed.nb * k * ACS_WK_NR, k, res);
+                for (int64_t c = 0; c < ACS_WK_NR && j0 + c < n; c++) {
+                    int64_t o = i * n + j0 + c;
+                    if (jb->fixed.bound && jb->a_norm[i] * jb->b_norm[j0 + c] > jb->fixed.limit)
+                        general_output(jb, i, j0 + c, NULL);   /* a partial sum might saturate */
+                    else acs_fixed_out(jb->out_acc, &jb->fixed, res[c], nar[i - jb->i0] | nar[rows + j0 + c],
+                                       memo_ok ? &memo : NULL, jb->out ? jb->out + o : NULL,
+                                       jb->out_int ? jb->out_int + o : NULL);
+                }
+            }
+    }
+    for (int64_t j0 = 0, p = 0; j0 < n && jb->fixed.wide != 3; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
             int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
@@ -1185,8 +1204,44 @@ static inline __attribute__((always_inline)) void decode_part_w(gemm_job *jb, in
         }
 }
 
+/* kernel_wide.c's operands: A rows packed by band, B values into their band planes of
+ * ACS_WK_NR columns, the norms when the plan bounds outputs. */
+static void decode_wide(gemm_job *jb, int64_t *v)
+{
+    const acs_mac_ctx *ctx = jb->ctx;
+    int64_t n = jb->n, k = jb->k;
+    int wa = ctx->mac->a.bits > 8, wb = ctx->mac->b.bits > 8;
+    const acs_fixed_plan *pl = &jb->fixed;
+    for (int64_t i = jb->i0; i < jb->i1; i++) {
+        for (int64_t kk = 0; kk < k; kk++) {
+            uint64_t code = code_of(jb->a, i * k + kk, wa);
+            jb->za[kk] += ctx->ta[code].cls == ACS_ZERO;
+            v[kk] = ctx->ia[code];
+        }
+        acs_wide_pack_a(pl, v, k, jb->a_wide + i * k, jb->a_starts + i * (pl->na + 1));
+        if (pl->bound) jb->a_norm[i] = acs_wide_norm(v, k);
+    }
+    for (int64_t j = jb->p0 * NR; j < n && j < jb->p1 * NR; j++) {
+        double *plane0 = (double *)jb->b_i16 + j / ACS_WK_NR * pl->nb * k * ACS_WK_NR + j % ACS_WK_NR;
+        for (int64_t kk = 0; kk < k; kk++) {
+            uint64_t code = code_of(jb->bt, j * k + kk, wb);
+            jb->zb[kk] += ctx->tb[code].cls == ACS_ZERO;
+            v[kk] = ctx->ib[code];
+            acs_wide_put_b(pl, v[kk], plane0 + kk * ACS_WK_NR, k * ACS_WK_NR);
+        }
+        if (pl->bound) jb->b_norm[j] = acs_wide_norm(v, k);
+    }
+}
+
 static void decode_part(gemm_job *jb)
 {
+    if (jb->fast == ACS_FAST_FIXED && jb->fixed.wide == 3) {
+        int64_t *v = malloc((size_t)(jb->k > 0 ? jb->k : 1) * sizeof *v);
+        if (v) decode_wide(jb, v);
+        else jb->status = ACS_ERR_ARG;
+        free(v);
+        return;
+    }
     int wa = jb->ctx->mac->a.bits > 8, wb = jb->ctx->mac->b.bits > 8;
     if (!wa && !wb) decode_part_w(jb, 0, 0);
     else decode_part_w(jb, wa, wb);
@@ -1333,6 +1388,16 @@ static int alloc_decoded(gemm_job *jobs, int workers)
             b->a_spec = calloc((size_t)(m > 0 ? m : 1), 1);
             b->b_spec = calloc((size_t)(panels * NR > 0 ? panels * NR : 1), 1);
         }
+    } else if (b->fast == ACS_FAST_FIXED && b->fixed.wide == 3) {   /* kernel_wide.c's packed rows, band planes */
+        int64_t sp = ceil_div(b->n, ACS_WK_NR), one = m * k > 0 ? m * k : 1;
+        b->a_wide = malloc((size_t)one * sizeof *b->a_wide);
+        b->a_starts = malloc((size_t)(m > 0 ? m : 1) * (size_t)(b->fixed.na + 1) * sizeof *b->a_starts);
+        b->b_i16 = calloc((size_t)(sp * b->fixed.nb * k * ACS_WK_NR > 0 ? sp * b->fixed.nb * k * ACS_WK_NR : 1),
+                          sizeof(double));
+        if (b->fixed.bound) {
+            b->a_norm = malloc((size_t)(m > 0 ? m : 1) * sizeof(double));
+            b->b_norm = malloc((size_t)(sp * ACS_WK_NR) * sizeof(double) + 1);
+        }
     } else {
         int wide = b->fast == ACS_FAST_FIXED ? b->fixed.wide : 0;   /* A int32 (2: double), B int64 (double) */
         b->a_i16 = calloc((size_t)(m * b->kpair > 0 ? m * b->kpair : 1),
@@ -1340,12 +1405,15 @@ static int alloc_decoded(gemm_job *jobs, int workers)
         b->b_i16 = calloc((size_t)(panels * b->kpair * NR > 0 ? panels * b->kpair * NR : 1),
                           wide ? sizeof(int64_t) : sizeof(int16_t));
     }
-    if (!z || !(b->a_f32 || b->a_i16) || !(b->b_f32 || b->b_i16)
-        || (b->fast == ACS_FAST_BLOCK64 && (!b->a_bx || !b->b_bx || !b->a_spec || !b->b_spec))) {
+    int wide3 = b->fast == ACS_FAST_FIXED && b->fixed.wide == 3;
+    if (!z || !(b->a_f32 || b->a_i16 || b->a_wide) || !(b->b_f32 || b->b_i16)
+        || (b->fast == ACS_FAST_BLOCK64 && (!b->a_bx || !b->b_bx || !b->a_spec || !b->b_spec))
+        || (wide3 && (!b->a_wide || !b->a_starts || (b->fixed.bound && (!b->a_norm || !b->b_norm))))) {
         free(z); free(b->a_f32); free(b->b_f32); free(b->a_i16); free(b->b_i16); free(b->a_bx); free(b->b_bx);
-        free(b->a_spec); free(b->b_spec);
+        free(b->a_spec); free(b->b_spec); free(b->a_wide); free(b->a_starts); free(b->a_norm); free(b->b_norm);
         b->a_f32 = b->b_f32 = NULL; b->a_i16 = b->b_i16 = b->a_bx = b->b_bx = NULL;
         b->a_spec = b->b_spec = NULL;
+        b->a_wide = NULL; b->a_starts = NULL; b->a_norm = b->b_norm = NULL;
         return 0;
     }
     for (int w = 0; w < workers; w++) {
@@ -1353,6 +1421,8 @@ static int alloc_decoded(gemm_job *jobs, int workers)
         jobs[w].a_i16 = b->a_i16; jobs[w].b_i16 = b->b_i16;
         jobs[w].a_bx = b->a_bx; jobs[w].b_bx = b->b_bx;
         jobs[w].a_spec = b->a_spec; jobs[w].b_spec = b->b_spec;
+        jobs[w].a_wide = b->a_wide; jobs[w].a_starts = b->a_starts;
+        jobs[w].a_norm = b->a_norm; jobs[w].b_norm = b->b_norm;
         jobs[w].za = z + 2 * w * (k > 0 ? k : 1);
         jobs[w].zb = jobs[w].za + (k > 0 ? k : 1);
         jobs[w].p0 = panels * w / workers;
@@ -1419,6 +1489,7 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
         free(jobs[0].a_i16); free(jobs[0].b_i16);
         free(jobs[0].a_bx); free(jobs[0].b_bx);
         free(jobs[0].a_spec); free(jobs[0].b_spec);
+        free(jobs[0].a_wide); free(jobs[0].a_starts); free(jobs[0].a_norm); free(jobs[0].b_norm);
     }
     acs_mac_close(&ctx);
     if (status) return status;
@@ -1591,6 +1662,18 @@ int acs_float_kernel(const acs_mac *mac)
     acs_float_plan plan;
     int kind = acs_mac_open(&ctx, mac) == ACS_OK && ctx.fast == ACS_FAST_EXACT64
         ? acs_float_plan_of(&ctx, isa_enabled, &plan) : 0;
+    acs_mac_close(&ctx);
+    return kind;
+}
+
+int acs_fixed_kernel(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t k)
+{
+    acs_mac_ctx ctx;
+    acs_fixed_plan plan;
+    int kind = 0;
+    if (acs_mac_open(&ctx, mac) == ACS_OK && ctx.fast == ACS_FAST_FIXED
+        && acs_fixed_plan_of(&ctx, buffer, dataflow, k, dataflow == ACS_OS ? (k > 0 ? k : 1) : rows, &plan))
+        kind = plan.wide == 3 ? 3 : plan.mode;
     acs_mac_close(&ctx);
     return kind;
 }

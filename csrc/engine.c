@@ -7,6 +7,7 @@
 #include "array.c"
 #include "kernel_fixed.c"
 #include "kernel_fixround.c"
+#include "kernel_wide.c"
 #include "kernel_block.c"
 #include "kernel_gemm.c"
 #include "blockscale.c"

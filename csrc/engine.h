@@ -195,6 +195,12 @@ int acs_set_vector_isa(int enabled);
  * 4 narrower grids, 5 stochastic rounding (binary64 lanes).  For tests and benchmarks. */
 int acs_float_kernel(const acs_mac *mac);
 
+/* The register-accumulator kernel (kernel_fixed.c, kernel_wide.c) the array's GEMM takes for a
+ * FixedAcc or quire MAC with this buffer (its PE's for os), dataflow, array rows and K: 0 none
+ * (the general step), 1 sums, 2 clamped sums, 3 kernel_wide.c's bands (operands beyond 31 bits).
+ * For tests and benchmarks. */
+int acs_fixed_kernel(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t k);
+
 /* Error sums of a block (accel_sim/_metrics.py, csrc/metrics.c): out (rows x cols, row stride
  * out_ld elements, float32 or float64) against r_ij = (R_ij * (row_scale[i * row_step] *
  * col_scale[j])) + bias[j], R (row stride ref_ld) float64, int32, int64 or float32.  sums gets

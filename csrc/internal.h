@@ -77,9 +77,10 @@ typedef struct {
     float *fa, *fb;        /* ACS_FAST_FP32, ACS_FAST_EXACT64, ACS_FAST_BLOCK64: operand values (FIXROUND: A's
                               times 2^frac_bits) */
     int64_t *ia, *ib;      /* ACS_FAST_INT_WRAP, ACS_FAST_INT_SAT: operand values */
-    int64_t max_product;   /* ACS_FAST_INT_SAT, ACS_FAST_FIXED: the largest |a*b| (in ia*ib units); FIXROUND:
-                              the largest rounded product in register lsbs */
+    int64_t max_product;   /* ACS_FAST_INT_SAT, ACS_FAST_FIXED: the largest |a*b| (in ia*ib units; 0 when wide);
+                              FIXROUND: the largest rounded product in register lsbs */
     int fixed_shift;       /* ACS_FAST_FIXED: register lsbs per unit of ia*ib (>= 0) */
+    int fixed_wide;        /* ACS_FAST_FIXED: some ia or ib beyond 31 bits (below 2^62): kernel_wide.c's bands */
 } acs_mac_ctx;
 
 int acs_check_acc(const acs_acc *acc);
@@ -106,7 +107,11 @@ typedef struct {
     int64_t lo, hi;        /* CLAMP: the saturating register's bounds (the buffer shares them) */
     int64_t max_product;
     int wide;              /* operands below 2^31, not int16 pairs: 1 acs_fixed_sum_wide / clamp_wide (A
-                              int32, B panels int64), 2 acs_fixed_sum_f64 (SUM; both as doubles) */
+                              int32, B panels int64), 2 acs_fixed_sum_f64 (SUM; both as doubles); 3 wider
+                              operands through kernel_wide.c's bands (SUM; the sum an acs_i128) */
+    int na, wa, nb, wb;    /* wide 3: A in na bands of wa trailing-zero counts, B in nb bands of wb */
+    int bound;             /* wide 3: an output whose norms' product exceeds `limit` takes the general step */
+    double limit;
     int direct;            /* a FixedAcc output that is the kernel's int64 times `scale` (a power of two) */
     int wrap64;            /* a wrapping FixedAcc output of at most 64 bits, wrapped in uint64, times `scale` */
     double scale;
@@ -138,8 +143,20 @@ typedef struct {
 } acs_posit_memo;
 int acs_posit_memo_init(acs_posit_memo *m, const acs_acc *acc);
 void acs_posit_memo_free(acs_posit_memo *m);
-void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, int nar, acs_posit_memo *memo,
+void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, acs_i128 sum, int nar, acs_posit_memo *memo,
                    double *out, int64_t *out_int);
+
+/* Register sums of operands beyond 31 bits (kernel_wide.c), over one A row and ACS_WK_NR
+ * columns.  A row's k values are packed by band (entries of a value and its k; starts[h] the
+ * first of band h, starts[na] = k); B panels hold nb band planes of k x NR doubles. */
+#define ACS_WK_NR 32
+typedef struct { double v; int64_t k; } acs_wide_entry;
+int acs_wide_bands(const acs_mac_ctx *ctx, int64_t k, acs_fixed_plan *plan);
+void acs_wide_pack_a(const acs_fixed_plan *plan, const int64_t *v, int64_t k, acs_wide_entry *e, int32_t *starts);
+void acs_wide_put_b(const acs_fixed_plan *plan, int64_t v, double *plane0, int64_t plane);
+double acs_wide_norm(const int64_t *v, int64_t k);
+void acs_wide_row(int isa, const acs_fixed_plan *plan, const acs_wide_entry *e, const int32_t *starts,
+                  const double *panel, int64_t k, acs_i128 out[ACS_WK_NR]);
 
 /* Float accumulators on AVX-512 (kernel_float.c), in blocks of ACS_FK_MR rows by two panels of
  * ACS_FK_NR columns: A rows of k binary32 operand values, B panels of NR values per k (array.c's

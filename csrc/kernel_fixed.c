@@ -28,12 +28,12 @@
 
 /* Whether len products of magnitude <= mp, each worth 2^shift lsbs, always fit a register of
  * `bits` bits: len * mp * 2^shift <= 2^(bits-1) - 1. */
-static int fixed_fits(int64_t len, int64_t mp, int shift, int bits)
+static int fixed_fits(int64_t len, acs_u128 mp, int shift, int bits)
 {
-    if (len <= 0 || mp <= 0) return 1;
+    if (len <= 0 || mp == 0) return 1;
     acs_u128 limit = ((acs_u128)1 << (bits - 1)) - 1;
     acs_u128 cap = shift >= 128 ? 0 : limit >> shift;
-    return (acs_u128)len * (acs_u128)mp <= cap;
+    return mp <= cap / (acs_u128)len;
 }
 
 /* Register kinds whose joins act alike: the quire with the quire, integer with fixed point. */
@@ -68,41 +68,56 @@ int acs_fixed_plan_of(const acs_mac_ctx *ctx, const acs_acc *buffer, int dataflo
         || !ctx->ia || !ctx->ib)
         return ACS_FAST_NONE;
     int64_t m[2] = { 0, 0 };
-    int narrow = 1;   /* int16 operands whose pair sums fit int32 (pmaddwd); else int32 ones */
+    int narrow = 1, wide = ctx->fixed_wide;   /* narrow: int16 operands whose pair sums fit int32 (pmaddwd) */
     for (int s = 0; s < 2; s++)
         for (uint64_t c = 0; c < (1ULL << (s ? ctx->mac->b.bits : ctx->mac->a.bits)); c++) {
             int64_t v = (s ? ctx->ib : ctx->ia)[c];
-            if (v <= INT32_MIN || v > INT32_MAX) return ACS_FAST_NONE;
+            if (!wide && (v <= INT32_MIN || v > INT32_MAX)) return ACS_FAST_NONE;
             if (v < INT16_MIN || v > INT16_MAX) narrow = 0;
             if ((v < 0 ? -v : v) > m[s]) m[s] = v < 0 ? -v : v;
         }
-    int64_t mp = m[0] * m[1];   /* below 2^62 */
+    acs_u128 mp = (acs_u128)m[0] * (acs_u128)m[1];   /* below 2^62, or 2^124 when wide */
     if (2 * mp > INT32_MAX) narrow = 0;
     /* Wide operands: binary64 FMAs while products are small enough that long runs of them sum
-     * exactly below 2^51 (acs_fixed_sum_f64), else int32 multiplies (acs_fixed_sum_wide). */
-    plan->wide = narrow ? 0 : mp <= ((int64_t)1 << 44) ? 2 : 1;
-    plan->max_product = mp;
-    plan->chunk = narrow ? (mp ? INT32_MAX / (2 * mp) : INT32_MAX)
-                : plan->wide == 2 ? (mp ? (((int64_t)1 << 51) - 1) / mp : INT32_MAX) : 0;
+     * exactly below 2^51 (acs_fixed_sum_f64), else int32 multiplies (acs_fixed_sum_wide); beyond
+     * 31 bits, kernel_wide.c's bands. */
+    plan->wide = wide ? 3 : narrow ? 0 : mp <= ((acs_u128)1 << 44) ? 2 : 1;
+    plan->max_product = wide ? 0 : (int64_t)mp;
+    plan->chunk = narrow ? (mp ? INT32_MAX / (2 * (int64_t)mp) : INT32_MAX)
+                : plan->wide == 2 ? (mp ? (((int64_t)1 << 51) - 1) / (int64_t)mp : INT32_MAX) : 0;
     int os = dataflow == ACS_OS, bits = pe->grid.total_bits, s = ctx->fixed_shift;
     const acs_acc *out = os ? pe : buffer;
     int64_t len = os || tile > k ? k : tile;
     int same = os || (same_family(pe, buffer) && buffer->grid.total_bits == bits
                       && buffer->grid.frac_bits == pe->grid.frac_bits && buffer->overflow == pe->overflow);
-    int exact64 = fixed_fits(k, mp, 0, 64);   /* the int64 sum is the exact sum */
+    /* the kernel's sum (int64, or acs_i128 when wide: wrapping modulo 2^64 or 2^128) is the exact sum */
+    int exact = fixed_fits(k, mp, 0, wide ? 127 : 64);
     plan->mode = ACS_FIXED_SUM;
     plan->shift = s;
-    if (pe->overflow == ACS_OVF_WRAP && same && (bits - s <= 64 || exact64))
-        return fixed_plan_done(out, plan, exact64 && fixed_fits(k, mp, s, bits));
+    if (pe->overflow == ACS_OVF_WRAP && same && (bits - s <= 64 || exact || wide))
+        return wide ? acs_wide_bands(ctx, k, plan) : fixed_plan_done(out, plan, exact && fixed_fits(k, mp, s, bits));
     /* No register wraps or saturates: the PE over a tile, the buffer (on a grid holding every
      * product) over k. */
     int64_t s_out = (int64_t)s - pe->grid.frac_bits + out->grid.frac_bits;
-    if (exact64 && (os || same_family(pe, buffer)) && s_out >= 0 && fixed_fits(len, mp, s, bits)
+    if (exact && (os || same_family(pe, buffer)) && s_out >= 0 && fixed_fits(len, mp, s, bits)
         && fixed_fits(k, mp, (int)(s_out < 128 ? s_out : 128), out->grid.total_bits)) {
         plan->shift = (int)s_out;
-        return fixed_plan_done(out, plan, 1);
+        return wide ? acs_wide_bands(ctx, k, plan) : fixed_plan_done(out, plan, 1);
     }
-    if (pe->overflow == ACS_OVF_SATURATE && pe->kind != ACS_ACC_QUIRE && s == 0 && bits <= 62 && same) {
+    /* Wide operands into saturating FixedAccs (the PE's, the buffer's) that may reach a bound:
+     * an output none of whose partial sums can (each at most sum |a*b| <= |a| |b|, the rows'
+     * and columns' 2-norms) is the exact sum; the others take the general step (array.c). */
+    if (wide && exact && pe->kind == ACS_ACC_FIXED && pe->overflow == ACS_OVF_SATURATE && out->kind == ACS_ACC_FIXED
+        && (os || buffer->overflow == ACS_OVF_SATURATE) && s_out >= 0 && s_out < 128
+        && bits >= 32 && out->grid.total_bits >= 32) {
+        int ob = out->grid.total_bits;   /* (1 - 2^-30) 2^(b-1) < 2^(b-1) - 1: a bound in product units */
+        double lp = ldexp(1.0 - ldexp(1.0, -30), bits - 1 - s), lo = ldexp(1.0 - ldexp(1.0, -30), ob - 1 - (int)s_out);
+        plan->bound = 1;
+        plan->limit = os || lp > lo ? lo : lp;
+        plan->shift = (int)s_out;
+        return acs_wide_bands(ctx, k, plan);
+    }
+    if (!wide && pe->overflow == ACS_OVF_SATURATE && pe->kind != ACS_ACC_QUIRE && s == 0 && bits <= 62 && same) {
         plan->mode = ACS_FIXED_CLAMP;
         plan->wide = !narrow;   /* int32 operands: acs_fixed_clamp_wide (a partial plus a product < 2^63) */
         plan->hi = ((int64_t)1 << (bits - 1)) - 1;
@@ -171,11 +186,11 @@ static double posit_readout(acs_posit_memo *m, acs_i128 reg)
 
 /* The output register from a kernel's result, read out as the general path reads it (a quire
  * through the memo, when one is given). */
-void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, int64_t sum, int nar, acs_posit_memo *memo,
+void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, acs_i128 sum, int nar, acs_posit_memo *memo,
                    double *out, int64_t *out_int)
 {
     if (plan->direct) {
-        *out = (double)sum * plan->scale;
+        *out = (double)(int64_t)sum * plan->scale;
         return;
     }
     if (plan->wrap64) {

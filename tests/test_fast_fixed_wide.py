@@ -15,13 +15,28 @@ import pytest
 import accel_sim as acs
 from accel_sim._native import fast_paths
 from accel_sim.formats import FixedFormat, FloatFormat
-from accel_sim.mac import FixedAcc, IntAcc
+from accel_sim._engine import ffi, lib
+from accel_sim.mac import FixedAcc, IntAcc, Quire
 
 from test_fast_fixed import all_paths_agree, assert_matches_exact_model, codes
 
 # Values of up to 31 bits (e5m1: 2^-15 .. 1.5 * 2^15): products beyond 2^44, the int32 kernels
 E5M1 = FloatFormat(5, 1, name="e5m1_wide_test")
 INT16 = FixedFormat(16, 0, name="int16_wide_test")
+
+# Operands beyond 31 bits (e5m2: 2^-16 .. 57344; posit8es2: 2^-24 .. 2^24): kernel_wide.c's bands
+WIDE = [
+    acs.MAC("e5m2", "e5m2", FixedAcc(40, 40)),                           # Kulisch, saturate: norm bound
+    acs.MAC("e5m2", "e5m2", FixedAcc(40, 40, overflow="wrap")),
+    acs.MAC("e5m2", "e5m2", FixedAcc(20, 40, overflow="wrap")),          # really wraps
+    acs.MAC("e5m2", "e5m2", FixedAcc(34, 32)),                           # saturates: bound, then general
+    acs.MAC("e5m2", "e5m2", FixedAcc(60, 60)),                           # provably exact
+    acs.MAC("e5m2", "e4m3fn", FixedAcc(40, 40)),
+    acs.MAC("e4m3fn", "e5m2", FixedAcc(30, 40, overflow="wrap")),
+    acs.MAC("posit8es2", "posit8es2", Quire("posit8es2")),              # 128 bits, two B bands
+    acs.MAC("posit8es2", "posit8es2", Quire("posit8es2", carry_bits=2)),  # 100 bits: wraps
+    acs.MAC("posit8es2", "e5m2", FixedAcc(60, 60, overflow="wrap")),
+]
 
 CASES = [
     acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)),                       # Kulisch: exact
@@ -41,7 +56,7 @@ CASES = [
     acs.MAC("e3m4", "e4m3fn", FixedAcc(30, 20, overflow="wrap")),
     acs.MAC("e3m4", "e3m4", FixedAcc(20, 12, overflow="wrap")),          # int16 operands (pmaddwd)
     acs.MAC("e2m3", "e4m3fn", FixedAcc(30, 20)),
-    acs.MAC("e5m2", "e4m3fn", FixedAcc(60, 60)),                         # 32-bit values: the general path
+    acs.MAC("e5m2", "e4m3fn", FixedAcc(60, 60)),                         # 32-bit values: kernel_wide.c, exact
     acs.MAC(E5M1, "e4m3fn", FixedAcc(60, 24)),                           # int32 kernels, exact
     acs.MAC(E5M1, E5M1, FixedAcc(20, 30, overflow="wrap")),              # int32 kernels, wraps
     acs.MAC(E5M1, E5M1, FixedAcc(34, 30, overflow="wrap")),              # 64 bits: wraps with the int64
@@ -49,7 +64,9 @@ CASES = [
     acs.MAC(E5M1, E5M1, FixedAcc(60, 30)),                               # sums beyond int64: general
     acs.MAC(E5M1, "e4m3fn", FixedAcc(30, 24)),                           # 54 bits, saturates
     acs.MAC(E5M1, E5M1, FixedAcc(40, 30)),                               # 70 bits, can saturate: general
-]
+] + WIDE
+
+
 
 
 def case_id(mac):
@@ -166,6 +183,18 @@ def test_against_the_exact_model(pe_buffer, dataflow):
     assert_matches_exact_model(*pe_buffer, dataflow)
 
 
+@pytest.mark.parametrize("pe_buffer", [(acs.MAC("e5m2", "e5m2", FixedAcc(40, 40)), None),
+                                       (acs.MAC("e5m2", "e5m2", FixedAcc(20, 40, overflow="wrap")), None),
+                                       (acs.MAC("e5m2", "e5m2", FixedAcc(34, 32)), None),
+                                       (acs.MAC("e5m2", "e5m2", FixedAcc(40, 40)), FixedAcc(50, 50)),
+                                       (acs.MAC("e5m2", "e5m2", FixedAcc(40, 40)), FixedAcc(36, 40)),
+                                       (acs.MAC("e5m2", "e4m3fn", FixedAcc(60, 60)), None)],
+                         ids=lambda x: f"{x[0].name}+{x[1].name if x[1] else ''}" if isinstance(x, tuple) else str(x))
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+def test_wide_against_the_exact_model(pe_buffer, dataflow):
+    assert_matches_exact_model(*pe_buffer, dataflow)
+
+
 @pytest.mark.parametrize("mac", [acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)),
                                  acs.MAC("e4m3fn", "e4m3fn", FixedAcc(20, 18, overflow="wrap")),
                                  acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap")),
@@ -190,3 +219,57 @@ def test_the_kernels_are_taken(mac):
     with fast_paths(False):
         general = best(1)
     assert fast * 10 < general, (fast, general)
+
+
+WIDE_BUFFERS = [  # PE, buffer
+    (acs.MAC("e5m2", "e5m2", FixedAcc(40, 40)), FixedAcc(50, 50)),
+    (acs.MAC("e5m2", "e5m2", FixedAcc(40, 40)), FixedAcc(36, 40)),                    # narrower: bound, saturates
+    (acs.MAC("e5m2", "e5m2", FixedAcc(40, 40)), FixedAcc(40, 44)),                    # finer grid
+    (acs.MAC("e5m2", "e5m2", FixedAcc(20, 40, overflow="wrap")), FixedAcc(20, 40, overflow="wrap")),
+    (acs.MAC("e5m2", "e5m2", FixedAcc(20, 40, overflow="wrap")), FixedAcc(30, 40, overflow="wrap")),  # general
+    (acs.MAC("e5m2", "e5m2", FixedAcc(40, 40)), acs.FloatAcc(8, 23)),                 # general
+    (acs.MAC("posit8es2", "posit8es2", Quire("posit8es2")), Quire("posit8es2")),
+]
+
+
+@pytest.mark.parametrize("pe_buffer", WIDE_BUFFERS, ids=lambda x: f"{x[0].name}+{x[1].name}")
+@pytest.mark.parametrize("dataflow", ["ws", "is"])
+def test_wide_buffers_join_as_the_general_path(pe_buffer, dataflow):
+    mac, buffer = pe_buffer
+    rng = np.random.default_rng(16)
+    A, B = codes(mac.a, (19, 130), rng), codes(mac.b, (130, 35), rng)
+    A[:3] = mac.a.encode(np.float64(mac.a.max))
+    B[:, :4] = mac.b.encode(np.float64(mac.b.max))
+    all_paths_agree(mac, A, B, dataflow, rows=3, cols=5, buffer_acc=buffer)
+
+
+def test_wide_long_chains_and_mixed_rows():
+    """K of several binary64 runs and k-blocks, rows mixing every band, saturating rows (the
+    norm bound sends them to the general step) beside bounded ones."""
+    rng = np.random.default_rng(17)
+    for mac, k in ((acs.MAC("e5m2", "e5m2", FixedAcc(40, 40)), 1100),
+                   (acs.MAC("e5m2", "e5m2", FixedAcc(20, 40, overflow="wrap")), 700),
+                   (acs.MAC("posit8es2", "posit8es2", Quire("posit8es2")), 1100)):
+        A, B = codes(mac.a, (9, k), rng), codes(mac.b, (k, 37), rng)
+        A[:2] = mac.a.encode(np.float64(mac.a.max))
+        B[:, :2] = mac.b.encode(np.float64(mac.b.max))
+        small = mac.a.all_codes()[np.isfinite(mac.a.decode(mac.a.all_codes()))]
+        A[5] = rng.choice(small[np.abs(mac.a.decode(small)) < 1e-2], k)   # low bands only
+        for df in ("os", "ws"):
+            all_paths_agree(mac, A, B, df, rows=32, cols=4, threads=(1, 3))
+
+
+def test_wide_kernel_is_taken():
+    """acs_fixed_kernel: the bands for the wide configurations, not the general step (3), the
+    general step where no plan holds (0)."""
+    def kind(mac, buffer=None, df="ws", rows=32, k=512):
+        b = ffi.new("acs_acc *")
+        (buffer or mac.acc)._fill(b)
+        return lib.acs_fixed_kernel(mac._c, b, {"os": 0, "ws": 1, "is": 2}[df], rows, k)
+    for mac in WIDE:
+        for df in ("os", "ws", "is"):
+            assert kind(mac, df=df) == 3, (mac.name, df)
+    assert kind(acs.MAC("e5m2", "e5m2", FixedAcc(20, 40, overflow="wrap")), FixedAcc(30, 40, overflow="wrap")) == 0
+    assert kind(acs.MAC("e5m2", "e5m2", FixedAcc(40, 40)), acs.FloatAcc(8, 23)) == 0
+    assert kind(acs.MAC("e5m2", "e5m2", FixedAcc(24, 9))) == 0          # off the grid
+    assert kind(acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40))) == 1     # kernel_fixed.c's
