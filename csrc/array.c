@@ -1068,7 +1068,8 @@ static void gemm_rows_fast(gemm_job *jb)
     void (*exact64_kernel)(const exact64_grid *, const float **, const float *, int64_t, int64_t, int, double (*)[NR],
                            vi4 (*)[NR / 4]) = exact64_block_portable;
     void (*block_kernel)(const exact64_grid *, const block64_args *, double (*)[NR], vi4 (*)[NR / 4])
-        = block64_block_portable;
+        = block64_block_portable, (*block_binary64)(const exact64_grid *, const block64_args *, double (*)[NR],
+                                                   vi4 (*)[NR / 4]) = NULL;
 #ifdef ACS_X86
     if (avx2) {
         exact64_kernel = exact64_block_avx2;
@@ -1082,8 +1083,10 @@ static void gemm_rows_fast(gemm_job *jb)
         while ((1 << bits) < mac->acc.terms + 1) bits++;
         if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.align_bits + 2 + bits <= 31 && mac->acc.terms <= 64)
             block_kernel = block64_block_cvtt;
-        if (jb->block_avx512)
+        if (jb->block_avx512) {   /* blocks whose E it cannot take (bfloat16's range): binary64 lanes */
+            if (jb->block_e_lo <= jb->block_e_hi) block_binary64 = block_kernel;
             block_kernel = block64_block_avx512;
+        }
     }
 #endif
     exact64_grid g = exact64_grid_of(&mac->acc);
@@ -1091,6 +1094,7 @@ static void gemm_rows_fast(gemm_job *jb)
     g.lanes = lanes;
     g.kp = (uint64_t)jb->kp;
     g.proven = jb->ctx->exact_sums;
+    int skip = 0;
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
@@ -1108,7 +1112,19 @@ static void gemm_rows_fast(gemm_job *jb)
                                    &mac->acc, lanes, (uint64_t)jb->kp, jb->block_e_lo, jb->block_e_hi };
                 double res[MR][NR];
                 vi4 bad[MR][NR / 4];
-                block_kernel(&g, &w, res, bad);
+                if (skip) {   /* after a block it could not take, binary64 for the next few (same bits) */
+                    skip--;
+                    block_binary64(&g, &w, res, bad);
+                } else {
+                    block_kernel(&g, &w, res, bad);
+                    vi4 any = { 0, 0, 0, 0 };
+                    for (int r = 0; r < MR && block_binary64; r++)
+                        for (int q = 0; q < NR / 4; q++) any |= bad[r][q];
+                    if (any[0] | any[1] | any[2] | any[3]) {
+                        block_binary64(&g, &w, res, bad);
+                        skip = 16;
+                    }
+                }
                 for (int64_t r = 0; r < mr; r++)
                     for (int64_t c = 0; c < nr; c++) {
                         if (bad[r][c / 4][c % 4] || jb->a_spec[i0 + r] || jb->b_spec[j0 + c])
