@@ -752,7 +752,8 @@ vd4 block64_round(const exact64_vconst *c, int mode, int signless, vi4 none, vd4
     if (mode == ACS_RDN) *bad |= none & (vi4)((vi4)acc == vi(0));
     else if (signless) *bad |= none & (vi4)((vi4)acc == vi(INT64_MIN));
     vd4 x = (vd4)((mode == ACS_RDN ? vi(-1) : none) & vi(INT64_MIN));   /* -0 + p is p, +0 + p is +0 for p = -0 */
-    return exact64_add_sr(c, narrow ? mode | EXACT64_PROVEN : mode, x, p, bad, hz);   /* narrow: marks overflows */
+    return narrow ? exact64_add_sr(c, mode | EXACT64_PROVEN, x, p, bad, hz)   /* marks overflows */
+                  : exact64_add(c, mode, x, p, NULL);
 }
 
 /* The results out, non-finite ones marked for the general step. */

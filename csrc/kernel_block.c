@@ -86,7 +86,7 @@ int acs_block_avx512_ok(const acs_mac_ctx *ctx, int *e_lo, int *e_hi)
         return 1;
     int l0 = f - 126, l1 = f - 148 + a.sig + b.sig, l2 = f + g->emin - g->man_bits - shmax;
     *e_lo = l0 > l1 ? (l0 > l2 ? l0 : l2) : (l1 > l2 ? l1 : l2);
-    *e_hi = f + 126 < 126 ? f + 126 : 126;
+    *e_hi = 126;
     return 1;
 #else
     (void)ctx;
