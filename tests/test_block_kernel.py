@@ -125,6 +125,7 @@ MODE_MACS = [   # (format, terms, align_bits, exp, man, overflow)
     ("e5m2", 16, 13, 5, 10, "saturate"),    # binary16 saturating
     ("e4m3fn", 8, 12, 4, 3, "inf"),         # a tiny register: sums in its subnormals, to zero and past its max
     ("fp16", 16, 25, 8, 23, "saturate"),    # H100 FP16's alignment, int64 sums
+    ("fp16", 16, 25, 4, 3, "inf"),          # int64 sums rounded by more than 32 bits (sr's sticky bit)
     ("bf16", 8, 24, 5, 10, "inf"),          # bfloat16 products beyond float32: blocks checked per lane
 ]
 
