@@ -45,6 +45,8 @@ def cases():
     fp16, bf16 = acs.FloatAcc(5, 10), acs.FloatAcc(8, 7)
     tensor = lambda f: (lambda x, ax: acs.quant.quantize(x, f))            # noqa: E731
     narrow = lambda f, amax: (lambda x, ax: amax_scaled(x, f, amax))       # noqa: E731
+    unscaled = lambda f: (lambda x, ax: acs.quant.quantize(x, f, scale="none"))   # noqa: E731
+    block = lambda n, f, mode, man=23: acs.MAC("e4m3fn", "e4m3fn", acs.BlockFMA(n, f, acs.FloatAcc(8, man, mode)))  # noqa: E731
     return [
         ("e4m3fn -> fp32", acs.MAC("e4m3fn", "e4m3fn", "fp32"), tensor("e4m3fn"), 2),
         ("int8 -> int32", acs.MAC("int8", "int8", "int32"), tensor("int8"), 2),
@@ -55,6 +57,17 @@ def cases():
         ("a100 fp16 tensor core", acs.presets.tensor_core("a100", "fp16"), narrow("fp16", 8), 8),
         ("e4m3fn -> FloatAcc(8,23) rtz", acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 23, "rtz")), tensor("e4m3fn"), 8),
         ("e5m2 -> FloatAcc(8,7) rne", acs.MAC("e5m2", "e5m2", bf16), tensor("e5m2"), 8),
+        ("a100 bf16 tensor core", acs.presets.tensor_core("a100", "bf16"), unscaled("bf16"), 8),
+        ("h100 fp16 tensor core", acs.presets.tensor_core("h100", "fp16"), narrow("fp16", 8), 8),
+        ("h100 bf16 tensor core", acs.presets.tensor_core("h100", "bf16"), unscaled("bf16"), 8),
+        ("h100 e5m2 tensor core", acs.presets.tensor_core("h100", "e5m2"), tensor("e5m2"), 8),
+        ("ada e5m2 tensor core", acs.presets.tensor_core("ada", "e5m2"), tensor("e5m2"), 8),
+        ("h100 e4m3 tensor core, fp16 out", acs.presets.tensor_core("h100", "e4m3", "fp16"), narrow("e4m3fn", 8), 8),
+        ("e4m3fn -> BlockFMA(32, 25, fp32 rdn)", block(32, 25, "rdn"), tensor("e4m3fn"), 8),
+        ("e4m3fn -> BlockFMA(32, 25, fp32 rna)", block(32, 25, "rna"), tensor("e4m3fn"), 10),
+        ("e4m3fn -> BlockFMA(32, 25, fp32 rto)", block(32, 25, "rto"), tensor("e4m3fn"), 10),
+        ("e4m3fn -> BlockFMA(32, 25, fp32 sr)", block(32, 25, "sr"), tensor("e4m3fn"), 10),
+        ("e4m3fn -> BlockFMA(16, 13, FloatAcc(8,13) sr)", block(16, 13, "sr", 13), tensor("e4m3fn"), 10),
         ("e5m2 -> FloatAcc(5,10) sr", acs.MAC("e5m2", "e5m2", acs.FloatAcc(5, 10, "sr")), narrow("e5m2", 8), 10),
         ("e4m3fn -> FloatAcc(8,7) sr", acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 7, "sr")), tensor("e4m3fn"), 10),
         ("e4m3fn -> fp32 rna", acs.MAC("e4m3fn", "e4m3fn", acs.FloatAcc(8, 23, "rna")), tensor("e4m3fn"), 10),

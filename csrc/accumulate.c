@@ -349,16 +349,16 @@ static int exact64_path(const acs_mac *mac, int sa, int sb, int64_t lo_ab, int64
     return hi + 1 - lo <= 53 ? 2 : 1;
 }
 
-/* BlockFMA with nearest-even, toward-zero or upward rounding, subnormals and IEEE or saturating
- * overflow, whose block sum (n + 1 terms below 2^(F+2) on the aligned grid) is exact in
- * binary64: the array's vector kernel forms it natively (array.c). */
+/* BlockFMA in any rounding mode, with subnormals and IEEE or saturating overflow, at most 50
+ * fraction bits (rna, rto, sr: 51, as exact64_path), whose block sum (n + 1 terms below
+ * 2^(F+2) on the aligned grid) is exact in binary64: the array's vector kernel forms it
+ * natively (array.c). */
 static int block64_path(const acs_mac *mac, int sa, int sb)
 {
     const acs_acc *acc = &mac->acc;
-    int bits = 0;
+    int bits = 0, narrow = acc->rounding == ACS_RNA || acc->rounding == ACS_RTO || acc->rounding == ACS_SR;
     while ((1 << bits) < acc->terms + 1) bits++;
-    return acc->kind == ACS_ACC_BLOCK && acc->grid.subnormals && sa + sb <= 53
-        && (acc->rounding == ACS_RNE || acc->rounding == ACS_RTZ || acc->rounding == ACS_RUP)
+    return acc->kind == ACS_ACC_BLOCK && acc->grid.subnormals && sa + sb <= 53 && acc->grid.man_bits <= (narrow ? 51 : 50)
         && (acc->overflow == ACS_OVF_INF || acc->overflow == ACS_OVF_SATURATE)
         && acc->align_bits + 2 + bits <= 53 && acc->grid.emin - acc->grid.man_bits >= -1000 && acc->grid.emax <= 1000;
 }

@@ -199,7 +199,8 @@ typedef struct {
     acs_wide_entry *a_wide;          /* fixed.wide 3: A rows packed by band (kernel_wide.c), k entries each */
     int32_t *a_starts;               /* fixed.wide 3: each row's band starts (na + 1) */
     double *a_norm, *b_norm;         /* fixed.bound: 2-norms of A rows and B columns (bounds) */
-    int block_avx512;                /* ACS_FAST_BLOCK64: kernel_block.c takes it */
+    int block_avx512;                /* ACS_FAST_BLOCK64: kernel_block.c takes it, checking each block's E */
+    int block_e_lo, block_e_hi;      /* within these (none: lo > hi) */
     int float_kernel;                /* ACS_FAST_EXACT64: kernel_float.c takes it, with this plan */
     acs_float_plan float_plan;
 } gemm_job;
@@ -718,16 +719,44 @@ static inline __attribute__((always_inline)) void block64_clear(vd4 sums[MR][NR 
         }
 }
 
-/* A tile's sums join the buffer (os: the chain is the result); a join that binary64 cannot
+/* sr: the hash input of the 4 outputs (r, 4q..4q+3) at a step. */
+static inline __attribute__((always_inline)) vu4 block64_hz(const exact64_grid *g, int mode, int r, int q, uint64_t step)
+{
+    vu4 hz = { 0, 0, 0, 0 };
+    if (mode == ACS_SR) {
+        memcpy(&hz, g->lanes + r * NR + 4 * q, sizeof hz);
+        hz += step * EXACT64_STEP;
+    }
+    return hz;
+}
+
+/* Tile ti's sums join the buffer (os: the chain is the result); a join that binary64 cannot
  * make exactly marks its lane for the general step. */
 static inline __attribute__((always_inline))
-void block64_join(const exact64_vconst *c, int mode, int chain_only, vd4 total[MR][NR / 4], vd4 part[MR][NR / 4],
-                  vi4 bad[MR][NR / 4])
+void block64_join(const exact64_grid *g, const exact64_vconst *c, int mode, int chain_only, int64_t ti,
+                  vd4 total[MR][NR / 4], vd4 part[MR][NR / 4], vi4 bad[MR][NR / 4])
 {
     for (int r = 0; r < MR; r++)
         for (int q = 0; q < NR / 4; q++) {
-            total[r][q] = chain_only ? part[r][q] : exact64_add(c, mode, total[r][q], part[r][q], &bad[r][q]);
+            total[r][q] = chain_only ? part[r][q]
+                : exact64_add_sr(c, mode, total[r][q], part[r][q], &bad[r][q], block64_hz(g, mode, r, q, g->kp + (uint64_t)ti));
         }
+}
+
+/* A block's exact sum p rounded onto the grid as block_step does: a zero sum is +0 after a
+ * nonzero term, else the zeros' sum (p keeps its sign: -0 if all were -0), and -0 under rdn,
+ * except that a block with no nonzero term (none) and a +0 accumulator is +0 only if every
+ * product was: marked.  signless: p lost the zeros' signs (integer sums), so a -0 accumulator
+ * with no nonzero term is marked too.  sr draws at the block's index (hz). */
+static inline __attribute__((always_inline))
+vd4 block64_round(const exact64_vconst *c, int mode, int signless, vi4 none, vd4 acc, vd4 p, vu4 hz, vi4 *bad)
+{
+    int narrow = mode == ACS_RNA || mode == ACS_RTO || mode == ACS_SR;
+    if (mode == ACS_RDN) *bad |= none & (vi4)((vi4)acc == vi(0));
+    else if (signless) *bad |= none & (vi4)((vi4)acc == vi(INT64_MIN));
+    vd4 x = (vd4)((mode == ACS_RDN ? vi(-1) : none) & vi(INT64_MIN));   /* -0 + p is p, +0 + p is +0 for p = -0 */
+    return narrow ? exact64_add_sr(c, mode | EXACT64_PROVEN, x, p, bad, hz)   /* marks overflows */
+                  : exact64_add(c, mode, x, p, NULL);
 }
 
 /* The results out, non-finite ones marked for the general step. */
@@ -761,6 +790,7 @@ void block64_block(const exact64_grid *g, int mode, const block64_args *w, doubl
                         const int16_t *xp = w->xpanel + kk * NR + 4 * q;
                         e = vmax(e, vi(w->xrows[r][kk]) + (vi4){ xp[0], xp[1], xp[2], xp[3] });
                     }
+                    vi4 none = e < vi(-20000);
                     e = vmax(e, vi(-900));
                     vd4 up = (vd4)((vi(w->align + 1023) - e) << 52), down = (vd4)((e - vi(w->align - 1023)) << 52);
                     vd4 sum = vtrunc(acc * up);
@@ -768,10 +798,11 @@ void block64_block(const exact64_grid *g, int mode, const block64_args *w, doubl
                         const float *bp = w->panel + kk * NR + 4 * q;
                         sum += vtrunc(vd(w->arows[r][kk]) * (vd4){ bp[0], bp[1], bp[2], bp[3] } * up);
                     }
-                    part[r][q] = exact64_add(&c, mode, vd(0.0), sum * down, NULL);
+                    part[r][q] = block64_round(&c, mode, 0, none, acc, sum * down,
+                                               block64_hz(g, mode, r, q, (uint64_t)(b0 / w->terms)), &bad[r][q]);
                 }
         }
-        block64_join(&c, mode, w->chain_only, total, part, bad);
+        block64_join(g, &c, mode, w->chain_only, t0 / w->tile, total, part, bad);
     }
     block64_finish(total, out, bad);
 }
@@ -781,8 +812,12 @@ void block64_block(const exact64_grid *g, int mode, const block64_args *w, doubl
     attr static void name(const exact64_grid *g, const block64_args *w, double out[MR][NR], vi4 bad[MR][NR / 4]) \
     {                                                                                                   \
         switch (g->mode) {                                                                              \
+        case ACS_RNA: body(g, ACS_RNA, w, out, bad); break;                                             \
         case ACS_RUP: body(g, ACS_RUP, w, out, bad); break;                                             \
+        case ACS_RDN: body(g, ACS_RDN, w, out, bad); break;                                             \
         case ACS_RTZ: body(g, ACS_RTZ, w, out, bad); break;                                             \
+        case ACS_RTO: body(g, ACS_RTO, w, out, bad); break;                                             \
+        case ACS_SR: body(g, ACS_SR, w, out, bad); break;                                               \
         default: body(g, ACS_RNE, w, out, bad);                                                         \
         }                                                                                               \
     }
@@ -808,7 +843,7 @@ void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double
             int64_t b1 = b0 + w->terms < t1 ? b0 + w->terms : t1;
             __m256i ex[MR][2];
             __m256d bd[64][NR / 4];   /* the block's B values as doubles, shared by the rows */
-            for (int r = 0; r < MR; r++) ex[r][0] = ex[r][1] = _mm256_set1_epi32(-900);
+            for (int r = 0; r < MR; r++) ex[r][0] = ex[r][1] = _mm256_set1_epi32(-60000);
             for (int64_t kk = b0; kk < b1; kk++) {
                 for (int q = 0; q < NR / 4; q++) bd[kk - b0][q] = _mm256_cvtps_pd(_mm_loadu_ps(w->panel + kk * NR + 4 * q));
                 __m256i x0 = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(w->xpanel + kk * NR)));
@@ -823,12 +858,15 @@ void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double
                 __m256d up[NR / 4];
                 vd4 down[NR / 4];
                 __m128i sum[NR / 4];
+                vi4 none[NR / 4];
                 for (int q = 0; q < NR / 4; q++) {
                     vd4 acc = part[r][q];
                     vi4 e = vmax((((vi4)acc >> 52) & vi(0x7FF)) - vi(1023), vi(w->emin));
                     e = ((vi4)(acc == vd(0.0)) & vi(-30000)) | (~(vi4)(acc == vd(0.0)) & e);
                     __m128i half = q & 1 ? _mm256_extracti128_si256(ex[r][q / 2], 1) : _mm256_castsi256_si128(ex[r][q / 2]);
                     e = vmax(e, (vi4)_mm256_cvtepi32_epi64(half));
+                    none[q] = e < vi(-20000);
+                    e = vmax(e, vi(-900));
                     up[q] = (__m256d)((vi(w->align + 1023) - e) << 52);
                     down[q] = (vd4)((e - vi(w->align - 1023)) << 52);
                     sum[q] = _mm256_cvttpd_epi32(_mm256_mul_pd((__m256d)acc, up[q]));
@@ -840,12 +878,13 @@ void block64_cvtt(const exact64_grid *g, int mode, const block64_args *w, double
                         sum[q] = _mm_add_epi32(sum[q], _mm256_cvttpd_epi32(_mm256_mul_pd(_mm256_mul_pd(av, bd[kk - b0][q]), up[q])));
                 }
                 for (int q = 0; q < NR / 4; q++) {
-                    part[r][q] = exact64_add(&c, mode, vd(0.0), (vd4)_mm256_cvtepi32_pd(sum[q]) * down[q], NULL);
+                    part[r][q] = block64_round(&c, mode, 1, none[q], part[r][q], (vd4)_mm256_cvtepi32_pd(sum[q]) * down[q],
+                                               block64_hz(g, mode, r, q, (uint64_t)(b0 / w->terms)), &bad[r][q]);
                     bad[r][q] |= ~(vi4)((vd4)((vi4)part[r][q] & ~sign) <= vd(1.7976931348623157e308));
                 }
             }
         }
-        block64_join(&c, mode, w->chain_only, total, part, bad);
+        block64_join(g, &c, mode, w->chain_only, t0 / w->tile, total, part, bad);
     }
     block64_finish(total, out, bad);
 }
@@ -1057,7 +1096,8 @@ static void gemm_rows_fast(gemm_job *jb)
     void (*exact64_kernel)(const exact64_grid *, const float **, const float *, int64_t, int64_t, int, double (*)[NR],
                            vi4 (*)[NR / 4]) = exact64_block_portable;
     void (*block_kernel)(const exact64_grid *, const block64_args *, double (*)[NR], vi4 (*)[NR / 4])
-        = block64_block_portable;
+        = block64_block_portable, (*block_binary64)(const exact64_grid *, const block64_args *, double (*)[NR],
+                                                   vi4 (*)[NR / 4]) = NULL;
 #ifdef ACS_X86
     if (avx2) {
         exact64_kernel = exact64_block_avx2;
@@ -1071,8 +1111,10 @@ static void gemm_rows_fast(gemm_job *jb)
         while ((1 << bits) < mac->acc.terms + 1) bits++;
         if (jb->fast == ACS_FAST_BLOCK64 && mac->acc.align_bits + 2 + bits <= 31 && mac->acc.terms <= 64)
             block_kernel = block64_block_cvtt;
-        if (jb->block_avx512)
+        if (jb->block_avx512) {   /* blocks whose E it cannot take (bfloat16's range): binary64 lanes */
+            if (jb->block_e_lo <= jb->block_e_hi) block_binary64 = block_kernel;
             block_kernel = block64_block_avx512;
+        }
     }
 #endif
     exact64_grid g = exact64_grid_of(&mac->acc);
@@ -1080,6 +1122,7 @@ static void gemm_rows_fast(gemm_job *jb)
     g.lanes = lanes;
     g.kp = (uint64_t)jb->kp;
     g.proven = jb->ctx->exact_sums;
+    int skip = 0;
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
@@ -1091,12 +1134,25 @@ static void gemm_rows_fast(gemm_job *jb)
                     arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
                     xrows[r] = jb->a_bx + (i0 + (r < mr ? r : 0)) * k;
                 }
+                if (mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, lanes);
                 block64_args w = { arows, xrows, jb->b_f32 + p * k * NR, jb->b_bx + p * k * NR, k, jb->tile,
                                    mac->acc.terms, mac->acc.align_bits, mac->acc.grid.emin, jb->dataflow == ACS_OS,
-                                   &mac->acc };
+                                   &mac->acc, lanes, (uint64_t)jb->kp, jb->block_e_lo, jb->block_e_hi };
                 double res[MR][NR];
                 vi4 bad[MR][NR / 4];
-                block_kernel(&g, &w, res, bad);
+                if (skip) {   /* after a block it could not take, binary64 for the next few (same bits) */
+                    skip--;
+                    block_binary64(&g, &w, res, bad);
+                } else {
+                    block_kernel(&g, &w, res, bad);
+                    vi4 any = { 0, 0, 0, 0 };
+                    for (int r = 0; r < MR && block_binary64; r++)
+                        for (int q = 0; q < NR / 4; q++) any |= bad[r][q];
+                    if (any[0] | any[1] | any[2] | any[3]) {
+                        block_binary64(&g, &w, res, bad);
+                        skip = 16;
+                    }
+                }
                 for (int64_t r = 0; r < mr; r++)
                     for (int64_t c = 0; c < nr; c++) {
                         if (bad[r][c / 4][c % 4] || jb->a_spec[i0 + r] || jb->b_spec[j0 + c])
@@ -1456,7 +1512,8 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     if (!base.fast) base.fast = acs_fixround_plan_of(&ctx, buffer, dataflow, k, &base.fixed);
     if (base.fast == ACS_FAST_EXACT64) base.float_kernel = acs_float_plan_of(&ctx, isa_enabled, &base.float_plan);
 #ifdef ACS_X86
-    base.block_avx512 = base.fast == ACS_FAST_BLOCK64 && have_avx2_fma() && have_avx512dq() && acs_block_avx512_ok(&ctx);
+    base.block_avx512 = base.fast == ACS_FAST_BLOCK64 && have_avx2_fma() && have_avx512dq()
+        && acs_block_avx512_ok(&ctx, &base.block_e_lo, &base.block_e_hi);
 #endif
     /* Rows in blocks of MR, spread over at most `threads` workers. */
     int64_t blocks = ceil_div(m, MR);   /* the general step costs ~100 vector-kernel MACs */

@@ -196,8 +196,12 @@ typedef struct {
     int64_t k, tile;
     int terms, align, emin, chain_only;
     const acs_acc *acc;
+    const uint64_t *lanes;   /* sr: each output's hash state (array.c's exact64_lanes) */
+    uint64_t kp;             /* sr: the buffer's first step (tile joins) */
+    int e_lo, e_hi;          /* a block whose alignment exponent E lies outside goes to the general step */
 } acs_block_args;
-int acs_block_avx512_ok(const acs_mac_ctx *ctx);
+/* Whether kernel_block.c takes the MAC; sets the E range its lanes must check (none: lo > hi). */
+int acs_block_avx512_ok(const acs_mac_ctx *ctx, int *e_lo, int *e_hi);
 void acs_block_avx512(const acs_block_args *w, double out[ACS_BK_MR][ACS_BK_NR], int64_t bad[ACS_BK_MR][ACS_BK_NR]);
 
 /* kernel_gemm.c (x86): AVX-512 builds of array.c's fp32 and int16-pair kernels, over ACS_FX_MR rows

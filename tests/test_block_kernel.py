@@ -48,8 +48,8 @@ def mixed_codes(f, shape, rng, lo=-12, hi=12):
     return x
 
 
-PRESETS = [acs.presets.tensor_core(g, f, out) for g, f in (("h100", "e4m3"), ("ada", "e4m3"), ("h100", "e5m2"),
-           ("a100", "fp16"), ("v100", "fp16")) for out in ("fp32", "fp16")]
+PRESETS = [acs.presets.tensor_core(g, f, out) for g, f in acs.presets.TENSOR_CORES
+           if g in ("h100", "ada", "a100", "v100") for out in ("fp32", "fp16")]
 
 
 @pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
@@ -116,3 +116,58 @@ def test_block_kernel_small_shapes(shape, dataflow):
     codes = mac.a.all_codes().astype(np.uint8)
     A, B = rng.choice(codes, (m, k)), rng.choice(codes, (k, n))
     all_kernels_agree(mac, A, B, dataflow, rows=2, cols=4)
+
+
+MODES = ["rne", "rna", "rtz", "rup", "rdn", "rto", "sr"]
+MODE_MACS = [   # (format, terms, align_bits, exp, man, overflow)
+    ("e4m3fn", 32, 13, 8, 13, "inf"),       # int32 block sums (H100 FP8)
+    ("e4m3fn", 32, 25, 8, 23, "inf"),       # int64 block sums, binary32's grid (its directed modes in hardware)
+    ("e5m2", 16, 13, 5, 10, "saturate"),    # binary16 saturating
+    ("e4m3fn", 8, 12, 4, 3, "inf"),         # a tiny register: sums in its subnormals, to zero and past its max
+    ("fp16", 16, 25, 8, 23, "saturate"),    # H100 FP16's alignment, int64 sums
+    ("fp16", 16, 25, 4, 3, "inf"),          # int64 sums rounded by more than 32 bits (sr's sticky bit)
+    ("bf16", 8, 24, 5, 10, "inf"),          # bfloat16 products beyond float32: blocks checked per lane
+]
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+@pytest.mark.parametrize("rounding", MODES)
+@pytest.mark.parametrize("spec", MODE_MACS, ids=lambda s: "-".join(map(str, s)))
+def test_block_kernel_modes(spec, rounding, dataflow):
+    """Every rounding mode of the block sum and of the tile joins (sr: draws per block and per
+    tile), on int32 and int64 block sums: specials, subnormals, overflow, signed zeros (whole
+    blocks of +0 and -0 products, with rdn's -0 for exact zero sums), odd shapes."""
+    fmt, terms, align, e, m, overflow = spec
+    mac = acs.MAC(fmt, fmt, acs.BlockFMA(terms, align, acs.FloatAcc(e, m, rounding=rounding, overflow=overflow)))
+    rng = np.random.default_rng(abs(hash((spec, rounding, dataflow))) % 2**32)
+    f = mac.a
+    lo = -30 if f.bits == 16 else -10
+    A, B = mixed_codes(f, (22, 141), rng, lo, 8), mixed_codes(f, (141, 21), rng, lo, 8)
+    A[:, 40:72] = f.encode(0.0)                                  # blocks of zero products of both signs
+    A[3, :] = f.encode(-0.0)
+    A[4, ::2] = f.encode(-0.0)
+    B[:, 7] = f.encode(-0.0)
+    A[5, :70], A[5, 70:] = f.encode(1.0), f.encode(-1.0)         # exact zero sums
+    B[:70, 8], B[70:, 8] = f.encode(1.0), f.encode(1.0)
+    A[0], A[1], B[:, 0] = f.encode(f.max), f.encode(-f.max), f.encode(f.max)
+    A[2, :40], A[2, 40:] = f.encode(0.25), f.encode(f.max)       # overflow after some blocks
+    A[6:9] = f.encode(rng.choice([-1, 1], (3, 141)) * f.min_subnormal * rng.integers(1, 4, (3, 141)))
+    B[:, 3:6] = f.encode(rng.choice([-1, 1], (141, 3)) * f.min_subnormal)
+    all_kernels_agree(mac, A, B, dataflow, rows=3, cols=5)
+
+
+@pytest.mark.parametrize("rounding", ["rtz", "rne", "sr"])
+@pytest.mark.parametrize("gpu", ["h100", "a100"])
+def test_block_kernel_bf16_range(gpu, rounding):
+    """bfloat16 over its whole range (products up to 2^256 and below 2^-260): blocks whose
+    alignment exponent float32 cannot take go to the binary64 kernel, bit for bit."""
+    base = acs.presets.tensor_core(gpu, "bf16")
+    mac = acs.MAC("bf16", "bf16", acs.BlockFMA(base.acc.terms, base.acc.align_bits,
+                                               acs.FloatAcc(8, 23, rounding=rounding), addend=acs.FloatAcc(8, 23)))
+    rng = np.random.default_rng(7)
+    f = mac.a
+    for lo, hi in [(-133, 127), (100, 127), (-133, -100), (-10, 5)]:
+        A = f.encode(rng.standard_normal((13, 90)) * 2.0 ** rng.integers(lo, hi, (13, 90)), saturate=True)
+        B = f.encode(rng.standard_normal((90, 35)) * 2.0 ** rng.integers(lo, hi, (90, 35)), saturate=True)
+        for dataflow in ("os", "ws"):
+            all_kernels_agree(mac, A, B, dataflow, rows=2, cols=3)
