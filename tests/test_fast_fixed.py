@@ -13,7 +13,6 @@ import pytest
 
 import accel_sim as acs
 from accel_sim import reference as ref
-from accel_sim._engine import lib
 from accel_sim._native import fast_paths, vector_isa
 from accel_sim.mac import FixedAcc, IntAcc, Quire
 
@@ -35,20 +34,17 @@ def run(arr, A, B):
         return str(e)
 
 
-def all_paths_agree(mac, A, B, dataflow, rows=3, cols=2, buffer_acc=None, threads=(1, 2, 3)):
+def all_paths_agree(mac, A, B, dataflow, rows=3, cols=2, buffer_acc=None, threads=(1, 2, 3), seed=0):
     """The array's GEMM with the vector kernels at every thread count (AVX-512 where the CPU has
     it, and AVX2), the portable twins and the general path: the same accumulators (bit for
     bit), outputs and counts, or the same error.  Returns the general path's."""
     def arr(t):
-        return acs.Array(rows, cols, dataflow, mac, buffer_acc=buffer_acc, threads=t)
+        return acs.Array(rows, cols, dataflow, mac, buffer_acc=buffer_acc, threads=t, seed=seed)
     results = [run(arr(t), A, B) for t in threads]
     with vector_isa(False):
         results += [run(arr(t), A, B) for t in (1, 2)]
-    previous = lib.acs_set_vector_isa(2)   # AVX2 where the CPU also has AVX-512
-    try:
+    with vector_isa(2):   # AVX2 where the CPU also has AVX-512
         results.append(run(arr(threads[-1]), A, B))
-    finally:
-        lib.acs_set_vector_isa(previous)
     with fast_paths(False):
         results.append(run(arr(1), A, B))
     first = results[-1]
@@ -61,6 +57,21 @@ def all_paths_agree(mac, A, B, dataflow, rows=3, cols=2, buffer_acc=None, thread
         assert np.array_equal(r.output.view(np.uint32), first.output.view(np.uint32))
         assert r.counts == first.counts
     return first
+
+
+def extreme_operands(mac, rng, k=150):
+    """Random codes (21 x k, k x 19) with rows and columns of the largest magnitudes of each
+    sign: registers wrap or saturate along the chain, and back."""
+    vals_a, vals_b = mac.a.decode(mac.a.all_codes()), mac.b.decode(mac.b.all_codes())
+    fa, fb = np.isfinite(vals_a), np.isfinite(vals_b)
+    big_a = mac.a.all_codes()[fa & (np.abs(vals_a) == np.abs(vals_a[fa]).max())]
+    big_b = mac.b.all_codes()[fb & (np.abs(vals_b) == np.abs(vals_b[fb]).max())]
+    A, B = codes(mac.a, (21, k), rng), codes(mac.b, (k, 19), rng)
+    A[:4] = rng.choice(big_a, (4, k))
+    A[4, :100], A[4, 100:] = big_a[0], big_a[-1]
+    B[:, :3] = rng.choice(big_b, (k, 3))
+    B[:, 3] = big_b[-1]
+    return A, B
 
 
 INT8 = acs.formats.get("int8")
@@ -115,17 +126,7 @@ def test_random_codes_all_paths_agree(mac, dataflow):
 def test_extremes_really_wrap_and_saturate(mac):
     """Rows and columns of the largest magnitudes of each sign: narrow registers wrap or
     saturate along the chain (and back), on arrays whose tiles join the buffer many times."""
-    rng = np.random.default_rng(3)
-    vals_a, vals_b = mac.a.decode(mac.a.all_codes()), mac.b.decode(mac.b.all_codes())
-    fa, fb = np.isfinite(vals_a), np.isfinite(vals_b)
-    big_a = mac.a.all_codes()[fa & (np.abs(vals_a) == np.abs(vals_a[fa]).max())]
-    big_b = mac.b.all_codes()[fb & (np.abs(vals_b) == np.abs(vals_b[fb]).max())]
-    k = 150
-    A, B = codes(mac.a, (21, k), rng), codes(mac.b, (k, 19), rng)
-    A[:4] = rng.choice(big_a, (4, k))
-    A[4, :100], A[4, 100:] = big_a[0], big_a[-1]
-    B[:, :3] = rng.choice(big_b, (k, 3))
-    B[:, 3] = big_b[-1]
+    A, B = extreme_operands(mac, np.random.default_rng(3))
     for df in ("os", "ws", "is"):
         all_paths_agree(mac, A, B, df, rows=4, cols=3, threads=(1, 3))
 

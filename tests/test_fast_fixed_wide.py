@@ -18,7 +18,7 @@ from accel_sim.formats import FixedFormat, FloatFormat
 from accel_sim._engine import ffi, lib
 from accel_sim.mac import FixedAcc, IntAcc, Quire
 
-from test_fast_fixed import all_paths_agree, assert_matches_exact_model, codes
+from test_fast_fixed import all_paths_agree, assert_matches_exact_model, codes, extreme_operands
 
 # Values of up to 31 bits (e5m1: 2^-15 .. 1.5 * 2^15): products beyond 2^44, the int32 kernels
 E5M1 = FloatFormat(5, 1, name="e5m1_wide_test")
@@ -102,17 +102,7 @@ def test_random_codes_all_paths_agree(mac, dataflow):
 @pytest.mark.parametrize("mac", CASES, ids=case_id)
 def test_extremes_really_wrap_and_saturate(mac):
     """Rows and columns of the largest magnitudes of each sign, on small arrays (many tiles)."""
-    rng = np.random.default_rng(3)
-    vals_a, vals_b = mac.a.decode(mac.a.all_codes()), mac.b.decode(mac.b.all_codes())
-    fa, fb = np.isfinite(vals_a), np.isfinite(vals_b)
-    big_a = mac.a.all_codes()[fa & (np.abs(vals_a) == np.abs(vals_a[fa]).max())]
-    big_b = mac.b.all_codes()[fb & (np.abs(vals_b) == np.abs(vals_b[fb]).max())]
-    k = 150
-    A, B = codes(mac.a, (21, k), rng), codes(mac.b, (k, 19), rng)
-    A[:4] = rng.choice(big_a, (4, k))
-    A[4, :100], A[4, 100:] = big_a[0], big_a[-1]
-    B[:, :3] = rng.choice(big_b, (k, 3))
-    B[:, 3] = big_b[-1]
+    A, B = extreme_operands(mac, np.random.default_rng(3))
     for df in ("os", "ws", "is"):
         all_paths_agree(mac, A, B, df, rows=4, cols=3, threads=(1, 2, 3))
 

@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 
 import accel_sim as acs
-from accel_sim._engine import lib
-from accel_sim._native import fast_paths, vector_isa
 from accel_sim.mac import FixedAcc
 
-from conftest import assert_bits
-from test_fast_fixed import assert_matches_exact_model, codes, run
+from test_fast_fixed import all_paths_agree, assert_matches_exact_model, codes, extreme_operands
 
 MODES = ["rne", "rna", "rtz", "rup", "rdn", "rto", "sr"]
 CASES = [
@@ -30,41 +27,13 @@ CASES = [
   + [acs.MAC("e2m1", "e4m3fn", FixedAcc(16, 1, rounding=r)) for r in MODES]
 
 
-def paths_agree(mac, A, B, dataflow, rows=3, cols=2, seed=0, threads=(1, 2, 3)):
-    """The vector kernels at every thread count, the portable twins and the general path: the
-    same accumulators (bit for bit), outputs and counts, or the same error.  Returns the general
-    path's."""
-    def arr(t):
-        return acs.Array(rows, cols, dataflow, mac, threads=t, seed=seed)
-    results = [run(arr(t), A, B) for t in threads]
-    with vector_isa(False):
-        results += [run(arr(t), A, B) for t in (1, 2)]
-    previous = lib.acs_set_vector_isa(2)   # without AVX-512
-    try:
-        results.append(run(arr(threads[-1]), A, B))
-    finally:
-        lib.acs_set_vector_isa(previous)
-    with fast_paths(False):
-        results.append(run(arr(1), A, B))
-    first = results[-1]
-    for r in results[:-1]:
-        if isinstance(first, str):
-            assert r == first
-            continue
-        assert not isinstance(r, str), r
-        assert_bits(r.acc, first.acc, f"{mac.name} {dataflow}")
-        assert np.array_equal(r.output.view(np.uint32), first.output.view(np.uint32))
-        assert r.counts == first.counts
-    return first
-
-
 @pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
 @pytest.mark.parametrize("mac", CASES, ids=lambda m: m.name)
 def test_random_codes_all_paths_agree(mac, dataflow):
     rng = np.random.default_rng(abs(hash((mac.name, dataflow))) % 2**32)
     for m, k, n in ((23, 67, 37), (1, 1, 1), (5, 1, 17), (4, 2, 16), (9, 133, 3)):
         A, B = codes(mac.a, (m, k), rng), codes(mac.b, (k, n), rng)
-        paths_agree(mac, A, B, dataflow)
+        all_paths_agree(mac, A, B, dataflow)
 
 
 @pytest.mark.parametrize("mac", CASES, ids=lambda m: m.name)
@@ -75,31 +44,21 @@ def test_every_code_pair(mac):
     fa, fb = ca[np.isfinite(mac.a.decode(ca))], cb[np.isfinite(mac.b.decode(cb))]
     A, B = fa[:, None].astype(mac.a.code_dtype), fb[None, :].astype(mac.b.code_dtype)
     for df in ("os", "ws"):
-        paths_agree(mac, A, B, df, threads=(1, 2))
+        all_paths_agree(mac, A, B, df, threads=(1, 2))
     rng = np.random.default_rng(9)
     A = np.stack([rng.permutation(np.resize(ca, 40)) for _ in range(len(ca))])
     A[:, 0] = ca
     B = np.stack([rng.permutation(np.resize(cb, 40)) for _ in range(len(cb))], axis=1)
-    paths_agree(mac, A.astype(mac.a.code_dtype), B.astype(mac.b.code_dtype), "os", threads=(1, 2))
+    all_paths_agree(mac, A.astype(mac.a.code_dtype), B.astype(mac.b.code_dtype), "os", threads=(1, 2))
 
 
 @pytest.mark.parametrize("mac", CASES, ids=lambda m: m.name)
 def test_extremes_really_wrap_and_saturate(mac):
     """Rows and columns of the largest magnitudes of each sign: narrow registers wrap or
     saturate along the chain (and back), on arrays whose tiles join the buffer many times."""
-    rng = np.random.default_rng(3)
-    vals_a, vals_b = mac.a.decode(mac.a.all_codes()), mac.b.decode(mac.b.all_codes())
-    fa, fb = np.isfinite(vals_a), np.isfinite(vals_b)
-    big_a = mac.a.all_codes()[fa & (np.abs(vals_a) == np.abs(vals_a[fa]).max())]
-    big_b = mac.b.all_codes()[fb & (np.abs(vals_b) == np.abs(vals_b[fb]).max())]
-    k = 150
-    A, B = codes(mac.a, (21, k), rng), codes(mac.b, (k, 19), rng)
-    A[:4] = rng.choice(big_a, (4, k))
-    A[4, :100], A[4, 100:] = big_a[0], big_a[-1]
-    B[:, :3] = rng.choice(big_b, (k, 3))
-    B[:, 3] = big_b[-1]
+    A, B = extreme_operands(mac, np.random.default_rng(3))
     for df in ("os", "ws", "is"):
-        paths_agree(mac, A, B, df, rows=4, cols=3, threads=(1, 3))
+        all_paths_agree(mac, A, B, df, rows=4, cols=3, threads=(1, 3))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 12345, 2**63 + 7])
@@ -109,7 +68,7 @@ def test_sr_seeds(seed, dataflow):
     for mac in (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(24, 4, rounding="sr")),
                 acs.MAC("int8", "int8", FixedAcc(12, -4, rounding="sr", overflow="wrap"))):
         A, B = codes(mac.a, (13, 70), rng), codes(mac.b, (70, 35), rng)
-        r = paths_agree(mac, A, B, dataflow, seed=seed, threads=(1, 3))
+        r = all_paths_agree(mac, A, B, dataflow, seed=seed, threads=(1, 3))
         other = acs.Array(3, 2, dataflow, mac, seed=seed + 1).gemm(acs.QTensor(A, mac.a), acs.QTensor(B, mac.b),
                                                                    metrics=False)
         assert (other.acc != r.acc).any()   # the draws depend on the seed
@@ -126,7 +85,7 @@ def test_long_chains_and_many_blocks():
         A[:2, :700], A[:2, 700:] = big, mac.a.encode(-np.float64(mac.a.max))
         B[:, :2] = big
         for df in ("os", "ws"):
-            paths_agree(mac, A, B, df, rows=32, cols=8, threads=(1, 2))
+            all_paths_agree(mac, A, B, df, rows=32, cols=8, threads=(1, 2))
 
 
 @pytest.mark.parametrize("mac", [acs.MAC("e4m3fn", "e4m3fn", FixedAcc(10, 2, rounding=r, overflow=o))
