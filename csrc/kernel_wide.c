@@ -85,17 +85,19 @@ void acs_wide_pack_a(const acs_fixed_plan *plan, const int64_t *v, int64_t k, ac
 {
     int na = plan->na;
     int32_t at[64];   /* na <= 64 */
+    uint8_t band[64];   /* by trailing zeros: no division per value */
+    for (int tz = 0; tz < 64; tz++) band[tz] = (uint8_t)(tz / plan->wa);
     starts[0] = 0;
     for (int64_t k0 = 0, g = 0; k0 < k; k0 += WK_KT, g += na) {
         int64_t k1 = k - k0 < WK_KT ? k : k0 + WK_KT;
         int32_t count[64] = { 0 };
         for (int64_t kk = k0; kk < k1; kk++)
-            if (v[kk]) count[__builtin_ctzll((uint64_t)v[kk]) / plan->wa]++;
+            if (v[kk]) count[band[__builtin_ctzll((uint64_t)v[kk])]]++;
         for (int h = 0; h < na; h++) starts[g + h + 1] = starts[g + h] + count[h];
         for (int h = 0; h < na; h++) at[h] = starts[g + h];
         for (int64_t kk = k0; kk < k1; kk++)
             if (v[kk]) {
-                int h = __builtin_ctzll((uint64_t)v[kk]) / plan->wa;
+                int h = band[__builtin_ctzll((uint64_t)v[kk])];
                 acs_wide_entry x = { (double)(v[kk] >> (h * plan->wa)), kk };   /* exact: whole, below 2^51 */
                 e[at[h]++] = x;
             }
