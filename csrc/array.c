@@ -197,7 +197,7 @@ typedef struct {
     uint8_t *a_spec, *b_spec;        /* BlockFMA: A rows, B columns holding a NaN or inf code */
     acs_fixed_plan fixed;            /* ACS_FAST_FIXED: kernel_fixed.c's plan */
     acs_wide_entry *a_wide;          /* fixed.wide 3: A rows packed by band (kernel_wide.c), k entries each */
-    int32_t *a_starts;               /* fixed.wide 3: each row's band starts (na + 1) */
+    int32_t *a_starts;               /* fixed.wide 3: each row's segment starts (acs_wide_segments + 1) */
     double *a_norm, *b_norm;         /* fixed.bound: 2-norms of A rows and B columns (bounds) */
     int block_avx512;                /* ACS_FAST_BLOCK64: kernel_block.c takes it, checking each block's E */
     int block_e_lo, block_e_hi;      /* within these (none: lo > hi) */
@@ -934,21 +934,27 @@ static void fixed_rows(gemm_job *jb)
     }
     acs_posit_memo memo;
     int memo_ok = acs_posit_memo_init(&memo, jb->out_acc);   /* without one, each output reads out alone */
-    if (jb->fixed.wide == 3) {   /* kernel_wide.c: one A row by ACS_WK_NR columns */
-        for (int64_t j0 = 0; j0 < n; j0 += ACS_WK_NR)
-            for (int64_t i = jb->i0; i < jb->i1; i++) {
-                acs_i128 res[ACS_WK_NR];
-                acs_wide_row(isa, &jb->fixed, jb->a_wide + i * k, jb->a_starts + i * (jb->fixed.na + 1),
-                             (const double *)jb->b_i16 + j0 / ACS_WK_NR * jb->fixed.nb * k * ACS_WK_NR, k, res);
-                for (int64_t c = 0; c < ACS_WK_NR && j0 + c < n; c++) {
-                    int64_t o = i * n + j0 + c;
-                    if (jb->fixed.bound && jb->a_norm[i] * jb->b_norm[j0 + c] > jb->fixed.limit)
-                        general_output(jb, i, j0 + c, NULL);   /* a partial sum might saturate */
-                    else acs_fixed_out(jb->out_acc, &jb->fixed, res[c], nar[i - jb->i0] | nar[rows + j0 + c],
-                                       memo_ok ? &memo : NULL, jb->out ? jb->out + o : NULL,
-                                       jb->out_int ? jb->out_int + o : NULL);
-                }
+    if (jb->fixed.wide == 3) {   /* kernel_wide.c: ACS_WK_MR A rows by ACS_WK_NR columns */
+        int64_t *t = malloc(sizeof(int64_t) * ACS_WK_MR * (size_t)jb->fixed.na * ACS_WK_NR);
+        int64_t segs = acs_wide_segments(&jb->fixed, k);
+        if (!t) jb->status = ACS_ERR_ARG;
+        for (int64_t j0 = 0; j0 < n && t; j0 += ACS_WK_NR)
+            for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += ACS_WK_MR) {
+                int64_t mr = jb->i1 - i0 < ACS_WK_MR ? jb->i1 - i0 : ACS_WK_MR;
+                acs_i128 res[ACS_WK_MR][ACS_WK_NR];
+                acs_wide_rows(isa, &jb->fixed, jb->a_wide + i0 * k, jb->a_starts + i0 * (segs + 1), mr, (const double *)jb->b_i16 + j0 / ACS_WK_NR * jb->fixed.nb * k * ACS_WK_NR,
+                              k, t, res);
+                for (int64_t r = 0; r < mr; r++)
+                    for (int64_t c = 0; c < ACS_WK_NR && j0 + c < n; c++) {
+                        int64_t i = i0 + r, o = i * n + j0 + c;
+                        if (jb->fixed.bound && jb->a_norm[i] * jb->b_norm[j0 + c] > jb->fixed.limit)
+                            general_output(jb, i, j0 + c, NULL);   /* a partial sum might saturate */
+                        else acs_fixed_out(jb->out_acc, &jb->fixed, res[r][c], nar[i - jb->i0] | nar[rows + j0 + c],
+                                           memo_ok ? &memo : NULL, jb->out ? jb->out + o : NULL,
+                                           jb->out_int ? jb->out_int + o : NULL);
+                    }
             }
+        free(t);
     }
     for (int64_t j0 = 0, p = 0; j0 < n && jb->fixed.wide != 3; j0 += NR, p++) {
         int64_t nr = n - j0 < NR ? n - j0 : NR;
@@ -1274,7 +1280,7 @@ static void decode_wide(gemm_job *jb, int64_t *v)
             jb->za[kk] += ctx->ta[code].cls == ACS_ZERO;
             v[kk] = ctx->ia[code];
         }
-        acs_wide_pack_a(pl, v, k, jb->a_wide + i * k, jb->a_starts + i * (pl->na + 1));
+        acs_wide_pack_a(pl, v, k, jb->a_wide + i * k, jb->a_starts + i * (acs_wide_segments(pl, k) + 1));
         if (pl->bound) jb->a_norm[i] = acs_wide_norm(v, k);
     }
     for (int64_t j = jb->p0 * NR; j < n && j < jb->p1 * NR; j++) {
@@ -1447,7 +1453,7 @@ static int alloc_decoded(gemm_job *jobs, int workers)
     } else if (b->fast == ACS_FAST_FIXED && b->fixed.wide == 3) {   /* kernel_wide.c's packed rows, band planes */
         int64_t sp = ceil_div(b->n, ACS_WK_NR), one = m * k > 0 ? m * k : 1;
         b->a_wide = malloc((size_t)one * sizeof *b->a_wide);
-        b->a_starts = malloc((size_t)(m > 0 ? m : 1) * (size_t)(b->fixed.na + 1) * sizeof *b->a_starts);
+        b->a_starts = malloc((size_t)(m > 0 ? m : 1) * (size_t)(acs_wide_segments(&b->fixed, k) + 1) * sizeof *b->a_starts);
         b->b_i16 = calloc((size_t)(sp * b->fixed.nb * k * ACS_WK_NR > 0 ? sp * b->fixed.nb * k * ACS_WK_NR : 1),
                           sizeof(double));
         if (b->fixed.bound) {

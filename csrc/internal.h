@@ -146,17 +146,20 @@ void acs_posit_memo_free(acs_posit_memo *m);
 void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, acs_i128 sum, int nar, acs_posit_memo *memo,
                    double *out, int64_t *out_int);
 
-/* Register sums of operands beyond 31 bits (kernel_wide.c), over one A row and ACS_WK_NR
- * columns.  A row's k values are packed by band (entries of a value and its k; starts[h] the
- * first of band h, starts[na] = k); B panels hold nb band planes of k x NR doubles. */
+/* Register sums of operands beyond 31 bits (kernel_wide.c), over up to ACS_WK_MR A rows and
+ * ACS_WK_NR columns.  A row's k values are packed by band (entries of a value and its k; starts[h]
+ * the first of band h, starts[na] = its count); B panels hold nb band planes of k x NR doubles;
+ * acs_wide_rows takes scratch of ACS_WK_MR * na * ACS_WK_NR int64. */
+#define ACS_WK_MR 16
 #define ACS_WK_NR 32
 typedef struct { double v; int64_t k; } acs_wide_entry;
 int acs_wide_bands(const acs_mac_ctx *ctx, int64_t k, acs_fixed_plan *plan);
+int64_t acs_wide_segments(const acs_fixed_plan *plan, int64_t k);
 void acs_wide_pack_a(const acs_fixed_plan *plan, const int64_t *v, int64_t k, acs_wide_entry *e, int32_t *starts);
 void acs_wide_put_b(const acs_fixed_plan *plan, int64_t v, double *plane0, int64_t plane);
 double acs_wide_norm(const int64_t *v, int64_t k);
-void acs_wide_row(int isa, const acs_fixed_plan *plan, const acs_wide_entry *e, const int32_t *starts,
-                  const double *panel, int64_t k, acs_i128 out[ACS_WK_NR]);
+void acs_wide_rows(int isa, const acs_fixed_plan *plan, const acs_wide_entry *e, const int32_t *starts, int64_t rows,
+                   const double *panel, int64_t k, int64_t *t, acs_i128 out[][ACS_WK_NR]);
 
 /* Float accumulators on AVX-512 (kernel_float.c), in blocks of ACS_FK_MR rows by two panels of
  * ACS_FK_NR columns: A rows of k binary32 operand values, B panels of NR values per k (array.c's

@@ -221,15 +221,13 @@ void acs_fixed_out(const acs_acc *acc, const acs_fixed_plan *plan, acs_i128 sum,
         return;
     }
     if (acc->kind == ACS_ACC_FIXED) {
-        /* reg = x * 2^t with x odd: when x fits int64, its conversion is the one rne rounding and
-         * the power of two is exact (|reg| < 2^120, -64 <= frac_bits <= 119: binary64's normal range) */
-        acs_u128 mag = reg < 0 ? (acs_u128)0 - (acs_u128)reg : (acs_u128)reg;
-        int t = mag ? 127 - acs_clz128(mag & ((acs_u128)0 - mag)) : 0;
-        if (!(mag >> t >> 63)) {
-            double x = (double)(int64_t)(mag >> t);
-            *out = ldexp(reg < 0 ? -x : x, t - acc->grid.frac_bits);
-            return;
-        }
+        /* acs_acc_read's correctly rounded readout: the int128 conversion is the one rne rounding
+         * and 2^-frac_bits is exact (|reg| < 2^120, -64 <= frac_bits <= 119: binary64's normal range) */
+        uint64_t p = (uint64_t)(1023 - acc->grid.frac_bits) << 52;
+        double unit;
+        memcpy(&unit, &p, sizeof unit);
+        *out = (double)reg * unit;
+        return;
     }
     if (acc->kind == ACS_ACC_QUIRE && memo && !nar) {
         *out = posit_readout(memo, reg);

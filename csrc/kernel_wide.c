@@ -73,22 +73,35 @@ int acs_wide_bands(const acs_mac_ctx *ctx, int64_t k, acs_fixed_plan *plan)
     return ACS_FAST_NONE;
 }
 
-/* One A row's k values (units) packed by band: nonzero values only, in k order within a band. */
+/* Segments per A row: its entries of each K tile of WK_KT, each band (starts has one more). */
+#define WK_KT 64
+int64_t acs_wide_segments(const acs_fixed_plan *plan, int64_t k)
+{
+    return (k + WK_KT - 1) / WK_KT * plan->na;
+}
+
+/* One A row's k values (units) packed by (K tile, band): nonzero values only, in k order. */
 void acs_wide_pack_a(const acs_fixed_plan *plan, const int64_t *v, int64_t k, acs_wide_entry *e, int32_t *starts)
 {
-    int32_t count[64] = { 0 };
-    for (int64_t kk = 0; kk < k; kk++)
-        if (v[kk]) count[__builtin_ctzll((uint64_t)v[kk]) / plan->wa]++;
+    int na = plan->na;
+    int32_t at[64];   /* na <= 64 */
+    uint8_t band[64];   /* by trailing zeros: no division per value */
+    for (int tz = 0; tz < 64; tz++) band[tz] = (uint8_t)(tz / plan->wa);
     starts[0] = 0;
-    for (int h = 0; h < plan->na; h++) starts[h + 1] = starts[h] + count[h];
-    int32_t at[64];
-    memcpy(at, starts, sizeof(int32_t) * (size_t)plan->na);
-    for (int64_t kk = 0; kk < k; kk++)
-        if (v[kk]) {
-            int h = __builtin_ctzll((uint64_t)v[kk]) / plan->wa;
-            acs_wide_entry x = { (double)(v[kk] >> (h * plan->wa)), kk };   /* exact: whole, below 2^51 */
-            e[at[h]++] = x;
-        }
+    for (int64_t k0 = 0, g = 0; k0 < k; k0 += WK_KT, g += na) {
+        int64_t k1 = k - k0 < WK_KT ? k : k0 + WK_KT;
+        int32_t count[64] = { 0 };
+        for (int64_t kk = k0; kk < k1; kk++)
+            if (v[kk]) count[band[__builtin_ctzll((uint64_t)v[kk])]]++;
+        for (int h = 0; h < na; h++) starts[g + h + 1] = starts[g + h] + count[h];
+        for (int h = 0; h < na; h++) at[h] = starts[g + h];
+        for (int64_t kk = k0; kk < k1; kk++)
+            if (v[kk]) {
+                int h = band[__builtin_ctzll((uint64_t)v[kk])];
+                acs_wide_entry x = { (double)(v[kk] >> (h * plan->wa)), kk };   /* exact: whole, below 2^51 */
+                e[at[h]++] = x;
+            }
+    }
 }
 
 /* A B value into its band's plane (planes `plane` doubles apart; the others keep their zero). */
@@ -109,123 +122,122 @@ double acs_wide_norm(const int64_t *v, int64_t k)
     return sqrt(s) * (1.0 + ldexp(1.0, -30));
 }
 
-/* A band pair's int64 sums (lanes of t) join the outputs at weight 2^sh, modulo 2^128. */
-static void join(acs_u128 acc[WK_NR], const int64_t t[WK_NR], int sh)
-{
-    for (int j = 0; j < WK_NR; j++) acc[j] += (acs_u128)(acs_i128)t[j] << sh;
-}
+/* Rows are taken WK_MR at a time, K in tiles of WK_KT: a tile of a B plane (WK_KT x NR doubles,
+ * 16 KiB) stays in L1 while every row's entries of that tile meet it.  A row's entries of one
+ * band and tile (a segment: k increasing within a band) are at most WK_KT <= min(k, 256) <=
+ * chunk products, so each segment's binary64 sum is exact and joins its band pair's int64 lanes. */
+#define WK_MR ACS_WK_MR
+_Static_assert(WK_KT <= 256, "a segment fits the plan's shortest run");
 
-static void row_portable(const acs_fixed_plan *pl, const acs_wide_entry *e, const int32_t *starts,
-                         const double *panel, int64_t k, acs_u128 acc[WK_NR])
+typedef void (*wk_seg_fn)(const acs_wide_entry *e, int64_t n, const double *plane, int64_t t[WK_NR]);
+
+static void seg_portable(const acs_wide_entry *e, int64_t n, const double *plane, int64_t t[WK_NR])
 {
-    for (int hb = 0; hb < pl->nb; hb++)
-        for (int ha = 0; ha < pl->na; ha++) {
-            int64_t t[WK_NR] = { 0 };
-            for (int64_t q0 = starts[ha]; q0 < starts[ha + 1]; q0 += pl->chunk) {
-                int64_t q1 = starts[ha + 1] - q0 < pl->chunk ? starts[ha + 1] : q0 + pl->chunk;
-                double s[WK_NR] = { 0 };
-                for (int64_t q = q0; q < q1; q++) {
-                    const double *b = panel + (hb * k + e[q].k) * WK_NR;
-                    for (int j = 0; j < WK_NR; j++) s[j] += e[q].v * b[j];   /* exact */
-                }
-                for (int j = 0; j < WK_NR; j++) t[j] += (int64_t)s[j];
-            }
-            join(acc, t, ha * pl->wa + hb * pl->wb);
-        }
+    double s[WK_NR] = { 0 };
+    for (int64_t q = 0; q < n; q++) {
+        const double *b = plane + e[q].k * WK_NR;
+        for (int j = 0; j < WK_NR; j++) s[j] += e[q].v * b[j];   /* exact */
+    }
+    for (int j = 0; j < WK_NR; j++) t[j] += (int64_t)s[j];
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
-#define WK_MAGIC 6755399441055744.0   /* 1.5 * 2^52 */
+#define WK_MAGIC 6755399441055744.0   /* 1.5 * 2^52: an integer below 2^51 lands in the low mantissa bits */
 
-/* Entries two at a time into two sets of accumulators (FMA latency), one set per entry parity. */
+/* Entries two at a time into two sets of accumulators (FMA latency), one set per entry parity;
+ * each set's sum is a partial sum of the segment: exact. */
 __attribute__((target("avx2,fma")))
-static void row_avx2(const acs_fixed_plan *pl, const acs_wide_entry *e, const int32_t *starts,
-                     const double *panel, int64_t k, acs_u128 acc[WK_NR])
+static void seg_avx2(const acs_wide_entry *e, int64_t n, const double *plane, int64_t t[WK_NR])
 {
-    const __m256d magic = _mm256_set1_pd(WK_MAGIC);
-    for (int hb = 0; hb < pl->nb; hb++)
-        for (int ha = 0; ha < pl->na; ha++) {
-            if (starts[ha] == starts[ha + 1]) continue;
-            __m256i t[8];
-            for (int h = 0; h < 8; h++) t[h] = _mm256_setzero_si256();
-            const double *plane = panel + hb * k * WK_NR;
-            for (int64_t q0 = starts[ha]; q0 < starts[ha + 1]; q0 += pl->chunk) {
-                int64_t q1 = starts[ha + 1] - q0 < pl->chunk ? starts[ha + 1] : q0 + pl->chunk;
-                __m256d s[8];
-                for (int h = 0; h < 8; h++) s[h] = _mm256_setzero_pd();
-                for (int64_t q = q0; q < q1; q++) {
-                    __m256d x = _mm256_broadcast_sd(&e[q].v);
-                    const double *b = plane + e[q].k * WK_NR;
-                    _Pragma("GCC unroll 8")
-                    for (int h = 0; h < 8; h++) s[h] = _mm256_fmadd_pd(x, _mm256_loadu_pd(b + 4 * h), s[h]);
-                }
-                for (int h = 0; h < 8; h++)
-                    t[h] = _mm256_add_epi64(t[h], _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(s[h], magic)),
-                                                                   _mm256_castpd_si256(magic)));
-            }
-            int64_t lanes[WK_NR];
-            for (int h = 0; h < 8; h++) _mm256_storeu_si256((__m256i *)(lanes + 4 * h), t[h]);
-            join(acc, lanes, ha * pl->wa + hb * pl->wb);
+    __m256d s[2][8];
+    for (int h = 0; h < 8; h++) s[0][h] = s[1][h] = _mm256_setzero_pd();
+    int64_t q = 0;
+    for (; q + 1 < n; q += 2)
+        _Pragma("GCC unroll 2")
+        for (int u = 0; u < 2; u++) {
+            __m256d x = _mm256_broadcast_sd(&e[q + u].v);
+            const double *b = plane + e[q + u].k * WK_NR;
+            _Pragma("GCC unroll 8")
+            for (int h = 0; h < 8; h++) s[u][h] = _mm256_fmadd_pd(x, _mm256_loadu_pd(b + 4 * h), s[u][h]);
         }
+    if (q < n) {
+        __m256d x = _mm256_broadcast_sd(&e[q].v);
+        const double *b = plane + e[q].k * WK_NR;
+        for (int h = 0; h < 8; h++) s[0][h] = _mm256_fmadd_pd(x, _mm256_loadu_pd(b + 4 * h), s[0][h]);
+    }
+    const __m256d magic = _mm256_set1_pd(WK_MAGIC);
+    for (int h = 0; h < 8; h++) {
+        __m256i v = _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(_mm256_add_pd(s[0][h], s[1][h]), magic)),
+                                     _mm256_castpd_si256(magic));
+        _mm256_storeu_si256((__m256i *)(t + 4 * h), _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(t + 4 * h)), v));
+    }
 }
 
 __attribute__((target("avx512f")))
-static void row_avx512(const acs_fixed_plan *pl, const acs_wide_entry *e, const int32_t *starts,
-                       const double *panel, int64_t k, acs_u128 acc[WK_NR])
+static void seg_avx512(const acs_wide_entry *e, int64_t n, const double *plane, int64_t t[WK_NR])
 {
-    const __m512d magic = _mm512_set1_pd(WK_MAGIC);
-    for (int hb = 0; hb < pl->nb; hb++)
-        for (int ha = 0; ha < pl->na; ha++) {
-            if (starts[ha] == starts[ha + 1]) continue;
-            __m512i t[4];
-            for (int h = 0; h < 4; h++) t[h] = _mm512_setzero_si512();
-            const double *plane = panel + hb * k * WK_NR;
-            for (int64_t q0 = starts[ha]; q0 < starts[ha + 1]; q0 += pl->chunk) {
-                int64_t q1 = starts[ha + 1] - q0 < pl->chunk ? starts[ha + 1] : q0 + pl->chunk, q = q0;
-                __m512d s[2][4];
-                for (int h = 0; h < 4; h++) s[0][h] = s[1][h] = _mm512_setzero_pd();
-                for (; q + 1 < q1; q += 2) {
-                    _Pragma("GCC unroll 2")
-                    for (int u = 0; u < 2; u++) {
-                        __m512d x = _mm512_set1_pd(e[q + u].v);
-                        const double *b = plane + e[q + u].k * WK_NR;
-                        _Pragma("GCC unroll 4")
-                        for (int h = 0; h < 4; h++) s[u][h] = _mm512_fmadd_pd(x, _mm512_loadu_pd(b + 8 * h), s[u][h]);
-                    }
-                }
-                if (q < q1) {
-                    __m512d x = _mm512_set1_pd(e[q].v);
-                    const double *b = plane + e[q].k * WK_NR;
-                    for (int h = 0; h < 4; h++) s[0][h] = _mm512_fmadd_pd(x, _mm512_loadu_pd(b + 8 * h), s[0][h]);
-                }
-                for (int h = 0; h < 4; h++) {   /* each set's sum is a partial sum of the run: exact */
-                    __m512d v = _mm512_add_pd(s[0][h], s[1][h]);
-                    t[h] = _mm512_add_epi64(t[h], _mm512_sub_epi64(_mm512_castpd_si512(_mm512_add_pd(v, magic)),
-                                                                   _mm512_castpd_si512(magic)));
-                }
-            }
-            int64_t lanes[WK_NR];
-            for (int h = 0; h < 4; h++) _mm512_storeu_si512((void *)(lanes + 8 * h), t[h]);
-            join(acc, lanes, ha * pl->wa + hb * pl->wb);
+    __m512d s[2][4];
+    for (int h = 0; h < 4; h++) s[0][h] = s[1][h] = _mm512_setzero_pd();
+    int64_t q = 0;
+    for (; q + 1 < n; q += 2)
+        _Pragma("GCC unroll 2")
+        for (int u = 0; u < 2; u++) {
+            __m512d x = _mm512_set1_pd(e[q + u].v);
+            const double *b = plane + e[q + u].k * WK_NR;
+            _Pragma("GCC unroll 4")
+            for (int h = 0; h < 4; h++) s[u][h] = _mm512_fmadd_pd(x, _mm512_loadu_pd(b + 8 * h), s[u][h]);
         }
+    if (q < n) {
+        __m512d x = _mm512_set1_pd(e[q].v);
+        const double *b = plane + e[q].k * WK_NR;
+        for (int h = 0; h < 4; h++) s[0][h] = _mm512_fmadd_pd(x, _mm512_loadu_pd(b + 8 * h), s[0][h]);
+    }
+    const __m512d magic = _mm512_set1_pd(WK_MAGIC);
+    for (int h = 0; h < 4; h++) {
+        __m512i v = _mm512_sub_epi64(_mm512_castpd_si512(_mm512_add_pd(_mm512_add_pd(s[0][h], s[1][h]), magic)),
+                                     _mm512_castpd_si512(magic));
+        _mm512_storeu_si512((void *)(t + 8 * h), _mm512_add_epi64(_mm512_loadu_si512((const void *)(t + 8 * h)), v));
+    }
 }
 #undef WK_MAGIC
 #define WK_X86 1
 #endif
 
-void acs_wide_row(int isa, const acs_fixed_plan *plan, const acs_wide_entry *e, const int32_t *starts,
-                  const double *panel, int64_t k, acs_i128 out[WK_NR])
+/* Up to WK_MR rows (entries k apart, starts acs_wide_segments + 1 apart) by one panel's NR columns; `t` is
+ * scratch of WK_MR * na * NR int64 (acs_wide_scratch). */
+void acs_wide_rows(int isa, const acs_fixed_plan *pl, const acs_wide_entry *e, const int32_t *starts, int64_t rows,
+                   const double *panel, int64_t k, int64_t *t, acs_i128 out[][WK_NR])
 {
-    acs_u128 acc[WK_NR] = { 0 };
+    wk_seg_fn seg = seg_portable;
 #ifdef WK_X86
-    if (isa == 2) row_avx512(plan, e, starts, panel, k, acc);
-    else if (isa == 1) row_avx2(plan, e, starts, panel, k, acc);
-    else
+    if (isa == 2) seg = seg_avx512;
+    else if (isa == 1) seg = seg_avx2;
 #endif
-        row_portable(plan, e, starts, panel, k, acc);
     (void)isa;
-    for (int j = 0; j < WK_NR; j++) out[j] = (acs_i128)acc[j];
+    acs_u128 acc[WK_MR][WK_NR] = { { 0 } };
+    int na = pl->na;
+    int64_t segs = acs_wide_segments(pl, k);
+    for (int hb = 0; hb < pl->nb; hb++) {
+        const double *plane = panel + hb * k * WK_NR;
+        memset(t, 0, sizeof(int64_t) * (size_t)(rows * na * WK_NR));
+        for (int64_t g = 0; g < segs; g += na)
+            for (int64_t r = 0; r < rows; r++) {
+                const int32_t *st = starts + r * (segs + 1) + g;
+                for (int ha = 0; ha < na; ha++)
+                    if (st[ha + 1] > st[ha])
+                        seg(e + r * k + st[ha], st[ha + 1] - st[ha], plane, t + (r * na + ha) * WK_NR);
+            }
+        for (int64_t r = 0; r < rows; r++)   /* band pairs join at weight 2^sh, modulo 2^128 */
+            for (int ha = 0; ha < na; ha++) {
+                int sh = ha * pl->wa + hb * pl->wb;
+                for (int j = 0; j < WK_NR; j++) acc[r][j] += (acs_u128)(acs_i128)t[(r * na + ha) * WK_NR + j] << sh;
+            }
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < WK_NR; j++) out[r][j] = (acs_i128)acc[r][j];
 }
 
+#undef WK_KT
+#undef WK_MR
 #undef WK_NR

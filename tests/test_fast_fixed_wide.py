@@ -152,8 +152,10 @@ def test_wide_operands_long_chains():
                    (acs.MAC(INT16, "int8", IntAcc(20)), 300),
                    (acs.MAC(E5M1, "e3m4", FixedAcc(40, 21, overflow="wrap")), 3000),
                    (acs.MAC(E5M1, "e3m4", FixedAcc(60, 21)), 3000),
-                   (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 18)), 3000)):   # saturates and comes back
-        A, B = codes(mac.a, (29, k), rng), codes(mac.b, (k, 31), rng)
+                   (acs.MAC("e4m3fn", "e4m3fn", FixedAcc(30, 18)), 3000),   # saturates and comes back
+                   (acs.MAC("e5m2", "e5m2", FixedAcc(40, 40, overflow="wrap")), 700),   # kernel_wide.c: full
+                   (acs.MAC("posit8es2", "posit8es2", Quire("posit8es2")), 700)):      # K tiles, 3 row blocks
+        A, B = codes(mac.a, (37, k), rng), codes(mac.b, (k, 31), rng)
         A[:3] = mac.a.encode(np.float64(mac.a.max))
         A[3, : k // 2], A[3, k // 2:] = mac.a.encode(np.float64(mac.a.max)), mac.a.encode(-np.float64(mac.a.max))
         B[:, :3] = mac.b.encode(np.float64(mac.b.max))
