@@ -443,12 +443,66 @@ static void bs_int_tile_avx2(const bs_tile *w, float T[BS_MR][BS_NR], int32_t (*
     else if (w->bsp == 32) bs_int_avx2_body(w, T, parts, 16);
     else bs_int_avx2_body(w, T, parts, w->bsp / 2);
 }
+
+/* The same on AVX-512 VNNI: a row's 16 columns in one register, each pair of products added by
+ * vpdpwssd (modulo 2^32, as pmaddwd and the add), the joins lane for lane as above. */
+#define BS_VNNI "avx512f,avx512bw,avx512vnni,fma"
+static inline __attribute__((always_inline, target(BS_VNNI)))
+void bs_int_vnni_body(const bs_tile *w, float T[BS_MR][BS_NR], int32_t (*parts)[BS_MR][BS_NR], int64_t pairs)
+{
+    const int16_t *ir[BS_MR];
+    for (int r = 0; r < BS_MR; r++) ir[r] = w->irows[r];
+    const __m128i shv = _mm_cvtsi32_si128(w->sh);
+    for (int64_t blk = w->b0; blk < w->b1; blk++) {
+        __m512i acc[BS_MR];
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < BS_MR; r++) acc[r] = _mm512_setzero_si512();
+        const int16_t *pan = w->ipanel + blk * w->bsp * BS_NR;
+        int64_t a0 = blk * w->bsp;
+        for (int64_t q = 0; q < pairs; q++) {
+            __m512i b = _mm512_loadu_si512(pan + q * 2 * BS_NR);
+            _Pragma("GCC unroll 8")
+            for (int r = 0; r < BS_MR; r++) {
+                int32_t pair;
+                memcpy(&pair, ir[r] + a0 + 2 * q, sizeof pair);
+                acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_set1_epi32(pair), b);
+            }
+        }
+        if (w->sh)
+            _Pragma("GCC unroll 8")
+            for (int r = 0; r < BS_MR; r++) acc[r] = _mm512_sra_epi32(_mm512_sll_epi32(acc[r], shv), shv);
+        if (parts) {
+            _Pragma("GCC unroll 8")
+            for (int r = 0; r < BS_MR; r++) _mm512_storeu_si512(parts[blk - w->b0][r], acc[r]);
+            continue;
+        }
+        if (w->fold) {
+            _Pragma("GCC unroll 8")
+            for (int r = 0; r < BS_MR; r++)
+                _mm512_storeu_ps(T[r], _mm512_add_ps(_mm512_loadu_ps(T[r]), _mm512_cvtepi32_ps(acc[r])));
+            continue;
+        }
+        __m512 s = _mm512_loadu_ps(w->sb + blk * BS_NR);
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < BS_MR; r++)
+            _mm512_storeu_ps(T[r], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r]), _mm512_mul_ps(_mm512_set1_ps(w->sa[r][blk]), s),
+                                                   _mm512_loadu_ps(T[r])));
+    }
+}
+
+__attribute__((target(BS_VNNI)))
+static void bs_int_tile_vnni(const bs_tile *w, float T[BS_MR][BS_NR], int32_t (*parts)[BS_MR][BS_NR])
+{
+    if (w->bsp == 16) bs_int_vnni_body(w, T, parts, 8);
+    else if (w->bsp == 32) bs_int_vnni_body(w, T, parts, 16);
+    else bs_int_vnni_body(w, T, parts, w->bsp / 2);
+}
 #endif
 
 typedef struct {
     const acs_mac_ctx *ctx;
     const acs_acc *scale_acc;
-    int kernel, fast_join, avx2, sh, fold;
+    int kernel, fast_join, avx2, sh, fold;   /* avx2: 0 portable, 1 AVX2, 2 also AVX-512 VNNI */
     int64_t m, n, k, bs, bsp, kd, nb, tile, i0, i1, p0, p1;
     const void *a, *bt;
     const double *sa, *sb;            /* m x nb, nb x n */
@@ -530,7 +584,7 @@ static void bs_rows(void *arg)
     void (*fk)(const bs_tile *, float (*)[BS_NR], float (*)[BS_MR][BS_NR]) = bs_fp32_tile_portable;
     void (*ik)(const bs_tile *, float (*)[BS_NR], int32_t (*)[BS_MR][BS_NR]) = bs_int_tile_portable;
 #ifdef BS_X86
-    if (jb->avx2) { fk = bs_fp32_tile_avx2; ik = bs_int_tile_avx2; }
+    if (jb->avx2) { fk = bs_fp32_tile_avx2; ik = jb->avx2 == 2 ? bs_int_tile_vnni : bs_int_tile_avx2; }
 #endif
     for (int64_t j0 = 0, p = 0; j0 < n; j0 += BS_NR, p++) {
         int64_t nr = n - j0 < BS_NR ? n - j0 : BS_NR;
@@ -665,8 +719,9 @@ static int bs_fused(const acs_mac_ctx *ctx, const acs_acc *scale_acc, int kernel
     }
     bs_job jobs[256];
     int sh = kernel == BS_KERNEL_INT && !fold ? 32 - mac->acc.grid.total_bits : 0;   /* fold: never wraps */
+    int vector_level = acs_vector_avx2() ? (acs_vector_avx512() && acs_gemm_avx512(1) ? 2 : 1) : 0;
     for (int w = 0; w < workers && !status; w++) {
-        bs_job jb = { ctx, scale_acc, kernel, fast_join, acs_vector_avx2(), sh, fold, m, n, k, bs, bsp, kd, nb,
+        bs_job jb = { ctx, scale_acc, kernel, fast_join, vector_level, sh, fold, m, n, k, bs, bsp, kd, nb,
                       dataflow == ACS_OS ? bs : rows, blocks * w / workers * BS_MR, blocks * (w + 1) / workers * BS_MR,
                       panels * w / workers, panels * (w + 1) / workers, a, bt, sa, sb, sa_f, sb_f,
                       kernel == BS_KERNEL_FP32 ? ad : NULL, kernel == BS_KERNEL_FP32 ? bd : NULL,

@@ -90,9 +90,10 @@ def block_operands(elem, scale_format, m, k, n, block, rng, scales="typical", sp
 
 
 def check(arr, A, B, what=""):
-    """The engine call against the oracle, through the AVX2 and portable kernels and the general path."""
+    """The engine call against the oracle, through the best (AVX-512 VNNI), AVX2 and portable
+    kernels and the general path."""
     want, data = old_block_gemm(arr, A, B)
-    modes = {"default": (True, True), "portable": (False, True), "general": (True, False)}
+    modes = {"default": (True, True), "avx2": (2, True), "portable": (False, True), "general": (True, False)}
     if data is None:   # the same refusal (a fixed register meeting NaN or inf)
         word = {lib.ACS_ERR_NAN: "hold NaN", lib.ACS_ERR_RANGE: "hold infinities"}[want]
         for isa, fast in modes.values():
