@@ -1493,6 +1493,21 @@ static int alloc_decoded(gemm_job *jobs, int workers)
     return 1;
 }
 
+/* The fast path and vector kernels a GEMM takes, from its MAC (b->ctx), buffer, dataflow, tile
+ * and K: acs_gemm and the kernel queries below share this choice. */
+static void choose_kernels(gemm_job *b)
+{
+    const acs_mac_ctx *ctx = b->ctx;
+    b->fast = vector_path(ctx, b->buffer, b->dataflow, b->k) ? ctx->fast : ACS_FAST_NONE;
+    if (!b->fast) b->fast = acs_fixed_plan_of(ctx, b->buffer, b->dataflow, b->k, b->tile, &b->fixed);
+    if (!b->fast) b->fast = acs_fixround_plan_of(ctx, b->buffer, b->dataflow, b->k, &b->fixed);
+    if (b->fast == ACS_FAST_EXACT64) b->float_kernel = acs_float_plan_of(ctx, isa_enabled, &b->float_plan);
+#ifdef ACS_X86
+    b->block_avx512 = b->fast == ACS_FAST_BLOCK64 && have_avx2_fma() && have_avx512dq()
+        && acs_block_avx512_ok(ctx, &b->block_e_lo, &b->block_e_hi);
+#endif
+}
+
 int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t cols,
              const void *a, const void *bt, int64_t m, int64_t n, int64_t k,
              double *out, int64_t *out_int, uint64_t seed, int threads, acs_gemm_counts *counts)
@@ -1510,17 +1525,10 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     status = acs_mac_open(&ctx, mac);
     if (status) return status;
     int nt = mac->acc.kind == ACS_ACC_BLOCK ? mac->acc.terms : 1;
-    gemm_job base = { &ctx, buffer, dataflow == ACS_OS ? &mac->acc : buffer, dataflow, nt,
-                      vector_path(&ctx, buffer, dataflow, k) ? ctx.fast : ACS_FAST_NONE,
+    gemm_job base = { &ctx, buffer, dataflow == ACS_OS ? &mac->acc : buffer, dataflow, nt, ACS_FAST_NONE,
                       dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m, 0, 0,
                       a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
-    if (!base.fast) base.fast = acs_fixed_plan_of(&ctx, buffer, dataflow, k, base.tile, &base.fixed);
-    if (!base.fast) base.fast = acs_fixround_plan_of(&ctx, buffer, dataflow, k, &base.fixed);
-    if (base.fast == ACS_FAST_EXACT64) base.float_kernel = acs_float_plan_of(&ctx, isa_enabled, &base.float_plan);
-#ifdef ACS_X86
-    base.block_avx512 = base.fast == ACS_FAST_BLOCK64 && have_avx2_fma() && have_avx512dq()
-        && acs_block_avx512_ok(&ctx, &base.block_e_lo, &base.block_e_hi);
-#endif
+    choose_kernels(&base);
     /* Rows in blocks of MR, spread over at most `threads` workers. */
     int64_t blocks = ceil_div(m, MR);   /* the general step costs ~100 vector-kernel MACs */
     int workers = acs_workers_for(threads, blocks, (double)m * (double)n * (double)k * (base.fast ? 1 : 100));
@@ -1719,12 +1727,28 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
 /* Whether the vector kernels take their AVX2 versions (blockscale.c's kernels follow suit). */
 int acs_vector_avx2(void) { return have_avx2_fma(); }
 
+/* acs_gemm's choice of kernels for a MAC (os: the buffer is the PE's accumulator), or 0 where
+ * the MAC is refused. */
+static int kernels_of(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t k,
+                      gemm_job *b, acs_mac_ctx *ctx)
+{
+    memset(b, 0, sizeof *b);
+    if (acs_mac_open(ctx, mac) != ACS_OK) return 0;
+    int nt = mac->acc.kind == ACS_ACC_BLOCK ? mac->acc.terms : 1;
+    b->ctx = ctx;
+    b->buffer = dataflow == ACS_OS ? &mac->acc : buffer;
+    b->dataflow = dataflow;
+    b->k = k;
+    b->tile = dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt;
+    choose_kernels(b);
+    return 1;
+}
+
 int acs_float_kernel(const acs_mac *mac)
 {
     acs_mac_ctx ctx;
-    acs_float_plan plan;
-    int kind = acs_mac_open(&ctx, mac) == ACS_OK && ctx.fast == ACS_FAST_EXACT64
-        ? acs_float_plan_of(&ctx, isa_enabled, &plan) : 0;
+    gemm_job b;
+    int kind = kernels_of(mac, NULL, ACS_OS, 1, 1, &b, &ctx) ? b.float_kernel : 0;
     acs_mac_close(&ctx);
     return kind;
 }
@@ -1732,11 +1756,9 @@ int acs_float_kernel(const acs_mac *mac)
 int acs_fixed_kernel(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t k)
 {
     acs_mac_ctx ctx;
-    acs_fixed_plan plan;
-    int kind = 0;
-    if (acs_mac_open(&ctx, mac) == ACS_OK && ctx.fast == ACS_FAST_FIXED
-        && acs_fixed_plan_of(&ctx, buffer, dataflow, k, dataflow == ACS_OS ? (k > 0 ? k : 1) : rows, &plan))
-        kind = plan.wide == 3 ? 3 : plan.mode;
+    gemm_job b;
+    int kind = kernels_of(mac, buffer, dataflow, rows, k, &b, &ctx) && b.fast == ACS_FAST_FIXED
+        ? (b.fixed.wide == 3 ? 3 : b.fixed.mode) : 0;
     acs_mac_close(&ctx);
     return kind;
 }
