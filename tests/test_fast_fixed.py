@@ -163,7 +163,8 @@ def test_quire_nar_rows_and_columns():
 
 
 @pytest.mark.parametrize("mac", [acs.MAC("e4m3", "e4m3", FixedAcc(20, 20)), acs.MAC("posit8", "posit8", FixedAcc(20, 20)),
-                                 acs.MAC("e5m2", "int8", FixedAcc(40, 40))], ids=case_id)
+                                 acs.MAC("e5m2", "int8", FixedAcc(40, 40)), acs.MAC("e4m3fn", "e4m3fn", FixedAcc(40, 40)),
+                                 acs.MAC("e4m3fn", "int8", FixedAcc(20, 9, overflow="wrap"))], ids=case_id)
 def test_fixed_special_operands_are_errors_on_every_path(mac):
     rng = np.random.default_rng(2)
     A, B = codes(mac.a, (13, 40), rng), codes(mac.b, (40, 21), rng)
