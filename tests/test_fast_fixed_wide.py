@@ -119,9 +119,12 @@ BUFFERS = [  # PE, buffer
 @pytest.mark.parametrize("pe_buffer", BUFFERS, ids=lambda x: f"{x[0].name}+{x[1].name}")
 @pytest.mark.parametrize("dataflow", ["ws", "is"])
 def test_buffers_join_as_the_general_path(pe_buffer, dataflow):
-    mac, buffer = pe_buffer
-    rng = np.random.default_rng(6)
-    A, B = codes(mac.a, (19, 130), rng), codes(mac.b, (130, 22), rng)
+    buffers_join_as_the_general_path(*pe_buffer, dataflow, np.random.default_rng(6), 22)
+
+
+def buffers_join_as_the_general_path(mac, buffer, dataflow, rng, n):
+    """Random codes with rows and columns of the largest value, tiles joining `buffer`."""
+    A, B = codes(mac.a, (19, 130), rng), codes(mac.b, (130, n), rng)
     A[:3] = mac.a.encode(np.float64(mac.a.max))
     B[:, :4] = mac.b.encode(np.float64(mac.b.max))
     all_paths_agree(mac, A, B, dataflow, rows=3, cols=5, buffer_acc=buffer)
@@ -201,12 +204,7 @@ WIDE_BUFFERS = [  # PE, buffer
 @pytest.mark.parametrize("pe_buffer", WIDE_BUFFERS, ids=lambda x: f"{x[0].name}+{x[1].name}")
 @pytest.mark.parametrize("dataflow", ["ws", "is"])
 def test_wide_buffers_join_as_the_general_path(pe_buffer, dataflow):
-    mac, buffer = pe_buffer
-    rng = np.random.default_rng(16)
-    A, B = codes(mac.a, (19, 130), rng), codes(mac.b, (130, 35), rng)
-    A[:3] = mac.a.encode(np.float64(mac.a.max))
-    B[:, :4] = mac.b.encode(np.float64(mac.b.max))
-    all_paths_agree(mac, A, B, dataflow, rows=3, cols=5, buffer_acc=buffer)
+    buffers_join_as_the_general_path(*pe_buffer, dataflow, np.random.default_rng(16), 35)
 
 
 def test_wide_long_chains_and_mixed_rows():
