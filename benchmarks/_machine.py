@@ -28,6 +28,14 @@ def blas_kernel() -> str:
     return "; ".join(libs) + (f" (pinned by {core})" if core else "")
 
 
+def against_numpy(fn, a, b, reps=3, np_reps=3):
+    """fn's best time, and numpy's float32 matmul a @ b timed before and right after it (the
+    better of the two: the machine's state then)."""
+    t_np = best_of(lambda: a @ b, np_reps)
+    t = best_of(fn, reps)
+    return t, min(t_np, best_of(lambda: a @ b, np_reps))
+
+
 def best_of(fn, reps=3):
     """The best of reps timed calls of fn, after one untimed warm-up call."""
     import time
