@@ -10,6 +10,10 @@
 static inline int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 /* Operand codes are 8 or 16 bits wide here (acs_gemm refuses wider ones). */
+/* Row (or column) r of a register block of mr from i0: those past the matrix's end read i0 again
+ * (their results are never stored). */
+static inline int64_t block_row(int64_t i0, int64_t mr, int r) { return i0 + (r < mr ? r : 0); }
+
 static inline __attribute__((always_inline)) uint64_t code_of(const void *codes, int64_t i, int wide)
 {
     return wide ? ((const uint16_t *)codes)[i] : ((const uint8_t *)codes)[i];
@@ -421,7 +425,7 @@ static void exact64_lanes(uint64_t seed, int64_t i0, int64_t mr, int64_t j0, int
     uint64_t z0 = exact64_mix(seed + 0x9E3779B97F4A7C15ULL);
     for (int64_t r = 0; r < MR; r++)
         for (int64_t c = 0; c < NR; c++) {
-            uint64_t index = (uint64_t)(i0 + (r < mr ? r : 0)) * (uint64_t)n + (uint64_t)(j0 + (c < nr ? c : 0));
+            uint64_t index = (uint64_t)block_row(i0, mr, r) * (uint64_t)n + (uint64_t)block_row(j0, nr, c);
             lanes[r * NR + c] = exact64_mix(z0 ^ (index * 0xD1B54A32D192ED03ULL));
         }
 }
@@ -961,24 +965,24 @@ static void fixed_rows(gemm_job *jb)
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
             int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
             const int16_t *arows[MR];
-            for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
-                arows[r] = jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
+            for (int r = 0; r < MR; r++)
+                arows[r] = jb->a_i16 + block_row(i0, mr, r) * jb->kpair;
             int64_t res[MR][NR];
             const int16_t *panel = jb->b_i16 + p * jb->kpair * NR;
             if (jb->fast == ACS_FAST_FIXROUND) {   /* binary32 buffers (decode_part_w) */
                 const float *rowsf[MR];
                 uint64_t lanes[MR * NR];
-                for (int r = 0; r < MR; r++) rowsf[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
+                for (int r = 0; r < MR; r++) rowsf[r] = jb->a_f32 + block_row(i0, mr, r) * k;
                 if (jb->ctx->mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, lanes);
                 acs_fixround_block(isa, &jb->fixed, jb->ctx->mac->acc.rounding, rowsf, jb->b_f32 + p * k * NR, k,
                                    jb->tile, lanes, res);
             } else if (jb->fixed.wide == 2) {   /* the buffers hold doubles (decode_part_w) */
                 const double *rowsd[MR];
-                for (int r = 0; r < MR; r++) rowsd[r] = (const double *)jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
+                for (int r = 0; r < MR; r++) rowsd[r] = (const double *)jb->a_i16 + block_row(i0, mr, r) * jb->kpair;
                 acs_fixed_sum_f64(isa, rowsd, (const double *)jb->b_i16 + p * jb->kpair * NR, k, jb->fixed.chunk, res);
             } else if (jb->fixed.wide) {   /* the buffers hold int32 / int64 values (decode_part_w) */
                 const int32_t *rows32[MR];
-                for (int r = 0; r < MR; r++) rows32[r] = (const int32_t *)jb->a_i16 + (i0 + (r < mr ? r : 0)) * jb->kpair;
+                for (int r = 0; r < MR; r++) rows32[r] = (const int32_t *)jb->a_i16 + block_row(i0, mr, r) * jb->kpair;
                 const int64_t *panel64 = (const int64_t *)jb->b_i16 + p * jb->kpair * NR;
                 if (jb->fixed.mode == ACS_FIXED_SUM) acs_fixed_sum_wide(isa, rows32, panel64, k, res);
                 else acs_fixed_clamp_wide(isa, &jb->fixed, rows32, panel64, k, jb->tile, res);
@@ -1007,8 +1011,8 @@ static void float_rows(gemm_job *jb, const acs_float_plan *plan)
         for (int64_t i0 = jb->i0; i0 < jb->i1; i0 += MR) {
             int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
             const float *arows[MR];
-            for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
-                arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
+            for (int r = 0; r < MR; r++)
+                arows[r] = jb->a_f32 + block_row(i0, mr, r) * k;
             double res[MR][2 * NR];
             uint64_t lanes[MR * 2 * NR];
             if (plan->mode == ACS_SR) {
@@ -1048,8 +1052,8 @@ static void native_rows(gemm_job *jb)
             int64_t mr = jb->i1 - i0 < MR ? jb->i1 - i0 : MR;
             if (fp) {
                 const float *arows[MR];
-                for (int r = 0; r < MR; r++)   /* rows past the end read row i0 again; never stored */
-                    arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
+                for (int r = 0; r < MR; r++)
+                    arows[r] = jb->a_f32 + block_row(i0, mr, r) * k;
                 const float *panel = jb->b_f32 + p * k * NR;
 #ifdef ACS_X86
                 if (x512) {
@@ -1068,7 +1072,7 @@ static void native_rows(gemm_job *jb)
             } else {
                 const int16_t *arows[MR];
                 for (int r = 0; r < MR; r++)
-                    arows[r] = jb->a_i16 + (i0 + (r < mr ? r : 0)) * kpair;
+                    arows[r] = jb->a_i16 + block_row(i0, mr, r) * kpair;
                 const int16_t *panel = jb->b_i16 + p * kpair * NR;
 #ifdef ACS_X86
                 if (x512) {
@@ -1137,8 +1141,8 @@ static void gemm_rows_fast(gemm_job *jb)
                 const float *arows[MR];
                 const int16_t *xrows[MR];
                 for (int r = 0; r < MR; r++) {
-                    arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
-                    xrows[r] = jb->a_bx + (i0 + (r < mr ? r : 0)) * k;
+                    arows[r] = jb->a_f32 + block_row(i0, mr, r) * k;
+                    xrows[r] = jb->a_bx + block_row(i0, mr, r) * k;
                 }
                 if (mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, lanes);
                 block64_args w = { arows, xrows, jb->b_f32 + p * k * NR, jb->b_bx + p * k * NR, k, jb->tile,
@@ -1168,7 +1172,7 @@ static void gemm_rows_fast(gemm_job *jb)
             } else if (jb->fast == ACS_FAST_EXACT64) {
                 const float *arows[MR];
                 for (int r = 0; r < MR; r++)
-                    arows[r] = jb->a_f32 + (i0 + (r < mr ? r : 0)) * k;
+                    arows[r] = jb->a_f32 + block_row(i0, mr, r) * k;
                 double res[MR][NR];
                 vi4 bad[MR][NR / 4];
                 if (mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, lanes);
