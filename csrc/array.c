@@ -417,16 +417,17 @@ static inline __attribute__((always_inline)) vu4 exact64_vmix(vu4 z)
 #define EXACT64_STEP 0xAEF17502108EF2D9ULL   /* acs_rand32's step multiplier */
 #define EXACT64_PROVEN 16                    /* ORed into rna/rto/sr: sums need no exactness check */
 
-/* sr: the hash state of output (i0 + r, j0 + c) after acs_rand32's first two rounds (lanes
- * past the matrix take a neighbour's; their results are never stored). */
-static void exact64_lanes(uint64_t seed, int64_t i0, int64_t mr, int64_t j0, int64_t nr, int64_t n,
-                          uint64_t lanes[MR * NR])
+/* sr: the hash state of output (i0 + r, j0 + c) after acs_rand32's first two rounds, for MR
+ * rows of `width` columns (lanes past the matrix take a neighbour's; their results are never
+ * stored). */
+static void exact64_lanes(uint64_t seed, int64_t i0, int64_t mr, int64_t j0, int64_t nr, int64_t n, int width,
+                          uint64_t *lanes)
 {
     uint64_t z0 = exact64_mix(seed + 0x9E3779B97F4A7C15ULL);
     for (int64_t r = 0; r < MR; r++)
-        for (int64_t c = 0; c < NR; c++) {
+        for (int64_t c = 0; c < width; c++) {
             uint64_t index = (uint64_t)block_row(i0, mr, r) * (uint64_t)n + (uint64_t)block_row(j0, nr, c);
-            lanes[r * NR + c] = exact64_mix(z0 ^ (index * 0xD1B54A32D192ED03ULL));
+            lanes[r * width + c] = exact64_mix(z0 ^ (index * 0xD1B54A32D192ED03ULL));
         }
 }
 
@@ -973,7 +974,7 @@ static void fixed_rows(gemm_job *jb)
                 const float *rowsf[MR];
                 uint64_t lanes[MR * NR];
                 for (int r = 0; r < MR; r++) rowsf[r] = jb->a_f32 + block_row(i0, mr, r) * k;
-                if (jb->ctx->mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, lanes);
+                if (jb->ctx->mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, NR, lanes);
                 acs_fixround_block(isa, &jb->fixed, jb->ctx->mac->acc.rounding, rowsf, jb->b_f32 + p * k * NR, k,
                                    jb->tile, lanes, res);
             } else if (jb->fixed.wide == 2) {   /* the buffers hold doubles (decode_part_w) */
@@ -1015,12 +1016,7 @@ static void float_rows(gemm_job *jb, const acs_float_plan *plan)
                 arows[r] = jb->a_f32 + block_row(i0, mr, r) * k;
             double res[MR][2 * NR];
             uint64_t lanes[MR * 2 * NR];
-            if (plan->mode == ACS_SR) {
-                uint64_t half[2][MR * NR];
-                for (int h = 0; h < 2; h++) exact64_lanes(jb->seed, i0, mr, j0 + h * NR, nc - h * NR, n, half[h]);
-                for (int r = 0; r < MR; r++)
-                    for (int h = 0; h < 2; h++) memcpy(lanes + r * 2 * NR + h * NR, half[h] + r * NR, NR * sizeof *lanes);
-            }
+            if (plan->mode == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nc, n, 2 * NR, lanes);
             acs_float_block(plan, arows, bp, k, jb->tile, jb->dataflow == ACS_OS, lanes, (uint64_t)jb->kp, res);
             for (int64_t r = 0; r < mr; r++)
                 for (int64_t c = 0; c < nc; c++) {
@@ -1144,7 +1140,7 @@ static void gemm_rows_fast(gemm_job *jb)
                     arows[r] = jb->a_f32 + block_row(i0, mr, r) * k;
                     xrows[r] = jb->a_bx + block_row(i0, mr, r) * k;
                 }
-                if (mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, lanes);
+                if (mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, NR, lanes);
                 block64_args w = { arows, xrows, jb->b_f32 + p * k * NR, jb->b_bx + p * k * NR, k, jb->tile,
                                    mac->acc.terms, mac->acc.align_bits, mac->acc.grid.emin, jb->dataflow == ACS_OS,
                                    &mac->acc, lanes, (uint64_t)jb->kp, jb->block_e_lo, jb->block_e_hi };
@@ -1175,7 +1171,7 @@ static void gemm_rows_fast(gemm_job *jb)
                     arows[r] = jb->a_f32 + block_row(i0, mr, r) * k;
                 double res[MR][NR];
                 vi4 bad[MR][NR / 4];
-                if (mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, lanes);
+                if (mac->acc.rounding == ACS_SR) exact64_lanes(jb->seed, i0, mr, j0, nr, n, NR, lanes);
                 exact64_kernel(&g, arows, jb->b_f32 + p * k * NR, k, jb->tile, jb->dataflow == ACS_OS, res, bad);
                 for (int64_t r = 0; r < mr; r++)
                     for (int64_t c = 0; c < nr; c++) {
