@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 
 import accel_sim as acs  # noqa: E402
-from _machine import against_numpy, best_of, describe  # noqa: E402
+from _machine import best_of, describe  # noqa: E402
+from bench_fixed import case_row  # noqa: E402
 
 CASES = [  # label, MAC, target ratio
     ("e4m3fn -> FixedAcc(40,40)", acs.MAC("e4m3fn", "e4m3fn", acs.FixedAcc(40, 40)), 5),
@@ -54,11 +55,7 @@ def wide_table(sizes=(512, 1024), rows=32, cols=32, dataflow="ws"):
                 ratios[(label, n)] = None
                 print(f"| {label} | {n}^3 | general path (not a fast kernel) | | | |")
                 continue
-            qa, qb = acs.quant.quantize(a, mac.a), acs.quant.quantize(b, mac.b)
-            arr = acs.Array(rows, cols, dataflow, mac, threads=1)
-            t, t_np = against_numpy(lambda: arr.gemm(qa, qb, metrics=False), a, b)
-            ratios[(label, n)] = t / t_np
-            print(f"| {label} | {n}^3 | {t * 1e3:.1f} ms | {t_np * 1e3:.2f} ms | {t / t_np:.1f}x | <= {target}x |")
+            ratios[(label, n)] = case_row(label, mac, target, a, b, rows, cols, dataflow)
     return ratios
 
 
