@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,13 +124,18 @@ def _runner(simulator):
     return get_runner(simulator)
 
 
+# Verilator's runtime and cocotb's VPI glue: the same objects for every design, compiled once
+_RUNTIME_OBJECTS = ("verilator", "verilated", "verilated_dpi", "verilated_vpi", "verilated_threads")
+
+
 def _build(verilog: str, top: str, simulator: str) -> Path:
     """The cached build folder of `verilog` (top module `top`), built once."""
     import cocotb_tools.config
-    key = hashlib.sha256("\0".join([verilog, top, simulator, _simulator_version(simulator),
-                                    importlib.metadata.version("cocotb"), str(cocotb_tools.config.libs_dir)])
-                         .encode()).hexdigest()[:24]
+    tools = "\0".join([simulator, _simulator_version(simulator), importlib.metadata.version("cocotb"),
+                       str(cocotb_tools.config.libs_dir), os.environ.get("CXXFLAGS", "")])
+    key = hashlib.sha256(f"{verilog}\0{top}\0{tools}".encode()).hexdigest()[:24]
     root = _cache_root()
+    runtime = root / f"runtime-{hashlib.sha256(tools.encode()).hexdigest()[:24]}"
     final = root / f"{simulator}-{top}-{key}"
     if (final / "ok").exists():
         return final
@@ -139,6 +145,11 @@ def _build(verilog: str, top: str, simulator: str) -> Path:
         src = tmp / "design.v"
         src.write_text(verilog)
         log = tmp / "build.log"
+        if simulator == "verilator" and (runtime / "ok").exists():
+            soon = time.time() + 3600             # newer than what Verilator writes next: make keeps them
+            for obj in _RUNTIME_OBJECTS:
+                shutil.copy(runtime / f"{obj}.o", tmp / f"{obj}.o")
+                os.utime(tmp / f"{obj}.o", (soon, soon))
         runner = _runner(simulator)
         with _tool_env(simulator):
             try:
@@ -147,6 +158,11 @@ def _build(verilog: str, top: str, simulator: str) -> Path:
             except (RuntimeError, SystemExit) as e:
                 tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
                 raise RuntimeError(f"building {top} with {simulator} failed ({e}):\n{tail}") from None
+        if simulator == "verilator" and not (runtime / "ok").exists():
+            _keep_runtime(tmp, runtime)
+        for f in tmp.iterdir():                   # only the simulator executable is needed again
+            if f.suffix in (".o", ".a", ".cpp", ".h", ".d"):
+                f.unlink()
         (tmp / "ok").write_text("built\n")
         try:
             os.replace(tmp, final)
@@ -157,6 +173,18 @@ def _build(verilog: str, top: str, simulator: str) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _keep_runtime(build_dir, runtime):
+    tmp = Path(tempfile.mkdtemp(prefix=".runtime-", dir=runtime.parent))
+    try:
+        for obj in _RUNTIME_OBJECTS:
+            shutil.copy(build_dir / f"{obj}.o", tmp / f"{obj}.o")
+        (tmp / "ok").write_text("built\n")
+        with contextlib.suppress(OSError):
+            os.replace(tmp, runtime)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _simulate(build_dir, top, simulator, testcase, job, workdir, plusargs=()):
