@@ -418,7 +418,7 @@ def _check_target(path, overwrite):
         if not path.is_dir():
             raise ValueError(f"path {str(path)!r} exists and is not a directory")
         if any(path.iterdir()) and not overwrite:
-            raise ValueError(f"path {str(path)!r} is a non-empty directory; pass overwrite=True to replace it")
+            raise ValueError(f"path {str(path)!r} is a non-empty directory; pass overwrite=True (--overwrite) to replace it")
     return path
 
 
