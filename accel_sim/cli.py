@@ -290,6 +290,75 @@ def _add_array_args(p):
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+# -- accel-sim vectors (golden vectors for RTL test benches; accel_sim/rtl/vectors.py) ---------------
+
+def _vectors_mac(args):
+    import dataclasses
+    from accel_sim.mac import MAC, BlockFMA, Quire
+    mac = mac_from_names(args.a, args.b, args.acc, args.rounding)
+    if args.overflow is not None:
+        if isinstance(mac.acc, (BlockFMA, Quire)):
+            raise ValueError(f"--overflow applies to float, integer and fixed accumulators, not {mac.acc.name}")
+        mac = MAC(mac.a, mac.b, dataclasses.replace(mac.acc, overflow=args.overflow))
+    return mac
+
+
+def _random_codes(fmt, shape, rng, finite):
+    codes = np.arange(1 << fmt.bits, dtype=np.int64)
+    if finite:
+        codes = codes[np.isfinite(fmt.decode(codes.astype(fmt.code_dtype)))]
+    return codes[rng.integers(0, codes.size, shape)].astype(fmt.code_dtype)
+
+
+def cmd_vectors(args):
+    from accel_sim.array import Array
+    from accel_sim.rtl.vectors import vectors
+    for flag in ("m", "n", "k"):
+        if getattr(args, flag) < 1:
+            _error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    try:
+        mac = _vectors_mac(args)
+        rng = np.random.default_rng(args.seed)
+        if max(mac.a.bits, mac.b.bits) > 16:
+            raise ValueError(f"random operands are drawn for formats of at most 16 bits, got {mac.name}")
+        A = _random_codes(mac.a, (args.m, args.k), rng, args.finite)
+        B = _random_codes(mac.b, (args.k, args.n), rng, args.finite)
+        if args.array is None:   # the M*N dot products of the GEMM, one chain each
+            manifest = vectors(mac, np.repeat(A, args.n, axis=0), np.tile(B.T, (args.m, 1)), args.out,
+                               seed=args.seed, overwrite=args.overwrite)
+        else:
+            arr = Array(*args.array, args.dataflow, mac, seed=args.seed)
+            manifest = vectors(arr, A, B, args.out, overwrite=args.overwrite)
+    except (ValueError, TypeError, OSError) as e:
+        _error(e)
+    if args.json:
+        print(json.dumps(manifest, indent=1))
+        return
+    what = f"{manifest['shapes']['chains']} chains of {args.k}" if args.array is None else \
+        f"a {args.m}x{args.k} @ {args.k}x{args.n} GEMM on {args.array[0]}x{args.array[1]} {args.dataflow}, " \
+        f"{manifest['cycles']} cycles"
+    print(f"wrote {', '.join(manifest['files'])}, manifest.json to {args.out}: {mac.name}, {what}")
+
+
+def _add_vectors_parser(sub):
+    p = sub.add_parser("vectors", help="golden vectors ($readmemh hex + JSON manifest) for an RTL test bench")
+    _add_mac_args(p)
+    p.add_argument("--overflow", choices=("wrap", "saturate", "inf"), default=None,
+                   help="replace the accumulator's overflow policy (e.g. --acc int16 --overflow saturate)")
+    p.add_argument("--m", type=int, default=4)
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--array", type=parse_array_size, default=None,
+                   help="RxC: vectors of an array GEMM; default: the M*N dot products as MAC chains")
+    p.add_argument("--dataflow", choices=("os", "ws", "is"), default="os")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random codes and of stochastic rounding")
+    p.add_argument("--finite", action="store_true", help="draw only codes of finite values (no NaN/inf)")
+    p.add_argument("--out", required=True, help="directory to write (must be new or empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
+    p.add_argument("--json", action="store_true", help="print the manifest")
+    p.set_defaults(func=cmd_vectors)
+
+
 # -- accel-sim rtl cosim (the generated RTL against the C engine; accel_sim/rtl/cosim.py) ---------
 def _rtl_cosim_mac(args):
     """The MAC of `rtl cosim`: --acc intN is IntAcc(N) of any width, anything else goes
@@ -424,6 +493,7 @@ def build_parser():
     _add_array_args(p)
     p.add_argument("--no-task", action="store_true", help="skip the end-to-end task metric")
     p.set_defaults(func=cmd_replay)
+    _add_vectors_parser(sub)
     rtl = sub.add_parser("rtl", help="generated Verilog: co-simulation against the engine")
     rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True)
     _add_rtl_cosim_parser(rtl_sub)
@@ -441,7 +511,7 @@ def main(argv=None):
 
 def _main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command in ("gemm", "conv", "replay", "plan"):
+    if args.command in ("gemm", "conv", "replay", "plan", "vectors"):
         if args.b is None:
             args.b = args.a
         if args.acc is None:
