@@ -290,6 +290,82 @@ def _add_array_args(p):
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+# -- accel-sim rtl cosim (the generated RTL against the C engine; accel_sim/rtl/cosim.py) ---------
+def _rtl_cosim_mac(args):
+    """The MAC of `rtl cosim`: --acc intN is IntAcc(N) of any width, anything else goes
+    through mac_from_names; --overflow is passed to the accumulator (IntAcc: wrap/saturate,
+    FloatAcc: inf/saturate, each checks its own)."""
+    import re
+    from accel_sim.mac import MAC, FloatAcc, IntAcc
+    b = args.b or args.a
+    m = re.fullmatch(r"int(\d+)", args.acc)
+    if m:
+        if args.rounding is not None:
+            raise ValueError(f"--rounding applies to float accumulators, not {args.acc}")
+        return MAC(args.a, b, IntAcc(int(m.group(1)), overflow=args.overflow or "wrap"))
+    mac = mac_from_names(args.a, b, args.acc, args.rounding)
+    if args.overflow is None:
+        return mac
+    if not isinstance(mac.acc, FloatAcc):
+        raise ValueError(f"--overflow applies to intN and float accumulators, not {args.acc}")
+    acc = mac.acc
+    return MAC(mac.a, mac.b, FloatAcc(acc.exp_bits, acc.man_bits, rounding=acc.rounding,
+                                      subnormals=acc.subnormals, overflow=args.overflow))
+
+
+def cmd_rtl_cosim(args):
+    from accel_sim.rtl import cosim
+    try:
+        mac = _rtl_cosim_mac(args)
+        why = cosim.missing_tools(args.simulator)
+        if why:
+            _error(f"cannot co-simulate: {why}")
+        if args.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        if args.array:
+            rows, cols = args.array
+            k = args.k if args.k is not None else max(1, -(-args.steps // (rows * cols)))
+            report = cosim.cosim_array(mac, rows, cols, rows, cols, k, seed=args.seed, simulator=args.simulator)
+        else:
+            report = cosim.cosim_pe(mac, steps=args.steps, seed=args.seed, simulator=args.simulator, lanes=args.lanes)
+    except (ValueError, TypeError, RuntimeError) as e:
+        _error(e)
+    ok = report["mismatches"] == 0 and report.get("cycles_match", True)
+    if args.json:
+        print(json.dumps(_jsonable(report), indent=2))
+    else:
+        where = (f"{report['shape']['rows']}x{report['shape']['cols']} os array, K={report['shape']['K']}"
+                 if args.array else f"{report['lanes']} PEs, {report['cycles']} cycles")
+        print(f"{report['config']['mac']} on {report['simulator']} ({where}): {report['steps']} steps, "
+              f"{report['mismatches']} mismatches")
+        if args.array:
+            print(f"cycles: RTL {report['rtl_cycles']}, model {report['model_cycles']} "
+                  f"({'equal' if report['cycles_match'] else 'DIFFERENT'})")
+        for m in report["first_mismatches"]:
+            print("  mismatch: " + ", ".join(f"{k}={v}" for k, v in m.items()))
+    if not ok:
+        raise SystemExit(1)
+
+
+def _add_rtl_cosim_parser(rtl_sub):
+    p = rtl_sub.add_parser("cosim", help="co-simulate the generated RTL against the C engine (needs .[rtl])")
+    p.add_argument("--a", default="int8", help="format of A, e.g. int8 int4 uint8 e4m3fn e5m2 e3m4")
+    p.add_argument("--b", default=None, help="format of B; default: --a")
+    p.add_argument("--acc", default="int32", help="accumulator: intN (any width N), fp32 fp16 bf16")
+    p.add_argument("--overflow", default=None, choices=("wrap", "saturate", "inf"),
+                   help="intN: wrap (default) or saturate; float accumulators: inf (default) or saturate")
+    p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne, rtz)")
+    p.add_argument("--steps", type=int, default=5000, help="multiply-accumulate steps to compare (default 5000)")
+    p.add_argument("--array", type=parse_array_size, default=None,
+                   help="RxC: one RxCxK GEMM on the os array instead (K = --k, else steps / (R*C))")
+    p.add_argument("--k", type=int, default=None, help="the array GEMM's K")
+    p.add_argument("--lanes", type=int, default=32, help="PEs simulated side by side (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_rtl_cosim)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="accel-sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -351,6 +427,9 @@ def build_parser():
     _add_array_args(p)
     p.add_argument("--no-task", action="store_true", help="skip the end-to-end task metric")
     p.set_defaults(func=cmd_replay)
+    rtl = sub.add_parser("rtl", help="generated Verilog: co-simulation against the engine")
+    rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True)
+    _add_rtl_cosim_parser(rtl_sub)
     return parser
 
 
