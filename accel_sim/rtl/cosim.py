@@ -420,7 +420,8 @@ def cosim_pe(mac, steps: int = 2000, seed: int = 0, simulator: str | None = None
     lanes: PEs simulated side by side, each with its own operand stream (see pe_stimulus).
     Every cycle's outgoing accumulator bits of every lane are compared (reset and held
     cycles too).  Returns {"steps", "cycles", "lanes", "compared", "mismatches", "simulator",
-    "config", "seed", "first_mismatches": [...]} (at most max_report of them)."""
+    "config", "seed", "seconds": {"golden", "build", "simulate"}, "first_mismatches": [...]}
+    (at most max_report of them; "build" is near zero when the cache holds the design)."""
     if not isinstance(mac, MAC):
         raise TypeError(f"mac must be a MAC, got {type(mac).__name__}")
     simulator = _prepare(mac, simulator)
@@ -428,15 +429,19 @@ def cosim_pe(mac, steps: int = 2000, seed: int = 0, simulator: str | None = None
     lanes = _check_count("lanes", lanes, 1, 1024)
     seed = _check_count("seed", seed, 0, 2**63 - 1)
     _require_tools(simulator)
+    t0 = time.perf_counter()
     rst, en, a, b, golden, nsteps = pe_stimulus(mac, steps, lanes, seed)
     cycles = rst.shape[0]
+    t1 = time.perf_counter()
     build = _build(_pe_bench_verilog(mac, lanes), "acs_pe_bench", simulator)
+    t2 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="acs-cosim-") as d:
         work = Path(d)
         _write_stimulus(work / "in.hex", rst, en, a, b, mac)
         _simulate(build, "acs_pe_bench", simulator, "pe_stream", {"cycles": cycles}, work,
                   plusargs=[f"+acs_in={work / 'in.hex'}", f"+acs_out={work / 'out.hex'}"])
         got, unknown = _read_outputs(work / "out.hex", cycles, lanes, acc_width(mac))
+    t3 = time.perf_counter()
     wrong = got != golden
     if unknown is not None:
         wrong |= unknown
@@ -449,7 +454,7 @@ def cosim_pe(mac, steps: int = 2000, seed: int = 0, simulator: str | None = None
               for t, l in where[:max_report]]
     return {"steps": nsteps, "cycles": cycles, "lanes": lanes, "compared": int(golden.size),
             "mismatches": int(wrong.sum()), "simulator": simulator, "config": _config(mac), "seed": seed,
-            "first_mismatches": report}
+            "seconds": {"golden": t1 - t0, "build": t2 - t1, "simulate": t3 - t2}, "first_mismatches": report}
 
 
 # -- the array bench ------------------------------------------------------------------------------
