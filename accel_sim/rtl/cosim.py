@@ -130,6 +130,8 @@ def _runner(simulator):
     return get_runner(simulator)
 
 
+_BUILD_ARGS = {"verilator": ["-Wno-fatal"], "icarus": []}
+_TIMESCALE = ("1ns", "1ps")
 # Verilator's runtime and cocotb's VPI glue: the same objects for every design, compiled once
 _RUNTIME_OBJECTS = ("verilator", "verilated", "verilated_dpi", "verilated_vpi", "verilated_threads")
 
@@ -139,7 +141,7 @@ def _build(verilog: str, top: str, simulator: str) -> Path:
     import cocotb_tools.config
     tools = "\0".join([simulator, _simulator_version(simulator), importlib.metadata.version("cocotb"),
                        str(cocotb_tools.config.libs_dir), os.environ.get("CXXFLAGS", "")])
-    key = hashlib.sha256(f"{verilog}\0{top}\0{tools}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{verilog}\0{top}\0{tools}\0{_BUILD_ARGS[simulator]}{_TIMESCALE}".encode()).hexdigest()[:24]
     root = _cache_root()
     runtime = root / f"runtime-{hashlib.sha256(tools.encode()).hexdigest()[:24]}"
     final = root / f"{simulator}-{top}-{key}"
@@ -160,7 +162,7 @@ def _build(verilog: str, top: str, simulator: str) -> Path:
         with _tool_env(simulator):
             try:
                 runner.build(sources=[src], hdl_toplevel=top, build_dir=tmp, log_file=log,
-                             build_args=["-Wno-fatal"] if simulator == "verilator" else [])
+                             build_args=_BUILD_ARGS[simulator], timescale=_TIMESCALE)
             except (RuntimeError, SystemExit) as e:
                 tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
                 raise RuntimeError(f"building {top} with {simulator} failed ({e}):\n{tail}") from None
@@ -333,8 +335,12 @@ def _pe_bench_verilog(mac, lanes):
         '    n = $fscanf(fin, "%h %h %h\\n", ctl, a, b);',
         "    if (n != 3) done = 1'b1;",
         "  end",
+        "  // a simulator may start clk at x: its x -> 0 fall is no cycle, only falls after a rise count",
+        "  reg started;",
+        "  initial started = 1'b0;",
+        "  always @(posedge clk) started <= 1'b1;",
         "  always @(negedge clk) begin",
-        "    if (!done) begin",
+        "    if (started && !done) begin",
         '      $fwrite(fout, "%h\\n", acc);',
         '      n = $fscanf(fin, "%h %h %h\\n", ctl, a, b);',
         "      if (n != 3) begin",
