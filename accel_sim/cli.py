@@ -522,7 +522,7 @@ def build_parser():
     p.add_argument("--no-task", action="store_true", help="skip the end-to-end task metric")
     p.set_defaults(func=cmd_replay)
     _add_vectors_parser(sub)
-    rtl = sub.add_parser("rtl", help="generated Verilog: co-simulation against the engine")
+    rtl = sub.add_parser("rtl", help="generated Verilog: co-simulation against the engine, gate counts")
     rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True)
     _add_rtl_cosim_parser(rtl_sub)
     _add_rtl_synth_parser(rtl_sub)
