@@ -8,7 +8,6 @@ the co-simulations skip with the install line when cocotb or verilator are absen
 """
 import json
 
-import numpy as np
 import pytest
 
 from accel_sim import cli
