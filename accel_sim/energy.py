@@ -242,23 +242,31 @@ def buffer_add_energy(table: EnergyTable, acc) -> float:
 
 def evaluate(table: EnergyTable, array, counts: dict, measured: bool):
     """(total pJ, breakdown) of one run's counts on `array`.  measured: the counts include the
-    data's zero_macs and toggles; otherwise 50% switching activity and no gating."""
+    data's zero_macs and register and multiplier-input toggles; otherwise every code reaching a
+    register or a multiplier flips half its bits, and nothing is gated."""
     from accel_sim.array import _bits_of
     mac = array.mac
     bits_a, bits_b = mac.a.bits, mac.b.bits
+    # Every code loaded into an operand register (also what reaches a multiplier's input: a
+    # streaming operand each step, a stationary one each fold) flipping half its bits.
     baseline_flips = 0.5 * (bits_a * counts["reg_loads_a"] + bits_b * counts["reg_loads_b"])
     if measured:
         flips = counts["toggles_a"] + counts["toggles_b"]
         zero = counts["zero_macs"]
+        mult_flips = counts["mult_toggles_a"] + counts["mult_toggles_b"]
     else:
-        flips, zero = baseline_flips, 0
-    activity = flips / baseline_flips if baseline_flips else 0.0
+        # with no multiplies (an empty M, N or K), nothing reaches a multiplier
+        flips, zero, mult_flips = baseline_flips, 0, baseline_flips if counts["macs"] else 0.0
+    # E_mult is one multiply at 50% activity: 0.5 * (bits_a + bits_b) input flips.  The active
+    # multiplies are charged by their inputs' flips (a gated one holds its inputs); the operand
+    # registers pass codes on to the next PE, so they are charged every flip (not gated).
+    mult_units = mult_flips / (0.5 * (bits_a + bits_b))
     e_mult = mult_energy(table, mac)
     sram = array.sram_kb or (table.default_sram_kb,) * 3
     acc_bits = _bits_of(mac.acc)
     buffer_bits = _bits_of(array.buffer_acc)
     breakdown = {
-        "mult": e_mult * ((counts["macs"] - zero) * activity + zero * table.mult_idle_fraction),
+        "mult": e_mult * (mult_units + zero * table.mult_idle_fraction),
         "pe_add": counts["pe_adds"] * add_energy(table, mac.acc),
         "buffer_add": counts["buffer_adds"] * buffer_add_energy(table, array.buffer_acc),
         # operand registers by their flips (reg_bit is a bit written at 50% activity);
