@@ -93,6 +93,19 @@ class EnergyTable:
         k = NODE_SCALE[node_nm]
         return replace(base, node_nm=node_nm, **{n: getattr(base, n) * k for n in cls.ENERGIES})
 
+    @classmethod
+    def preset(cls, name: str) -> "EnergyTable":
+        """The table calibrated to one published source (docs/energy.md "Calibration");
+        EnergyTable.presets() lists them."""
+        if not isinstance(name, str) or name not in _PRESETS:
+            raise ValueError(f"energy table preset must be one of {', '.join(_PRESETS)}, got {name!r}")
+        return _PRESETS[name][1]()
+
+    @staticmethod
+    def presets() -> dict:
+        """{name: what the preset is calibrated to}."""
+        return {name: about for name, (about, _) in _PRESETS.items()}
+
     # -- TOML -----------------------------------------------------------------------------------
     def to_toml(self) -> str:
         lines = ["# accel_sim energy table: pJ per action (docs/energy.md)", "", "[model]",
@@ -187,6 +200,30 @@ class EnergyTable:
 
     def dram_byte(self) -> float:
         return self.dram_64b / 8
+
+
+# -- presets ---------------------------------------------------------------------------------------
+# van Baalen et al., "FP8 versus INT8 for efficient deep learning inference" (2023), abstract:
+# FP formats are "somewhere between 50-180% less efficient in terms of compute in dedicated
+# hardware than the INT format", i.e. an FP8 MAC costs 1.5x to 2.8x an INT8 one.
+BAALEN2023_FP8_OVER_INT8 = 2.8
+
+
+def _baalen2023() -> EnergyTable:
+    """Horowitz's table with every float entry scaled by one factor, chosen so that an E4M3 MAC
+    with an fp32 accumulator costs van Baalen's upper 2.8x an INT8 MAC with an int32 one."""
+    t = EnergyTable()
+    int8 = t.int_mult(8, 8) + t.int_add(32)
+    fp8 = t.fp_mult(4, 3, 4, 3) + t.fp_add(8, 23)
+    f = BAALEN2023_FP8_OVER_INT8 * int8 / fp8
+    return replace(t, **{n: getattr(t, n) * f for n in ("fp_add_16", "fp_add_32", "fp_mult_16", "fp_mult_32")})
+
+
+_PRESETS = {
+    "horowitz45": ("Horowitz, ISSCC 2014, 45 nm 0.9 V (the default table)", EnergyTable),
+    "baalen2023": ("Horowitz 2014's table, float entries scaled so an E4M3/fp32 MAC costs 2.8x an "
+                   "INT8/int32 MAC (van Baalen et al. 2023: FP 50-180% less efficient than INT)", _baalen2023),
+}
 
 
 # -- the model -----------------------------------------------------------------------------------

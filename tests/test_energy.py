@@ -1056,3 +1056,52 @@ def test_quantized_layer_energy_orders_formats(rng):
     assert compute["h100-e4m3"] < compute["e4m3fn/fp32"] and pj["h100-e4m3"] < pj["e4m3fn/fp32"]
     # TOPS/W orders the other way
     assert res["int8/int32"].tops_per_w > res["e4m3fn/fp32"].tops_per_w > res["fp16/fp32"].tops_per_w
+
+
+# ================================================================================================
+# Presets: each table against the figures its source quotes
+# ================================================================================================
+def test_presets_are_listed_and_horowitz45_is_the_default():
+    assert list(EnergyTable.presets()) == ["horowitz45", "baalen2023"]
+    assert all(isinstance(v, str) and v for v in EnergyTable.presets().values())
+    t = EnergyTable.preset("horowitz45")
+    assert t == EnergyTable()
+    for name, v in HOROWITZ.items():          # Horowitz 2014's figures, exactly
+        assert getattr(t, name) == v, name
+
+
+def test_baalen2023_preset_puts_fp8_at_2_8x_int8():
+    """van Baalen et al. 2023: FP formats 50-180% less efficient than INT; the preset keeps
+    Horowitz's integer (and memory) entries and scales the float ones by one factor so that an
+    E4M3 MAC with an fp32 accumulator costs 1 + 1.8 times an INT8 MAC with an int32 one."""
+    h, b = EnergyTable.preset("horowitz45"), EnergyTable.preset("baalen2023")
+    fp8_mac = my_mult(b, FMT["e4m3fn"], FMT["e4m3fn"]) + my_add(b, ("float", 8, 23))
+    int8_mac = my_mult(b, FMT["int8"], FMT["int8"]) + my_add(b, ("int", 32))
+    assert close(fp8_mac / int8_mac, 1 + 1.80, 1e-12)
+    floats = ("fp_add_16", "fp_add_32", "fp_mult_16", "fp_mult_32")
+    factor = b.fp_add_32 / h.fp_add_32
+    assert 0 < factor < 1
+    for name in EnergyTable.ENERGIES:
+        want = getattr(h, name) * (factor if name in floats else 1)
+        assert close(getattr(b, name), want, 1e-12), name
+
+
+@pytest.mark.parametrize("bad", ["horowitz2014", "", "HOROWITZ45", None, 45])
+def test_unknown_preset_is_refused_with_the_list(bad):
+    with pytest.raises(ValueError, match="horowitz45, baalen2023") as e:
+        EnergyTable.preset(bad)
+    assert repr(bad) in str(e.value)
+
+
+def test_sweep_grid_takes_an_energy_table_and_refuses_unknown_ones():
+    from accel_sim.sweep import expand_grid, sweep
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((16, 24)), rng.standard_normal((24, 8))
+    table = sweep((a, b), {"a": ["e4m3fn"], "array": ["4x4"], "energy_table": ["horowitz45", "baalen2023"]},
+                  executor=False, progress=False)
+    by = {r["energy_table"]: r for r in table}
+    arr = acs.Array(4, 4, "ws", MAC("e4m3fn", "e4m3fn", "fp32"), energy=EnergyTable.preset("baalen2023"))
+    assert by["baalen2023"]["energy_pj"] == arr.gemm(a, b).energy_pj
+    assert by["baalen2023"]["error"] == by["horowitz45"]["error"]
+    with pytest.raises(ValueError, match="baalen2023"):
+        expand_grid({"energy_table": ["nope"]})
