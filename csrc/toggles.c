@@ -31,6 +31,8 @@ typedef struct {
     int64_t ta, tb;          /* operand-register flips */
     int64_t ma, mb;          /* multiplier-input flips, over the active multiplies */
     const uint8_t *nza, *nzb;   /* 1 where a code's value is nonzero */
+    const uint16_t *bkn, *mkn;  /* OS: B's codes K x np, and 0xFFFF where nonzero (0 past n) */
+    int64_t np;
     int status;
 } toggle_job;
 
@@ -238,16 +240,80 @@ static void count_mult_stationary(toggle_job *tj, int nt, int64_t sr, int64_t sc
 }
 
 /* OS: a lane's pairs are A's row and B's column along K.  Where neither has a zero among the
- * lane's codes every pair is active and the two runs give the flips at once; otherwise the
- * pairs are walked in order. */
+ * lane's codes every pair is active and the two runs give the flips at once.  Otherwise the
+ * pairs are walked in order, the C columns of a fold side by side in vectors of 16 (B laid out
+ * K x N with a nonzero mask, tj->bkn and tj->mkn): a zero A code skips the step for all of them. */
+#pragma GCC diagnostic ignored "-Wpsabi"   /* vector helpers are always inlined: no ABI crosses */
+typedef uint16_t tg_v16 __attribute__((vector_size(32)));
+
+static inline __attribute__((always_inline)) tg_v16 tg_pop16(tg_v16 x)
+{
+    x = x - ((x >> 1) & 0x5555);
+    x = (x & 0x3333) + ((x >> 2) & 0x3333);
+    x = (x + (x >> 4)) & 0x0F0F;
+    return (x + (x >> 8)) & 0x1F;
+}
+
+static inline int64_t tg_hsum(tg_v16 x)
+{
+    int64_t s = 0;
+    for (int q = 0; q < 16; q++) s += x[q];
+    return s;
+}
+
+/* The walked pairs of one A row-lane against the columns [c0, c0 + cact) of a fold; la, lb
+ * hold the columns' multiplier inputs (16 * chunks entries). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void walk_os_fold(toggle_job *tj, int nt, int t, int64_t row, int64_t c0, int64_t cact, int chunks,
+                         uint16_t *la, uint16_t *lb)
+{
+    int wa = tj->mac->a.bits > 8;
+    int64_t k = tj->k, np = tj->np;
+    tg_v16 fa = { 0 }, fb = { 0 }, lanes[16];
+    for (int q = 0; q < chunks; q++)
+        for (int x = 0; x < 16; x++) lanes[q][x] = q * 16 + x < cact ? 0xFFFF : 0;
+    int flush = 4095 / chunks, steps = 0;
+    for (int64_t kidx = t; kidx < k; kidx += nt) {
+        uint16_t u = tg_code(tj->a, row * k + kidx, wa);
+        if (!tj->nza[u]) continue;
+        tg_v16 uu = (tg_v16){ 0 } + u;
+        const uint16_t *brow = tj->bkn + kidx * np + c0, *mrow = tj->mkn + kidx * np + c0;
+        for (int q = 0; q < chunks; q++) {
+            tg_v16 v, m, pa, pb;
+            memcpy(&v, brow + 16 * q, sizeof v);
+            memcpy(&m, mrow + 16 * q, sizeof m);
+            memcpy(&pa, la + 16 * q, sizeof pa);
+            memcpy(&pb, lb + 16 * q, sizeof pb);
+            m &= lanes[q];
+            fa += tg_pop16((pa ^ uu) & m);
+            fb += tg_pop16((pb ^ v) & m);
+            pa = (pa & ~m) | (uu & m);
+            pb = (pb & ~m) | (v & m);
+            memcpy(la + 16 * q, &pa, sizeof pa);
+            memcpy(lb + 16 * q, &pb, sizeof pb);
+        }
+        if (++steps == flush) {          /* a lane gains at most 16 per chunk and step */
+            tj->ma += tg_hsum(fa);
+            tj->mb += tg_hsum(fb);
+            fa = fb = (tg_v16){ 0 };
+            steps = 0;
+        }
+    }
+    tj->ma += tg_hsum(fa);
+    tj->mb += tg_hsum(fb);
+}
+
 ACS_POPCNT_CLONES
 static void count_mult_os(toggle_job *tj, int nt, int64_t frs, int64_t fcs)
 {
     int wa = tj->mac->a.bits > 8, wb = tj->mac->b.bits > 8;
     int64_t R = tj->R, C = tj->C, m = tj->m, n = tj->n, k = tj->k;
+    int chunks = (int)tg_ceil_div(C < 256 ? C : 256, 16);
     nz_run *ra = malloc((size_t)(m * nt) * sizeof *ra), *rb = malloc((size_t)(n * nt) * sizeof *rb);
     int64_t *lane_len = malloc((size_t)nt * sizeof *lane_len);
-    uint16_t *la = malloc((size_t)C * sizeof *la), *lb = malloc((size_t)C * sizeof *lb);
+    uint16_t *la = malloc((size_t)C * sizeof *la + 512), *lb = malloc((size_t)C * sizeof *lb + 512);
     if (!ra || !rb || !lane_len || !la || !lb) tj->status = ACS_ERR_ARG;
     for (int t = 0; t < nt && !tj->status; t++) lane_len[t] = t < k ? tg_ceil_div(k - t, nt) : 0;
     /* the runs of this worker's A rows, and of every B column */
@@ -258,38 +324,50 @@ static void count_mult_os(toggle_job *tj, int nt, int64_t frs, int64_t fcs)
         for (int t = 0; t < nt; t++) rb[col * nt + t] = nonzero_run(tj->bt, wb, tj->nzb, col * k + t, nt, lane_len[t]);
     for (int64_t i = tj->lo; i < tj->hi && i < R && !tj->status; i++)
         for (int t = 0; t < nt; t++) {
-            memset(la, 0, (size_t)C * sizeof *la);
-            memset(lb, 0, (size_t)C * sizeof *lb);
+            memset(la, 0, (size_t)C * sizeof *la + 512);
+            memset(lb, 0, (size_t)C * sizeof *lb + 512);
             for (int64_t fr = 0; fr < frs && fr * R + i < m; fr++) {
                 int64_t row = fr * R + i;
                 const nz_run *sa = &ra[row * nt + t];
-                for (int64_t fc = 0; fc < fcs; fc++)
-                    for (int64_t j = 0; j < C && fc * C + j < n; j++) {
-                        int64_t col = fc * C + j;
-                        const nz_run *sb = &rb[col * nt + t];
-                        if (!sa->count || !sb->count) continue;
-                        if (sa->count == lane_len[t] && sb->count == lane_len[t]) {
-                            tj->ma += sa->flips + __builtin_popcount((unsigned)(la[j] ^ sa->first));
-                            tj->mb += sb->flips + __builtin_popcount((unsigned)(lb[j] ^ sb->first));
-                            la[j] = sa->last;
-                            lb[j] = sb->last;
-                            continue;
-                        }
-                        uint16_t pa = la[j], pb = lb[j];
-                        int64_t fa = 0, fb = 0;
+                if (!sa->count) continue;                   /* every multiply gated */
+                for (int64_t fc = 0; fc < fcs; fc++) {
+                    int64_t c0 = fc * C, cact = n - c0 < C ? n - c0 : C, b_dense = 1;
+                    for (int64_t j = 0; j < cact && b_dense; j++) b_dense = rb[(c0 + j) * nt + t].count == lane_len[t];
+                    if (b_dense && sa->count < lane_len[t]) {
+                        /* B has no zero here: the active pairs are A's nonzero codes, and B's
+                         * inputs step between the B rows of consecutive ones, all columns at once */
+                        int64_t prev = -1;
                         for (int64_t kidx = t; kidx < k; kidx += nt) {
-                            uint16_t u = tg_code(tj->a, row * k + kidx, wa), v = tg_code(tj->bt, col * k + kidx, wb);
-                            if (!(tj->nza[u] & tj->nzb[v])) continue;
-                            fa += __builtin_popcount((unsigned)(pa ^ u));
-                            fb += __builtin_popcount((unsigned)(pb ^ v));
-                            pa = u;
-                            pb = v;
+                            if (!tj->nza[tg_code(tj->a, row * k + kidx, wa)]) continue;
+                            const uint16_t *cur = tj->bkn + kidx * tj->np + c0;
+                            if (prev < 0)
+                                for (int64_t j = 0; j < cact; j++) tj->mb += __builtin_popcount((unsigned)(lb[j] ^ cur[j]));
+                            else
+                                tj->mb += xor_flips((const uint8_t *)cur, (const uint8_t *)(tj->bkn + prev * tj->np + c0),
+                                                    cact * 2);
+                            prev = kidx;
                         }
-                        tj->ma += fa;
-                        tj->mb += fb;
-                        la[j] = pa;
-                        lb[j] = pb;
+                        memcpy(lb, tj->bkn + prev * tj->np + c0, (size_t)cact * sizeof *lb);
+                        for (int64_t j = 0; j < cact; j++) {
+                            tj->ma += sa->flips + __builtin_popcount((unsigned)(la[j] ^ sa->first));
+                            la[j] = sa->last;
+                        }
+                        continue;
                     }
+                    if (!b_dense) {
+                        for (int64_t j0 = 0; j0 < cact; j0 += 256)   /* at most 16 vectors at a time */
+                            walk_os_fold(tj, nt, t, row, c0 + j0, cact - j0 < 256 ? cact - j0 : 256, chunks,
+                                         la + j0, lb + j0);
+                        continue;
+                    }
+                    for (int64_t j = 0; j < cact; j++) {
+                        const nz_run *sb = &rb[(c0 + j) * nt + t];
+                        tj->ma += sa->flips + __builtin_popcount((unsigned)(la[j] ^ sa->first));
+                        tj->mb += sb->flips + __builtin_popcount((unsigned)(lb[j] ^ sb->first));
+                        la[j] = sa->last;
+                        lb[j] = sb->last;
+                    }
+                }
             }
         }
     free(ra); free(rb); free(lane_len); free(la); free(lb);
@@ -335,13 +413,24 @@ int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t col
     uint8_t *nzb = ctx.tb ? nonzero_table(ctx.tb, mac->b.bits) : NULL;
     acs_mac_close(&ctx);
     if (!nza || !nzb) { free(nza); free(nzb); return ACS_ERR_ARG; }
+    /* OS walks B a row of K at a time, the columns of a fold side by side */
+    int64_t np = dataflow == ACS_OS ? tg_ceil_div(n, 16) * 16 + 256 : 0;
+    uint16_t *bkn = np ? malloc((size_t)(k * np) * sizeof *bkn) : NULL;
+    uint16_t *mkn = np ? calloc((size_t)(k * np), sizeof *mkn) : NULL;
+    if (np && (!bkn || !mkn)) { free(nza); free(nzb); free(bkn); free(mkn); return ACS_ERR_ARG; }
+    for (int64_t col = 0; col < n && np; col++)
+        for (int64_t kk = 0; kk < k; kk++) {
+            uint16_t v = tg_code(bt, col * k + kk, mac->b.bits > 8);
+            bkn[kk * np + col] = v;
+            mkn[kk * np + col] = nzb[v] ? 0xFFFF : 0;
+        }
     /* array rows (OS: and columns, for the registers) shared among the workers */
     int64_t lanes = rows > cols ? rows : cols;
     int tw = (int)(threads < lanes ? threads : lanes);
     toggle_job tjobs[256];
     for (int w = 0; w < tw; w++) {
         toggle_job t = { mac, dataflow, rows, cols, m, n, k, a, bt, lanes * w / tw, lanes * (w + 1) / tw,
-                         0, 0, 0, 0, nza, nzb, ACS_OK };
+                         0, 0, 0, 0, nza, nzb, bkn, mkn, np, ACS_OK };
         tjobs[w] = t;
     }
     acs_run_parallel(toggle_worker, tjobs, sizeof tjobs[0], tw);
@@ -352,6 +441,6 @@ int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t col
         counts->mult_toggles_a += tjobs[w].ma;
         counts->mult_toggles_b += tjobs[w].mb;
     }
-    free(nza); free(nzb);
+    free(nza); free(nzb); free(bkn); free(mkn);
     return status;
 }

@@ -547,23 +547,25 @@ def _zeros_where(pattern, shape, rng):
 
 
 @pytest.mark.parametrize("df", DATAFLOWS)
-@pytest.mark.parametrize("pattern", ["rows", "columns", "blocks", "random"])
+@pytest.mark.parametrize("pattern", ["rows", "columns", "blocks", "random", "a_only"])
 @pytest.mark.parametrize("fmt,terms", [("int8", 1), ("e4m3fn", 1), ("bf16", 1), ("e4m3fn", 4)],
                          ids=["int8", "e4m3fn", "bf16", "e4m3fn_4term"])
 def test_multiplier_toggles_match_a_per_multiplier_model(df, pattern, fmt, terms, rng):
     """Zeros correlated with the PEs (whole rows or columns of A and B, blocks) and not
-    (random), signed zeros included: the engine's multiplier-input flips and active multiplies
+    (random; in A only), signed zeros included: the engine's multiplier-input flips and active multiplies
     equal sim_multipliers' cycle-by-cycle count, exactly; odd sizes leave partial folds."""
     R, C, M, K, N = 4, 3, 13, 22, 11
     x, y = rng.standard_normal((M, K)), rng.standard_normal((K, N))
+    y[np.abs(y) < 0.05] = 0.5     # no zeros from rounding
     x[_zeros_where(pattern, x.shape, rng)] = 0.0
-    y[_zeros_where(pattern, y.shape, rng)] = -0.0 if fmt != "int8" else 0.0
+    if pattern != "a_only":       # a_only: B without zeros (os then steps B's rows all at once)
+        y[_zeros_where(pattern, y.shape, rng)] = -0.0 if fmt != "int8" else 0.0
     qa, qb = quantize(x, fmt), quantize(y, fmt)
     acc = FloatAcc(8, 23) if terms == 1 else acs.BlockFMA(terms, 13, FloatAcc(8, 23))
     mac = MAC(fmt, fmt, "int32" if fmt == "int8" else acc)
     res = acs.Array(R, C, df, mac).gemm(qa, qb, metrics=False)
     za, zb = zero_mask(qa.codes, FMT[fmt]), zero_mask(qb.codes, FMT[fmt])
-    assert za.any() and zb.any() and not za.all()
+    assert za.any() and not za.all() and zb.any() == (pattern != "a_only")
     ma, mb, active = sim_multipliers(df, R, C, qa.codes, qb.codes, za, zb, terms)
     assert (res.counts["mult_toggles_a"], res.counts["mult_toggles_b"]) == (ma, mb)
     assert active == res.counts["macs"] - res.counts["zero_macs"]
@@ -1105,3 +1107,22 @@ def test_sweep_grid_takes_an_energy_table_and_refuses_unknown_ones():
     assert by["baalen2023"]["error"] == by["horowitz45"]["error"]
     with pytest.raises(ValueError, match="baalen2023"):
         expand_grid({"energy_table": ["nope"]})
+
+
+@pytest.mark.parametrize("b_zeros", [False, True])
+def test_multiplier_toggles_on_a_wide_array(b_zeros, rng):
+    """os walks a fold's columns 256 at a time in vectors of 16: a 2 x 300 array over 310
+    columns (a full and a partial column-fold, a partial last vector), against the model."""
+    R, C, M, K, N = 2, 300, 3, 7, 310
+    qa = qrandom(rng, (M, K), "int8", zeros=0.4)
+    b = rng.choice([v for v in range(-128, 128) if v != 0], size=(K, N))
+    if b_zeros:
+        b[rng.random((K, N)) < 0.3] = 0
+    qb = q(int8_codes(b))
+    f = FMT["int8"]
+    za, zb = zero_mask(qa.codes, f), zero_mask(qb.codes, f)
+    assert za.any() and zb.any() == b_zeros
+    res = acs.Array(R, C, "os").gemm(qa, qb, metrics=False)
+    ma, mb, active = sim_multipliers("os", R, C, qa.codes, qb.codes, za, zb)
+    assert (res.counts["mult_toggles_a"], res.counts["mult_toggles_b"]) == (ma, mb)
+    assert active == res.counts["macs"] - res.counts["zero_macs"]
