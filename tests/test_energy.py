@@ -1126,3 +1126,27 @@ def test_multiplier_toggles_on_a_wide_array(b_zeros, rng):
     ma, mb, active = sim_multipliers("os", R, C, qa.codes, qb.codes, za, zb)
     assert (res.counts["mult_toggles_a"], res.counts["mult_toggles_b"]) == (ma, mb)
     assert active == res.counts["macs"] - res.counts["zero_macs"]
+
+
+@pytest.mark.parametrize("df", DATAFLOWS)
+def test_block_scaled_multiplier_toggles_per_block(df, rng):
+    """A block-scaled GEMM (MXFP8) runs each K-block as a GEMM of its own, the multiplier
+    inputs starting at 0 in each: the counts are the per-block model's sums."""
+    from accel_sim.quant import QTensor as QT
+    M, K, N, bs, R, C = 9, 64, 7, 32, 4, 3
+    f = acs.formats.get("e4m3fn")
+    codes = np.array([c for c in f.all_codes() if np.isfinite(f.decode(np.array([c])))[0]])
+    a = rng.choice(codes, (M, K)).astype(f.code_dtype)
+    b = rng.choice(codes, (K, N)).astype(f.code_dtype)
+    a[rng.random((M, K)) < 0.3] = 0
+    scales_a, scales_b = rng.integers(120, 134, (M, K // bs)), rng.integers(120, 134, (K // bs, N))
+    A = QT(a, f, scale=1.0, block=bs, block_axis=1, block_scale_codes=scales_a, scale_format="e8m0")
+    B = QT(b, f, scale=1.0, block=bs, block_axis=0, block_scale_codes=scales_b, scale_format="e8m0")
+    res = acs.Array(R, C, df, MAC("e4m3fn", "e4m3fn", "fp32")).gemm(A, B, metrics=False)
+    fm = FMT["e4m3fn"]
+    want = np.zeros(3, np.int64)
+    for blk in range(K // bs):
+        ab, bb = a[:, blk * bs:(blk + 1) * bs], b[blk * bs:(blk + 1) * bs]
+        want += sim_multipliers(df, R, C, ab, bb, zero_mask(ab, fm), zero_mask(bb, fm))
+    assert (res.counts["mult_toggles_a"], res.counts["mult_toggles_b"]) == tuple(want[:2])
+    assert want[2] == res.counts["macs"] - res.counts["zero_macs"]
