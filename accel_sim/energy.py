@@ -1,6 +1,7 @@
 """Energy tables and the energy model: energy = sum over actions of count x energy per action,
-with the data-dependent terms (gated multipliers, operand-register toggles) taken from the
-real operand bits.  Formulas and sources: docs/energy.md."""
+with the data-dependent terms (gated multipliers, multiplier-input and operand-register
+toggles) taken from the real operand bits; calibrated presets.  Formulas, sources and the
+calibration: docs/energy.md."""
 from __future__ import annotations
 
 import math

@@ -390,7 +390,7 @@ static void toggle_worker(void *p)
     if (!tj->status) count_mult_part(tj);
 }
 
-/* 1 for each code of `f` whose value is nonzero. */
+/* 1 for each code whose decoded value is nonzero (+0 and -0 are zeros). */
 static uint8_t *nonzero_table(const acs_operand *decoded, int bits)
 {
     uint8_t *nz = malloc((size_t)1 << bits);
