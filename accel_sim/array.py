@@ -38,7 +38,10 @@ def gemm_cycles(dataflow, rows, cols, m, n, k, terms=1):
     return folds, folds * per_fold
 
 
-MEASURED = "measured: zero operands gated, switching from the operands' register toggles"
+MEASURED = ("measured: zero operands gated (inputs held), switching from the operands' register toggles "
+            "and the active multiplies' input toggles")
+# the engine's data-dependent counts (acs_gemm_counts), merged into a measured run's plan
+MEASURED_COUNTS = ("zero_macs", "toggles_a", "toggles_b", "mult_toggles_a", "mult_toggles_b")
 ESTIMATED = "data-independent estimate: 50% switching activity, no gating"
 
 
@@ -464,7 +467,7 @@ class Array:
                          pointer(sa, "float *"), sa_stride, pointer(sb, "float *"), sb_stride,
                          ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "double *"), self.threads)
         output = y if out_format is None else _to_format(y, out_format)
-        data = {"zero_macs": counts.zero_macs, "toggles_a": counts.toggles_a, "toggles_b": counts.toggles_b}
+        data = {key: getattr(counts, key) for key in MEASURED_COUNTS}
         plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
         plan.counts.update(data)
         return acc, output, self._with_energy(plan, measured=True)
@@ -581,7 +584,7 @@ class Array:
                                      pointer(sa_blocks, "double *"), pointer(sb_blocks, "double *"),
                                      pointer(acc, "double *"), self.seed, self.threads, counts, in_join)
         raise_for_status(status, self.mac.scale_acc.name if in_join[0] else out_acc.name, self)
-        data = {key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b")}
+        data = {key: getattr(counts, key) for key in MEASURED_COUNTS}
         (sa, sa_stride), (sb, sb_stride) = self._scales(A, 0, m), self._scales(B, 1, n)
         y = np.empty((m, n), dtype=np.float64)   # fp32 values
         lib.acs_epilogue(pointer(acc, "double *"), ffi.NULL, m, n, pointer(sa, "float *"), sa_stride,

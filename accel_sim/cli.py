@@ -217,6 +217,8 @@ def cmd_sweep(args):
         grid["rounding"] = _split(args.rounding)
     if args.scale_format:
         grid["scale_format"] = _split(args.scale_format)
+    if args.energy_table:
+        grid["energy_table"] = _split(args.energy_table)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -501,6 +503,8 @@ def build_parser():
     p.add_argument("--scale-format", default=None, help="comma-separated block-scale formats (e8m0, uint4, ...)")
     p.add_argument("--array", default="32x32", help="comma-separated array sizes RxC")
     p.add_argument("--dataflow", default="ws", help="comma-separated dataflows")
+    p.add_argument("--energy-table", default=None,
+                   help="comma-separated energy table presets (default horowitz45; see docs/energy.md)")
     p.add_argument("--cache", default=None, help="cache file: an interrupted sweep resumes from it")
     p.add_argument("--workers", type=int, default=0, help="1: run in this process; default: all cores")
     p.add_argument("--task", action="store_true", help="also the trace's end-to-end task metric")

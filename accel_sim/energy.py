@@ -1,6 +1,7 @@
 """Energy tables and the energy model: energy = sum over actions of count x energy per action,
-with the data-dependent terms (gated multipliers, operand-register toggles) taken from the
-real operand bits.  Formulas and sources: docs/energy.md."""
+with the data-dependent terms (gated multipliers, multiplier-input and operand-register
+toggles) taken from the real operand bits; calibrated presets.  Formulas, sources and the
+calibration: docs/energy.md."""
 from __future__ import annotations
 
 import math
@@ -92,6 +93,19 @@ class EnergyTable:
         base = cls()
         k = NODE_SCALE[node_nm]
         return replace(base, node_nm=node_nm, **{n: getattr(base, n) * k for n in cls.ENERGIES})
+
+    @classmethod
+    def preset(cls, name: str) -> "EnergyTable":
+        """The table calibrated to one published source (docs/energy.md "Calibration");
+        EnergyTable.presets() lists them."""
+        if not isinstance(name, str) or name not in _PRESETS:
+            raise ValueError(f"energy table preset must be one of {', '.join(_PRESETS)}, got {name!r}")
+        return _PRESETS[name][1]()
+
+    @staticmethod
+    def presets() -> dict:
+        """{name: what the preset is calibrated to}."""
+        return {name: about for name, (about, _) in _PRESETS.items()}
 
     # -- TOML -----------------------------------------------------------------------------------
     def to_toml(self) -> str:
@@ -198,6 +212,30 @@ class EnergyTable:
         return scaled_table(report, base=base, reference=reference)
 
 
+# -- presets ---------------------------------------------------------------------------------------
+# van Baalen et al., "FP8 versus INT8 for efficient deep learning inference" (2023), abstract:
+# FP formats are "somewhere between 50-180% less efficient in terms of compute in dedicated
+# hardware than the INT format", i.e. an FP8 MAC costs 1.5x to 2.8x an INT8 one.
+BAALEN2023_FP8_OVER_INT8 = 2.8
+
+
+def _baalen2023() -> EnergyTable:
+    """Horowitz's table with every float entry scaled by one factor, chosen so that an E4M3 MAC
+    with an fp32 accumulator costs van Baalen's upper 2.8x an INT8 MAC with an int32 one."""
+    t = EnergyTable()
+    int8 = t.int_mult(8, 8) + t.int_add(32)
+    fp8 = t.fp_mult(4, 3, 4, 3) + t.fp_add(8, 23)
+    f = BAALEN2023_FP8_OVER_INT8 * int8 / fp8
+    return replace(t, **{n: getattr(t, n) * f for n in ("fp_add_16", "fp_add_32", "fp_mult_16", "fp_mult_32")})
+
+
+_PRESETS = {
+    "horowitz45": ("Horowitz, ISSCC 2014, 45 nm 0.9 V (the default table)", EnergyTable),
+    "baalen2023": ("Horowitz 2014's table, float entries scaled so an E4M3/fp32 MAC costs 2.8x an "
+                   "INT8/int32 MAC (van Baalen et al. 2023: FP 50-180% less efficient than INT)", _baalen2023),
+}
+
+
 # -- the model -----------------------------------------------------------------------------------
 def _format_kind(fmt):
     from accel_sim.formats import FloatFormat, PositFormat
@@ -251,23 +289,31 @@ def buffer_add_energy(table: EnergyTable, acc) -> float:
 
 def evaluate(table: EnergyTable, array, counts: dict, measured: bool):
     """(total pJ, breakdown) of one run's counts on `array`.  measured: the counts include the
-    data's zero_macs and toggles; otherwise 50% switching activity and no gating."""
+    data's zero_macs and register and multiplier-input toggles; otherwise every code reaching a
+    register or a multiplier flips half its bits, and nothing is gated."""
     from accel_sim.array import _bits_of
     mac = array.mac
     bits_a, bits_b = mac.a.bits, mac.b.bits
+    # Every code loaded into an operand register (also what reaches a multiplier's input: a
+    # streaming operand each step, a stationary one each fold) flipping half its bits.
     baseline_flips = 0.5 * (bits_a * counts["reg_loads_a"] + bits_b * counts["reg_loads_b"])
     if measured:
         flips = counts["toggles_a"] + counts["toggles_b"]
         zero = counts["zero_macs"]
+        mult_flips = counts["mult_toggles_a"] + counts["mult_toggles_b"]
     else:
-        flips, zero = baseline_flips, 0
-    activity = flips / baseline_flips if baseline_flips else 0.0
+        # with no multiplies (an empty M, N or K), nothing reaches a multiplier
+        flips, zero, mult_flips = baseline_flips, 0, baseline_flips if counts["macs"] else 0.0
+    # E_mult is one multiply at 50% activity: 0.5 * (bits_a + bits_b) input flips.  The active
+    # multiplies are charged by their inputs' flips (a gated one holds its inputs); the operand
+    # registers pass codes on to the next PE, so they are charged every flip (not gated).
+    mult_units = mult_flips / (0.5 * (bits_a + bits_b))
     e_mult = mult_energy(table, mac)
     sram = array.sram_kb or (table.default_sram_kb,) * 3
     acc_bits = _bits_of(mac.acc)
     buffer_bits = _bits_of(array.buffer_acc)
     breakdown = {
-        "mult": e_mult * ((counts["macs"] - zero) * activity + zero * table.mult_idle_fraction),
+        "mult": e_mult * (mult_units + zero * table.mult_idle_fraction),
         "pe_add": counts["pe_adds"] * add_energy(table, mac.acc),
         "buffer_add": counts["buffer_adds"] * buffer_add_energy(table, array.buffer_acc),
         # operand registers by their flips (reg_bit is a bit written at 50% activity);

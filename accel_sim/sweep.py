@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from accel_sim._io import atomic_write, jsonable as _jsonable
+from accel_sim.energy import EnergyTable
 
 __all__ = ["sweep", "pareto", "Table", "GRID_KEYS", "expand_grid"]
 
-GRID_KEYS = ("a", "b", "scale_a", "scale", "scale_format", "acc", "rounding", "array", "dataflow", "calibration")
+GRID_KEYS = ("a", "b", "scale_a", "scale", "scale_format", "acc", "rounding", "array", "dataflow", "calibration",
+             "energy_table")
 DEFAULTS = {"a": "int8", "b": None, "scale_a": "tensor", "scale": "tensor", "scale_format": None, "acc": None, "rounding": None, "array": "32x32",
-            "dataflow": "ws", "calibration": "absmax"}
+            "dataflow": "ws", "calibration": "absmax", "energy_table": "horowitz45"}
 INT_FORMATS = ("int8", "uint8", "int4")
 
 
@@ -82,6 +84,8 @@ def expand_grid(grid: dict):
         if not values:
             raise ValueError(f"grid[{key!r}] is empty")
         axes[key] = values
+    for name in axes["energy_table"]:          # a misspelt preset is an error, not a skipped row
+        EnergyTable.preset(name)
     configs, skipped = [], []
     for combo in itertools.product(*axes.values()):
         cfg = dict(zip(axes, combo))
@@ -114,7 +118,8 @@ def build(cfg):
     mac = mac_from_names(cfg["a"], cfg["b"], cfg["acc"], cfg["rounding"])
     return Array(rows, cols, cfg["dataflow"], mac,
                  quant={"a": cfg["scale_a"], "b": cfg["scale"], "calibration": cfg["calibration"],
-                        "scale_format": cfg["scale_format"]})
+                        "scale_format": cfg["scale_format"]},
+                 energy=EnergyTable.preset(cfg.get("energy_table", DEFAULTS["energy_table"])))
 
 
 # -- targets ------------------------------------------------------------------------------------

@@ -19,164 +19,6 @@ static inline __attribute__((always_inline)) uint64_t code_of(const void *codes,
     return wide ? ((const uint16_t *)codes)[i] : ((const uint8_t *)codes)[i];
 }
 
-/* Bit flips on the operand registers.  A streaming operand passes through every active PE
- * of its row (OS: A along rows, B down columns; WS: A along rows; IS: B along rows), so its
- * flips count once per PE that sees it; a stationary operand (WS: B, IS: A) flips when a fold
- * loads a different code into its PE.  Registers keep their code between folds and start at 0;
- * each of the `terms` lanes of an n-term PE is a register of its own.
- * Folds are visited row-fold major.  A register sees the same stream in every fold of a
- * row-fold (OS columns: of a column index), so the flips inside a stream are counted once and
- * only the step from the previous fold's last code to the stream's first is counted per fold.
- * Registers of different array rows (OS: columns) never interact, so workers split them. */
-typedef struct {
-    const acs_mac *mac;
-    int dataflow;
-    int64_t R, C, m, n, k;
-    const void *a, *bt;
-    int64_t lo, hi;          /* array rows [lo, hi), and for OS also array columns [lo, hi) */
-    int64_t ta, tb;
-    int status;
-} toggle_job;
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define ACS_POPCNT_CLONES __attribute__((target_clones("popcnt", "default")))
-#else
-#define ACS_POPCNT_CLONES
-#endif
-
-/* Flips along a stream of len codes starting `first`, each `step` codes apart; its first and
- * last codes go to *head and *tail. */
-ACS_POPCNT_CLONES
-static int64_t stream_flips(const void *codes, int bits, int64_t first, int64_t step, int64_t len,
-                            uint16_t *head, uint16_t *tail)
-{
-    int64_t flips = 0;
-    uint16_t prev = (uint16_t)code_of(codes, first, bits > 8);
-    *head = prev;
-    for (int64_t x = 1; x < len; x++) {
-        uint16_t v = (uint16_t)code_of(codes, first + x * step, bits > 8);
-        flips += __builtin_popcount(prev ^ v);
-        prev = v;
-    }
-    *tail = prev;
-    return flips;
-}
-
-/* Bit flips between two runs of `bytes` bytes (a code's flips are its bytes' flips). */
-static inline __attribute__((always_inline)) int64_t xor_flips(const uint8_t *p, const uint8_t *q, int64_t bytes)
-{
-    int64_t flips = 0, x = 0;
-    for (; x + 8 <= bytes; x += 8) {
-        uint64_t u, v;
-        memcpy(&u, p + x, 8);
-        memcpy(&v, q + x, 8);
-        flips += __builtin_popcountll(u ^ v);
-    }
-    for (; x < bytes; x++) flips += __builtin_popcount((unsigned)(p[x] ^ q[x]));
-    return flips;
-}
-
-/* WS and IS: array row i holds, in row-fold fr, the K index kidx = (fr*R + i)*nt + t of each
- * lane t.  The streaming operand (WS: A[:, kidx], IS: B[kidx, :]) passes along the row; the
- * stationary one (WS: B[col, kidx], IS: A[col, kidx]) is loaded into PE (i, j) per fold.  The
- * kidx of this worker's array rows are contiguous, so every stream and load is a run of codes
- * of a source row, compared with the previous run a machine word at a time; lanes past k hold
- * zeros.  A row-fold streams the same codes in each column-fold, so its flips inside the stream
- * count once per active column, plus the step from the register's previous code to the first;
- * each register keeps its state from fold to fold in (row-fold, column-fold) order. */
-ACS_POPCNT_CLONES
-static void count_toggles_stationary(toggle_job *tj, int nt, int64_t sr, int64_t sc, int64_t frs, int64_t fcs)
-{
-    int ws = tj->dataflow == ACS_WS;
-    const uint8_t *src = ws ? tj->a : tj->bt, *st = ws ? tj->bt : tj->a;
-    int64_t ss = (ws ? tj->mac->a.bits : tj->mac->b.bits) > 8 ? 2 : 1;   /* bytes per code */
-    int64_t ts = (ws ? tj->mac->b.bits : tj->mac->a.bits) > 8 ? 2 : 1;
-    int64_t R = tj->R, C = tj->C, k = tj->k, len = ws ? tj->m : tj->n;
-    int64_t lo = tj->lo, hi = tj->hi < R ? tj->hi : R, lanes = (hi > lo ? hi - lo : 0) * nt;
-    uint8_t *reg = calloc((size_t)(lanes > 0 ? lanes * ss : 1), 1);
-    uint8_t *pe = calloc((size_t)(lanes > 0 ? lanes * ts * C : 1), 1);   /* [j][lane] */
-    uint8_t *zero = calloc((size_t)(lanes > 0 ? lanes * 2 : 1), 1);
-    int64_t *streamed = ws ? &tj->ta : &tj->tb, *stationary = ws ? &tj->tb : &tj->ta;
-    if (!reg || !pe || !zero) tj->status = ACS_ERR_ARG;
-    for (int64_t fr = 0; fr < frs && !tj->status; fr++) {
-        int64_t rows = (sr - fr * R < hi ? sr - fr * R : hi) - lo;   /* this worker's active array rows */
-        if (rows <= 0) break;
-        int64_t k0 = (fr * R + lo) * nt, e_end = rows * nt;              /* lane e holds kidx k0 + e */
-        int64_t e_in = k - k0 < e_end ? (k - k0 > 0 ? k - k0 : 0) : e_end;   /* lanes with kidx < k */
-        int64_t in = e_in * ss, out = (e_end - e_in) * ss;
-        const uint8_t *head = src + k0 * ss, *tail = src + ((len - 1) * k + k0) * ss;
-        int64_t flips = 0;
-        for (int64_t x = 1; x < len; x++) flips += xor_flips(src + (x * k + k0) * ss, src + ((x - 1) * k + k0) * ss, in);
-        for (int64_t fc = 0; fc < fcs; fc++) {
-            int64_t c_act = sc - fc * C < C ? sc - fc * C : C;
-            *streamed += (flips + xor_flips(reg, head, in) + xor_flips(reg + in, zero, out)) * c_act;
-            memcpy(reg, tail, (size_t)in);
-            memset(reg + in, 0, (size_t)out);
-            int64_t loads = 0;
-            for (int64_t j = 0; j < c_act; j++) {
-                uint8_t *r = pe + j * lanes * ts;
-                const uint8_t *v = st + ((fc * C + j) * k + k0) * ts;
-                loads += xor_flips(r, v, e_in * ts) + xor_flips(r + e_in * ts, zero, (e_end - e_in) * ts);
-                memcpy(r, v, (size_t)(e_in * ts));
-                memset(r + e_in * ts, 0, (size_t)((e_end - e_in) * ts));
-            }
-            *stationary += loads;
-        }
-    }
-    free(reg); free(pe); free(zero);
-}
-
-ACS_POPCNT_CLONES
-static void count_toggles_part(toggle_job *tj)
-{
-    const acs_mac *mac = tj->mac;
-    int df = tj->dataflow, nt = mac->acc.kind == ACS_ACC_BLOCK ? mac->acc.terms : 1;
-    int ab = mac->a.bits, bb = mac->b.bits;
-    int64_t R = tj->R, C = tj->C, m = tj->m, n = tj->n, k = tj->k, kp = ceil_div(k, nt);
-    int64_t sr = df == ACS_OS ? m : kp, sc = df == ACS_IS ? m : n;
-    int64_t frs = ceil_div(sr, R), fcs = ceil_div(sc, C);
-    if (df != ACS_OS) { count_toggles_stationary(tj, nt, sr, sc, frs, fcs); return; }
-    for (int64_t i = tj->lo; i < tj->hi && i < R; i++)
-        for (int t = 0; t < nt; t++) {
-            uint16_t reg = 0, head, tail;
-            for (int64_t fr = 0; fr < frs && fr * R + i < sr; fr++) {   /* A[row, t::nt] along row i */
-                int64_t row = fr * R + i;
-                int64_t valid = kp - (kp * nt - k > 0 && t >= nt - (kp * nt - k) ? 1 : 0);
-                int64_t flips = valid ? stream_flips(tj->a, ab, row * k + t, nt, valid, &head, &tail) : 0;
-                if (!valid) head = tail = 0;
-                if (valid < kp) { flips += __builtin_popcount(tail); tail = 0; }   /* zero padding past k */
-                for (int64_t fc = 0; fc < fcs; fc++) {
-                    int64_t c_act = sc - fc * C < C ? sc - fc * C : C;
-                    tj->ta += (flips + __builtin_popcount(reg ^ head)) * c_act;
-                    reg = tail;
-                }
-            }
-        }
-    {                                 /* B[col, t::nt] streams down column j in every row-fold */
-        int64_t *flips = malloc((size_t)fcs * sizeof *flips);
-        uint16_t *heads = malloc((size_t)fcs * sizeof *heads), *tails = malloc((size_t)fcs * sizeof *tails);
-        if (!flips || !heads || !tails) tj->status = ACS_ERR_ARG;
-        for (int64_t j = tj->lo; j < tj->hi && j < C && !tj->status; j++)
-            for (int t = 0; t < nt; t++) {
-                int64_t valid = kp - (kp * nt - k > 0 && t >= nt - (kp * nt - k) ? 1 : 0), cols = 0;
-                for (int64_t fc = 0; fc < fcs && fc * C + j < sc; fc++, cols++) {
-                    flips[fc] = valid ? stream_flips(tj->bt, bb, (fc * C + j) * k + t, nt, valid, &heads[fc], &tails[fc]) : 0;
-                    if (!valid) heads[fc] = tails[fc] = 0;
-                    if (valid < kp) { flips[fc] += __builtin_popcount(tails[fc]); tails[fc] = 0; }
-                }
-                uint16_t reg = 0;
-                for (int64_t fr = 0; fr < frs; fr++) {
-                    int64_t r_act = sr - fr * R < R ? sr - fr * R : R;
-                    for (int64_t fc = 0; fc < cols; fc++) {
-                        tj->tb += (flips[fc] + __builtin_popcount(reg ^ heads[fc])) * r_act;
-                        reg = tails[fc];
-                    }
-                }
-            }
-        free(flips); free(heads); free(tails);
-    }
-}
-
 /* ---- The GEMM: workers over blocks of output rows ------------------------------------------
  * Every output's chain (and its tile order) is fixed by the dataflow and independent of the
  * others, so splitting rows among threads, or computing 16 outputs in the lanes of a vector,
@@ -1387,6 +1229,11 @@ static void run_parallel(void (*fn)(void *), void *jobs, size_t stride, int work
     }
 }
 
+void acs_run_parallel(void (*fn)(void *), void *jobs, size_t stride, int workers)
+{
+    run_parallel(fn, jobs, stride, workers);
+}
+
 /* ---- B's codes transposed (acs_transpose): 64 x 64 tiles, the output's rows among workers. */
 typedef struct { const uint8_t *src; uint8_t *dst; int64_t rows, cols, j0, j1; int bytes; } transpose_job;
 
@@ -1432,7 +1279,6 @@ static void gemm_worker(void *p)
 }
 
 static void decode_worker(void *p) { decode_part(p); }
-static void toggle_worker(void *p) { count_toggles_part(p); }
 
 /* The fast paths' shared operand buffers and per-worker zero counts; 0 when out of memory. */
 static int alloc_decoded(gemm_job *jobs, int workers)
@@ -1567,29 +1413,6 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     counts->macs = m * n * k;
     counts->zero_macs = zeros;
     return acs_gemm_toggles(mac, dataflow, rows, cols, a, bt, m, n, k, threads, counts);
-}
-
-/* The register toggles of acs_gemm's counts (blockscale.c counts K-blocks with it). */
-int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,
-                     int64_t m, int64_t n, int64_t k, int threads, acs_gemm_counts *counts)
-{
-    counts->toggles_a = counts->toggles_b = 0;
-    if (!m || !n || !k) return ACS_OK;
-    /* Register toggles: array rows (OS: and columns) shared among the workers. */
-    int64_t lanes = rows > cols ? rows : cols;
-    int tw = (int)(threads < lanes ? threads : lanes);
-    toggle_job tjobs[256];
-    for (int w = 0; w < tw; w++) {
-        toggle_job t = { mac, dataflow, rows, cols, m, n, k, a, bt, lanes * w / tw, lanes * (w + 1) / tw, 0, 0, ACS_OK };
-        tjobs[w] = t;
-    }
-    run_parallel(toggle_worker, tjobs, sizeof tjobs[0], tw);
-    for (int w = 0; w < tw; w++) {
-        if (tjobs[w].status) return tjobs[w].status;
-        counts->toggles_a += tjobs[w].ta;
-        counts->toggles_b += tjobs[w].tb;
-    }
-    return ACS_OK;
 }
 
 /* ---- Epilogue: scale (and bias) in fp32, as the array's output stage does --------------- */

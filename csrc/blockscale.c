@@ -687,6 +687,8 @@ static int bs_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t co
         status = acs_gemm_toggles(mac, dataflow, rows, cols, ab, bb, m, n, bs, threads, &c);
         counts->toggles_a += c.toggles_a;
         counts->toggles_b += c.toggles_b;
+        counts->mult_toggles_a += c.mult_toggles_a;
+        counts->mult_toggles_b += c.mult_toggles_b;
     }
     free(ab); free(bb);
     return status;
@@ -837,6 +839,8 @@ static int bs_per_block(const acs_mac *mac, const acs_acc *buffer, const acs_acc
         counts->zero_macs += c.zero_macs;
         counts->toggles_a += c.toggles_a;
         counts->toggles_b += c.toggles_b;
+        counts->mult_toggles_a += c.mult_toggles_a;
+        counts->mult_toggles_b += c.mult_toggles_b;
         bs_join_job jobs[256];
         for (int w = 0; w < workers; w++) {
             bs_join_job jj = { scale_acc, state, t32, int_out ? NULL : partial, int_out ? partial : NULL, sa, sb, n, nb, blk,

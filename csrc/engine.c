@@ -5,6 +5,7 @@
 #include "accumulate.c"
 #include "kernel_float.c"
 #include "array.c"
+#include "toggles.c"
 #include "kernel_fixed.c"
 #include "kernel_fixround.c"
 #include "kernel_wide.c"

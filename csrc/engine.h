@@ -136,6 +136,9 @@ typedef struct {
     int64_t zero_macs;   /* of which with a zero operand (a gated multiplier) */
     int64_t toggles_a;   /* bit flips on the PEs' A-operand registers, in dataflow order */
     int64_t toggles_b;   /* likewise for B */
+    int64_t mult_toggles_a;   /* bit flips on the multipliers' A inputs over the active multiplies:
+                                 a gated multiply holds its inputs (operand isolation) */
+    int64_t mult_toggles_b;   /* likewise for B */
 } acs_gemm_counts;
 
 int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t cols,

@@ -1,6 +1,7 @@
 /* internal.h: types shared by the engine's C files, not seen by Python. */
 #ifndef ACS_INTERNAL_H
 #define ACS_INTERNAL_H
+#include <stddef.h>
 #include "engine.h"
 
 typedef unsigned __int128 acs_u128;
@@ -222,9 +223,14 @@ int64_t acs_epilogue_avx512(const double *acc, const int64_t *acc_int, float sa,
  * pieces deserves (acs_set_thread_grain). */
 int acs_workers_for(int threads, int64_t units, double work);
 
-/* array.c, for blockscale.c and metrics.c: acs_gemm's toggle counts alone, and the vector ISA in use. */
+/* array.c: fn on each of `workers` jobs `stride` bytes apart, the first on this thread. */
+void acs_run_parallel(void (*fn)(void *), void *jobs, size_t stride, int workers);
+
+/* toggles.c, for array.c and blockscale.c: acs_gemm's register and multiplier-input flips. */
 int acs_gemm_toggles(const acs_mac *mac, int dataflow, int64_t rows, int64_t cols, const void *a, const void *bt,
                      int64_t m, int64_t n, int64_t k, int threads, acs_gemm_counts *counts);
+
+/* array.c, for blockscale.c and metrics.c: the vector ISA in use. */
 int acs_vector_avx2(void);
 int acs_vector_avx512(void);
 

@@ -41,7 +41,7 @@ def old_block_gemm(arr, A, B):
     p_float = ffi.NULL if int_out else pointer(partial, "double *")
     p_int = pointer(partial, "int64_t *") if int_out else ffi.NULL
     counts = ffi.new("acs_gemm_counts *")
-    data = {"zero_macs": 0, "toggles_a": 0, "toggles_b": 0}
+    data = {"zero_macs": 0, "toggles_a": 0, "toggles_b": 0, "mult_toggles_a": 0, "mult_toggles_b": 0}
     for blk in range(k // bs):
         a = np.ascontiguousarray(A.codes[:, blk * bs:(blk + 1) * bs], dtype=arr.mac.a.code_dtype)
         bt = np.ascontiguousarray(B.codes.T[:, blk * bs:(blk + 1) * bs], dtype=arr.mac.b.code_dtype)

@@ -119,3 +119,26 @@ def test_errors_are_clean():
     assert proc.returncode != 0 and "accel-sim: error:" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("gemm", "--a", "int8", "--acc", "fp99", ok=False)
     assert "accel-sim: error:" in proc.stderr and "fp99" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sweep_energy_table_presets(tmp_path):
+    """--energy-table picks the table: the same configuration, the same error, and the energy
+    of each preset's table (the float MAC is cheaper under baalen2023, the int8 one unchanged)."""
+    out = json.loads(run("sweep", str(TRACES / "digits_cnn.npz"), "--a", "int8,e4m3fn", "--array", "8x8",
+                         "--energy-table", "horowitz45,baalen2023", "--workers", "1", "--out", str(tmp_path),
+                         "--json").stdout)
+    rows = {(r["a"], r["energy_table"]): r for r in out}
+    assert set(rows) == {(a, t) for a in ("int8", "e4m3fn") for t in ("horowitz45", "baalen2023")}
+    for a in ("int8", "e4m3fn"):
+        assert rows[(a, "horowitz45")]["error"] == rows[(a, "baalen2023")]["error"]
+    assert rows[("int8", "horowitz45")]["energy_pj"] == rows[("int8", "baalen2023")]["energy_pj"]
+    assert rows[("e4m3fn", "baalen2023")]["energy_mult"] < rows[("e4m3fn", "horowitz45")]["energy_mult"]
+    assert "energy_table" in (tmp_path / "sweep.csv").read_text().splitlines()[0].split(",")
+
+
+def test_sweep_unknown_energy_table_is_refused(tmp_path):
+    r = run("sweep", str(TRACES / "digits_cnn.npz"), "--energy-table", "horowitz2014", "--workers", "1",
+            "--out", str(tmp_path), ok=False)
+    assert r.returncode != 0
+    assert "horowitz45" in r.stderr and "baalen2023" in r.stderr and "horowitz2014" in r.stderr
+    assert not (tmp_path / "sweep.csv").exists()

@@ -20,7 +20,7 @@ import pytest
 import accel_sim as acs
 from accel_sim import presets
 from accel_sim.energy import EnergyTable
-from accel_sim.mac import MAC, FixedAcc
+from accel_sim.mac import MAC, FixedAcc, FloatAcc
 from accel_sim.quant import QTensor, quantize
 
 # ------------------------------------------------------------------------------------------------
@@ -185,17 +185,18 @@ CASES = [
 CASE_IDS = [c.name for c in CASES]
 
 
-def my_breakdown(t, case, counts, sram_kb=None, *, measured, toggles=None, zero=None):
+def my_breakdown(t, case, counts, sram_kb=None, *, measured, toggles=None, zero=None, mult_flips=None):
     """docs/energy.md "The model", from the run's action counts; measured: with the data's
-    operand toggles and zero-operand MACs, else 50% activity and no gating."""
+    register toggles, multiplier-input toggles and zero-operand MACs, else every code reaching
+    a register or a multiplier input flipping half its bits, and no gating."""
     fa, fb = FMT[case.a], FMT[case.b]
     base = 0.5 * (fmt_bits(fa) * counts["reg_loads_a"] + fmt_bits(fb) * counts["reg_loads_b"])
     flips = toggles if measured else base
     z = zero if measured else 0
-    activity = flips / base
+    at_mult = mult_flips if measured else (base if counts["macs"] else 0.0)
     sizes = sram_kb or (t.default_sram_kb,) * 3
     return {
-        "mult": my_mult(t, fa, fb) * ((counts["macs"] - z) * activity + z * t.mult_idle_fraction),
+        "mult": my_mult(t, fa, fb) * (at_mult / (0.5 * (fmt_bits(fa) + fmt_bits(fb))) + z * t.mult_idle_fraction),
         "pe_add": counts["pe_adds"] * my_add(t, case.acc),
         "buffer_add": counts["buffer_adds"] * my_buffer_add(t, case.buffer),
         "reg": t.reg_bit * (flips / 0.5 + counts["pe_adds"] * acc_bits(case.acc)
@@ -252,6 +253,53 @@ def sim_registers(df, R, C, a, b, nt=1):
                                 load("a", key, ap[fc * C + j, kidx])
                                 load("b", key, bp[kidx, :])
     return tog["a"], tog["b"], loads["a"], loads["b"]
+
+
+def sim_multipliers(df, R, C, a, b, za, zb, nt=1):
+    """(mult_toggles_a, mult_toggles_b, active multiplies) of A (M, K) @ B (K, N) given as codes,
+    with za, zb their zero masks.  Operand isolation: each PE lane (i, j, t) has one multiplier
+    whose inputs start at 0; a multiply with a zero operand (or K's padding) is gated and leaves
+    them as they are; an active one loads its pair, flipping the bits that differ.  The lane's
+    multiplies, fold by fold in (row-fold, column-fold) order, follow DESIGN.md's dataflows:
+    os: output (fr*R + i, fc*C + j) over k = t, t + n, ...; ws: B[kidx, fc*C + j] stationary
+    times A[:, kidx] over M, kidx = (fr*R + i)*n + t; is: A[fc*C + j, kidx] times B[kidx, :] over N."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    M, K = a.shape
+    N = b.shape[1]
+    kp = -(-K // nt)
+    sr, sc = {"os": (M, N), "ws": (kp, N), "is": (kp, M)}[df]
+    latch, flips = {}, {"a": 0, "b": 0}
+    active = 0
+    for fr in range(-(-sr // R)):
+        for fc in range(-(-sc // C)):
+            for i in range(min(R, sr - fr * R)):
+                for j in range(min(C, sc - fc * C)):
+                    for t in range(nt):
+                        if df == "os":
+                            row, col = fr * R + i, fc * C + j
+                            ks = np.arange(t, K, nt)
+                            pa, pb = a[row, ks], b[ks, col]
+                            live = ~za[row, ks] & ~zb[ks, col]
+                        else:
+                            kidx = (fr * R + i) * nt + t
+                            if kidx >= K:         # padding: every multiply gated
+                                continue
+                            if df == "ws":
+                                pa, pb = a[:, kidx], np.full(M, b[kidx, fc * C + j])
+                                live = ~za[:, kidx] & ~zb[kidx, fc * C + j]
+                            else:
+                                pa, pb = np.full(N, a[fc * C + j, kidx]), b[kidx, :]
+                                live = ~za[fc * C + j, kidx] & ~zb[kidx, :]
+                        pa, pb = pa[live], pb[live]
+                        if not pa.size:
+                            continue
+                        la, lb = latch.get((i, j, t), (0, 0))
+                        seq_a, seq_b = np.concatenate(([la], pa)), np.concatenate(([lb], pb))
+                        flips["a"] += int(POP[seq_a[1:] ^ seq_a[:-1]].sum())
+                        flips["b"] += int(POP[seq_b[1:] ^ seq_b[:-1]].sum())
+                        latch[(i, j, t)] = (int(pa[-1]), int(pb[-1]))
+                        active += pa.size
+    return flips["a"], flips["b"], active
 
 
 def zero_mask(codes, f):
@@ -321,12 +369,16 @@ def test_gemm_energy_recomputed_from_the_documented_model(case, df, rng):
     assert zero > 0
     assert (counts["toggles_a"], counts["toggles_b"], counts["reg_loads_a"], counts["reg_loads_b"]) == (ta, tb, la, lb)
     assert counts["zero_macs"] == zero
+    ma, mb, active = sim_multipliers(df, R, C, qa.codes, qb.codes, zero_mask(qa.codes, FMT[case.a]),
+                                     zero_mask(qb.codes, FMT[case.b]), case.terms)
+    assert (counts["mult_toggles_a"], counts["mult_toggles_b"]) == (ma, mb)
+    assert active == M * N * K - zero
     assert counts["macs"] == res.macs == M * N * K
     assert counts["pe_adds"] == M * N * kp
     assert counts["buffer_adds"] == (0 if df == "os" else M * N * -(-kp // R))
     assert counts["pe_cycles"] == R * C * res.cycles
 
-    want = my_breakdown(arr.energy, case, counts, sram, measured=True, toggles=ta + tb, zero=zero)
+    want = my_breakdown(arr.energy, case, counts, sram, measured=True, toggles=ta + tb, zero=zero, mult_flips=ma + mb)
     assert_parts_close(res.energy_breakdown, want)
     assert close(res.energy_pj, sum(want.values()))
 
@@ -418,7 +470,12 @@ def _gating_operands(df, M, K):
 
 
 @pytest.mark.parametrize("df", ["os", "ws"])
-def test_gating_halves_multiplier_energy(df, rng):
+def test_gated_multiplies_hold_their_inputs(df, rng):
+    """Half of A's codes zero, placed so that the operand registers flip exactly as without
+    them: the registers (which pass codes on) cost the same, but the active multiplies see only
+    0x0F at their A input (a gated multiply holds its inputs), so the A inputs flip 4 bits once
+    per multiplier and never again.  (The old model scaled the active multiplies by the register
+    activity, which counted the zeros a second time.)"""
     R, C, M, K, N = 4, 4, 10, 16, 9
     a_nz, a_z = _gating_operands(df, M, K)
     b = int8_codes(rng.choice([v for v in range(-128, 128) if v != 0], size=(K, N)))
@@ -431,21 +488,99 @@ def test_gating_halves_multiplier_energy(df, rng):
     for key in ("toggles_a", "toggles_b", "reg_loads_a", "reg_loads_b"):
         assert r_nz.counts[key] == r_z.counts[key], key
     assert r_nz.counts["toggles_a"] == sim_registers(df, R, C, a_nz, b)[0] == sim_registers(df, R, C, a_z, b)[0]
-    # half the multiplies gated at zero cost: exactly half the multiplier energy, nothing else moves
-    assert close(r_z.energy_breakdown["mult"], r_nz.energy_breakdown["mult"] / 2, 1e-12)
     for part in PARTS - {"mult"}:
         assert r_z.energy_breakdown[part] == r_nz.energy_breakdown[part], part
+
+    za, zb = a_z == 0, b == 0
+    ma, mb, active = sim_multipliers(df, R, C, a_z, b, za, zb)
+    assert active == M * N * K // 2
+    sr, sc = {"os": (M, N), "ws": (K, N)}[df]
+    assert ma == 4 * min(sr, R) * min(sc, C)          # 0x0F once per multiplier, from 0
+    assert (r_z.counts["mult_toggles_a"], r_z.counts["mult_toggles_b"]) == (ma, mb)
+    ma_nz, mb_nz, _ = sim_multipliers(df, R, C, a_nz, b, a_nz == 0, zb)
+    assert (r_nz.counts["mult_toggles_a"], r_nz.counts["mult_toggles_b"]) == (ma_nz, mb_nz)
+    assert close(r_z.energy_breakdown["mult"], 0.2 * (ma + mb) / 8)
+    assert close(r_nz.energy_breakdown["mult"], 0.2 * (ma_nz + mb_nz) / 8)
+    assert r_z.energy_breakdown["mult"] < 0.5 * r_nz.energy_breakdown["mult"]
 
     # a gated multiplier charged at mult_idle_fraction of an active one
     frac = 0.25
     arr_f = acs.Array(R, C, df, energy=replace(EnergyTable.default(45), mult_idle_fraction=frac))
     f_nz, f_z = arr_f.gemm(q(a_nz), q(b)), arr_f.gemm(q(a_z), q(b))
-    ta, tb, la, lb = sim_registers(df, R, C, a_z, b)
-    activity = (ta + tb) / (0.5 * (8 * la + 8 * lb))
-    macs = M * N * K
-    assert close(f_z.energy_breakdown["mult"], 0.2 * ((macs / 2) * activity + (macs / 2) * frac))
+    assert close(f_z.energy_breakdown["mult"], 0.2 * ((ma + mb) / 8 + (M * N * K // 2) * frac))
     assert close(f_nz.energy_breakdown["mult"], r_nz.energy_breakdown["mult"], 1e-12)  # no zeros: unchanged
-    assert close(f_nz.energy_breakdown["mult"], 0.2 * macs * activity)
+
+
+@pytest.mark.parametrize("df", DATAFLOWS)
+def test_issue_19_gating_reproduction(df):
+    """Issue 19: A 256x128 e4m3fn with every second column of K zero, B 128x96, a 16x16 array,
+    fp32 accumulator.  Half the multiplies are gated and the others see the dense case's
+    operands, so the multiplier energy is about half the dense case's (it was 0.25 in ws)."""
+    rng = np.random.default_rng(19)
+    A, B = rng.standard_normal((256, 128)), rng.standard_normal((128, 96))
+    A_z = A.copy()
+    A_z[:, 1::2] = 0.0
+    qa, qz, qb = quantize(A, "e4m3fn"), quantize(A_z, "e4m3fn"), quantize(B, "e4m3fn")
+    assert np.array_equal(qz.codes[:, ::2], qa.codes[:, ::2])     # one per-tensor scale for both
+    arr = acs.Array(16, 16, df, MAC("e4m3fn", "e4m3fn", "fp32"))
+    dense, sparse = arr.gemm(qa, qb, metrics=False), arr.gemm(qz, qb, metrics=False)
+    ratio = sparse.energy_breakdown["mult"] / dense.energy_breakdown["mult"]
+    assert 0.45 <= ratio <= 0.55, ratio
+    f = FMT["e4m3fn"]
+    for res, qx in ((dense, qa), (sparse, qz)):
+        ma, mb, active = sim_multipliers(df, 16, 16, qx.codes, qb.codes, zero_mask(qx.codes, f), zero_mask(qb.codes, f))
+        assert (res.counts["mult_toggles_a"], res.counts["mult_toggles_b"]) == (ma, mb)
+        assert active == res.counts["macs"] - res.counts["zero_macs"]
+
+
+def _zeros_where(pattern, shape, rng):
+    """A zero mask of `shape` (M, K) or (K, N): zeros along whole rows, whole columns, in 4x4
+    blocks, or scattered at random (not correlated with any PE)."""
+    rows, cols = np.indices(shape)
+    if pattern == "rows":
+        return np.isin(rows, rng.choice(shape[0], shape[0] // 3, replace=False))
+    if pattern == "columns":
+        return np.isin(cols, rng.choice(shape[1], shape[1] // 3, replace=False))
+    if pattern == "blocks":
+        return ((rows // 4) + (cols // 4)) % 3 == 0
+    return rng.random(shape) < 0.4
+
+
+@pytest.mark.parametrize("df", DATAFLOWS)
+@pytest.mark.parametrize("pattern", ["rows", "columns", "blocks", "random", "a_only"])
+@pytest.mark.parametrize("fmt,terms", [("int8", 1), ("e4m3fn", 1), ("bf16", 1), ("e4m3fn", 4)],
+                         ids=["int8", "e4m3fn", "bf16", "e4m3fn_4term"])
+def test_multiplier_toggles_match_a_per_multiplier_model(df, pattern, fmt, terms, rng):
+    """Zeros correlated with the PEs (whole rows or columns of A and B, blocks) and not
+    (random; in A only), signed zeros included: the engine's multiplier-input flips and active multiplies
+    equal sim_multipliers' cycle-by-cycle count, exactly; odd sizes leave partial folds."""
+    R, C, M, K, N = 4, 3, 13, 22, 11
+    x, y = rng.standard_normal((M, K)), rng.standard_normal((K, N))
+    y[np.abs(y) < 0.05] = 0.5     # no zeros from rounding
+    x[_zeros_where(pattern, x.shape, rng)] = 0.0
+    if pattern != "a_only":       # a_only: B without zeros (os then steps B's rows all at once)
+        y[_zeros_where(pattern, y.shape, rng)] = -0.0 if fmt != "int8" else 0.0
+    qa, qb = quantize(x, fmt), quantize(y, fmt)
+    acc = FloatAcc(8, 23) if terms == 1 else acs.BlockFMA(terms, 13, FloatAcc(8, 23))
+    mac = MAC(fmt, fmt, "int32" if fmt == "int8" else acc)
+    res = acs.Array(R, C, df, mac).gemm(qa, qb, metrics=False)
+    za, zb = zero_mask(qa.codes, FMT[fmt]), zero_mask(qb.codes, FMT[fmt])
+    assert za.any() and not za.all() and zb.any() == (pattern != "a_only")
+    ma, mb, active = sim_multipliers(df, R, C, qa.codes, qb.codes, za, zb, terms)
+    assert (res.counts["mult_toggles_a"], res.counts["mult_toggles_b"]) == (ma, mb)
+    assert active == res.counts["macs"] - res.counts["zero_macs"]
+    assert close(res.energy_breakdown["mult"], my_mult(acs.energy.EnergyTable(), FMT[fmt], FMT[fmt])
+                 * (ma + mb) / (0.5 * 2 * fmt_bits(FMT[fmt])))
+
+
+@pytest.mark.parametrize("df", DATAFLOWS)
+def test_multiplier_toggles_do_not_depend_on_threads(df, rng):
+    qa, qb = qrandom(rng, (70, 90), "e4m3fn", zeros=0.3), qrandom(rng, (90, 50), "e4m3fn", zeros=0.3)
+    counts = [acs.Array(8, 8, df, MAC("e4m3fn", "e4m3fn", "fp32"), threads=t).gemm(qa, qb, metrics=False).counts
+              for t in (1, 3, 8)]
+    for c in counts[1:]:
+        for key in ("mult_toggles_a", "mult_toggles_b", "toggles_a", "toggles_b", "zero_macs"):
+            assert c[key] == counts[0][key], key
 
 
 # ================================================================================================
@@ -923,3 +1058,95 @@ def test_quantized_layer_energy_orders_formats(rng):
     assert compute["h100-e4m3"] < compute["e4m3fn/fp32"] and pj["h100-e4m3"] < pj["e4m3fn/fp32"]
     # TOPS/W orders the other way
     assert res["int8/int32"].tops_per_w > res["e4m3fn/fp32"].tops_per_w > res["fp16/fp32"].tops_per_w
+
+
+# ================================================================================================
+# Presets: each table against the figures its source quotes
+# ================================================================================================
+def test_presets_are_listed_and_horowitz45_is_the_default():
+    assert list(EnergyTable.presets()) == ["horowitz45", "baalen2023"]
+    assert all(isinstance(v, str) and v for v in EnergyTable.presets().values())
+    t = EnergyTable.preset("horowitz45")
+    assert t == EnergyTable()
+    for name, v in HOROWITZ.items():          # Horowitz 2014's figures, exactly
+        assert getattr(t, name) == v, name
+
+
+def test_baalen2023_preset_puts_fp8_at_2_8x_int8():
+    """van Baalen et al. 2023: FP formats 50-180% less efficient than INT; the preset keeps
+    Horowitz's integer (and memory) entries and scales the float ones by one factor so that an
+    E4M3 MAC with an fp32 accumulator costs 1 + 1.8 times an INT8 MAC with an int32 one."""
+    h, b = EnergyTable.preset("horowitz45"), EnergyTable.preset("baalen2023")
+    fp8_mac = my_mult(b, FMT["e4m3fn"], FMT["e4m3fn"]) + my_add(b, ("float", 8, 23))
+    int8_mac = my_mult(b, FMT["int8"], FMT["int8"]) + my_add(b, ("int", 32))
+    assert close(fp8_mac / int8_mac, 1 + 1.80, 1e-12)
+    floats = ("fp_add_16", "fp_add_32", "fp_mult_16", "fp_mult_32")
+    factor = b.fp_add_32 / h.fp_add_32
+    assert 0 < factor < 1
+    for name in EnergyTable.ENERGIES:
+        want = getattr(h, name) * (factor if name in floats else 1)
+        assert close(getattr(b, name), want, 1e-12), name
+
+
+@pytest.mark.parametrize("bad", ["horowitz2014", "", "HOROWITZ45", None, 45])
+def test_unknown_preset_is_refused_with_the_list(bad):
+    with pytest.raises(ValueError, match="horowitz45, baalen2023") as e:
+        EnergyTable.preset(bad)
+    assert repr(bad) in str(e.value)
+
+
+def test_sweep_grid_takes_an_energy_table_and_refuses_unknown_ones():
+    from accel_sim.sweep import expand_grid, sweep
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((16, 24)), rng.standard_normal((24, 8))
+    table = sweep((a, b), {"a": ["e4m3fn"], "array": ["4x4"], "energy_table": ["horowitz45", "baalen2023"]},
+                  executor=False, progress=False)
+    by = {r["energy_table"]: r for r in table}
+    arr = acs.Array(4, 4, "ws", MAC("e4m3fn", "e4m3fn", "fp32"), energy=EnergyTable.preset("baalen2023"))
+    assert by["baalen2023"]["energy_pj"] == arr.gemm(a, b).energy_pj
+    assert by["baalen2023"]["error"] == by["horowitz45"]["error"]
+    with pytest.raises(ValueError, match="baalen2023"):
+        expand_grid({"energy_table": ["nope"]})
+
+
+@pytest.mark.parametrize("b_zeros", [False, True])
+def test_multiplier_toggles_on_a_wide_array(b_zeros, rng):
+    """os walks a fold's columns 256 at a time in vectors of 16: a 2 x 300 array over 310
+    columns (a full and a partial column-fold, a partial last vector), against the model."""
+    R, C, M, K, N = 2, 300, 3, 7, 310
+    qa = qrandom(rng, (M, K), "int8", zeros=0.4)
+    b = rng.choice([v for v in range(-128, 128) if v != 0], size=(K, N))
+    if b_zeros:
+        b[rng.random((K, N)) < 0.3] = 0
+    qb = q(int8_codes(b))
+    f = FMT["int8"]
+    za, zb = zero_mask(qa.codes, f), zero_mask(qb.codes, f)
+    assert za.any() and zb.any() == b_zeros
+    res = acs.Array(R, C, "os").gemm(qa, qb, metrics=False)
+    ma, mb, active = sim_multipliers("os", R, C, qa.codes, qb.codes, za, zb)
+    assert (res.counts["mult_toggles_a"], res.counts["mult_toggles_b"]) == (ma, mb)
+    assert active == res.counts["macs"] - res.counts["zero_macs"]
+
+
+@pytest.mark.parametrize("df", DATAFLOWS)
+def test_block_scaled_multiplier_toggles_per_block(df, rng):
+    """A block-scaled GEMM (MXFP8) runs each K-block as a GEMM of its own, the multiplier
+    inputs starting at 0 in each: the counts are the per-block model's sums."""
+    from accel_sim.quant import QTensor as QT
+    M, K, N, bs, R, C = 9, 64, 7, 32, 4, 3
+    f = acs.formats.get("e4m3fn")
+    codes = np.array([c for c in f.all_codes() if np.isfinite(f.decode(np.array([c])))[0]])
+    a = rng.choice(codes, (M, K)).astype(f.code_dtype)
+    b = rng.choice(codes, (K, N)).astype(f.code_dtype)
+    a[rng.random((M, K)) < 0.3] = 0
+    scales_a, scales_b = rng.integers(120, 134, (M, K // bs)), rng.integers(120, 134, (K // bs, N))
+    A = QT(a, f, scale=1.0, block=bs, block_axis=1, block_scale_codes=scales_a, scale_format="e8m0")
+    B = QT(b, f, scale=1.0, block=bs, block_axis=0, block_scale_codes=scales_b, scale_format="e8m0")
+    res = acs.Array(R, C, df, MAC("e4m3fn", "e4m3fn", "fp32")).gemm(A, B, metrics=False)
+    fm = FMT["e4m3fn"]
+    want = np.zeros(3, np.int64)
+    for blk in range(K // bs):
+        ab, bb = a[:, blk * bs:(blk + 1) * bs], b[blk * bs:(blk + 1) * bs]
+        want += sim_multipliers(df, R, C, ab, bb, zero_mask(ab, fm), zero_mask(bb, fm))
+    assert (res.counts["mult_toggles_a"], res.counts["mult_toggles_b"]) == tuple(want[:2])
+    assert want[2] == res.counts["macs"] - res.counts["zero_macs"]

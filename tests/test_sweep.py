@@ -178,6 +178,7 @@ def test_expand_grid_defaults():
     if "scale_a" in GRID_KEYS:                            # activation scaling, when the sweep has it
         want["scale_a"] = "tensor"
     want["scale_format"] = None                           # block scales' format: quantize's default
+    want["energy_table"] = "horowitz45"                   # EnergyTable.preset: the default table
     assert len(configs) == 1 and configs[0] == want
     assert list(configs[0]) == list(GRID_KEYS)
     configs, _ = expand_grid({"a": ["e4m3fn", "int8"], "b": [None, "e5m2"]})
