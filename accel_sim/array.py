@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from accel_sim import formats, layers
+from accel_sim import formats, layers, overflow as _overflow
 from accel_sim.energy import ENERGY_PARTS, EnergyTable, add_scale_energy, evaluate
 from accel_sim._native import check_float_array, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status, rounding_code
 from accel_sim.mac import MAC, BlockFMA, FloatAcc, IntAcc, get_acc
 from accel_sim.quant import CALIBRATIONS, QTensor, quantize
+from accel_sim.overflow import COUNT_KEYS as OVERFLOW_COUNTS
 from accel_sim._metrics import ErrorSums as _ErrorSums, add_gemm as _add_gemm, error_metrics as _error_metrics, \
     exact_accumulator as _exact_accumulator, gemm_metrics as _gemm_metrics
 
@@ -85,10 +86,12 @@ class Result(Plan):
     output: np.ndarray = None   # after the fp32 epilogue (and out_format), float64
     acc: np.ndarray = None      # raw accumulator values (int64 for integer accumulators)
     metrics: dict = field(default_factory=dict)
+    overflow: dict = None       # accel_sim.overflow's report when outputs overflowed or saturated
 
     def to_dict(self, arrays: bool = False) -> dict:
         d = super().to_dict()
         d["metrics"] = dict(self.metrics)
+        d["overflow"] = None if self.overflow is None else dict(self.overflow)
         d["output_shape"] = list(self.output.shape)
         if arrays:
             d["output"] = self.output.tolist()
@@ -118,6 +121,17 @@ def _bits_of(acc):
     if isinstance(acc, IntAcc):
         return acc.bits
     return acc.int_bits + acc.frac_bits
+
+
+def _clamp_of(reg):
+    """The epilogue's clamp arguments (float64 pair, int64 pair) for an output register: the
+    bounds a saturating register clamps to, NULL where it does not saturate."""
+    c = reg.clamp
+    if c is None:
+        return ffi.NULL, ffi.NULL
+    if isinstance(reg, IntAcc):
+        return ffi.NULL, ffi.new("int64_t[2]", c)
+    return ffi.new("double[2]", c), ffi.NULL
 
 
 def _is_number(v) -> bool:
@@ -459,12 +473,14 @@ class Array:
         raise_for_status(status, out_acc.name, self)
         (sa, sa_stride), (sb, sb_stride) = sa, sb
         y = np.empty((m, n), dtype=np.float64)   # fp32 values
-        lib.acs_epilogue(ffi.NULL if int_out else pointer(acc, "double *"),
-                         pointer(acc, "int64_t *") if int_out else ffi.NULL, m, n,
-                         pointer(sa, "float *"), sa_stride, pointer(sb, "float *"), sb_stride,
-                         ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "double *"), self.threads)
+        clamp, clamp_int = _clamp_of(out_acc)
+        lib.acs_epilogue_counted(ffi.NULL if int_out else pointer(acc, "double *"),
+                                 pointer(acc, "int64_t *") if int_out else ffi.NULL, m, n,
+                                 pointer(sa, "float *"), sa_stride, pointer(sb, "float *"), sb_stride,
+                                 ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "double *"),
+                                 self.threads, clamp, clamp_int, counts)
         output = y if out_format is None else _to_format(y, out_format)
-        data = {"zero_macs": counts.zero_macs, "toggles_a": counts.toggles_a, "toggles_b": counts.toggles_b}
+        data = {key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b") + OVERFLOW_COUNTS}
         plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
         plan.counts.update(data)
         return acc, output, self._with_energy(plan, measured=True)
@@ -481,7 +497,21 @@ class Array:
         """A (M, K) @ B (K, N) on the array: floats are quantized with the array's quant spec,
         QTensors used as they are.  Output: fp32(fp32(acc * fp32(scale_a * scale_b)) + bias),
         then rounded to out_format if given.  metrics=False skips the float64 reference
-        products behind Result.metrics (they cost more than a fast-path GEMM)."""
+        products behind Result.metrics (they cost more than a fast-path GEMM).  Outputs that
+        overflowed or saturated are reported in Result.overflow and by one
+        AccumulatorOverflowWarning (accel_sim.overflow)."""
+        return self._reported(self._gemm(A, B, bias, out_format, metrics, _names))
+
+    def _reported(self, res) -> Result:
+        """res with its overflow report, warned about once."""
+        blocks = self.quant["a"] in _BLOCK_SCALES or "scale_joins" in res.counts
+        register = self.mac.scale_acc if blocks else self.mac.acc if self.dataflow == "os" else self.buffer_acc
+        res.overflow = _overflow.report(res.counts, register, res.output.size, self.quant["a"], self.quant["b"],
+                                        self.mac.a, self.mac.b)
+        _overflow.warn(res.overflow, stacklevel=4)
+        return res
+
+    def _gemm(self, A, B, bias, out_format, metrics, _names) -> Result:
         if self.quant["a"] in _BLOCK_SCALES or any(isinstance(v, QTensor) and v.is_block_scaled for v in (A, B)):
             qa, qb = self._block_operands(A, B, _names)
             return self._gemm_blocks(qa, qb, bias, out_format, metrics, _names, floats=(A, B))
@@ -581,12 +611,14 @@ class Array:
                                      pointer(sa_blocks, "double *"), pointer(sb_blocks, "double *"),
                                      pointer(acc, "double *"), self.seed, self.threads, counts, in_join)
         raise_for_status(status, self.mac.scale_acc.name if in_join[0] else out_acc.name, self)
-        data = {key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b")}
         (sa, sa_stride), (sb, sb_stride) = self._scales(A, 0, m), self._scales(B, 1, n)
         y = np.empty((m, n), dtype=np.float64)   # fp32 values
-        lib.acs_epilogue(pointer(acc, "double *"), ffi.NULL, m, n, pointer(sa, "float *"), sa_stride,
-                         pointer(sb, "float *"), sb_stride, ffi.NULL if bias32 is None else pointer(bias32, "float *"),
-                         pointer(y, "double *"), self.threads)
+        clamp, _ = _clamp_of(self.mac.scale_acc)
+        lib.acs_epilogue_counted(pointer(acc, "double *"), ffi.NULL, m, n, pointer(sa, "float *"), sa_stride,
+                                 pointer(sb, "float *"), sb_stride,
+                                 ffi.NULL if bias32 is None else pointer(bias32, "float *"), pointer(y, "double *"),
+                                 self.threads, clamp, ffi.NULL, counts)
+        data = {key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b") + OVERFLOW_COUNTS}
         output = y if out_format is None else _to_format(y, out_format)
         plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
         plan.counts.update(data)
@@ -635,6 +667,9 @@ class Array:
     def matmul(self, a, b, out_format=None) -> Result:
         """Batched a (..., M, K) @ b (..., K, N), batch axes broadcast (attention's QK^T and PV).
         Each operand is quantized per tensor; every batch entry is one GEMM on the array."""
+        return self._reported(self._matmul(a, b, out_format))
+
+    def _matmul(self, a, b, out_format) -> Result:
         for argname, v in (("a", a), ("b", b)):
             if np.ndim(v.codes if isinstance(v, QTensor) else v) < 2:
                 raise ValueError(f"{argname} must have at least 2 dimensions, got shape {np.shape(v)}")
@@ -742,6 +777,9 @@ class Array:
         """2-D convolution with PyTorch's layouts (x NCHW, w OIHW) and output sizes, lowered to
         GEMMs by im2col, one per group.  x is quantized per tensor, w per the quant spec's "b"
         ("channel": per output channel)."""
+        return self._reported(self._conv2d(x, w, stride, padding, dilation, groups, bias, out_format))
+
+    def _conv2d(self, x, w, stride, padding, dilation, groups, bias, out_format) -> Result:
         stride, padding, dilation = (layers.pair(v, name) for v, name in
                                      ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
         if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:

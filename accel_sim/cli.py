@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from accel_sim import formats
 from accel_sim._io import jsonable as _jsonable
 from accel_sim.mac import mac_from_names
+from accel_sim.overflow import AccumulatorOverflowWarning
 
 # The demo's design space: every 8-bit format against the accumulators hardware uses, and the
 # block-scaled (OCP MX, VS-Quant), 4-bit and posit alternatives.
@@ -78,6 +80,8 @@ def cmd_replay(args):
               f"{layer['cycles']:>11}{layer['energy_pj'] / 1e6:>11.3f}")
     t = report.totals
     print(f"{'total':<28}{t['sqnr_db_min']:>9.2f}{'':>10}{'':>9}{t['cycles']:>11}{t['energy_pj'] / 1e6:>11.3f}")
+    if t.get("overflow"):
+        print(f"overflow: {t['overflow']['message']}")
     if report.task:
         print("task:", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.task.items()))
 
@@ -107,6 +111,8 @@ def _print_result(res, as_json, what):
           f"arithmetic alone (vs dequantized operands): SQNR {res.metrics['vs_dequantized']['sqnr_db']:.2f} dB")
     print(f"energy {res.energy_pj / 1e6:.4f} uJ, {res.pj_per_mac:.3f} pJ/MAC, {res.tops_per_w:.2f} TOPS/W; "
           + ", ".join(f"{k} {v / 1e6:.4f}" for k, v in res.energy_breakdown.items()) + " (uJ)")
+    if res.overflow:
+        print(f"overflow: {res.overflow['message']}")
 
 
 def cmd_gemm(args):
@@ -197,6 +203,9 @@ def _print_table(table):
         err = f"{r['error']:.3e}" if math.isfinite(r["error"]) else "overflow"
         print(f"{r['a']:<8}{r['scale']:<8}{r['acc']:<18}{err:>10}{r['sqnr_db']:>9.2f}"
               f"{r['energy_pj'] / 1e6:>11.1f}{r['pj_per_mac']:>8.3f}")
+    for r in table:
+        if r.get("overflow"):
+            print(f"overflow in {r['a']}/{r['scale']}/{r['acc']}: {r['overflow']}")
 
 
 def _split(text):
@@ -370,7 +379,9 @@ def _main(argv=None):
             args.b = args.a
         if args.acc is None:
             args.acc = "int32" if args.a in ("int8", "uint8", "int4") and args.b in ("int8", "uint8", "int4") else "fp32"
-    args.func(args)
+    with warnings.catch_warnings():   # the commands print their own overflow lines
+        warnings.simplefilter("ignore", AccumulatorOverflowWarning)
+        args.func(args)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -64,6 +65,16 @@ class FloatAcc:
         return math.ldexp(2 ** (self.man_bits + 1) - 1, self.bias - self.man_bits)
 
     @property
+    def bits(self) -> int:
+        """Width of the register: sign, exponent and fraction."""
+        return 1 + self.exp_bits + self.man_bits
+
+    @property
+    def clamp(self):
+        """(lo, hi) a saturating register clamps to, or None when it overflows to inf."""
+        return (-self.max, self.max) if self.overflow == "saturate" else None
+
+    @property
     def name(self) -> str:
         for n, acc in ACCUMULATORS.items():
             if acc == self:
@@ -102,6 +113,15 @@ class IntAcc:
                 return n
         return f"int{self.bits}" + ("" if self.overflow == "wrap" else ",sat")
 
+    @property
+    def max(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+    @property
+    def clamp(self):
+        """(lo, hi) a saturating register clamps to, or None when it wraps."""
+        return (-self.max - 1, self.max) if self.overflow == "saturate" else None
+
     def _fill(self, c):
         c.kind = lib.ACS_ACC_INT
         g = c.grid
@@ -132,6 +152,20 @@ class FixedAcc:
     @property
     def name(self) -> str:
         return f"fix({self.int_bits}.{self.frac_bits},{self.rounding},{self.overflow})"
+
+    @property
+    def bits(self) -> int:
+        return self.int_bits + self.frac_bits
+
+    @property
+    def max(self) -> float:
+        """The largest register value, read out as float64 (rounded to nearest)."""
+        return float(Fraction(2 ** (self.bits - 1) - 1, 1) * Fraction(2) ** -self.frac_bits)
+
+    @property
+    def clamp(self):
+        """(lo, hi) a saturating register clamps to, as float64, or None when it wraps."""
+        return (math.ldexp(-1.0, self.int_bits - 1), self.max) if self.overflow == "saturate" else None
 
     def _fill(self, c):
         c.kind = lib.ACS_ACC_FIXED
@@ -167,6 +201,19 @@ class BlockFMA:
     def name(self) -> str:
         addend = "" if self.addend in (None, self.acc) else f",addend={self.addend.name}"
         return f"block({self.terms},{self.align_bits},{self.acc.name}{addend})"
+
+    @property
+    def bits(self) -> int:
+        """Width of the register each block's result is rounded onto (acc's)."""
+        return self.acc.bits
+
+    @property
+    def max(self) -> float:
+        return self.acc.max
+
+    @property
+    def clamp(self):
+        return self.acc.clamp
 
     def _fill(self, c):
         self.acc._fill(c)
@@ -221,6 +268,17 @@ class Quire:
     def int_bits(self) -> int:
         """Bits above the binary point, sign included (bits - frac_bits)."""
         return self.bits - self.frac_bits
+
+    @property
+    def max(self) -> float:
+        """The largest register value, read out as float64 (rounded to nearest)."""
+        return float(Fraction(2 ** (self.bits - 1) - 1, 1) * Fraction(2) ** -self.frac_bits)
+
+    @property
+    def clamp(self):
+        """(lo, hi) of the read-out values: the register wraps, but reading it out saturates at
+        the readout posit's +-maxpos (posits have no overflow to infinity)."""
+        return (-self.readout.max, self.readout.max)
 
     @property
     def max_terms(self) -> int:

@@ -13,11 +13,13 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from accel_sim._io import atomic_write, jsonable as _jsonable
+from accel_sim.overflow import AccumulatorOverflowWarning
 
 __all__ = ["sweep", "pareto", "Table", "GRID_KEYS", "expand_grid"]
 
@@ -162,7 +164,14 @@ def _normalise_target(target):
 
 
 def run_config(target, cfg, trace_dir=None, task=False):
-    """One row: the configuration, its error and its cost."""
+    """One row: the configuration, its error, its cost and its overflow columns (sweep warns
+    once for the whole table, so the runs' own warnings are silenced here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AccumulatorOverflowWarning)
+        return _run_config(target, cfg, trace_dir, task)
+
+
+def _run_config(target, cfg, trace_dir, task):
     from accel_sim import trace as trace_mod
     from accel_sim.array import Result
     arr = build(cfg)
@@ -177,6 +186,7 @@ def run_config(target, cfg, trace_dir=None, task=False):
                    energy_pj=rep.totals["energy_pj"], cycles=rep.totals["cycles"], macs=rep.totals["macs"],
                    time_us=rep.totals["time_us"],
                    **{f"energy_{k}": v for k, v in rep.totals["energy_breakdown"].items()},
+                   **_overflow_columns(rep.totals["overflow"]),
                    **{f"task_{k}": v for k, v in rep.task.items()})
     else:
         if isinstance(target, dict):
@@ -187,9 +197,19 @@ def run_config(target, cfg, trace_dir=None, task=False):
         m = res.metrics["vs_float64"]
         row.update(error=m["rel_fro"], sqnr_db=m["sqnr_db"], cosine=m["cosine"], energy_pj=res.energy_pj,
                    cycles=res.cycles, macs=res.macs, time_us=res.time_us,
-                   **{f"energy_{k}": v for k, v in res.energy_breakdown.items()})
+                   **{f"energy_{k}": v for k, v in res.energy_breakdown.items()},
+                   **_overflow_columns(res.overflow))
     row["pj_per_mac"] = row["energy_pj"] / row["macs"] if row["macs"] else 0.0
     return row
+
+
+def _overflow_columns(rep):
+    """A row's overflow columns: outputs that overflowed (inf/NaN) or saturated in the
+    accumulator, and the report's one-line cause and remedy ("" when none)."""
+    if rep is None:
+        return {"overflowed": 0, "saturated": 0, "overflow": ""}
+    return {"overflowed": max(rep["acc_nonfinite"], rep["out_nonfinite"]), "saturated": rep["acc_saturated"],
+            "overflow": rep["message"]}
 
 
 # -- the sweep ----------------------------------------------------------------------------------
@@ -297,7 +317,14 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
                 raise failure
     finally:
         bar.close()
-    return Table([done[k] for k in keys], skipped)
+    table = Table([done[k] for k in keys], skipped)
+    hit = [r for r in table if r.get("overflow")]
+    if hit:   # one warning for the sweep; each row's own report is in its overflow column
+        names = ", ".join(f"{r['mac']}/{r['scale']}" for r in hit)
+        warnings.warn(f"{len(hit)} of {len(table)} configurations overflowed or saturated ({names}); see the "
+                      f"table's overflowed, saturated and overflow columns. First: {hit[0]['overflow']}",
+                      AccumulatorOverflowWarning, stacklevel=2)
+    return table
 
 
 def pareto(table, x="energy_pj", y="error"):
