@@ -18,7 +18,8 @@ from accel_sim import formats, layers, overflow as _overflow
 from accel_sim.energy import ENERGY_PARTS, EnergyTable, add_scale_energy, evaluate
 from accel_sim._native import check_float_array, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status, rounding_code
 from accel_sim.mac import MAC, BlockFMA, FloatAcc, IntAcc, get_acc
-from accel_sim.quant import CALIBRATIONS, QTensor, quantize
+from accel_sim.quant import CALIBRATIONS, QTensor, check_headroom, quantize
+from accel_sim.headroom import auto_headroom
 from accel_sim.overflow import COUNT_KEYS as OVERFLOW_COUNTS
 from accel_sim._metrics import ErrorSums as _ErrorSums, add_gemm as _add_gemm, error_metrics as _error_metrics, \
     exact_accumulator as _exact_accumulator, gemm_metrics as _gemm_metrics
@@ -200,7 +201,9 @@ class Array:
     ("tensor"; "channel": per row of A, per column of B; "none": scale 1, a plain cast;
     "block" (OCP MX) or "vector" (VS-Quant) for both: scales per block of K, with "block" (the
     size) and "scale_format" keys as quant.quantize takes them; K is zero-padded to whole
-    blocks), "calibration", "rounding".
+    blocks), "calibration", "rounding", "headroom" (bits: amax maps to max / 2^bits for "tensor"
+    and "channel" scales; "auto": the smallest headroom that keeps every partial sum within a
+    float accumulator, from the formats and K, accel_sim.headroom; default 0).
     seed: stochastic rounding's seed.  energy: an EnergyTable, or the path of a TOML one
     (default: EnergyTable.default(45)).  threads: engine threads over output rows (default: the
     ACCEL_SIM_THREADS environment variable, else every core); the bits never depend on it.
@@ -238,6 +241,8 @@ class Array:
             raise ValueError(f"dram_bytes_per_cycle must be a positive number or None, got {dram_bytes_per_cycle!r}")
         self.dram_bytes_per_cycle = dram_bytes_per_cycle
         self.quant = self._check_quant(quant)
+        if self.quant["headroom"] == "auto":
+            self._headroom(1)   # a float accumulator, or the error now
         self.seed = check_seed(seed)
         self.threads = _check_threads(threads)
         self.memory_limit_bytes = _check_memory_limit(memory_limit_bytes)
@@ -268,7 +273,7 @@ class Array:
     @staticmethod
     def _check_quant(quant):
         spec = {"a": "tensor", "b": "tensor", "calibration": "absmax", "rounding": "rne", "block": None,
-                "scale_format": None}
+                "scale_format": None, "headroom": 0}
         if quant is None:
             return spec
         if not isinstance(quant, dict):
@@ -298,6 +303,13 @@ class Array:
             except (ValueError, TypeError) as e:
                 raise type(e)(f"quant: {e}") from None
         rounding_code(spec["rounding"], "quant['rounding']")
+        if spec["headroom"] != "auto":
+            try:
+                spec["headroom"] = check_headroom(spec["headroom"])
+            except ValueError as e:
+                raise ValueError(f"quant['headroom'] must be 'auto' or {str(e)[len('headroom must be '):]}") from None
+        if spec["headroom"] and spec["a"] in _BLOCK_SCALES:
+            raise ValueError("quant['headroom'] applies to 'tensor' and 'channel' scales, not block scaling")
         return spec
 
     @property
@@ -417,8 +429,16 @@ class Array:
         return plan
 
     # -- numerics -------------------------------------------------------------------------------
-    def _operand(self, x, fmt, scale, axis, argname, ndim):
-        """codes and float32 scales (per axis, or one) of an operand; float inputs quantized."""
+    def _headroom(self, k):
+        """The quant spec's headroom in bits for a GEMM of reduction length k (accel_sim.headroom)."""
+        if self.quant["headroom"] != "auto":
+            return self.quant["headroom"]
+        regs = [self.mac.acc] if self.dataflow == "os" else [self.mac.acc, self.buffer_acc]
+        return auto_headroom(self.mac.a, self.mac.b, regs, max(int(k), 1), self.quant["rounding"])
+
+    def _operand(self, x, fmt, scale, axis, argname, ndim, k=1):
+        """codes and float32 scales (per axis, or one) of an operand; float inputs quantized
+        (with the quant spec's headroom for a GEMM of reduction length k)."""
         if isinstance(x, QTensor):
             if x.is_block_scaled:
                 raise ValueError(f"{argname} is block-scaled ({x.scale_format} per {x.block}); block-scaled operands "
@@ -437,7 +457,8 @@ class Array:
                              "codes)" if "NaN" in str(e) else str(e)) from None
         try:
             return quantize(arr, fmt, scale=scale, axis=axis if scale == "channel" else None,
-                            calibration=self.quant["calibration"], rounding=self.quant["rounding"])
+                            calibration=self.quant["calibration"], rounding=self.quant["rounding"],
+                            headroom=self._headroom(k) if scale in ("tensor", "channel") else 0)
         except ValueError as e:  # name the caller's argument, not quantize's own x
             raise ValueError(f"{argname}: {e}") from None
 
@@ -522,8 +543,8 @@ class Array:
         if k_ != k2:
             raise ValueError(f"{_names[0]} ({m_}, {k_}) and {_names[1]} ({k2}, {n_}) do not multiply: K differs")
         self._check_memory(m_, n_, k_)
-        qa = self._operand(A, self.mac.a, self.quant["a"], 0, _names[0], 2)
-        qb = self._operand(B, self.mac.b, self.quant["b"], 1, _names[1], 2)
+        qa = self._operand(A, self.mac.a, self.quant["a"], 0, _names[0], 2, k_)
+        qb = self._operand(B, self.mac.b, self.quant["b"], 1, _names[1], 2, k_)
         m, n = qa.shape[0], qb.shape[1]
         bias32 = self._bias(bias, n)
         acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, self._scales(qa, 0, m), self._scales(qb, 1, n),
@@ -679,8 +700,9 @@ class Array:
         if self.quant["a"] in _BLOCK_SCALES:
             return self._matmul_blocks(a, b, out_format)
         per_tensor = {k: "none" if self.quant[k] == "none" else "tensor" for k in ("a", "b")}
-        qa = self._operand(a, self.mac.a, per_tensor["a"], 0, "a", None)
-        qb = self._operand(b, self.mac.b, per_tensor["b"], 1, "b", None)
+        k = np.shape(a.codes if isinstance(a, QTensor) else a)[-1]
+        qa = self._operand(a, self.mac.a, per_tensor["a"], 0, "a", None, k)
+        qb = self._operand(b, self.mac.b, per_tensor["b"], 1, "b", None, k)
         batch, ac, bc = self._batched(qa.codes, qb.codes)
         scales = (self._scales(qa, 0, 0), self._scales(qb, 1, 0))
         outs, accs, plans = [], [], []
@@ -795,8 +817,9 @@ class Array:
                 if v.ndim != 4:
                     raise ValueError(f"{argname} must have 4 dimensions, got shape {v.shape}")
         else:
-            qx = self._operand(x, self.mac.a, self.quant["a"], 0, "x", 4)
-            qw = self._operand(w, self.mac.b, self.quant["b"], 0, "w", 4)
+            k = int(np.prod(np.shape(w.codes if isinstance(w, QTensor) else w)[1:]))   # C/groups * KH * KW
+            qx = self._operand(x, self.mac.a, self.quant["a"], 0, "x", 4, k)
+            qw = self._operand(w, self.mac.b, self.quant["b"], 0, "w", 4, k)
         nb, c, h, wd = qx.shape
         o, cg, kh, kw = qw.shape
         if c % groups or o % groups or cg != c // groups:

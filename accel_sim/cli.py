@@ -23,6 +23,7 @@ DEMO_GRIDS = (
     {"a": ["int8"], "scale": ["tensor", "channel"], "acc": ["int32"]},
     {"a": ["e4m3fn", "e5m2", "e3m4"], "scale": ["tensor", "channel"], "acc": ["fp32"]},
     {"a": ["e4m3fn", "e5m2", "e3m4"], "acc": ["fp16", "bf16"]},
+    {"a": ["e4m3fn", "e5m2"], "acc": ["fp16"], "headroom": ["auto"]},   # amax below max: fp16 sums fit
     {"a": ["e4m3fn", "e5m2"], "acc": ["tensor_core:h100"]},
     {"a": ["bf16", "fp16"], "scale_a": ["none"], "scale": ["none"], "acc": ["fp32"]},
     {"a": ["e4m3fn", "e2m1"], "scale": ["block"], "acc": ["fp32"]},                           # MXFP8, MXFP4
@@ -97,6 +98,8 @@ def _array_from_args(args, a_scale="tensor"):
     quant = {"a": args.scale if blocks else a_scale, "b": args.scale}
     if args.scale_format:
         quant["scale_format"] = args.scale_format
+    if args.headroom:
+        quant["headroom"] = args.headroom
     return Array(*args.array, args.dataflow, mac, quant=quant, seed=args.seed)
 
 
@@ -226,6 +229,8 @@ def cmd_sweep(args):
         grid["rounding"] = _split(args.rounding)
     if args.scale_format:
         grid["scale_format"] = _split(args.scale_format)
+    if args.headroom:
+        grid["headroom"] = [_headroom_arg(h) for h in _split(args.headroom)]
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -289,12 +294,24 @@ def _add_mac_args(p, default_a="int8"):
     p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne rna rtz rup rdn rto sr)")
 
 
+def _headroom_arg(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--headroom must be a number of bits or 'auto', got {text!r}") from None
+
+
 def _add_array_args(p):
     p.add_argument("--scale", choices=("tensor", "channel", "none", "block", "vector"), default="tensor",
                    help="weight scales; block (OCP MX) and vector (VS-Quant) scale both operands per block of K")
     p.add_argument("--scale-format", default=None, help="block scales' format: e8m0 (block), uint4/uint6/uint8 (vector)")
     p.add_argument("--array", type=parse_array_size, default=(32, 32), help="array size RxC (default 32x32)")
     p.add_argument("--dataflow", choices=("os", "ws", "is"), default="ws")
+    p.add_argument("--headroom", type=_headroom_arg, default=0,
+                   help="bits of headroom for tensor/channel scales: amax maps to max / 2^BITS; 'auto': the "
+                        "least that keeps every partial sum within a float accumulator (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of random inputs and stochastic rounding")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -340,6 +357,7 @@ def build_parser():
     p.add_argument("--scale-format", default=None, help="comma-separated block-scale formats (e8m0, uint4, ...)")
     p.add_argument("--array", default="32x32", help="comma-separated array sizes RxC")
     p.add_argument("--dataflow", default="ws", help="comma-separated dataflows")
+    p.add_argument("--headroom", default=None, help="comma-separated headrooms in bits, or auto (e.g. 0,4,auto)")
     p.add_argument("--cache", default=None, help="cache file: an interrupted sweep resumes from it")
     p.add_argument("--workers", type=int, default=0, help="1: run in this process; default: all cores")
     p.add_argument("--task", action="store_true", help="also the trace's end-to-end task metric")

@@ -24,6 +24,8 @@ from accel_sim.overflow import AccumulatorOverflowWarning
 __all__ = ["sweep", "pareto", "Table", "GRID_KEYS", "expand_grid"]
 
 GRID_KEYS = ("a", "b", "scale_a", "scale", "scale_format", "acc", "rounding", "array", "dataflow", "calibration")
+# keys a configuration (and its row) holds only when the grid names them
+OPTIONAL_KEYS = ("headroom",)
 DEFAULTS = {"a": "int8", "b": None, "scale_a": "tensor", "scale": "tensor", "scale_format": None, "acc": None, "rounding": None, "array": "32x32",
             "dataflow": "ws", "calibration": "absmax"}
 INT_FORMATS = ("int8", "uint8", "int4")
@@ -72,12 +74,12 @@ def expand_grid(grid: dict):
     no MAC can be built for (an integer accumulator with float operands, ...) are skipped."""
     if not isinstance(grid, dict):
         raise TypeError(f"grid must be a dict of lists, got {type(grid).__name__}")
-    unknown = set(grid) - set(GRID_KEYS)
+    unknown = set(grid) - set(GRID_KEYS) - set(OPTIONAL_KEYS)
     if unknown:
-        raise ValueError(f"grid has unknown keys {sorted(unknown)}; known: {', '.join(GRID_KEYS)}")
+        raise ValueError(f"grid has unknown keys {sorted(unknown)}; known: {', '.join(GRID_KEYS + OPTIONAL_KEYS)}")
     axes = {}
-    for key in GRID_KEYS:
-        values = grid.get(key, [DEFAULTS[key]])
+    for key in GRID_KEYS + tuple(k for k in OPTIONAL_KEYS if k in grid):
+        values = grid.get(key, [DEFAULTS.get(key)])
         if isinstance(values, (str, tuple)) or not hasattr(values, "__iter__"):
             values = [values]
         values = list(values)
@@ -116,7 +118,7 @@ def build(cfg):
     mac = mac_from_names(cfg["a"], cfg["b"], cfg["acc"], cfg["rounding"])
     return Array(rows, cols, cfg["dataflow"], mac,
                  quant={"a": cfg["scale_a"], "b": cfg["scale"], "calibration": cfg["calibration"],
-                        "scale_format": cfg["scale_format"]})
+                        "scale_format": cfg["scale_format"], "headroom": cfg.get("headroom", 0)})
 
 
 # -- targets ------------------------------------------------------------------------------------
@@ -271,7 +273,8 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
     MX) or "vector" (VS-Quant): per block of K, for both operands; scale_a follows unless
     given), scale_format (the block scales' format, default per quant.quantize), acc (fp32
     fp16 bf16 int32 quire[:READOUT] ... or tensor_core:GPU; default int32 for integer
-    operands, else fp32), rounding (float accumulators), array ("RxC"), dataflow, calibration.
+    operands, else fp32), rounding (float accumulators), array ("RxC"), dataflow, calibration,
+    headroom (bits, or "auto": Array's quant['headroom']; default 0, and no headroom column).
     executor: any concurrent.futures.Executor (a Dask client's get_executor() works); default
     a process pool over all cores; False runs in this process.
     cache: a JSON file; finished rows are written to it atomically as they arrive, and rows it
