@@ -114,16 +114,6 @@ def _sum_plans(plans, rows, cols, terms, clock_ghz, cls=Plan, **extra):
                energy_breakdown=breakdown, energy_basis=plans[0].energy_basis if plans else ESTIMATED, **extra)
 
 
-def _bits_of(acc):
-    if isinstance(acc, BlockFMA):
-        acc = acc.acc
-    if isinstance(acc, FloatAcc):
-        return 1 + acc.exp_bits + acc.man_bits
-    if isinstance(acc, IntAcc):
-        return acc.bits
-    return acc.int_bits + acc.frac_bits
-
-
 def _clamp_of(reg):
     """The epilogue's clamp arguments (float64 pair, int64 pair) for an output register: the
     bounds a saturating register clamps to, NULL where it does not saturate."""
@@ -334,7 +324,7 @@ class Array:
         folds, ideal = gemm_cycles(df, R, C, m, n, k, nt)
         kp = -(-k // nt)
         a_bytes, b_bytes = self.mac.a.bits / 8, self.mac.b.bits / 8
-        acc_bytes = _bits_of(self.mac.acc if df == "os" else self.buffer_acc) / 8
+        acc_bytes = (self.mac.acc if df == "os" else self.buffer_acc).bits / 8
         sr, sc, t = {"os": (m, n, kp), "ws": (kp, n, m), "is": (kp, m, n)}[df]
         per_fold = t + R + C - 2 if df == "os" else 2 * R + C + t - 2
         # Folds come in at most three sizes per axis (the first, the full middle ones, the last),

@@ -370,21 +370,27 @@ class MAC:
         return f"MAC({self.name})"
 
 
+# Named MAC presets for mac_from_names' "PREFIX:NAME" accumulators: prefix -> builder(a, b, name,
+# rounding).  accel_sim.presets registers "tensor_core"; the package imports it, so the table
+# is full before any call (and mac.py needs no import of its presets).
+NAMED_PRESETS = {}
+
+
+def register_preset(prefix: str, builder):
+    """Let mac_from_names build "prefix:NAME" accumulators with builder(a, b, NAME, rounding)."""
+    NAMED_PRESETS[prefix] = builder
+
+
 def mac_from_names(a, b, acc, rounding=None) -> MAC:
     """A MAC from names: acc is an accumulator name (fp32 fp16 bf16 int32 int24 int16),
     tensor_core:GPU for that GPU's preset (then a and b must both be its input format), or
     quire / quire:READOUT for the quire of the operands' posit format (read out to READOUT);
     rounding replaces a float accumulator's rounding mode."""
-    from accel_sim import presets
     if not isinstance(acc, str):
         raise TypeError(f"acc must be a name, got {type(acc).__name__}")
-    if acc.startswith("tensor_core:"):
-        informat = {"e4m3fn": "e4m3", "e5m2": "e5m2", "fp16": "fp16", "bf16": "bf16"}.get(a)
-        if a != b or informat is None:
-            raise ValueError(f"acc {acc} needs a and b both one of e4m3fn e5m2 fp16 bf16, got {a} and {b}")
-        if rounding not in (None, "rtz"):
-            raise ValueError(f"a tensor core's rounding is fixed (rtz for fp32 output), got rounding={rounding!r}")
-        return presets.tensor_core(acc.split(":", 1)[1], informat)
+    prefix, _, rest = acc.partition(":")
+    if rest and prefix in NAMED_PRESETS:
+        return NAMED_PRESETS[prefix](a, b, rest, rounding)
     if acc == "quire" or acc.startswith("quire:"):   # the quire of the operands' posit format
         if a != b:
             raise ValueError(f"acc {acc} needs a and b of one posit format, got {a} and {b}")
