@@ -1,26 +1,24 @@
-"""The systolic array: maps GEMMs (and conv2d / linear / batched matmul) onto an R x C array
-of MACs, runs them bit-exactly in dataflow order in the C engine (csrc/array.c), and counts
-cycles, actions and memory traffic.
-
-Cycles with ideal memory follow SCALE-Sim's per-fold model (DESIGN.md "Cycles"): for
-dataflow os/ws/is the array folds Sr x Sc over R x C and streams T, per fold T + R + C - 2
-(os) or 2R + C + T - 2 (ws, is) cycles.  Finite SRAM and DRAM bandwidth add stall cycles
-(docs/array.md)."""
+"""The systolic array: an R x C array of MACs that runs GEMMs bit-exactly in dataflow order in
+the C engine (csrc/array.c) and returns a Result.  Array holds the configuration and the
+engine call; the cycle and traffic model is in plan.py, operand quantization in operands.py,
+block-scaled GEMMs in blockscaled.py, conv2d / linear / matmul lowering in layers.py, error
+metrics in _metrics.py, overflow reports in overflow.py."""
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from accel_sim import formats, layers, overflow as _overflow
-from accel_sim.energy import ENERGY_PARTS, EnergyTable, add_scale_energy, evaluate
+from accel_sim import formats, layers, overflow as _overflow, plan as _plan
+from accel_sim.energy import EnergyTable, add_scale_energy
 from accel_sim._native import check_float_array, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status, rounding_code
-from accel_sim.mac import MAC, BlockFMA, FloatAcc, IntAcc, get_acc
+from accel_sim.mac import MAC, IntAcc, get_acc
 from accel_sim.quant import CALIBRATIONS, QTensor, check_headroom, quantize
 from accel_sim.headroom import auto_headroom
 from accel_sim.overflow import COUNT_KEYS as OVERFLOW_COUNTS
+from accel_sim.plan import Plan, gemm_cycles
+from accel_sim.result import Result
 from accel_sim._metrics import ErrorSums as _ErrorSums, add_gemm as _add_gemm, error_metrics as _error_metrics, \
     exact_accumulator as _exact_accumulator, gemm_metrics as _gemm_metrics
 
@@ -29,89 +27,6 @@ __all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]
 DATAFLOWS = {"os": lib.ACS_OS, "ws": lib.ACS_WS, "is": lib.ACS_IS}
 _SCALES = ("tensor", "channel", "none", "block", "vector")
 _BLOCK_SCALES = ("block", "vector")   # OCP MX and VS-Quant: both operands scaled per block of K
-
-
-def gemm_cycles(dataflow, rows, cols, m, n, k, terms=1):
-    """(folds, cycles) of one GEMM with ideal memory, per DESIGN.md's table."""
-    kp = -(-k // terms)
-    sr, sc, t = {"os": (m, n, kp), "ws": (kp, n, m), "is": (kp, m, n)}[dataflow]
-    folds = -(-sr // rows) * -(-sc // cols)
-    per_fold = t + rows + cols - 2 if dataflow == "os" else 2 * rows + cols + t - 2
-    return folds, folds * per_fold
-
-
-MEASURED = "measured: zero operands gated, switching from the operands' register toggles"
-ESTIMATED = "data-independent estimate: 50% switching activity, no gating"
-
-
-@dataclass
-class Plan:
-    """Cycles, action counts, memory traffic and energy of one or more GEMMs (no numerics)."""
-
-    cycles: int
-    folds: int
-    stall_cycles: int
-    macs: int
-    utilization: float
-    time_us: float
-    counts: dict = field(default_factory=dict)
-    energy_pj: float = 0.0
-    energy_breakdown: dict = field(default_factory=dict)
-    energy_basis: str = ESTIMATED
-
-    @property
-    def pj_per_mac(self) -> float:
-        return self.energy_pj / self.macs if self.macs else 0.0
-
-    @property
-    def tops_per_w(self) -> float:
-        """Operations (2 per MAC) per joule / 1e12; power_w over the run's time at the clock."""
-        return 2 * self.macs / self.energy_pj if self.energy_pj else 0.0
-
-    @property
-    def power_w(self) -> float:
-        return self.energy_pj * 1e-12 / (self.time_us * 1e-6) if self.time_us else 0.0
-
-    def to_dict(self) -> dict:
-        return {"cycles": self.cycles, "folds": self.folds, "stall_cycles": self.stall_cycles,
-                "macs": self.macs, "utilization": self.utilization, "time_us": self.time_us,
-                "counts": dict(self.counts), "energy_pj": self.energy_pj,
-                "energy_breakdown": dict(self.energy_breakdown), "energy_basis": self.energy_basis,
-                "pj_per_mac": self.pj_per_mac, "tops_per_w": self.tops_per_w, "power_w": self.power_w}
-
-
-@dataclass
-class Result(Plan):
-    """A simulated layer: the outputs the hardware produces, and what it cost."""
-
-    output: np.ndarray = None   # after the fp32 epilogue (and out_format), float64
-    acc: np.ndarray = None      # raw accumulator values (int64 for integer accumulators)
-    metrics: dict = field(default_factory=dict)
-    overflow: dict = None       # accel_sim.overflow's report when outputs overflowed or saturated
-
-    def to_dict(self, arrays: bool = False) -> dict:
-        d = super().to_dict()
-        d["metrics"] = dict(self.metrics)
-        d["overflow"] = None if self.overflow is None else dict(self.overflow)
-        d["output_shape"] = list(self.output.shape)
-        if arrays:
-            d["output"] = self.output.tolist()
-            d["acc"] = self.acc.tolist()
-        return d
-
-
-def _sum_plans(plans, rows, cols, terms, clock_ghz, cls=Plan, **extra):
-    cycles = sum(p.cycles for p in plans)
-    counts = {}
-    for p in plans:
-        for key, v in p.counts.items():
-            counts[key] = counts.get(key, 0) + v
-    macs = sum(p.macs for p in plans)
-    breakdown = {part: sum(p.energy_breakdown.get(part, 0.0) for p in plans) for part in ENERGY_PARTS}
-    return cls(cycles=cycles, folds=sum(p.folds for p in plans), stall_cycles=sum(p.stall_cycles for p in plans),
-               macs=macs, utilization=macs / (rows * cols * terms * cycles) if cycles else 0.0,
-               time_us=cycles / (clock_ghz * 1e3), counts=counts, energy_pj=sum(breakdown.values()),
-               energy_breakdown=breakdown, energy_basis=plans[0].energy_basis if plans else ESTIMATED, **extra)
 
 
 def _clamp_of(reg):
@@ -162,22 +77,6 @@ def _to_format(y, out_format):
     """The epilogue's fp32 values (as float64) rounded to the output format (IEEE overflow)."""
     fmt = formats.get(out_format)
     return fmt.decode(fmt.encode(y, saturate=False))
-
-
-def _fold_groups(size, tile):
-    """The folds of `size` in tiles of `tile` as groups (is_first, first index, tile size, count):
-    the first fold, the full ones after it, and a partial last one."""
-    n = -(-size // tile)
-    if n == 0:
-        return []
-    groups = [(True, 0, min(tile, size), 1)]
-    last = size - (n - 1) * tile
-    if n > 2 or (n == 2 and last == tile):
-        full = n - 1 if last == tile else n - 2
-        groups.append((False, 1, tile, full))
-    if n > 1 and last != tile:
-        groups.append((False, n - 1, last, 1))
-    return groups
 
 
 class Array:
@@ -317,106 +216,7 @@ class Array:
                 raise TypeError(f"{argname} must be an integer, got {type(v).__name__}")
             if v < 0:
                 raise ValueError(f"{argname} must be non-negative, got {v}")
-        return self._plan(int(M), int(N), int(K))
-
-    def _plan(self, m, n, k, out_bits=32) -> Plan:
-        R, C, nt, df = self.rows, self.cols, self.terms, self.dataflow
-        folds, ideal = gemm_cycles(df, R, C, m, n, k, nt)
-        kp = -(-k // nt)
-        a_bytes, b_bytes = self.mac.a.bits / 8, self.mac.b.bits / 8
-        acc_bytes = (self.mac.acc if df == "os" else self.buffer_acc).bits / 8
-        sr, sc, t = {"os": (m, n, kp), "ws": (kp, n, m), "is": (kp, m, n)}[df]
-        per_fold = t + R + C - 2 if df == "os" else 2 * R + C + t - 2
-        # Folds come in at most three sizes per axis (the first, the full middle ones, the last),
-        # so sums over the fold grid are sums over at most 3 x 3 weighted groups.
-        rows_ = [(first, r, min(k, (i + 1) * R * nt) - i * R * nt if df != "os" else k, cnt)
-                 for first, i, r, cnt in _fold_groups(sr, R)]
-        cols_ = [(first, c, cnt) for first, _, c, cnt in _fold_groups(sc, C)]
-        a_key, b_key = {"os": ("row", "col"), "ws": ("row", "fold"), "is": ("fold", "row")}[df]
-        stream = {"os": 0, "ws": m, "is": n}[df]
-        groups = []   # (weight, a elements, b elements, out writes, out reads, row first, col first)
-        for rf, r, kf, rc in rows_:
-            for cf, c, cc in cols_:
-                if df == "os":
-                    av, bv, ow, orr = r * k, c * k, r * c, 0
-                else:
-                    stat, flow = kf * c, kf * stream
-                    av, bv = (flow, stat) if df == "ws" else (stat, flow)
-                    ow = c * stream
-                    orr = 0 if rf else ow
-                groups.append((rc * cc, av, bv, ow, orr, rf, cf))
-        total = lambda i: sum(g[0] * g[i] for g in groups)  # noqa: E731
-        counts = {
-            "macs": m * n * k,
-            "pe_adds": m * n * kp,
-            "buffer_adds": 0 if df == "os" else m * n * -(-sr // R),
-            "sram_read_bytes_a": math.ceil(total(1) * a_bytes),
-            "sram_read_bytes_b": math.ceil(total(2) * b_bytes),
-            "sram_write_bytes_out": math.ceil(total(3) * acc_bytes),
-            "sram_read_bytes_out": math.ceil(total(4) * acc_bytes),
-        }
-        counts.update(self._register_loads(m, n, kp))
-        dram, stall = self._dram(m, n, k, groups, a_bytes, b_bytes, a_key, b_key, acc_bytes, out_bits, per_fold,
-                                 df, folds)
-        counts["dram_bytes"] = dram
-        counts["stall_cycles"] = stall
-        cycles = ideal + stall
-        counts["cycles"] = cycles
-        counts["pe_cycles"] = R * C * cycles
-        macs = m * n * k
-        plan = Plan(cycles=cycles, folds=folds, stall_cycles=stall, macs=macs,
-                    utilization=macs / (R * C * nt * cycles) if cycles else 0.0,
-                    time_us=cycles / (self.clock_ghz * 1e3), counts=counts)
-        return self._with_energy(plan, measured=False)
-
-    def _dram(self, m, n, k, groups, a_bytes, b_bytes, a_key, b_key, acc_bytes, out_bits, per_fold, df, folds):
-        """DRAM bytes and stall cycles: an operand that fits its SRAM share is fetched once, at
-        its first use; one that does not is fetched by every fold that uses it.  A fold's fetch
-        must arrive while the previous fold computes (double buffering); outputs drain the same
-        way, the last fold's after it."""
-        out_bytes = m * n * out_bits / 8
-        total_a, total_b = m * k * self.mac.a.bits / 8, k * n * self.mac.b.bits / 8
-        if self.sram_kb is None or self.dram_bytes_per_cycle is None or not groups:
-            return math.ceil(total_a + total_b + out_bytes), 0
-
-        def fetched(nbytes, total, kb, key, row_first, col_first):
-            if total > kb * 1024 or key == "fold":
-                return nbytes                                   # every fold brings its own slice
-            if key == "row":
-                return nbytes if col_first else 0               # a slice per row fold, first used at column 0
-            return nbytes if row_first else 0                   # a slice per column fold, first used at row 0
-
-        bw = float(self.dram_bytes_per_cycle)
-        fetch_total = stall = 0.0
-        out_tile = max(g[3] for g in groups) * acc_bytes
-        spill = 2 * sum(g[0] * g[4] for g in groups) * acc_bytes if df != "os" and out_tile > self.sram_kb[2] * 1024 else 0.0
-        for weight, av, bv, _, _, rf, cf in groups:
-            f = (fetched(av * a_bytes, total_a, self.sram_kb[0], a_key, rf, cf)
-                 + fetched(bv * b_bytes, total_b, self.sram_kb[1], b_key, rf, cf))
-            fetch_total += weight * f
-            need = math.ceil(f / bw)
-            if rf and cf:                                       # the first fold: its fetch is exposed
-                stall += need + (weight - 1) * max(0, need - per_fold)
-            else:
-                stall += weight * max(0, need - per_fold)
-        stall += math.ceil(spill / bw) + math.ceil(out_bytes / max(1, folds) / bw)
-        return math.ceil(fetch_total + spill + out_bytes), int(stall)
-
-    def _register_loads(self, m, n, kp):
-        """Codes loaded into the PEs' operand registers (each lane of an n-term PE counts):
-        a streaming operand once per PE per step, a stationary one once per PE per fold."""
-        nt = self.terms
-        streamed = m * n * kp * nt
-        if self.dataflow == "os":
-            return {"reg_loads_a": streamed, "reg_loads_b": streamed}
-        if self.dataflow == "ws":
-            return {"reg_loads_a": streamed, "reg_loads_b": kp * nt * n}
-        return {"reg_loads_a": kp * nt * m, "reg_loads_b": streamed}
-
-    def _with_energy(self, plan, measured):
-        plan.energy_pj, plan.energy_breakdown = evaluate(self.energy, self, plan.counts, measured)
-        plan.energy_basis = MEASURED if measured else ESTIMATED
-        return plan
+        return _plan.plan(self, int(M), int(N), int(K))
 
     # -- numerics -------------------------------------------------------------------------------
     def _headroom(self, k):
@@ -492,9 +292,9 @@ class Array:
                                  self.threads, clamp, clamp_int, counts)
         output = y if out_format is None else _to_format(y, out_format)
         data = {key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b") + OVERFLOW_COUNTS}
-        plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
+        plan = _plan.plan(self, m, n, k, 32 if out_format is None else formats.get(out_format).bits)
         plan.counts.update(data)
-        return acc, output, self._with_energy(plan, measured=True)
+        return acc, output, _plan.with_energy(self, plan, measured=True)
 
     def _bias(self, bias, n):
         if bias is None:
@@ -631,10 +431,10 @@ class Array:
                                  self.threads, clamp, ffi.NULL, counts)
         data = {key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b") + OVERFLOW_COUNTS}
         output = y if out_format is None else _to_format(y, out_format)
-        plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
+        plan = _plan.plan(self, m, n, k, 32 if out_format is None else formats.get(out_format).bits)
         plan.counts.update(data)
         plan.counts.update({"scale_mults": m * n * nb, "scale_joins": m * n * nb})
-        plan = self._with_energy(plan, measured=True)
+        plan = _plan.with_energy(self, plan, measured=True)
         add_scale_energy(self.energy, plan, self.mac, A.scale_format, B.scale_format, out_acc)
         if not metrics:
             return Result(**vars(plan), output=output, acc=acc, metrics={})
@@ -715,7 +515,7 @@ class Array:
                                       ("vs_float64", qa_i if fa is None else fa[at], qb_i if fb is None else fb[at], None)],
                       {"vs_dequantized": accs[i]} if exact else None)
         metrics = {key: sums[key].result() for key in ("vs_float64", "vs_dequantized")}
-        return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
+        return _plan.sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 
     def _batch_shape(self, a_shape, b_shape):
@@ -764,7 +564,7 @@ class Array:
         output = np.stack([r.output for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
         acc = np.stack([r.acc for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
         metrics = {"vs_float64": _error_metrics(output, a64 @ b64), "vs_dequantized": sums.result()}
-        return _sum_plans(results, self.rows, self.cols, self.terms, self.clock_ghz, Result,
+        return _plan.sum_plans(results, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 
     def _conv_blocks(self, x, w, kernel, stride, padding, dilation, groups, bias, out_format, out_hw) -> Result:
@@ -782,7 +582,7 @@ class Array:
         if bias is not None:
             ref = ref + np.asarray(bias, np.float64)[None, :, None, None]
         metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": sums.result()}
-        return _sum_plans(results, self.rows, self.cols, self.terms, self.clock_ghz, Result,
+        return _plan.sum_plans(results, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 
     def conv2d(self, x, w, stride=1, padding=0, dilation=1, groups=1, bias=None, out_format=None) -> Result:
@@ -859,7 +659,7 @@ class Array:
                                       ("vs_float64", fa, fb, None if bias is None else np.asarray(bias, np.float64)[gb])],
                       {"vs_dequantized": accs[g]} if exact else None)
         metrics = {key: sums[key].result() for key in ("vs_float64", "vs_dequantized")}
-        return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
+        return _plan.sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
                           output=output, acc=acc, metrics=metrics)
 
 
