@@ -10,12 +10,11 @@ import os
 
 import numpy as np
 
-from accel_sim import formats, layers, overflow as _overflow, plan as _plan
+from accel_sim import formats, layers, operands as _operands, overflow as _overflow, plan as _plan
 from accel_sim.energy import EnergyTable, add_scale_energy
-from accel_sim._native import check_float_array, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status, rounding_code
+from accel_sim._native import check_float_array, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status
 from accel_sim.mac import MAC, IntAcc, get_acc
-from accel_sim.quant import CALIBRATIONS, QTensor, check_headroom, quantize
-from accel_sim.headroom import auto_headroom
+from accel_sim.quant import QTensor, quantize
 from accel_sim.overflow import COUNT_KEYS as OVERFLOW_COUNTS
 from accel_sim.plan import Plan, gemm_cycles
 from accel_sim.result import Result
@@ -25,8 +24,7 @@ from accel_sim._metrics import ErrorSums as _ErrorSums, add_gemm as _add_gemm, e
 __all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]
 
 DATAFLOWS = {"os": lib.ACS_OS, "ws": lib.ACS_WS, "is": lib.ACS_IS}
-_SCALES = ("tensor", "channel", "none", "block", "vector")
-_BLOCK_SCALES = ("block", "vector")   # OCP MX and VS-Quant: both operands scaled per block of K
+_BLOCK_SCALES = _operands.BLOCK_SCALES
 
 
 def _clamp_of(reg):
@@ -129,9 +127,9 @@ class Array:
                                                  or not math.isfinite(dram_bytes_per_cycle)):
             raise ValueError(f"dram_bytes_per_cycle must be a positive number or None, got {dram_bytes_per_cycle!r}")
         self.dram_bytes_per_cycle = dram_bytes_per_cycle
-        self.quant = self._check_quant(quant)
+        self.quant = _operands.check_quant(quant)
         if self.quant["headroom"] == "auto":
-            self._headroom(1)   # a float accumulator, or the error now
+            _operands.headroom_bits(self, 1)   # a float accumulator, or the error now
         self.seed = check_seed(seed)
         self.threads = _check_threads(threads)
         self.memory_limit_bytes = _check_memory_limit(memory_limit_bytes)
@@ -159,48 +157,6 @@ class Array:
             raise ValueError(f"sram_kb must be a positive number or three positive numbers, got {sram_kb!r}")
         return parts
 
-    @staticmethod
-    def _check_quant(quant):
-        spec = {"a": "tensor", "b": "tensor", "calibration": "absmax", "rounding": "rne", "block": None,
-                "scale_format": None, "headroom": 0}
-        if quant is None:
-            return spec
-        if not isinstance(quant, dict):
-            raise TypeError(f"quant must be a dict with keys {', '.join(spec)}; got {type(quant).__name__}")
-        unknown = set(quant) - set(spec)
-        if unknown:
-            raise ValueError(f"quant has unknown keys {sorted(unknown)}; expected {', '.join(spec)}")
-        spec.update(quant)
-        for key in ("a", "b"):
-            if spec[key] not in _SCALES:
-                raise ValueError(f"quant[{key!r}] must be one of {_SCALES}, got {spec[key]!r}")
-        if (spec["a"] in _BLOCK_SCALES) != (spec["b"] in _BLOCK_SCALES) or \
-                (spec["a"] in _BLOCK_SCALES and spec["a"] != spec["b"]):
-            raise ValueError(f"block scaling applies to both operands along K: quant['a'] and quant['b'] must both be "
-                             f"'block' or both 'vector', got {spec['a']!r} and {spec['b']!r}")
-        if spec["a"] not in _BLOCK_SCALES and (spec["block"] is not None or spec["scale_format"] is not None):
-            raise ValueError("quant['block'] and quant['scale_format'] apply to 'block' and 'vector' scaling only")
-        if spec["calibration"] not in CALIBRATIONS:
-            raise ValueError(f"quant['calibration'] must be one of {CALIBRATIONS}, got {spec['calibration']!r}")
-        if spec["a"] in _BLOCK_SCALES:   # quantize checks block, scale_format and calibration now, not later
-            try:
-                block = spec["block"] if isinstance(spec["block"], (int, np.integer)) and 0 < spec["block"] < 1 << 16 \
-                    else 32 if spec["a"] == "block" else 16
-                quantize(np.zeros((1, block)), "e4m3fn" if spec["a"] == "block" else "int4", scale=spec["a"],
-                         block=spec["block"], scale_format=spec["scale_format"], axis=1,
-                         calibration=spec["calibration"])
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"quant: {e}") from None
-        rounding_code(spec["rounding"], "quant['rounding']")
-        if spec["headroom"] != "auto":
-            try:
-                spec["headroom"] = check_headroom(spec["headroom"])
-            except ValueError as e:
-                raise ValueError(f"quant['headroom'] must be 'auto' or {str(e)[len('headroom must be '):]}") from None
-        if spec["headroom"] and spec["a"] in _BLOCK_SCALES:
-            raise ValueError("quant['headroom'] applies to 'tensor' and 'channel' scales, not block scaling")
-        return spec
-
     @property
     def terms(self):
         return self.mac.terms
@@ -219,44 +175,6 @@ class Array:
         return _plan.plan(self, int(M), int(N), int(K))
 
     # -- numerics -------------------------------------------------------------------------------
-    def _headroom(self, k):
-        """The quant spec's headroom in bits for a GEMM of reduction length k (accel_sim.headroom)."""
-        if self.quant["headroom"] != "auto":
-            return self.quant["headroom"]
-        regs = [self.mac.acc] if self.dataflow == "os" else [self.mac.acc, self.buffer_acc]
-        return auto_headroom(self.mac.a, self.mac.b, regs, max(int(k), 1), self.quant["rounding"])
-
-    def _operand(self, x, fmt, scale, axis, argname, ndim, k=1):
-        """codes and float32 scales (per axis, or one) of an operand; float inputs quantized
-        (with the quant spec's headroom for a GEMM of reduction length k)."""
-        if isinstance(x, QTensor):
-            if x.is_block_scaled:
-                raise ValueError(f"{argname} is block-scaled ({x.scale_format} per {x.block}); block-scaled operands "
-                                 "are taken by Array.gemm, with both operands block-scaled along K")
-            if x.format != fmt:
-                raise ValueError(f"{argname} is a QTensor of {x.format.name}, but the MAC takes {fmt.name}")
-            if ndim is not None and x.ndim != ndim:
-                raise ValueError(f"{argname} must have {ndim} dimensions, got shape {x.shape}")
-            if x.axis not in (None, axis):
-                raise ValueError(f"{argname}'s scales must be per tensor or along axis {axis}, got axis {x.axis}")
-            return x
-        try:
-            arr = check_float_array(x, argname, ndim, what="a float array or a QTensor")
-        except ValueError as e:
-            raise ValueError(f"{e}; float inputs must be finite to be quantized (pass a QTensor to feed special "
-                             "codes)" if "NaN" in str(e) else str(e)) from None
-        try:
-            return quantize(arr, fmt, scale=scale, axis=axis if scale == "channel" else None,
-                            calibration=self.quant["calibration"], rounding=self.quant["rounding"],
-                            headroom=self._headroom(k) if scale in ("tensor", "channel") else 0)
-        except ValueError as e:  # name the caller's argument, not quantize's own x
-            raise ValueError(f"{argname}: {e}") from None
-
-    @staticmethod
-    def _scales(q, axis, length):
-        s = np.ascontiguousarray(q.scale, dtype=np.float32).reshape(-1)
-        return s, (1 if q.axis == axis and length else 0)
-
     def _check_memory(self, m, n, k, what="the GEMM"):
         """Refuse, before allocating, a GEMM whose outputs (accumulators, fp32 and float64
         outputs, float64 references for the metrics) and decoded operand copies exceed the limit."""
@@ -296,14 +214,6 @@ class Array:
         plan.counts.update(data)
         return acc, output, _plan.with_energy(self, plan, measured=True)
 
-    def _bias(self, bias, n):
-        if bias is None:
-            return None
-        b = np.asarray(bias)
-        if b.dtype.kind not in "fiu" or b.shape != (n,):
-            raise ValueError(f"bias must be a float array of shape ({n},), got {b.dtype} {b.shape}")
-        return np.ascontiguousarray(b, dtype=np.float32)
-
     def gemm(self, A, B, bias=None, out_format=None, metrics=True, _names=("A", "B")) -> Result:
         """A (M, K) @ B (K, N) on the array: floats are quantized with the array's quant spec,
         QTensors used as they are.  Output: fp32(fp32(acc * fp32(scale_a * scale_b)) + bias),
@@ -333,11 +243,11 @@ class Array:
         if k_ != k2:
             raise ValueError(f"{_names[0]} ({m_}, {k_}) and {_names[1]} ({k2}, {n_}) do not multiply: K differs")
         self._check_memory(m_, n_, k_)
-        qa = self._operand(A, self.mac.a, self.quant["a"], 0, _names[0], 2, k_)
-        qb = self._operand(B, self.mac.b, self.quant["b"], 1, _names[1], 2, k_)
+        qa = _operands.operand(self, A, self.mac.a, self.quant["a"], 0, _names[0], 2, k_)
+        qb = _operands.operand(self, B, self.mac.b, self.quant["b"], 1, _names[1], 2, k_)
         m, n = qa.shape[0], qb.shape[1]
-        bias32 = self._bias(bias, n)
-        acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, self._scales(qa, 0, m), self._scales(qb, 1, n),
+        bias32 = _operands.bias32(bias, n)
+        acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, _operands.scales(qa, 0, m), _operands.scales(qb, 1, n),
                                              bias32, out_format)
         if not metrics:
             return Result(**vars(plan), output=output, acc=acc, metrics={})
@@ -402,7 +312,7 @@ class Array:
         if k != k2:
             raise ValueError(f"{names[0]} ({m}, {k}) and {names[1]} ({k2}, {n}) do not multiply: K differs")
         self._check_memory(m, n, k)
-        bias32 = self._bias(bias, n)
+        bias32 = _operands.bias32(bias, n)
         bs, nb = A.block, k // A.block
         state_size = lib.acs_join_state_size()
         if m * n * (state_size + 8) > self.memory_limit_bytes:
@@ -422,7 +332,7 @@ class Array:
                                      pointer(sa_blocks, "double *"), pointer(sb_blocks, "double *"),
                                      pointer(acc, "double *"), self.seed, self.threads, counts, in_join)
         raise_for_status(status, self.mac.scale_acc.name if in_join[0] else out_acc.name, self)
-        (sa, sa_stride), (sb, sb_stride) = self._scales(A, 0, m), self._scales(B, 1, n)
+        (sa, sa_stride), (sb, sb_stride) = _operands.scales(A, 0, m), _operands.scales(B, 1, n)
         y = np.empty((m, n), dtype=np.float64)   # fp32 values
         clamp, _ = _clamp_of(self.mac.scale_acc)
         lib.acs_epilogue_counted(pointer(acc, "double *"), ffi.NULL, m, n, pointer(sa, "float *"), sa_stride,
@@ -491,10 +401,10 @@ class Array:
             return self._matmul_blocks(a, b, out_format)
         per_tensor = {k: "none" if self.quant[k] == "none" else "tensor" for k in ("a", "b")}
         k = np.shape(a.codes if isinstance(a, QTensor) else a)[-1]
-        qa = self._operand(a, self.mac.a, per_tensor["a"], 0, "a", None, k)
-        qb = self._operand(b, self.mac.b, per_tensor["b"], 1, "b", None, k)
+        qa = _operands.operand(self, a, self.mac.a, per_tensor["a"], 0, "a", None, k)
+        qb = _operands.operand(self, b, self.mac.b, per_tensor["b"], 1, "b", None, k)
         batch, ac, bc = self._batched(qa.codes, qb.codes)
-        scales = (self._scales(qa, 0, 0), self._scales(qb, 1, 0))
+        scales = (_operands.scales(qa, 0, 0), _operands.scales(qb, 1, 0))
         outs, accs, plans = [], [], []
         for i in range(ac.shape[0]):
             acc, output, plan = self._gemm_codes(ac[i], bc[i].T, *scales, None, out_format)
@@ -537,12 +447,6 @@ class Array:
         batch = self._batch_shape(a.shape, b.shape)
         return (batch, *(np.broadcast_to(x, batch + x.shape[-2:]).reshape(-1, *x.shape[-2:]) for x in (a, b)))
 
-    def _float_operand(self, v, argname):
-        if isinstance(v, QTensor):
-            raise ValueError(f"{argname}: with quant {self.quant['a']!r} the array quantizes each GEMM's operands "
-                             "per block of K itself; pass floats")
-        return check_float_array(v, argname, finite=False).astype(np.float64)
-
     def _block_gemms(self, triples, out_format):
         """Block-scaled GEMMs of float (A, B, bias or None) triples: their Results, and the error
         sums against the dequantized operands' products."""
@@ -550,14 +454,14 @@ class Array:
         for A, B, bias in triples:
             qa, qb = self._block_operands(A, B, ("a", "b"))
             res = self._gemm_blocks(qa, qb, bias, out_format, False, ("a", "b"))
-            b32 = None if bias is None else self._bias(bias, res.output.shape[1]).astype(np.float64)
+            b32 = None if bias is None else _operands.bias32(bias, res.output.shape[1]).astype(np.float64)
             _add_gemm({"q": sums}, res.output, [("q", qa, qb, b32)])
             results.append(res)
         return results, sums
 
     def _matmul_blocks(self, a, b, out_format) -> Result:
         """Batched matmul with block scaling: every batch entry quantized per block of K."""
-        a64, b64 = self._float_operand(a, "a"), self._float_operand(b, "b")
+        a64, b64 = _operands.float_operand(self, a, "a"), _operands.float_operand(self, b, "b")
         batch, ab, bb = self._batched(a64, b64)
         m, n = a64.shape[-2], b64.shape[-1]
         results, sums = self._block_gemms(((x, y, None) for x, y in zip(ab, bb)), out_format)
@@ -602,14 +506,14 @@ class Array:
             raise ValueError("conv2d quantizes x per tensor: quant['a'] must be 'tensor' or 'none', not 'channel'")
         blocks = self.quant["a"] in _BLOCK_SCALES
         if blocks:   # the im2col patches and flattened filters are quantized per block of K
-            qx, qw = self._float_operand(x, "x"), self._float_operand(w, "w")
+            qx, qw = _operands.float_operand(self, x, "x"), _operands.float_operand(self, w, "w")
             for argname, v in (("x", qx), ("w", qw)):
                 if v.ndim != 4:
                     raise ValueError(f"{argname} must have 4 dimensions, got shape {v.shape}")
         else:
             k = int(np.prod(np.shape(w.codes if isinstance(w, QTensor) else w)[1:]))   # C/groups * KH * KW
-            qx = self._operand(x, self.mac.a, self.quant["a"], 0, "x", 4, k)
-            qw = self._operand(w, self.mac.b, self.quant["b"], 0, "w", 4, k)
+            qx = _operands.operand(self, x, self.mac.a, self.quant["a"], 0, "x", 4, k)
+            qw = _operands.operand(self, w, self.mac.b, self.quant["b"], 0, "w", 4, k)
         nb, c, h, wd = qx.shape
         o, cg, kh, kw = qw.shape
         if c % groups or o % groups or cg != c // groups:
@@ -620,14 +524,14 @@ class Array:
         if oh < 1 or ow < 1:
             raise ValueError(f"the kernel ({kh}x{kw}, dilation {dilation}) does not fit the padded input {h}x{wd}")
         self._check_memory(nb * oh * ow, o, cg * kh * kw, "the convolution")
-        bias32 = self._bias(bias, o)
+        bias32 = _operands.bias32(bias, o)
         og = o // groups
         if blocks:
             return self._conv_blocks(qx, qw, (kh, kw), stride, padding, dilation, groups, bias, out_format, (oh, ow))
         # per-sample scales: one per patch row of the lowered GEMM (rows are sample-major)
-        sa = self._scales(qx, 0, 0) if qx.axis is None else \
+        sa = _operands.scales(qx, 0, 0) if qx.axis is None else \
             (np.ascontiguousarray(np.repeat(np.asarray(qx.scale, np.float32).reshape(-1), oh * ow)), 1)
-        sw, sw_stride = self._scales(qw, 0, o)
+        sw, sw_stride = _operands.scales(qw, 0, o)
         outs, accs, plans, lowered = [], [], [], []
         for g in range(groups):
             cols_, _ = layers.im2col(qx.codes[:, g * cg:(g + 1) * cg], (kh, kw), stride, padding, dilation)
