@@ -10,12 +10,12 @@ import os
 
 import numpy as np
 
-from accel_sim import formats, layers, operands as _operands, overflow as _overflow, plan as _plan
-from accel_sim.energy import EnergyTable, add_scale_energy
-from accel_sim._native import check_float_array, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status
+from accel_sim import blockscaled, formats, layers, operands as _operands, overflow as _overflow, plan as _plan
+from accel_sim.epilogue import epilogue
+from accel_sim.energy import EnergyTable
+from accel_sim._native import DATAFLOWS, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status
 from accel_sim.mac import MAC, IntAcc, get_acc
-from accel_sim.quant import QTensor, quantize
-from accel_sim.overflow import COUNT_KEYS as OVERFLOW_COUNTS
+from accel_sim.quant import QTensor
 from accel_sim.plan import Plan, gemm_cycles
 from accel_sim.result import Result
 from accel_sim._metrics import ErrorSums as _ErrorSums, add_gemm as _add_gemm, error_metrics as _error_metrics, \
@@ -23,19 +23,7 @@ from accel_sim._metrics import ErrorSums as _ErrorSums, add_gemm as _add_gemm, e
 
 __all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]
 
-DATAFLOWS = {"os": lib.ACS_OS, "ws": lib.ACS_WS, "is": lib.ACS_IS}
 _BLOCK_SCALES = _operands.BLOCK_SCALES
-
-
-def _clamp_of(reg):
-    """The epilogue's clamp arguments (float64 pair, int64 pair) for an output register: the
-    bounds a saturating register clamps to, NULL where it does not saturate."""
-    c = reg.clamp
-    if c is None:
-        return ffi.NULL, ffi.NULL
-    if isinstance(reg, IntAcc):
-        return ffi.NULL, ffi.new("int64_t[2]", c)
-    return ffi.new("double[2]", c), ffi.NULL
 
 
 def _is_number(v) -> bool:
@@ -69,12 +57,6 @@ def _transposed(b, dtype, threads):
     bt = np.empty(b.shape[::-1], dtype=dtype)
     lib.acs_transpose(pointer(b, "void *"), pointer(bt, "void *"), b.shape[0], b.shape[1], dtype.itemsize, threads)
     return bt
-
-
-def _to_format(y, out_format):
-    """The epilogue's fp32 values (as float64) rounded to the output format (IEEE overflow)."""
-    fmt = formats.get(out_format)
-    return fmt.decode(fmt.encode(y, saturate=False))
 
 
 class Array:
@@ -200,18 +182,9 @@ class Array:
                               ffi.NULL if int_out else pointer(acc, "double *"),
                               pointer(acc, "int64_t *") if int_out else ffi.NULL, self.seed, self.threads, counts)
         raise_for_status(status, out_acc.name, self)
-        (sa, sa_stride), (sb, sb_stride) = sa, sb
-        y = np.empty((m, n), dtype=np.float64)   # fp32 values
-        clamp, clamp_int = _clamp_of(out_acc)
-        lib.acs_epilogue_counted(ffi.NULL if int_out else pointer(acc, "double *"),
-                                 pointer(acc, "int64_t *") if int_out else ffi.NULL, m, n,
-                                 pointer(sa, "float *"), sa_stride, pointer(sb, "float *"), sb_stride,
-                                 ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "double *"),
-                                 self.threads, clamp, clamp_int, counts)
-        output = y if out_format is None else _to_format(y, out_format)
-        data = {key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b") + OVERFLOW_COUNTS}
+        output, overflow = epilogue(self, acc, out_acc, sa, sb, bias, out_format, counts)
         plan = _plan.plan(self, m, n, k, 32 if out_format is None else formats.get(out_format).bits)
-        plan.counts.update(data)
+        plan.counts.update({key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b")}, **overflow)
         return acc, output, _plan.with_energy(self, plan, measured=True)
 
     def gemm(self, A, B, bias=None, out_format=None, metrics=True, _names=("A", "B")) -> Result:
@@ -232,10 +205,13 @@ class Array:
         _overflow.warn(res.overflow, stacklevel=4)
         return res
 
+    def _block_operands(self, A, B, names):
+        return blockscaled.block_operands(self, A, B, names)
+
     def _gemm(self, A, B, bias, out_format, metrics, _names) -> Result:
         if self.quant["a"] in _BLOCK_SCALES or any(isinstance(v, QTensor) and v.is_block_scaled for v in (A, B)):
             qa, qb = self._block_operands(A, B, _names)
-            return self._gemm_blocks(qa, qb, bias, out_format, metrics, _names, floats=(A, B))
+            return blockscaled.gemm_blocks(self, qa, qb, bias, out_format, metrics, _names, floats=(A, B))
         for argname, v in zip(_names, (A, B)):
             if np.ndim(v.codes if isinstance(v, QTensor) else v) != 2:
                 raise ValueError(f"{argname} must have 2 dimensions, got shape {np.shape(v.codes if isinstance(v, QTensor) else v)}")
@@ -257,102 +233,6 @@ class Array:
         out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
         exact = _exact_accumulator(self.mac.acc, out_acc, qa, qb, k_)   # the codes' product is acc
         metrics = _gemm_metrics(output, pairs, {"vs_dequantized": acc} if exact else None)
-        return Result(**vars(plan), output=output, acc=acc, metrics={k: metrics[k] for k in ("vs_float64", "vs_dequantized")})
-
-    def _block_operands(self, A, B, names):
-        """Float operands quantized per the quant spec's block scaling along K (A along axis 1,
-        B along axis 0), K zero-padded to whole blocks; QTensors pass through (checked later)."""
-        if not any(not isinstance(v, QTensor) for v in (A, B)):
-            return A, B
-        (m_, k_), (k2, n_) = (np.shape(v.codes if isinstance(v, QTensor) else v) for v in (A, B))
-        if k_ != k2:
-            raise ValueError(f"{names[0]} ({m_}, {k_}) and {names[1]} ({k2}, {n_}) do not multiply: K differs")
-        if self.quant["a"] not in _BLOCK_SCALES:
-            name = names[0] if not isinstance(A, QTensor) else names[1]
-            raise ValueError(f"{name} must be a block-scaled QTensor: in a block-scaled GEMM both operands carry block "
-                             "scales along K (quantize both, or give the Array quant={'a': 'block', 'b': 'block'})")
-        ops = []
-        for argname, v, fmt, k_axis in ((names[0], A, self.mac.a, 1), (names[1], B, self.mac.b, 0)):
-            if isinstance(v, QTensor):
-                ops.append(v)
-                continue
-            arr = check_float_array(v, argname, 2, finite=False, what="a float array or a QTensor")
-            block = self.quant["block"] or (32 if self.quant["a"] == "block" else 16)
-            pad = [(0, 0), (0, 0)]
-            pad[k_axis] = (0, -arr.shape[k_axis] % block)
-            try:
-                ops.append(quantize(np.pad(arr, pad), fmt, scale=self.quant["a"], axis=k_axis, block=block,
-                                    scale_format=self.quant["scale_format"], rounding=self.quant["rounding"]))
-            except ValueError as e:
-                raise ValueError(f"{argname}: {e}") from None
-        return tuple(ops)
-
-    def _gemm_blocks(self, A, B, bias, out_format, metrics, names, floats=None) -> Result:
-        """A block-scaled GEMM (OCP MX, VS-Quant; docs/scaling.md): per K-block, the array's
-        usual accumulation (from zero, in dataflow order) gives a partial sum; the MAC's
-        scale_acc adds partial * (scale_a * scale_b) with one rounding per block; the epilogue
-        applies the coarse scales and bias as in an unscaled GEMM."""
-        for argname, q, k_axis in ((names[0], A, 1), (names[1], B, 0)):
-            if not isinstance(q, QTensor) or not q.is_block_scaled:
-                raise ValueError(f"{argname} must be a block-scaled QTensor: in a block-scaled GEMM both operands "
-                                 "carry block scales along K")
-            if q.ndim != 2:
-                raise ValueError(f"{argname} must have 2 dimensions, got shape {q.shape}")
-            if q.block_axis != k_axis:
-                raise ValueError(f"{argname} must be block-scaled along K (axis {k_axis}), got block_axis {q.block_axis}")
-            if q.axis not in (None, 1 - k_axis):
-                raise ValueError(f"{argname}'s coarse scales must be per tensor or along axis {1 - k_axis}, "
-                                 f"got axis {q.axis}")
-        if A.format != self.mac.a or B.format != self.mac.b:
-            raise ValueError(f"{names[0]} and {names[1]} hold {A.format.name} and {B.format.name} codes, but the MAC "
-                             f"takes {self.mac.a.name} and {self.mac.b.name}")
-        if A.block != B.block:
-            raise ValueError(f"{names[0]} and {names[1]} must share the block size along K, got {A.block} and {B.block}")
-        (m, k), (k2, n) = A.shape, B.shape
-        if k != k2:
-            raise ValueError(f"{names[0]} ({m}, {k}) and {names[1]} ({k2}, {n}) do not multiply: K differs")
-        self._check_memory(m, n, k)
-        bias32 = _operands.bias32(bias, n)
-        bs, nb = A.block, k // A.block
-        state_size = lib.acs_join_state_size()
-        if m * n * (state_size + 8) > self.memory_limit_bytes:
-            raise ValueError(f"the block-scaled GEMM's output registers ({_size(m * n * state_size)}) exceed the "
-                             f"array's memory_limit_bytes ({_size(self.memory_limit_bytes)})")
-        out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
-        # one engine call: operands decoded once, each K-block's partial joined as it is made
-        sa_blocks = np.ascontiguousarray(A.block_scales(), dtype=np.float64)
-        sb_blocks = np.ascontiguousarray(B.block_scales(), dtype=np.float64)
-        a = np.ascontiguousarray(A.codes, dtype=self.mac.a.code_dtype)
-        bt = np.ascontiguousarray(B.codes.T, dtype=self.mac.b.code_dtype)
-        acc = np.empty((m, n), np.float64)
-        counts = ffi.new("acs_gemm_counts *")
-        in_join = ffi.new("int *")
-        status = lib.acs_gemm_blocks(self.mac._c, self._buffer_c, self.mac._scale_c, DATAFLOWS[self.dataflow],
-                                     self.rows, self.cols, pointer(a, "void *"), pointer(bt, "void *"), m, n, k, bs,
-                                     pointer(sa_blocks, "double *"), pointer(sb_blocks, "double *"),
-                                     pointer(acc, "double *"), self.seed, self.threads, counts, in_join)
-        raise_for_status(status, self.mac.scale_acc.name if in_join[0] else out_acc.name, self)
-        (sa, sa_stride), (sb, sb_stride) = _operands.scales(A, 0, m), _operands.scales(B, 1, n)
-        y = np.empty((m, n), dtype=np.float64)   # fp32 values
-        clamp, _ = _clamp_of(self.mac.scale_acc)
-        lib.acs_epilogue_counted(pointer(acc, "double *"), ffi.NULL, m, n, pointer(sa, "float *"), sa_stride,
-                                 pointer(sb, "float *"), sb_stride,
-                                 ffi.NULL if bias32 is None else pointer(bias32, "float *"), pointer(y, "double *"),
-                                 self.threads, clamp, ffi.NULL, counts)
-        data = {key: getattr(counts, key) for key in ("zero_macs", "toggles_a", "toggles_b") + OVERFLOW_COUNTS}
-        output = y if out_format is None else _to_format(y, out_format)
-        plan = _plan.plan(self, m, n, k, 32 if out_format is None else formats.get(out_format).bits)
-        plan.counts.update(data)
-        plan.counts.update({"scale_mults": m * n * nb, "scale_joins": m * n * nb})
-        plan = _plan.with_energy(self, plan, measured=True)
-        add_scale_energy(self.energy, plan, self.mac, A.scale_format, B.scale_format, out_acc)
-        if not metrics:
-            return Result(**vars(plan), output=output, acc=acc, metrics={})
-        fa, fb = (A, B) if floats is None else (A if isinstance(floats[0], QTensor) else floats[0],
-                                                B if isinstance(floats[1], QTensor) else floats[1])
-        pairs = [("vs_dequantized", A, B, None if bias is None else bias32.astype(np.float64)),
-                 ("vs_float64", fa, fb, None if bias is None else np.asarray(bias, np.float64))]
-        metrics = _gemm_metrics(output, pairs)
         return Result(**vars(plan), output=output, acc=acc, metrics={k: metrics[k] for k in ("vs_float64", "vs_dequantized")})
 
     def linear(self, x, w, bias=None, out_format=None) -> Result:
@@ -447,24 +327,12 @@ class Array:
         batch = self._batch_shape(a.shape, b.shape)
         return (batch, *(np.broadcast_to(x, batch + x.shape[-2:]).reshape(-1, *x.shape[-2:]) for x in (a, b)))
 
-    def _block_gemms(self, triples, out_format):
-        """Block-scaled GEMMs of float (A, B, bias or None) triples: their Results, and the error
-        sums against the dequantized operands' products."""
-        results, sums = [], _ErrorSums()
-        for A, B, bias in triples:
-            qa, qb = self._block_operands(A, B, ("a", "b"))
-            res = self._gemm_blocks(qa, qb, bias, out_format, False, ("a", "b"))
-            b32 = None if bias is None else _operands.bias32(bias, res.output.shape[1]).astype(np.float64)
-            _add_gemm({"q": sums}, res.output, [("q", qa, qb, b32)])
-            results.append(res)
-        return results, sums
-
     def _matmul_blocks(self, a, b, out_format) -> Result:
         """Batched matmul with block scaling: every batch entry quantized per block of K."""
         a64, b64 = _operands.float_operand(self, a, "a"), _operands.float_operand(self, b, "b")
         batch, ab, bb = self._batched(a64, b64)
         m, n = a64.shape[-2], b64.shape[-1]
-        results, sums = self._block_gemms(((x, y, None) for x, y in zip(ab, bb)), out_format)
+        results, sums = blockscaled.block_gemms(self, ((x, y, None) for x, y in zip(ab, bb)), out_format)
         output = np.stack([r.output for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
         acc = np.stack([r.acc for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
         metrics = {"vs_float64": _error_metrics(output, a64 @ b64), "vs_dequantized": sums.result()}
@@ -479,7 +347,7 @@ class Array:
         triples = ((layers.im2col(x[:, g * cg:(g + 1) * cg], kernel, stride, padding, dilation)[0],
                     w[g * og:(g + 1) * og].reshape(og, -1).T,
                     None if bias is None else np.asarray(bias, np.float64)[g * og:(g + 1) * og]) for g in range(groups))
-        results, sums = self._block_gemms(triples, out_format)
+        results, sums = blockscaled.block_gemms(self, triples, out_format)
 
         output, acc = (_nchw([getattr(r, key) for r in results], nb, out_hw, o) for key in ("output", "acc"))
         ref = _conv_reference(x, w, stride, padding, dilation, groups)
