@@ -291,7 +291,8 @@ def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
     recorded float32 output; with task=True and a forward module named by the trace (looked
     for in trace_dir, by default the trace file's folder, then the shipped traces/), also the
     end-to-end task metric with every GEMM on the array."""
-    from accel_sim.array import Array, _error_metrics
+    from accel_sim._metrics import error_metrics as _error_metrics
+    from accel_sim.array import Array
     if isinstance(trace, (str, os.PathLike)):
         trace_dir = trace_dir or Path(trace).parent
         trace = load(trace)
