@@ -14,6 +14,7 @@ import numpy as np
 
 from accel_sim import formats
 from accel_sim._io import jsonable as _jsonable
+from accel_sim.labels import describe
 from accel_sim.mac import mac_from_names
 from accel_sim.overflow import AccumulatorOverflowWarning
 
@@ -201,14 +202,16 @@ def cmd_plan(args):
 
 
 def _print_table(table):
-    print(f"{'a':<8}{'scale':<8}{'acc':<18}{'error':>10}{'SQNR dB':>9}{'energy uJ':>11}{'pJ/MAC':>8}")
-    for r in sorted(table, key=lambda r: r["energy_pj"]):
+    rows = sorted(table, key=lambda r: r["energy_pj"])
+    width = max([len("configuration (A x B -> accumulator, scaling)")] + [len(describe(r)) for r in rows])
+    print(f"{'configuration (A x B -> accumulator, scaling)':<{width}}  {'error':>10}{'SQNR dB':>9}{'energy uJ':>11}"
+          f"{'pJ/MAC':>8}")
+    for r in rows:
         err = f"{r['error']:.3e}" if math.isfinite(r["error"]) else "overflow"
-        print(f"{r['a']:<8}{r['scale']:<8}{r['acc']:<18}{err:>10}{r['sqnr_db']:>9.2f}"
-              f"{r['energy_pj'] / 1e6:>11.1f}{r['pj_per_mac']:>8.3f}")
+        print(f"{describe(r):<{width}}  {err:>10}{r['sqnr_db']:>9.2f}{r['energy_pj'] / 1e6:>11.1f}{r['pj_per_mac']:>8.3f}")
     for r in table:
         if r.get("overflow"):
-            print(f"overflow in {r['a']}/{r['scale']}/{r['acc']}: {r['overflow']}")
+            print(f"overflow in {describe(r)}: {r['overflow']}")
 
 
 def _split(text):
@@ -245,7 +248,7 @@ def cmd_sweep(args):
         return
     _print_table(table)
     for s in table.skipped:
-        print(f"skipped {s['a']}/{s['acc']}: {s['reason']}")
+        print(f"skipped {describe(s)}: {s['reason']}")
     print(f"wrote {out / 'sweep.csv'} and {out / 'energy_vs_accuracy.png'}")
 
 
@@ -280,7 +283,7 @@ def cmd_demo(args):
           "error of the layer outputs against the recorded fp32 ones")
     _print_table(table)
     front = pareto(table, x="energy_pj", y="error")
-    print("Pareto front (energy, error): " + "; ".join(f"{r['a']}/{r['scale']}/{r['acc']}" for r in front))
+    print("Pareto front (energy, error): " + "; ".join(describe(r) for r in front))
     print(f"wrote {out / 'energy_vs_accuracy.csv'} and {out / 'energy_vs_accuracy.png'} "
           f"in {time.perf_counter() - t0:.0f} s")
 
