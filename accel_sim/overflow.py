@@ -54,10 +54,15 @@ def report(counts: dict, acc, outputs: int, scale_a=None, scale_b=None, fmt_a=No
             remedy += ", or a saturating one (overflow='saturate': clamps to +-max instead of inf)"
         if out_nonfinite > nonfinite:
             cause += f"; {out_nonfinite - nonfinite} outputs overflowed fp32 in the epilogue (acc x scale + bias)"
+    elif hasattr(acc, "readout"):   # a quire: the register is exact, its posit readout saturates
+        cause = (f"sums beyond the readout format's maxpos {acc.clamp[1]:.6g} read out as +-maxpos "
+                 f"({acc.readout.name} saturates); read out to a wider posit (quire:posit16)")
+        remedy = remedy.replace("a wider accumulator (fp32)", "a wider readout")
     else:
-        cause = f"partial sums reached the saturating accumulator's clamp +-{acc.max:.6g} and were clamped"
+        cause = f"partial sums reached the saturating accumulator's clamp +-{acc.clamp[1]:.6g} and were clamped"
     rep = {"outputs": int(outputs), "acc_nonfinite": nonfinite, "acc_saturated": saturated,
-           "out_nonfinite": out_nonfinite, "accumulator": acc.name, "acc_max": float(acc.max),
+           "out_nonfinite": out_nonfinite, "accumulator": acc.name,
+           "acc_max": float(acc.clamp[1] if saturated and acc.clamp else acc.max),
            "cause": cause, "remedy": remedy}
     rep["message"] = message(rep)
     return rep

@@ -160,3 +160,15 @@ def test_cli_prints_overflow_line():
     out = json.loads(subprocess.run([sys.executable, "-m", "accel_sim.cli", *args, "--json"], capture_output=True,
                                     text=True, timeout=600).stdout)
     assert out["overflow"]["acc_nonfinite"] == out["counts"]["acc_nonfinite"] == n
+
+
+def test_quire_readout_saturation_counts_equal_numpy():
+    """A quire sums exactly; its posit8 readout saturates at +-maxpos (64)."""
+    rng = np.random.default_rng(11)
+    quire = acs.Quire("posit8")
+    arr = acs.Array(4, 4, "os", acs.MAC("posit8", "posit8", quire), quant={"a": "none", "b": "none"})
+    res, w = caught(arr.gemm, np.clip(rng.standard_normal((10, 32)) * 3, -60, 60),
+                    np.clip(rng.standard_normal((32, 9)) * 3, -60, 60))
+    want = numpy_counts(res, (-64.0, 64.0))
+    assert c_counts(res) == want and 0 < want["acc_saturated"] < res.output.size
+    assert len(w) == 1 and "posit8 saturates" in res.overflow["cause"] and res.overflow["acc_max"] == 64.0
