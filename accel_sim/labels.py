@@ -3,7 +3,7 @@
 explains them."""
 from __future__ import annotations
 
-__all__ = ["format_name", "acc_name", "scaling_name", "describe", "short_label", "LABEL_KEY"]
+__all__ = ["format_name", "acc_name", "scaling_name", "describe", "scale_label", "short_label", "LABEL_KEY"]
 
 # OCP's FP8/FP6/FP4 flavours by their exponent/mantissa split; fn/fnuz: no infinities (fn),
 # and no negative zero either (fnuz)
@@ -12,9 +12,10 @@ _SCALES = {"tensor": "per-tensor", "channel": "per-channel", "none": "unscaled"}
 _ACT_SCALES = {"tensor": "per-tensor", "channel": "per-row", "none": "unscaled"}
 
 # What the short point labels of the plots abbreviate.
-LABEL_KEY = ("labels: format/accumulator, then what differs between points: t / ch = per-tensor / "
-             "per-channel weight scales, a:t = activations per tensor, h4 = 4 bits of headroom "
-             "(amax at max/16), tc:GPU = that GPU's tensor core")
+LABEL_KEY = ("labels: operand format/accumulator, then what differs between points: no suffix = scales per "
+             "tensor, ch = per-channel weights, block / vector = MX / VS-Quant block scales, noscale = a plain "
+             "cast, a:X = activations scaled otherwise, h4 = 4 bits of headroom (amax at max/16), h-auto = the "
+             "least headroom that cannot overflow; tc:GPU = that GPU's tensor core")
 
 
 def format_name(name) -> str:
@@ -72,6 +73,18 @@ def describe(row) -> str:
     if row.get("rounding"):
         text += f", {row['rounding']}"
     return text
+
+
+_SCALE_SHORT = {"tensor": "", "channel": "ch", "none": "noscale"}
+
+
+def scale_label(weights, activations) -> str:
+    """A point label's scaling suffix: '' for per-tensor scales, 'ch' for per-channel weights
+    (activations per tensor), 'block', 'noscale', with 'a:X' where activations differ."""
+    w = _SCALE_SHORT.get(weights, str(weights))
+    same = activations == weights or (weights == "channel" and activations == "tensor")
+    a = "" if same else "a:" + (_SCALE_SHORT.get(activations) or "t")
+    return " ".join(p for p in (a, w) if p)
 
 
 def short_label(value, key) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from accel_sim._io import atomic_write
-from accel_sim.labels import LABEL_KEY, format_name, short_label
+from accel_sim.labels import LABEL_KEY, format_name, scale_label, short_label
 
 __all__ = ["energy_accuracy", "energy_breakdown", "error_vs_accumulator", "DPI"]
 
@@ -157,9 +157,12 @@ def _varying(rows, keys):
 
 
 def _point_label(r, varying):
-    """'e4m3fn/fp32 ch': formats / accumulator, then the other keys that vary in the table."""
+    """'e4m3fn/fp32 ch': formats / accumulator, then the other keys that vary in the table
+    (labels.LABEL_KEY explains the abbreviations)."""
     parts = [f"{_fmt_label(r)}/{_acc_label(r)}"]
-    parts += [short_label(r.get(k, 0 if k == "headroom" else None), k) for k in varying]
+    if "scale" in varying or "scale_a" in varying:
+        parts.append(scale_label(r.get("scale", "tensor"), r.get("scale_a", "tensor")))
+    parts += [short_label(r.get(k, 0 if k == "headroom" else None), k) for k in varying if k not in ("scale", "scale_a")]
     return " ".join(p for p in parts if p)
 
 
@@ -351,7 +354,7 @@ def energy_accuracy(table, path, x="energy_pj", y="error", title=None, *, dpi=DP
 
     fig = Figure(figsize=figsize or ACCURACY_FIGSIZE, dpi=dpi)
     canvas = Canvas(fig)
-    ax = fig.add_axes((0.09, 0.15, 0.66, 0.75))
+    ax = fig.add_axes((0.09, 0.2, 0.66, 0.7))
     ok = [i for i in range(len(rows)) if math.isfinite(xs[i]) and math.isfinite(ys[i])]
     over = [i for i in range(len(rows)) if math.isfinite(xs[i]) and not math.isfinite(ys[i])]
     lost = [i for i in range(len(rows)) if not math.isfinite(xs[i])]
@@ -417,7 +420,7 @@ def energy_accuracy(table, path, x="energy_pj", y="error", title=None, *, dpi=DP
                               label=f"overflow ({len(over)}): non-finite {y}"))
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.77, box.y0 - 0.01), fontsize=8, frameon=False,
                title="marker: accumulator\n(black edge: on the front)", title_fontsize=8, alignment="left")
-    fig.text(0.765, 0.15, LABEL_KEY, ha="left", va="bottom", fontsize=7, color="0.3", wrap=True)
+    fig.text(0.01, 0.085, LABEL_KEY, ha="left", va="bottom", fontsize=7, color="0.3", wrap=True)
     return _save(fig, canvas, path, dpi)
 
 

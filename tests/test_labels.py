@@ -76,3 +76,10 @@ def test_plot_legends_caption_and_overflow_cause(tmp_path, figures):
     assert len(note) == 1
     assert "fp16 (max 65504) is exceeded by one product of full-range E4M3 x E4M3 (448 x 448 = 200704)" in note[0]
     assert "Headroom" in note[0]
+
+
+def test_point_label_scale_suffixes():
+    from accel_sim.labels import scale_label
+    assert [scale_label(w, a) for w, a in (("tensor", "tensor"), ("channel", "tensor"), ("none", "none"),
+                                           ("tensor", "none"), ("block", "block"), ("channel", "none"))] == \
+        ["", "ch", "noscale", "a:noscale", "block", "a:noscale ch"]
