@@ -7,6 +7,9 @@ import numpy as np
 
 from accel_sim._engine import ffi, lib
 
+# the engine's dataflow codes (acs_gemm's `dataflow`)
+DATAFLOWS = {"os": lib.ACS_OS, "ws": lib.ACS_WS, "is": lib.ACS_IS}
+
 ROUNDING_MODES = {
     "rne": lib.ACS_RNE,  # nearest, ties to even
     "rna": lib.ACS_RNA,  # nearest, ties away from zero

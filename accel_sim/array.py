@@ -1,126 +1,28 @@
-"""The systolic array: maps GEMMs (and conv2d / linear / batched matmul) onto an R x C array
-of MACs, runs them bit-exactly in dataflow order in the C engine (csrc/array.c), and counts
-cycles, actions and memory traffic.
-
-Cycles with ideal memory follow SCALE-Sim's per-fold model (DESIGN.md "Cycles"): for
-dataflow os/ws/is the array folds Sr x Sc over R x C and streams T, per fold T + R + C - 2
-(os) or 2R + C + T - 2 (ws, is) cycles.  Finite SRAM and DRAM bandwidth add stall cycles
-(docs/array.md)."""
+"""The systolic array: an R x C array of MACs that runs GEMMs bit-exactly in dataflow order in
+the C engine (csrc/array.c) and returns a Result.  Array holds the configuration and the
+engine call; the cycle and traffic model is in plan.py, operand quantization in operands.py,
+block-scaled GEMMs in blockscaled.py, conv2d / linear / matmul lowering in layers.py, error
+metrics in _metrics.py, overflow reports in overflow.py."""
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from accel_sim import formats, layers
-from accel_sim.energy import ENERGY_PARTS, EnergyTable, add_scale_energy, evaluate
-from accel_sim._native import check_float_array, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status, rounding_code
-from accel_sim.mac import MAC, BlockFMA, FloatAcc, IntAcc, get_acc
-from accel_sim.quant import CALIBRATIONS, QTensor, quantize
-from accel_sim._metrics import ErrorSums as _ErrorSums, add_gemm as _add_gemm, error_metrics as _error_metrics, \
-    exact_accumulator as _exact_accumulator, gemm_metrics as _gemm_metrics
+from accel_sim import blockscaled, formats, layers, operands as _operands, overflow as _overflow, plan as _plan
+from accel_sim.epilogue import epilogue
+from accel_sim.energy import EnergyTable
+from accel_sim._native import DATAFLOWS, memory_limit as _check_memory_limit, size_text as _size, check_seed, ffi, lib, pointer, raise_for_status
+from accel_sim.mac import MAC, IntAcc, get_acc
+from accel_sim.quant import QTensor
+from accel_sim.plan import Plan, gemm_cycles
+from accel_sim.result import Result
+from accel_sim._metrics import exact_accumulator as _exact_accumulator, gemm_metrics as _gemm_metrics
 
 __all__ = ["Array", "Plan", "Result", "DATAFLOWS", "gemm_cycles"]
 
-DATAFLOWS = {"os": lib.ACS_OS, "ws": lib.ACS_WS, "is": lib.ACS_IS}
-_SCALES = ("tensor", "channel", "none", "block", "vector")
-_BLOCK_SCALES = ("block", "vector")   # OCP MX and VS-Quant: both operands scaled per block of K
-
-
-def gemm_cycles(dataflow, rows, cols, m, n, k, terms=1):
-    """(folds, cycles) of one GEMM with ideal memory, per DESIGN.md's table."""
-    kp = -(-k // terms)
-    sr, sc, t = {"os": (m, n, kp), "ws": (kp, n, m), "is": (kp, m, n)}[dataflow]
-    folds = -(-sr // rows) * -(-sc // cols)
-    per_fold = t + rows + cols - 2 if dataflow == "os" else 2 * rows + cols + t - 2
-    return folds, folds * per_fold
-
-
-MEASURED = ("measured: zero operands gated (inputs held), switching from the operands' register toggles "
-            "and the active multiplies' input toggles")
-# the engine's data-dependent counts (acs_gemm_counts), merged into a measured run's plan
-MEASURED_COUNTS = ("zero_macs", "toggles_a", "toggles_b", "mult_toggles_a", "mult_toggles_b")
-ESTIMATED = "data-independent estimate: 50% switching activity, no gating"
-
-
-@dataclass
-class Plan:
-    """Cycles, action counts, memory traffic and energy of one or more GEMMs (no numerics)."""
-
-    cycles: int
-    folds: int
-    stall_cycles: int
-    macs: int
-    utilization: float
-    time_us: float
-    counts: dict = field(default_factory=dict)
-    energy_pj: float = 0.0
-    energy_breakdown: dict = field(default_factory=dict)
-    energy_basis: str = ESTIMATED
-
-    @property
-    def pj_per_mac(self) -> float:
-        return self.energy_pj / self.macs if self.macs else 0.0
-
-    @property
-    def tops_per_w(self) -> float:
-        """Operations (2 per MAC) per joule / 1e12; power_w over the run's time at the clock."""
-        return 2 * self.macs / self.energy_pj if self.energy_pj else 0.0
-
-    @property
-    def power_w(self) -> float:
-        return self.energy_pj * 1e-12 / (self.time_us * 1e-6) if self.time_us else 0.0
-
-    def to_dict(self) -> dict:
-        return {"cycles": self.cycles, "folds": self.folds, "stall_cycles": self.stall_cycles,
-                "macs": self.macs, "utilization": self.utilization, "time_us": self.time_us,
-                "counts": dict(self.counts), "energy_pj": self.energy_pj,
-                "energy_breakdown": dict(self.energy_breakdown), "energy_basis": self.energy_basis,
-                "pj_per_mac": self.pj_per_mac, "tops_per_w": self.tops_per_w, "power_w": self.power_w}
-
-
-@dataclass
-class Result(Plan):
-    """A simulated layer: the outputs the hardware produces, and what it cost."""
-
-    output: np.ndarray = None   # after the fp32 epilogue (and out_format), float64
-    acc: np.ndarray = None      # raw accumulator values (int64 for integer accumulators)
-    metrics: dict = field(default_factory=dict)
-
-    def to_dict(self, arrays: bool = False) -> dict:
-        d = super().to_dict()
-        d["metrics"] = dict(self.metrics)
-        d["output_shape"] = list(self.output.shape)
-        if arrays:
-            d["output"] = self.output.tolist()
-            d["acc"] = self.acc.tolist()
-        return d
-
-
-def _sum_plans(plans, rows, cols, terms, clock_ghz, cls=Plan, **extra):
-    cycles = sum(p.cycles for p in plans)
-    counts = {}
-    for p in plans:
-        for key, v in p.counts.items():
-            counts[key] = counts.get(key, 0) + v
-    macs = sum(p.macs for p in plans)
-    breakdown = {part: sum(p.energy_breakdown.get(part, 0.0) for p in plans) for part in ENERGY_PARTS}
-    return cls(cycles=cycles, folds=sum(p.folds for p in plans), stall_cycles=sum(p.stall_cycles for p in plans),
-               macs=macs, utilization=macs / (rows * cols * terms * cycles) if cycles else 0.0,
-               time_us=cycles / (clock_ghz * 1e3), counts=counts, energy_pj=sum(breakdown.values()),
-               energy_breakdown=breakdown, energy_basis=plans[0].energy_basis if plans else ESTIMATED, **extra)
-
-
-def _bits_of(acc):
-    if isinstance(acc, BlockFMA):
-        acc = acc.acc
-    if isinstance(acc, FloatAcc):
-        return 1 + acc.exp_bits + acc.man_bits
-    if isinstance(acc, IntAcc):
-        return acc.bits
-    return acc.int_bits + acc.frac_bits
+_BLOCK_SCALES = _operands.BLOCK_SCALES
 
 
 def _is_number(v) -> bool:
@@ -156,28 +58,6 @@ def _transposed(b, dtype, threads):
     return bt
 
 
-def _to_format(y, out_format):
-    """The epilogue's fp32 values (as float64) rounded to the output format (IEEE overflow)."""
-    fmt = formats.get(out_format)
-    return fmt.decode(fmt.encode(y, saturate=False))
-
-
-def _fold_groups(size, tile):
-    """The folds of `size` in tiles of `tile` as groups (is_first, first index, tile size, count):
-    the first fold, the full ones after it, and a partial last one."""
-    n = -(-size // tile)
-    if n == 0:
-        return []
-    groups = [(True, 0, min(tile, size), 1)]
-    last = size - (n - 1) * tile
-    if n > 2 or (n == 2 and last == tile):
-        full = n - 1 if last == tile else n - 2
-        groups.append((False, 1, tile, full))
-    if n > 1 and last != tile:
-        groups.append((False, n - 1, last, 1))
-    return groups
-
-
 class Array:
     """An R x C systolic array of one kind of MAC.
 
@@ -189,7 +69,9 @@ class Array:
     ("tensor"; "channel": per row of A, per column of B; "none": scale 1, a plain cast;
     "block" (OCP MX) or "vector" (VS-Quant) for both: scales per block of K, with "block" (the
     size) and "scale_format" keys as quant.quantize takes them; K is zero-padded to whole
-    blocks), "calibration", "rounding".
+    blocks), "calibration", "rounding", "headroom" (bits: amax maps to max / 2^bits for "tensor"
+    and "channel" scales; "auto": the smallest headroom that keeps every partial sum within a
+    float accumulator, from the formats and K, accel_sim.headroom; default 0).
     seed: stochastic rounding's seed.  energy: an EnergyTable, or the path of a TOML one
     (default: EnergyTable.default(45)).  threads: engine threads over output rows (default: the
     ACCEL_SIM_THREADS environment variable, else every core); the bits never depend on it.
@@ -226,7 +108,9 @@ class Array:
                                                  or not math.isfinite(dram_bytes_per_cycle)):
             raise ValueError(f"dram_bytes_per_cycle must be a positive number or None, got {dram_bytes_per_cycle!r}")
         self.dram_bytes_per_cycle = dram_bytes_per_cycle
-        self.quant = self._check_quant(quant)
+        self.quant = _operands.check_quant(quant)
+        if self.quant["headroom"] == "auto":
+            _operands.headroom_bits(self, 1)   # a float accumulator, or the error now
         self.seed = check_seed(seed)
         self.threads = _check_threads(threads)
         self.memory_limit_bytes = _check_memory_limit(memory_limit_bytes)
@@ -254,41 +138,6 @@ class Array:
             raise ValueError(f"sram_kb must be a positive number or three positive numbers, got {sram_kb!r}")
         return parts
 
-    @staticmethod
-    def _check_quant(quant):
-        spec = {"a": "tensor", "b": "tensor", "calibration": "absmax", "rounding": "rne", "block": None,
-                "scale_format": None}
-        if quant is None:
-            return spec
-        if not isinstance(quant, dict):
-            raise TypeError(f"quant must be a dict with keys {', '.join(spec)}; got {type(quant).__name__}")
-        unknown = set(quant) - set(spec)
-        if unknown:
-            raise ValueError(f"quant has unknown keys {sorted(unknown)}; expected {', '.join(spec)}")
-        spec.update(quant)
-        for key in ("a", "b"):
-            if spec[key] not in _SCALES:
-                raise ValueError(f"quant[{key!r}] must be one of {_SCALES}, got {spec[key]!r}")
-        if (spec["a"] in _BLOCK_SCALES) != (spec["b"] in _BLOCK_SCALES) or \
-                (spec["a"] in _BLOCK_SCALES and spec["a"] != spec["b"]):
-            raise ValueError(f"block scaling applies to both operands along K: quant['a'] and quant['b'] must both be "
-                             f"'block' or both 'vector', got {spec['a']!r} and {spec['b']!r}")
-        if spec["a"] not in _BLOCK_SCALES and (spec["block"] is not None or spec["scale_format"] is not None):
-            raise ValueError("quant['block'] and quant['scale_format'] apply to 'block' and 'vector' scaling only")
-        if spec["calibration"] not in CALIBRATIONS:
-            raise ValueError(f"quant['calibration'] must be one of {CALIBRATIONS}, got {spec['calibration']!r}")
-        if spec["a"] in _BLOCK_SCALES:   # quantize checks block, scale_format and calibration now, not later
-            try:
-                block = spec["block"] if isinstance(spec["block"], (int, np.integer)) and 0 < spec["block"] < 1 << 16 \
-                    else 32 if spec["a"] == "block" else 16
-                quantize(np.zeros((1, block)), "e4m3fn" if spec["a"] == "block" else "int4", scale=spec["a"],
-                         block=spec["block"], scale_format=spec["scale_format"], axis=1,
-                         calibration=spec["calibration"])
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"quant: {e}") from None
-        rounding_code(spec["rounding"], "quant['rounding']")
-        return spec
-
     @property
     def terms(self):
         return self.mac.terms
@@ -304,137 +153,9 @@ class Array:
                 raise TypeError(f"{argname} must be an integer, got {type(v).__name__}")
             if v < 0:
                 raise ValueError(f"{argname} must be non-negative, got {v}")
-        return self._plan(int(M), int(N), int(K))
-
-    def _plan(self, m, n, k, out_bits=32) -> Plan:
-        R, C, nt, df = self.rows, self.cols, self.terms, self.dataflow
-        folds, ideal = gemm_cycles(df, R, C, m, n, k, nt)
-        kp = -(-k // nt)
-        a_bytes, b_bytes = self.mac.a.bits / 8, self.mac.b.bits / 8
-        acc_bytes = _bits_of(self.mac.acc if df == "os" else self.buffer_acc) / 8
-        sr, sc, t = {"os": (m, n, kp), "ws": (kp, n, m), "is": (kp, m, n)}[df]
-        per_fold = t + R + C - 2 if df == "os" else 2 * R + C + t - 2
-        # Folds come in at most three sizes per axis (the first, the full middle ones, the last),
-        # so sums over the fold grid are sums over at most 3 x 3 weighted groups.
-        rows_ = [(first, r, min(k, (i + 1) * R * nt) - i * R * nt if df != "os" else k, cnt)
-                 for first, i, r, cnt in _fold_groups(sr, R)]
-        cols_ = [(first, c, cnt) for first, _, c, cnt in _fold_groups(sc, C)]
-        a_key, b_key = {"os": ("row", "col"), "ws": ("row", "fold"), "is": ("fold", "row")}[df]
-        stream = {"os": 0, "ws": m, "is": n}[df]
-        groups = []   # (weight, a elements, b elements, out writes, out reads, row first, col first)
-        for rf, r, kf, rc in rows_:
-            for cf, c, cc in cols_:
-                if df == "os":
-                    av, bv, ow, orr = r * k, c * k, r * c, 0
-                else:
-                    stat, flow = kf * c, kf * stream
-                    av, bv = (flow, stat) if df == "ws" else (stat, flow)
-                    ow = c * stream
-                    orr = 0 if rf else ow
-                groups.append((rc * cc, av, bv, ow, orr, rf, cf))
-        total = lambda i: sum(g[0] * g[i] for g in groups)  # noqa: E731
-        counts = {
-            "macs": m * n * k,
-            "pe_adds": m * n * kp,
-            "buffer_adds": 0 if df == "os" else m * n * -(-sr // R),
-            "sram_read_bytes_a": math.ceil(total(1) * a_bytes),
-            "sram_read_bytes_b": math.ceil(total(2) * b_bytes),
-            "sram_write_bytes_out": math.ceil(total(3) * acc_bytes),
-            "sram_read_bytes_out": math.ceil(total(4) * acc_bytes),
-        }
-        counts.update(self._register_loads(m, n, kp))
-        dram, stall = self._dram(m, n, k, groups, a_bytes, b_bytes, a_key, b_key, acc_bytes, out_bits, per_fold,
-                                 df, folds)
-        counts["dram_bytes"] = dram
-        counts["stall_cycles"] = stall
-        cycles = ideal + stall
-        counts["cycles"] = cycles
-        counts["pe_cycles"] = R * C * cycles
-        macs = m * n * k
-        plan = Plan(cycles=cycles, folds=folds, stall_cycles=stall, macs=macs,
-                    utilization=macs / (R * C * nt * cycles) if cycles else 0.0,
-                    time_us=cycles / (self.clock_ghz * 1e3), counts=counts)
-        return self._with_energy(plan, measured=False)
-
-    def _dram(self, m, n, k, groups, a_bytes, b_bytes, a_key, b_key, acc_bytes, out_bits, per_fold, df, folds):
-        """DRAM bytes and stall cycles: an operand that fits its SRAM share is fetched once, at
-        its first use; one that does not is fetched by every fold that uses it.  A fold's fetch
-        must arrive while the previous fold computes (double buffering); outputs drain the same
-        way, the last fold's after it."""
-        out_bytes = m * n * out_bits / 8
-        total_a, total_b = m * k * self.mac.a.bits / 8, k * n * self.mac.b.bits / 8
-        if self.sram_kb is None or self.dram_bytes_per_cycle is None or not groups:
-            return math.ceil(total_a + total_b + out_bytes), 0
-
-        def fetched(nbytes, total, kb, key, row_first, col_first):
-            if total > kb * 1024 or key == "fold":
-                return nbytes                                   # every fold brings its own slice
-            if key == "row":
-                return nbytes if col_first else 0               # a slice per row fold, first used at column 0
-            return nbytes if row_first else 0                   # a slice per column fold, first used at row 0
-
-        bw = float(self.dram_bytes_per_cycle)
-        fetch_total = stall = 0.0
-        out_tile = max(g[3] for g in groups) * acc_bytes
-        spill = 2 * sum(g[0] * g[4] for g in groups) * acc_bytes if df != "os" and out_tile > self.sram_kb[2] * 1024 else 0.0
-        for weight, av, bv, _, _, rf, cf in groups:
-            f = (fetched(av * a_bytes, total_a, self.sram_kb[0], a_key, rf, cf)
-                 + fetched(bv * b_bytes, total_b, self.sram_kb[1], b_key, rf, cf))
-            fetch_total += weight * f
-            need = math.ceil(f / bw)
-            if rf and cf:                                       # the first fold: its fetch is exposed
-                stall += need + (weight - 1) * max(0, need - per_fold)
-            else:
-                stall += weight * max(0, need - per_fold)
-        stall += math.ceil(spill / bw) + math.ceil(out_bytes / max(1, folds) / bw)
-        return math.ceil(fetch_total + spill + out_bytes), int(stall)
-
-    def _register_loads(self, m, n, kp):
-        """Codes loaded into the PEs' operand registers (each lane of an n-term PE counts):
-        a streaming operand once per PE per step, a stationary one once per PE per fold."""
-        nt = self.terms
-        streamed = m * n * kp * nt
-        if self.dataflow == "os":
-            return {"reg_loads_a": streamed, "reg_loads_b": streamed}
-        if self.dataflow == "ws":
-            return {"reg_loads_a": streamed, "reg_loads_b": kp * nt * n}
-        return {"reg_loads_a": kp * nt * m, "reg_loads_b": streamed}
-
-    def _with_energy(self, plan, measured):
-        plan.energy_pj, plan.energy_breakdown = evaluate(self.energy, self, plan.counts, measured)
-        plan.energy_basis = MEASURED if measured else ESTIMATED
-        return plan
+        return _plan.plan(self, int(M), int(N), int(K))
 
     # -- numerics -------------------------------------------------------------------------------
-    def _operand(self, x, fmt, scale, axis, argname, ndim):
-        """codes and float32 scales (per axis, or one) of an operand; float inputs quantized."""
-        if isinstance(x, QTensor):
-            if x.is_block_scaled:
-                raise ValueError(f"{argname} is block-scaled ({x.scale_format} per {x.block}); block-scaled operands "
-                                 "are taken by Array.gemm, with both operands block-scaled along K")
-            if x.format != fmt:
-                raise ValueError(f"{argname} is a QTensor of {x.format.name}, but the MAC takes {fmt.name}")
-            if ndim is not None and x.ndim != ndim:
-                raise ValueError(f"{argname} must have {ndim} dimensions, got shape {x.shape}")
-            if x.axis not in (None, axis):
-                raise ValueError(f"{argname}'s scales must be per tensor or along axis {axis}, got axis {x.axis}")
-            return x
-        try:
-            arr = check_float_array(x, argname, ndim, what="a float array or a QTensor")
-        except ValueError as e:
-            raise ValueError(f"{e}; float inputs must be finite to be quantized (pass a QTensor to feed special "
-                             "codes)" if "NaN" in str(e) else str(e)) from None
-        try:
-            return quantize(arr, fmt, scale=scale, axis=axis if scale == "channel" else None,
-                            calibration=self.quant["calibration"], rounding=self.quant["rounding"])
-        except ValueError as e:  # name the caller's argument, not quantize's own x
-            raise ValueError(f"{argname}: {e}") from None
-
-    @staticmethod
-    def _scales(q, axis, length):
-        s = np.ascontiguousarray(q.scale, dtype=np.float32).reshape(-1)
-        return s, (1 if q.axis == axis and length else 0)
-
     def _check_memory(self, m, n, k, what="the GEMM"):
         """Refuse, before allocating, a GEMM whose outputs (accumulators, fp32 and float64
         outputs, float64 references for the metrics) and decoded operand copies exceed the limit."""
@@ -460,34 +181,36 @@ class Array:
                               ffi.NULL if int_out else pointer(acc, "double *"),
                               pointer(acc, "int64_t *") if int_out else ffi.NULL, self.seed, self.threads, counts)
         raise_for_status(status, out_acc.name, self)
-        (sa, sa_stride), (sb, sb_stride) = sa, sb
-        y = np.empty((m, n), dtype=np.float64)   # fp32 values
-        lib.acs_epilogue(ffi.NULL if int_out else pointer(acc, "double *"),
-                         pointer(acc, "int64_t *") if int_out else ffi.NULL, m, n,
-                         pointer(sa, "float *"), sa_stride, pointer(sb, "float *"), sb_stride,
-                         ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "double *"), self.threads)
-        output = y if out_format is None else _to_format(y, out_format)
-        data = {key: getattr(counts, key) for key in MEASURED_COUNTS}
-        plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
-        plan.counts.update(data)
-        return acc, output, self._with_energy(plan, measured=True)
-
-    def _bias(self, bias, n):
-        if bias is None:
-            return None
-        b = np.asarray(bias)
-        if b.dtype.kind not in "fiu" or b.shape != (n,):
-            raise ValueError(f"bias must be a float array of shape ({n},), got {b.dtype} {b.shape}")
-        return np.ascontiguousarray(b, dtype=np.float32)
+        output, overflow = epilogue(self, acc, out_acc, sa, sb, bias, out_format, counts)
+        plan = _plan.plan(self, m, n, k, 32 if out_format is None else formats.get(out_format).bits)
+        plan.counts.update({key: getattr(counts, key) for key in _plan.MEASURED_COUNTS}, **overflow)
+        return acc, output, _plan.with_energy(self, plan, measured=True)
 
     def gemm(self, A, B, bias=None, out_format=None, metrics=True, _names=("A", "B")) -> Result:
         """A (M, K) @ B (K, N) on the array: floats are quantized with the array's quant spec,
         QTensors used as they are.  Output: fp32(fp32(acc * fp32(scale_a * scale_b)) + bias),
         then rounded to out_format if given.  metrics=False skips the float64 reference
-        products behind Result.metrics (they cost more than a fast-path GEMM)."""
+        products behind Result.metrics (they cost more than a fast-path GEMM).  Outputs that
+        overflowed or saturated are reported in Result.overflow and by one
+        AccumulatorOverflowWarning (accel_sim.overflow)."""
+        return self._reported(self._gemm(A, B, bias, out_format, metrics, _names))
+
+    def _reported(self, res) -> Result:
+        """res with its overflow report, warned about once."""
+        blocks = self.quant["a"] in _BLOCK_SCALES or "scale_joins" in res.counts
+        register = self.mac.scale_acc if blocks else self.mac.acc if self.dataflow == "os" else self.buffer_acc
+        res.overflow = _overflow.report(res.counts, register, res.output.size, self.quant["a"], self.quant["b"],
+                                        self.mac.a, self.mac.b)
+        _overflow.warn(res.overflow, stacklevel=4)
+        return res
+
+    def _block_operands(self, A, B, names):
+        return blockscaled.block_operands(self, A, B, names)
+
+    def _gemm(self, A, B, bias, out_format, metrics, _names) -> Result:
         if self.quant["a"] in _BLOCK_SCALES or any(isinstance(v, QTensor) and v.is_block_scaled for v in (A, B)):
             qa, qb = self._block_operands(A, B, _names)
-            return self._gemm_blocks(qa, qb, bias, out_format, metrics, _names, floats=(A, B))
+            return blockscaled.gemm_blocks(self, qa, qb, bias, out_format, metrics, _names, floats=(A, B))
         for argname, v in zip(_names, (A, B)):
             if np.ndim(v.codes if isinstance(v, QTensor) else v) != 2:
                 raise ValueError(f"{argname} must have 2 dimensions, got shape {np.shape(v.codes if isinstance(v, QTensor) else v)}")
@@ -495,11 +218,11 @@ class Array:
         if k_ != k2:
             raise ValueError(f"{_names[0]} ({m_}, {k_}) and {_names[1]} ({k2}, {n_}) do not multiply: K differs")
         self._check_memory(m_, n_, k_)
-        qa = self._operand(A, self.mac.a, self.quant["a"], 0, _names[0], 2)
-        qb = self._operand(B, self.mac.b, self.quant["b"], 1, _names[1], 2)
+        qa = _operands.operand(self, A, self.mac.a, self.quant["a"], 0, _names[0], 2, k_)
+        qb = _operands.operand(self, B, self.mac.b, self.quant["b"], 1, _names[1], 2, k_)
         m, n = qa.shape[0], qb.shape[1]
-        bias32 = self._bias(bias, n)
-        acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, self._scales(qa, 0, m), self._scales(qb, 1, n),
+        bias32 = _operands.bias32(bias, n)
+        acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, _operands.scales(qa, 0, m), _operands.scales(qb, 1, n),
                                              bias32, out_format)
         if not metrics:
             return Result(**vars(plan), output=output, acc=acc, metrics={})
@@ -511,322 +234,18 @@ class Array:
         metrics = _gemm_metrics(output, pairs, {"vs_dequantized": acc} if exact else None)
         return Result(**vars(plan), output=output, acc=acc, metrics={k: metrics[k] for k in ("vs_float64", "vs_dequantized")})
 
-    def _block_operands(self, A, B, names):
-        """Float operands quantized per the quant spec's block scaling along K (A along axis 1,
-        B along axis 0), K zero-padded to whole blocks; QTensors pass through (checked later)."""
-        if not any(not isinstance(v, QTensor) for v in (A, B)):
-            return A, B
-        (m_, k_), (k2, n_) = (np.shape(v.codes if isinstance(v, QTensor) else v) for v in (A, B))
-        if k_ != k2:
-            raise ValueError(f"{names[0]} ({m_}, {k_}) and {names[1]} ({k2}, {n_}) do not multiply: K differs")
-        if self.quant["a"] not in _BLOCK_SCALES:
-            name = names[0] if not isinstance(A, QTensor) else names[1]
-            raise ValueError(f"{name} must be a block-scaled QTensor: in a block-scaled GEMM both operands carry block "
-                             "scales along K (quantize both, or give the Array quant={'a': 'block', 'b': 'block'})")
-        ops = []
-        for argname, v, fmt, k_axis in ((names[0], A, self.mac.a, 1), (names[1], B, self.mac.b, 0)):
-            if isinstance(v, QTensor):
-                ops.append(v)
-                continue
-            arr = check_float_array(v, argname, 2, finite=False, what="a float array or a QTensor")
-            block = self.quant["block"] or (32 if self.quant["a"] == "block" else 16)
-            pad = [(0, 0), (0, 0)]
-            pad[k_axis] = (0, -arr.shape[k_axis] % block)
-            try:
-                ops.append(quantize(np.pad(arr, pad), fmt, scale=self.quant["a"], axis=k_axis, block=block,
-                                    scale_format=self.quant["scale_format"], rounding=self.quant["rounding"]))
-            except ValueError as e:
-                raise ValueError(f"{argname}: {e}") from None
-        return tuple(ops)
-
-    def _gemm_blocks(self, A, B, bias, out_format, metrics, names, floats=None) -> Result:
-        """A block-scaled GEMM (OCP MX, VS-Quant; docs/scaling.md): per K-block, the array's
-        usual accumulation (from zero, in dataflow order) gives a partial sum; the MAC's
-        scale_acc adds partial * (scale_a * scale_b) with one rounding per block; the epilogue
-        applies the coarse scales and bias as in an unscaled GEMM."""
-        for argname, q, k_axis in ((names[0], A, 1), (names[1], B, 0)):
-            if not isinstance(q, QTensor) or not q.is_block_scaled:
-                raise ValueError(f"{argname} must be a block-scaled QTensor: in a block-scaled GEMM both operands "
-                                 "carry block scales along K")
-            if q.ndim != 2:
-                raise ValueError(f"{argname} must have 2 dimensions, got shape {q.shape}")
-            if q.block_axis != k_axis:
-                raise ValueError(f"{argname} must be block-scaled along K (axis {k_axis}), got block_axis {q.block_axis}")
-            if q.axis not in (None, 1 - k_axis):
-                raise ValueError(f"{argname}'s coarse scales must be per tensor or along axis {1 - k_axis}, "
-                                 f"got axis {q.axis}")
-        if A.format != self.mac.a or B.format != self.mac.b:
-            raise ValueError(f"{names[0]} and {names[1]} hold {A.format.name} and {B.format.name} codes, but the MAC "
-                             f"takes {self.mac.a.name} and {self.mac.b.name}")
-        if A.block != B.block:
-            raise ValueError(f"{names[0]} and {names[1]} must share the block size along K, got {A.block} and {B.block}")
-        (m, k), (k2, n) = A.shape, B.shape
-        if k != k2:
-            raise ValueError(f"{names[0]} ({m}, {k}) and {names[1]} ({k2}, {n}) do not multiply: K differs")
-        self._check_memory(m, n, k)
-        bias32 = self._bias(bias, n)
-        bs, nb = A.block, k // A.block
-        state_size = lib.acs_join_state_size()
-        if m * n * (state_size + 8) > self.memory_limit_bytes:
-            raise ValueError(f"the block-scaled GEMM's output registers ({_size(m * n * state_size)}) exceed the "
-                             f"array's memory_limit_bytes ({_size(self.memory_limit_bytes)})")
-        out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
-        # one engine call: operands decoded once, each K-block's partial joined as it is made
-        sa_blocks = np.ascontiguousarray(A.block_scales(), dtype=np.float64)
-        sb_blocks = np.ascontiguousarray(B.block_scales(), dtype=np.float64)
-        a = np.ascontiguousarray(A.codes, dtype=self.mac.a.code_dtype)
-        bt = np.ascontiguousarray(B.codes.T, dtype=self.mac.b.code_dtype)
-        acc = np.empty((m, n), np.float64)
-        counts = ffi.new("acs_gemm_counts *")
-        in_join = ffi.new("int *")
-        status = lib.acs_gemm_blocks(self.mac._c, self._buffer_c, self.mac._scale_c, DATAFLOWS[self.dataflow],
-                                     self.rows, self.cols, pointer(a, "void *"), pointer(bt, "void *"), m, n, k, bs,
-                                     pointer(sa_blocks, "double *"), pointer(sb_blocks, "double *"),
-                                     pointer(acc, "double *"), self.seed, self.threads, counts, in_join)
-        raise_for_status(status, self.mac.scale_acc.name if in_join[0] else out_acc.name, self)
-        data = {key: getattr(counts, key) for key in MEASURED_COUNTS}
-        (sa, sa_stride), (sb, sb_stride) = self._scales(A, 0, m), self._scales(B, 1, n)
-        y = np.empty((m, n), dtype=np.float64)   # fp32 values
-        lib.acs_epilogue(pointer(acc, "double *"), ffi.NULL, m, n, pointer(sa, "float *"), sa_stride,
-                         pointer(sb, "float *"), sb_stride, ffi.NULL if bias32 is None else pointer(bias32, "float *"),
-                         pointer(y, "double *"), self.threads)
-        output = y if out_format is None else _to_format(y, out_format)
-        plan = self._plan(m, n, k, 32 if out_format is None else formats.get(out_format).bits)
-        plan.counts.update(data)
-        plan.counts.update({"scale_mults": m * n * nb, "scale_joins": m * n * nb})
-        plan = self._with_energy(plan, measured=True)
-        add_scale_energy(self.energy, plan, self.mac, A.scale_format, B.scale_format, out_acc)
-        if not metrics:
-            return Result(**vars(plan), output=output, acc=acc, metrics={})
-        fa, fb = (A, B) if floats is None else (A if isinstance(floats[0], QTensor) else floats[0],
-                                                B if isinstance(floats[1], QTensor) else floats[1])
-        pairs = [("vs_dequantized", A, B, None if bias is None else bias32.astype(np.float64)),
-                 ("vs_float64", fa, fb, None if bias is None else np.asarray(bias, np.float64))]
-        metrics = _gemm_metrics(output, pairs)
-        return Result(**vars(plan), output=output, acc=acc, metrics={k: metrics[k] for k in ("vs_float64", "vs_dequantized")})
-
+    # -- layers, lowered to GEMMs (layers.py) ----------------------------------------------------
     def linear(self, x, w, bias=None, out_format=None) -> Result:
         """y = x @ w.T + bias with PyTorch's layout: x (..., in), w (out, in)."""
-        for argname, v in (("x", x), ("w", w)):
-            if isinstance(v, QTensor) and v.is_block_scaled:
-                raise ValueError(f"{argname} is block-scaled; block-scaled operands are taken by Array.gemm, with "
-                                 "both operands block-scaled along K")
-        x_arr = x.dequantize() if isinstance(x, QTensor) else np.asarray(x)
-        if x_arr.ndim < 1:
-            raise ValueError("x must have at least one dimension (its last is in_features)")
-        lead = x_arr.shape[:-1]
-        if isinstance(x, QTensor):
-            if x.axis is not None:
-                raise ValueError("a QTensor x for linear must have one scale (axis None)")
-            x2 = QTensor(x.codes.reshape(-1, x.shape[-1]), x.format, x.scale)
-        else:
-            x2 = x_arr.reshape(-1, x_arr.shape[-1])
-        if isinstance(w, QTensor):
-            w_t = QTensor(w.codes.T, w.format, w.scale, None if w.axis is None else 1 - w.axis)
-        else:
-            w_arr = np.asarray(w)
-            if w_arr.ndim != 2:
-                raise ValueError(f"w must be (out_features, in_features), got shape {w_arr.shape}")
-            w_t = w_arr.T
-        if w_t.shape[0] != x2.shape[-1]:
-            raise ValueError(f"x has {x2.shape[-1]} input features but w {tuple(w_t.shape[::-1])} expects {w_t.shape[0]}")
-        res = self.gemm(x2, w_t, bias=bias, out_format=out_format, _names=("x", "w"))
-        res.output = res.output.reshape(*lead, -1)
-        res.acc = res.acc.reshape(*lead, -1)
-        return res
+        return layers.linear(self, x, w, bias, out_format)
 
     def matmul(self, a, b, out_format=None) -> Result:
         """Batched a (..., M, K) @ b (..., K, N), batch axes broadcast (attention's QK^T and PV).
         Each operand is quantized per tensor; every batch entry is one GEMM on the array."""
-        for argname, v in (("a", a), ("b", b)):
-            if np.ndim(v.codes if isinstance(v, QTensor) else v) < 2:
-                raise ValueError(f"{argname} must have at least 2 dimensions, got shape {np.shape(v)}")
-            if isinstance(v, QTensor) and v.axis is not None:
-                raise ValueError(f"{argname} must be quantized per tensor for matmul")
-        self._batch_shape(*(np.shape(v.codes if isinstance(v, QTensor) else v) for v in (a, b)))  # before quantizing
-        if self.quant["a"] in _BLOCK_SCALES:
-            return self._matmul_blocks(a, b, out_format)
-        per_tensor = {k: "none" if self.quant[k] == "none" else "tensor" for k in ("a", "b")}
-        qa = self._operand(a, self.mac.a, per_tensor["a"], 0, "a", None)
-        qb = self._operand(b, self.mac.b, per_tensor["b"], 1, "b", None)
-        batch, ac, bc = self._batched(qa.codes, qb.codes)
-        scales = (self._scales(qa, 0, 0), self._scales(qb, 1, 0))
-        outs, accs, plans = [], [], []
-        for i in range(ac.shape[0]):
-            acc, output, plan = self._gemm_codes(ac[i], bc[i].T, *scales, None, out_format)
-            outs.append(output), accs.append(acc), plans.append(plan)
-        m, n = qa.shape[-2], qb.shape[-1]
-        output = np.stack(outs).reshape(*batch, m, n) if outs else np.zeros((*batch, m, n))
-        acc = np.stack(accs).reshape(*batch, m, n) if accs else np.zeros((*batch, m, n))
-        # the metrics per batch entry, on the GEMMs the array ran (as gemm's)
-        sums = {key: _ErrorSums() for key in ("vs_float64", "vs_dequantized")}
-        out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
-        fa, fb = (None if isinstance(v, QTensor) else np.broadcast_to(np.asarray(v), batch + q.shape[-2:])
-                  for v, q in ((a, qa), (b, qb)))
-        for i in range(ac.shape[0]):
-            at = np.unravel_index(i, batch) if batch else ()
-            qa_i, qb_i = QTensor(ac[i], qa.format, qa.scale), QTensor(bc[i], qb.format, qb.scale)
-            exact = _exact_accumulator(self.mac.acc, out_acc, qa_i, qb_i, ac.shape[2])
-            _add_gemm(sums, outs[i], [("vs_dequantized", qa_i, qb_i, None),
-                                      ("vs_float64", qa_i if fa is None else fa[at], qb_i if fb is None else fb[at], None)],
-                      {"vs_dequantized": accs[i]} if exact else None)
-        metrics = {key: sums[key].result() for key in ("vs_float64", "vs_dequantized")}
-        return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
-                          output=output, acc=acc, metrics=metrics)
-
-    def _batch_shape(self, a_shape, b_shape):
-        """The broadcast batch shape of a (..., M, K) @ b (..., K, N), checked to multiply and
-        to fit the memory limit."""
-        if a_shape[-1] != b_shape[-2]:
-            raise ValueError(f"a {a_shape} and b {b_shape} do not multiply: K differs")
-        try:
-            batch = np.broadcast_shapes(a_shape[:-2], b_shape[:-2])
-        except ValueError:
-            raise ValueError(f"batch shapes of a {a_shape} and b {b_shape} do not broadcast") from None
-        self._check_memory(int(np.prod(batch, dtype=object)) * a_shape[-2], b_shape[-1], a_shape[-1],
-                           "the batched matmul")
-        return batch
-
-    def _batched(self, a, b):
-        """The batch shape, and a and b broadcast to it and flattened to (entries, M, K) and
-        (entries, K, N)."""
-        batch = self._batch_shape(a.shape, b.shape)
-        return (batch, *(np.broadcast_to(x, batch + x.shape[-2:]).reshape(-1, *x.shape[-2:]) for x in (a, b)))
-
-    def _float_operand(self, v, argname):
-        if isinstance(v, QTensor):
-            raise ValueError(f"{argname}: with quant {self.quant['a']!r} the array quantizes each GEMM's operands "
-                             "per block of K itself; pass floats")
-        return check_float_array(v, argname, finite=False).astype(np.float64)
-
-    def _block_gemms(self, triples, out_format):
-        """Block-scaled GEMMs of float (A, B, bias or None) triples: their Results, and the error
-        sums against the dequantized operands' products."""
-        results, sums = [], _ErrorSums()
-        for A, B, bias in triples:
-            qa, qb = self._block_operands(A, B, ("a", "b"))
-            res = self._gemm_blocks(qa, qb, bias, out_format, False, ("a", "b"))
-            b32 = None if bias is None else self._bias(bias, res.output.shape[1]).astype(np.float64)
-            _add_gemm({"q": sums}, res.output, [("q", qa, qb, b32)])
-            results.append(res)
-        return results, sums
-
-    def _matmul_blocks(self, a, b, out_format) -> Result:
-        """Batched matmul with block scaling: every batch entry quantized per block of K."""
-        a64, b64 = self._float_operand(a, "a"), self._float_operand(b, "b")
-        batch, ab, bb = self._batched(a64, b64)
-        m, n = a64.shape[-2], b64.shape[-1]
-        results, sums = self._block_gemms(((x, y, None) for x, y in zip(ab, bb)), out_format)
-        output = np.stack([r.output for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
-        acc = np.stack([r.acc for r in results]).reshape(*batch, m, n) if results else np.zeros((*batch, m, n))
-        metrics = {"vs_float64": _error_metrics(output, a64 @ b64), "vs_dequantized": sums.result()}
-        return _sum_plans(results, self.rows, self.cols, self.terms, self.clock_ghz, Result,
-                          output=output, acc=acc, metrics=metrics)
-
-    def _conv_blocks(self, x, w, kernel, stride, padding, dilation, groups, bias, out_format, out_hw) -> Result:
-        """conv2d with block scaling: per group, the im2col patches (A) and flattened filters (B)
-        are quantized per block of K = C/groups * KH * KW and multiplied as a block-scaled GEMM."""
-        nb, o, cg = x.shape[0], w.shape[0], w.shape[1]
-        og = o // groups
-        triples = ((layers.im2col(x[:, g * cg:(g + 1) * cg], kernel, stride, padding, dilation)[0],
-                    w[g * og:(g + 1) * og].reshape(og, -1).T,
-                    None if bias is None else np.asarray(bias, np.float64)[g * og:(g + 1) * og]) for g in range(groups))
-        results, sums = self._block_gemms(triples, out_format)
-
-        output, acc = (_nchw([getattr(r, key) for r in results], nb, out_hw, o) for key in ("output", "acc"))
-        ref = _conv_reference(x, w, stride, padding, dilation, groups)
-        if bias is not None:
-            ref = ref + np.asarray(bias, np.float64)[None, :, None, None]
-        metrics = {"vs_float64": _error_metrics(output, ref), "vs_dequantized": sums.result()}
-        return _sum_plans(results, self.rows, self.cols, self.terms, self.clock_ghz, Result,
-                          output=output, acc=acc, metrics=metrics)
+        return self._reported(layers.matmul(self, a, b, out_format))
 
     def conv2d(self, x, w, stride=1, padding=0, dilation=1, groups=1, bias=None, out_format=None) -> Result:
         """2-D convolution with PyTorch's layouts (x NCHW, w OIHW) and output sizes, lowered to
         GEMMs by im2col, one per group.  x is quantized per tensor, w per the quant spec's "b"
         ("channel": per output channel)."""
-        stride, padding, dilation = (layers.pair(v, name) for v, name in
-                                     ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
-        if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-            raise ValueError(f"stride and dilation must be >= 1 and padding >= 0, got {stride}, {dilation}, {padding}")
-        if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) or groups < 1:
-            raise ValueError(f"groups must be a positive integer, got {groups!r}")
-        if self.quant["a"] == "channel":
-            raise ValueError("conv2d quantizes x per tensor: quant['a'] must be 'tensor' or 'none', not 'channel'")
-        blocks = self.quant["a"] in _BLOCK_SCALES
-        if blocks:   # the im2col patches and flattened filters are quantized per block of K
-            qx, qw = self._float_operand(x, "x"), self._float_operand(w, "w")
-            for argname, v in (("x", qx), ("w", qw)):
-                if v.ndim != 4:
-                    raise ValueError(f"{argname} must have 4 dimensions, got shape {v.shape}")
-        else:
-            qx = self._operand(x, self.mac.a, self.quant["a"], 0, "x", 4)
-            qw = self._operand(w, self.mac.b, self.quant["b"], 0, "w", 4)
-        nb, c, h, wd = qx.shape
-        o, cg, kh, kw = qw.shape
-        if c % groups or o % groups or cg != c // groups:
-            raise ValueError(f"x has {c} channels and w {o}x{cg}: with groups={groups} w must be "
-                             f"({o}, {c // groups if c % groups == 0 else '?'}, kh, kw) and both divisible by groups")
-        oh = layers.conv_output_size(h, kh, stride[0], padding[0], dilation[0])
-        ow = layers.conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-        if oh < 1 or ow < 1:
-            raise ValueError(f"the kernel ({kh}x{kw}, dilation {dilation}) does not fit the padded input {h}x{wd}")
-        self._check_memory(nb * oh * ow, o, cg * kh * kw, "the convolution")
-        bias32 = self._bias(bias, o)
-        og = o // groups
-        if blocks:
-            return self._conv_blocks(qx, qw, (kh, kw), stride, padding, dilation, groups, bias, out_format, (oh, ow))
-        # per-sample scales: one per patch row of the lowered GEMM (rows are sample-major)
-        sa = self._scales(qx, 0, 0) if qx.axis is None else \
-            (np.ascontiguousarray(np.repeat(np.asarray(qx.scale, np.float32).reshape(-1), oh * ow)), 1)
-        sw, sw_stride = self._scales(qw, 0, o)
-        outs, accs, plans, lowered = [], [], [], []
-        for g in range(groups):
-            cols_, _ = layers.im2col(qx.codes[:, g * cg:(g + 1) * cg], (kh, kw), stride, padding, dilation)
-            wt = qw.codes[g * og:(g + 1) * og].reshape(og, -1)
-            sb = (np.ascontiguousarray(sw[g * og:(g + 1) * og]) if sw_stride else sw, sw_stride)
-            bg = None if bias32 is None else np.ascontiguousarray(bias32[g * og:(g + 1) * og])
-            acc, output, plan = self._gemm_codes(cols_, wt, sa, sb, bg, out_format)
-            outs.append(output), accs.append(acc), plans.append(plan)
-            lowered.append((cols_, wt))
-
-        output, acc = _nchw(outs, nb, (oh, ow), o), _nchw(accs, nb, (oh, ow), o)
-        # the metrics per group, on the GEMMs the array ran: codes (exact products where
-        # provable) for vs_dequantized, the float inputs lowered alike for vs_float64
-        sums = {key: _ErrorSums() for key in ("vs_float64", "vs_dequantized")}
-        out_acc = self.mac.acc if self.dataflow == "os" else self.buffer_acc
-        x64 = None if isinstance(x, QTensor) else np.asarray(x, np.float64)
-        w64 = None if isinstance(w, QTensor) else np.asarray(w, np.float64)
-        for g, (cols_, wt) in enumerate(lowered):
-            qa_g = QTensor(cols_, qx.format, qx.scale, None) if qx.axis is None else \
-                QTensor(cols_, qx.format, np.repeat(qx.scale, oh * ow), 0)   # per-sample scales, per patch row
-            qb_g = QTensor(wt.T, qw.format, qw.scale if qw.axis is None else qw.scale[g * og:(g + 1) * og],
-                           None if qw.axis is None else 1)
-            fa = qa_g if x64 is None else layers.im2col(x64[:, g * cg:(g + 1) * cg], (kh, kw), stride, padding,
-                                                        dilation)[0]
-            fb = qb_g if w64 is None else w64[g * og:(g + 1) * og].reshape(og, -1).T
-            gb = slice(g * og, (g + 1) * og)
-            exact = _exact_accumulator(self.mac.acc, out_acc, qa_g, qb_g, cols_.shape[1])
-            _add_gemm(sums, outs[g], [("vs_dequantized", qa_g, qb_g, None if bias is None else bias32[gb].astype(np.float64)),
-                                      ("vs_float64", fa, fb, None if bias is None else np.asarray(bias, np.float64)[gb])],
-                      {"vs_dequantized": accs[g]} if exact else None)
-        metrics = {key: sums[key].result() for key in ("vs_float64", "vs_dequantized")}
-        return _sum_plans(plans, self.rows, self.cols, self.terms, self.clock_ghz, Result,
-                          output=output, acc=acc, metrics=metrics)
-
-
-def _nchw(parts, nb, out_hw, o):
-    """Per-group GEMM outputs (N*OH*OW, O/groups) as one NCHW tensor."""
-    return np.concatenate(parts, axis=1).reshape(nb, *out_hw, o).transpose(0, 3, 1, 2)
-
-
-def _conv_reference(x, w, stride, padding, dilation, groups):
-    """float64 convolution through the same lowering (for the Result's metrics)."""
-    nb = x.shape[0]
-    o, cg, kh, kw = w.shape
-    og = o // groups
-    parts = []
-    for g in range(groups):
-        cols_, (oh, ow) = layers.im2col(x[:, g * cg:(g + 1) * cg], (kh, kw), stride, padding, dilation)
-        parts.append(cols_ @ w[g * og:(g + 1) * og].reshape(og, -1).T)
-    return np.concatenate(parts, axis=1).reshape(nb, oh, ow, o).transpose(0, 3, 1, 2)
+        return self._reported(layers.conv2d(self, x, w, stride, padding, dilation, groups, bias, out_format))

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import numpy as np
 
 from accel_sim import formats
 from accel_sim._io import jsonable as _jsonable
+from accel_sim.labels import describe
 from accel_sim.mac import mac_from_names
+from accel_sim.overflow import AccumulatorOverflowWarning
 
 # The demo's design space: every 8-bit format against the accumulators hardware uses, and the
 # block-scaled (OCP MX, VS-Quant), 4-bit and posit alternatives.
@@ -21,6 +24,7 @@ DEMO_GRIDS = (
     {"a": ["int8"], "scale": ["tensor", "channel"], "acc": ["int32"]},
     {"a": ["e4m3fn", "e5m2", "e3m4"], "scale": ["tensor", "channel"], "acc": ["fp32"]},
     {"a": ["e4m3fn", "e5m2", "e3m4"], "acc": ["fp16", "bf16"]},
+    {"a": ["e4m3fn", "e5m2"], "acc": ["fp16"], "headroom": ["auto"]},   # amax below max: fp16 sums fit
     {"a": ["e4m3fn", "e5m2"], "acc": ["tensor_core:h100"]},
     {"a": ["bf16", "fp16"], "scale_a": ["none"], "scale": ["none"], "acc": ["fp32"]},
     {"a": ["e4m3fn", "e2m1"], "scale": ["block"], "acc": ["fp32"]},                           # MXFP8, MXFP4
@@ -78,6 +82,8 @@ def cmd_replay(args):
               f"{layer['cycles']:>11}{layer['energy_pj'] / 1e6:>11.3f}")
     t = report.totals
     print(f"{'total':<28}{t['sqnr_db_min']:>9.2f}{'':>10}{'':>9}{t['cycles']:>11}{t['energy_pj'] / 1e6:>11.3f}")
+    if t.get("overflow"):
+        print(f"overflow: {t['overflow']['message']}")
     if report.task:
         print("task:", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.task.items()))
 
@@ -93,6 +99,8 @@ def _array_from_args(args, a_scale="tensor"):
     quant = {"a": args.scale if blocks else a_scale, "b": args.scale}
     if args.scale_format:
         quant["scale_format"] = args.scale_format
+    if args.headroom:
+        quant["headroom"] = args.headroom
     return Array(*args.array, args.dataflow, mac, quant=quant, seed=args.seed)
 
 
@@ -107,6 +115,8 @@ def _print_result(res, as_json, what):
           f"arithmetic alone (vs dequantized operands): SQNR {res.metrics['vs_dequantized']['sqnr_db']:.2f} dB")
     print(f"energy {res.energy_pj / 1e6:.4f} uJ, {res.pj_per_mac:.3f} pJ/MAC, {res.tops_per_w:.2f} TOPS/W; "
           + ", ".join(f"{k} {v / 1e6:.4f}" for k, v in res.energy_breakdown.items()) + " (uJ)")
+    if res.overflow:
+        print(f"overflow: {res.overflow['message']}")
 
 
 def cmd_gemm(args):
@@ -192,11 +202,16 @@ def cmd_plan(args):
 
 
 def _print_table(table):
-    print(f"{'a':<8}{'scale':<8}{'acc':<18}{'error':>10}{'SQNR dB':>9}{'energy uJ':>11}{'pJ/MAC':>8}")
-    for r in sorted(table, key=lambda r: r["energy_pj"]):
+    rows = sorted(table, key=lambda r: r["energy_pj"])
+    width = max([len("configuration (A x B -> accumulator, scaling)")] + [len(describe(r)) for r in rows])
+    print(f"{'configuration (A x B -> accumulator, scaling)':<{width}}  {'error':>10}{'SQNR dB':>9}{'energy uJ':>11}"
+          f"{'pJ/MAC':>8}")
+    for r in rows:
         err = f"{r['error']:.3e}" if math.isfinite(r["error"]) else "overflow"
-        print(f"{r['a']:<8}{r['scale']:<8}{r['acc']:<18}{err:>10}{r['sqnr_db']:>9.2f}"
-              f"{r['energy_pj'] / 1e6:>11.1f}{r['pj_per_mac']:>8.3f}")
+        print(f"{describe(r):<{width}}  {err:>10}{r['sqnr_db']:>9.2f}{r['energy_pj'] / 1e6:>11.1f}{r['pj_per_mac']:>8.3f}")
+    for r in table:
+        if r.get("overflow"):
+            print(f"overflow in {describe(r)}: {r['overflow']}")
 
 
 def _split(text):
@@ -219,6 +234,8 @@ def cmd_sweep(args):
         grid["scale_format"] = _split(args.scale_format)
     if args.energy_table:
         grid["energy_table"] = _split(args.energy_table)
+    if args.headroom:
+        grid["headroom"] = [_headroom_arg(h) for h in _split(args.headroom)]
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +250,7 @@ def cmd_sweep(args):
         return
     _print_table(table)
     for s in table.skipped:
-        print(f"skipped {s['a']}/{s['acc']}: {s['reason']}")
+        print(f"skipped {describe(s)}: {s['reason']}")
     print(f"wrote {out / 'sweep.csv'} and {out / 'energy_vs_accuracy.png'}")
 
 
@@ -268,7 +285,7 @@ def cmd_demo(args):
           "error of the layer outputs against the recorded fp32 ones")
     _print_table(table)
     front = pareto(table, x="energy_pj", y="error")
-    print("Pareto front (energy, error): " + "; ".join(f"{r['a']}/{r['scale']}/{r['acc']}" for r in front))
+    print("Pareto front (energy, error): " + "; ".join(describe(r) for r in front))
     print(f"wrote {out / 'energy_vs_accuracy.csv'} and {out / 'energy_vs_accuracy.png'} "
           f"in {time.perf_counter() - t0:.0f} s")
 
@@ -282,12 +299,24 @@ def _add_mac_args(p, default_a="int8"):
     p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne rna rtz rup rdn rto sr)")
 
 
+def _headroom_arg(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--headroom must be a number of bits or 'auto', got {text!r}") from None
+
+
 def _add_array_args(p):
     p.add_argument("--scale", choices=("tensor", "channel", "none", "block", "vector"), default="tensor",
                    help="weight scales; block (OCP MX) and vector (VS-Quant) scale both operands per block of K")
     p.add_argument("--scale-format", default=None, help="block scales' format: e8m0 (block), uint4/uint6/uint8 (vector)")
     p.add_argument("--array", type=parse_array_size, default=(32, 32), help="array size RxC (default 32x32)")
     p.add_argument("--dataflow", choices=("os", "ws", "is"), default="ws")
+    p.add_argument("--headroom", type=_headroom_arg, default=0,
+                   help="bits of headroom for tensor/channel scales: amax maps to max / 2^BITS; 'auto': the "
+                        "least that keeps every partial sum within a float accumulator (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of random inputs and stochastic rounding")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -505,6 +534,7 @@ def build_parser():
     p.add_argument("--dataflow", default="ws", help="comma-separated dataflows")
     p.add_argument("--energy-table", default=None,
                    help="comma-separated energy table presets (default horowitz45; see docs/energy.md)")
+    p.add_argument("--headroom", default=None, help="comma-separated headrooms in bits, or auto (e.g. 0,4,auto)")
     p.add_argument("--cache", default=None, help="cache file: an interrupted sweep resumes from it")
     p.add_argument("--workers", type=int, default=0, help="1: run in this process; default: all cores")
     p.add_argument("--task", action="store_true", help="also the trace's end-to-end task metric")
@@ -549,7 +579,9 @@ def _main(argv=None):
             args.b = args.a
         if args.acc is None:
             args.acc = "int32" if args.a in ("int8", "uint8", "int4") and args.b in ("int8", "uint8", "int4") else "fp32"
-    args.func(args)
+    with warnings.catch_warnings():   # the commands print their own overflow lines
+        warnings.simplefilter("ignore", AccumulatorOverflowWarning)
+        args.func(args)
     return 0
 
 

@@ -291,7 +291,6 @@ def evaluate(table: EnergyTable, array, counts: dict, measured: bool):
     """(total pJ, breakdown) of one run's counts on `array`.  measured: the counts include the
     data's zero_macs and register and multiplier-input toggles; otherwise every code reaching a
     register or a multiplier flips half its bits, and nothing is gated."""
-    from accel_sim.array import _bits_of
     mac = array.mac
     bits_a, bits_b = mac.a.bits, mac.b.bits
     # Every code loaded into an operand register (also what reaches a multiplier's input: a
@@ -310,8 +309,8 @@ def evaluate(table: EnergyTable, array, counts: dict, measured: bool):
     mult_units = mult_flips / (0.5 * (bits_a + bits_b))
     e_mult = mult_energy(table, mac)
     sram = array.sram_kb or (table.default_sram_kb,) * 3
-    acc_bits = _bits_of(mac.acc)
-    buffer_bits = _bits_of(array.buffer_acc)
+    acc_bits = mac.acc.bits
+    buffer_bits = array.buffer_acc.bits
     breakdown = {
         "mult": e_mult * (mult_units + zero * table.mult_idle_fraction),
         "pe_add": counts["pe_adds"] * add_energy(table, mac.acc),
@@ -342,18 +341,17 @@ def add_scale_energy(table: EnergyTable, plan, mac, scale_format_a: str, scale_f
     """Charge a block-scaled GEMM's scale steps onto plan (counts scale_mults, scale_joins):
     per output and K-block, the scale product and the partial times it ("mult"), the join add
     in mac.scale_acc ("buffer_add") and its register write ("reg").  Formulas: docs/scaling.md."""
-    from accel_sim.array import _bits_of
     from accel_sim.mac import FloatAcc
     product, product_bits = _scale_product_energy(table, scale_format_a, scale_format_b)
     if product_bits == 0:        # a power of two: an exponent add (float partial) or a shift
         apply = table.scale_exp_add
     else:
         inner = partial_acc.acc if hasattr(partial_acc, "terms") else partial_acc
-        sig = inner.man_bits + 1 if isinstance(inner, FloatAcc) else _bits_of(inner)
+        sig = inner.man_bits + 1 if isinstance(inner, FloatAcc) else inner.bits
         apply = table.int_mult(sig, product_bits)
     n = plan.counts["scale_mults"]
     joins = plan.counts["scale_joins"]
     plan.energy_breakdown["mult"] += n * (product + apply)
     plan.energy_breakdown["buffer_add"] += joins * buffer_add_energy(table, mac.scale_acc)
-    plan.energy_breakdown["reg"] += joins * table.reg_bit * _bits_of(mac.scale_acc)
+    plan.energy_breakdown["reg"] += joins * table.reg_bit * mac.scale_acc.bits
     plan.energy_pj = sum(plan.energy_breakdown.values())

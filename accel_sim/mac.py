@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -64,6 +65,16 @@ class FloatAcc:
         return math.ldexp(2 ** (self.man_bits + 1) - 1, self.bias - self.man_bits)
 
     @property
+    def bits(self) -> int:
+        """Width of the register: sign, exponent and fraction."""
+        return 1 + self.exp_bits + self.man_bits
+
+    @property
+    def clamp(self):
+        """(lo, hi) a saturating register clamps to, or None when it overflows to inf."""
+        return (-self.max, self.max) if self.overflow == "saturate" else None
+
+    @property
     def name(self) -> str:
         for n, acc in ACCUMULATORS.items():
             if acc == self:
@@ -102,6 +113,15 @@ class IntAcc:
                 return n
         return f"int{self.bits}" + ("" if self.overflow == "wrap" else ",sat")
 
+    @property
+    def max(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+    @property
+    def clamp(self):
+        """(lo, hi) a saturating register clamps to, or None when it wraps."""
+        return (-self.max - 1, self.max) if self.overflow == "saturate" else None
+
     def _fill(self, c):
         c.kind = lib.ACS_ACC_INT
         g = c.grid
@@ -132,6 +152,20 @@ class FixedAcc:
     @property
     def name(self) -> str:
         return f"fix({self.int_bits}.{self.frac_bits},{self.rounding},{self.overflow})"
+
+    @property
+    def bits(self) -> int:
+        return self.int_bits + self.frac_bits
+
+    @property
+    def max(self) -> float:
+        """The largest register value, read out as float64 (rounded to nearest)."""
+        return float(Fraction(2 ** (self.bits - 1) - 1, 1) * Fraction(2) ** -self.frac_bits)
+
+    @property
+    def clamp(self):
+        """(lo, hi) a saturating register clamps to, as float64, or None when it wraps."""
+        return (math.ldexp(-1.0, self.int_bits - 1), self.max) if self.overflow == "saturate" else None
 
     def _fill(self, c):
         c.kind = lib.ACS_ACC_FIXED
@@ -167,6 +201,19 @@ class BlockFMA:
     def name(self) -> str:
         addend = "" if self.addend in (None, self.acc) else f",addend={self.addend.name}"
         return f"block({self.terms},{self.align_bits},{self.acc.name}{addend})"
+
+    @property
+    def bits(self) -> int:
+        """Width of the register each block's result is rounded onto (acc's)."""
+        return self.acc.bits
+
+    @property
+    def max(self) -> float:
+        return self.acc.max
+
+    @property
+    def clamp(self):
+        return self.acc.clamp
 
     def _fill(self, c):
         self.acc._fill(c)
@@ -221,6 +268,17 @@ class Quire:
     def int_bits(self) -> int:
         """Bits above the binary point, sign included (bits - frac_bits)."""
         return self.bits - self.frac_bits
+
+    @property
+    def max(self) -> float:
+        """The largest register value, read out as float64 (rounded to nearest)."""
+        return float(Fraction(2 ** (self.bits - 1) - 1, 1) * Fraction(2) ** -self.frac_bits)
+
+    @property
+    def clamp(self):
+        """(lo, hi) of the read-out values: the register wraps, but reading it out saturates at
+        the readout posit's +-maxpos (posits have no overflow to infinity)."""
+        return (-self.readout.max, self.readout.max)
 
     @property
     def max_terms(self) -> int:
@@ -312,21 +370,27 @@ class MAC:
         return f"MAC({self.name})"
 
 
+# Named MAC presets for mac_from_names' "PREFIX:NAME" accumulators: prefix -> builder(a, b, name,
+# rounding).  accel_sim.presets registers "tensor_core"; the package imports it, so the table
+# is full before any call (and mac.py needs no import of its presets).
+NAMED_PRESETS = {}
+
+
+def register_preset(prefix: str, builder):
+    """Let mac_from_names build "prefix:NAME" accumulators with builder(a, b, NAME, rounding)."""
+    NAMED_PRESETS[prefix] = builder
+
+
 def mac_from_names(a, b, acc, rounding=None) -> MAC:
     """A MAC from names: acc is an accumulator name (fp32 fp16 bf16 int32 int24 int16),
     tensor_core:GPU for that GPU's preset (then a and b must both be its input format), or
     quire / quire:READOUT for the quire of the operands' posit format (read out to READOUT);
     rounding replaces a float accumulator's rounding mode."""
-    from accel_sim import presets
     if not isinstance(acc, str):
         raise TypeError(f"acc must be a name, got {type(acc).__name__}")
-    if acc.startswith("tensor_core:"):
-        informat = {"e4m3fn": "e4m3", "e5m2": "e5m2", "fp16": "fp16", "bf16": "bf16"}.get(a)
-        if a != b or informat is None:
-            raise ValueError(f"acc {acc} needs a and b both one of e4m3fn e5m2 fp16 bf16, got {a} and {b}")
-        if rounding not in (None, "rtz"):
-            raise ValueError(f"a tensor core's rounding is fixed (rtz for fp32 output), got rounding={rounding!r}")
-        return presets.tensor_core(acc.split(":", 1)[1], informat)
+    prefix, _, rest = acc.partition(":")
+    if rest and prefix in NAMED_PRESETS:
+        return NAMED_PRESETS[prefix](a, b, rest, rounding)
     if acc == "quire" or acc.startswith("quire:"):   # the quire of the operands' posit format
         if a != b:
             raise ValueError(f"acc {acc} needs a and b of one posit format, got {a} and {b}")

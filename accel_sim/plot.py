@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from accel_sim._io import atomic_write
+from accel_sim.labels import LABEL_KEY, format_name, scale_label, short_label
 
 __all__ = ["energy_accuracy", "energy_breakdown", "error_vs_accumulator", "DPI"]
 
@@ -34,10 +35,9 @@ _MARKERS = ("o", "s", "D", "v", "P", "X", "*", "h", "<", ">", "p", "d", "8", "H"
 _AXIS_LABELS = {"energy_pj": "energy (pJ)", "pj_per_mac": "energy per MAC (pJ/MAC)",
                 "error": "relative error  ||out - ref|| / ||ref||", "time_us": "time (µs)",
                 "cycles": "cycles", "sqnr_db": "SQNR (dB)", "cosine": "cosine similarity"}
-# The label suffixes of the configuration keys besides the formats and the accumulator, when
-# they vary across the table.
-_SCALE_SHORT = {"tensor": "t", "channel": "ch", "none": "noscale"}
-_LABEL_KEYS = ("scale_a", "scale", "rounding", "array", "dataflow", "calibration")
+# The configuration keys besides the formats and the accumulator whose values suffix the point
+# labels when they vary across the table (labels.short_label; labels.LABEL_KEY explains them).
+_LABEL_KEYS = ("scale_a", "scale", "headroom", "rounding", "array", "dataflow", "calibration")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -157,19 +157,13 @@ def _varying(rows, keys):
 
 
 def _point_label(r, varying):
-    """'e4m3fn/fp32 ch': formats / accumulator, then the other keys that vary in the table."""
+    """'e4m3fn/fp32 ch': formats / accumulator, then the other keys that vary in the table
+    (labels.LABEL_KEY explains the abbreviations)."""
     parts = [f"{_fmt_label(r)}/{_acc_label(r)}"]
-    for k in varying:
-        v = r.get(k)
-        if k == "scale":
-            parts.append(_SCALE_SHORT.get(v, str(v)))
-        elif k == "scale_a":
-            parts.append("a:" + _SCALE_SHORT.get(v, str(v)))
-        elif k == "rounding":
-            parts.append(str(v) if v is not None else "rne")
-        else:
-            parts.append(str(v))
-    return " ".join(parts)
+    if "scale" in varying or "scale_a" in varying:
+        parts.append(scale_label(r.get("scale", "tensor"), r.get("scale_a", "tensor")))
+    parts += [short_label(r.get(k, 0 if k == "headroom" else None), k) for k in varying if k not in ("scale", "scale_a")]
+    return " ".join(p for p in parts if p)
 
 
 def _order(values):
@@ -198,14 +192,42 @@ def _log_or_linear_y(ax, finite_values):
     return False
 
 
-def _overflow_note(fig, labels, what):
-    """A red note in the figure's bottom margin listing the rows drawn at the top edge."""
+def _overflow_note(fig, labels, what, rows=()):
+    """A red note in the figure's bottom margin listing the rows drawn at the top edge, and
+    why their outputs overflowed."""
     if not labels:
         return
     shown = ", ".join(labels[:8]) + (f", ... ({len(labels) - 8} more)" if len(labels) > 8 else "")
+    cause = _overflow_cause(rows)
     fig.text(0.01, 0.012, f"overflow: {len(labels)} configuration{'s' if len(labels) > 1 else ''} with "
-             f"non-finite {what}, drawn as red triangles at the top edge: {shown}",
+             f"non-finite {what}, drawn as red triangles at the top edge: {shown}." + (f" {cause}" if cause else ""),
              ha="left", va="bottom", fontsize=7, color="tab:red", wrap=True)
+
+
+def _overflow_cause(rows):
+    """Why the rows' outputs are not finite, in a sentence: their accumulator's max against one
+    product of full-range operands (per-tensor scales put amax at the format's max)."""
+    from accel_sim import formats
+    from accel_sim.mac import get_acc
+    said = []
+    for r in rows:
+        try:
+            fa = formats.get(r.get("a"))
+            fb = formats.get(r.get("b") if r.get("b") is not None else r.get("a"))
+            acc = get_acc(str(r.get("acc")))
+            acc_max = acc.max
+        except (ValueError, TypeError, AttributeError):
+            continue
+        product = fa.max * fb.max
+        text = (f"{acc.name} (max {acc_max:g}) is exceeded by one product of full-range {format_name(fa.name)} x "
+                f"{format_name(fb.name)} ({fa.max:g} x {fb.max:g} = {product:g})" if product > acc_max else
+                f"partial sums exceed {acc.name}'s max {acc_max:g}")
+        if text not in said:
+            said.append(text)
+    if not said:
+        return ""
+    return ("Cause: scaling puts each operand's amax at its format's max, and " + "; ".join(said)
+            + ". Headroom (amax at max/2^h) or a wider accumulator avoids it.")
 
 
 def _overflow_band(ax, has_finite):
@@ -332,7 +354,7 @@ def energy_accuracy(table, path, x="energy_pj", y="error", title=None, *, dpi=DP
 
     fig = Figure(figsize=figsize or ACCURACY_FIGSIZE, dpi=dpi)
     canvas = Canvas(fig)
-    ax = fig.add_axes((0.09, 0.15, 0.66, 0.75))
+    ax = fig.add_axes((0.09, 0.2, 0.66, 0.7))
     ok = [i for i in range(len(rows)) if math.isfinite(xs[i]) and math.isfinite(ys[i])]
     over = [i for i in range(len(rows)) if math.isfinite(xs[i]) and not math.isfinite(ys[i])]
     lost = [i for i in range(len(rows)) if not math.isfinite(xs[i])]
@@ -372,7 +394,7 @@ def energy_accuracy(table, path, x="energy_pj", y="error", title=None, *, dpi=DP
     _place_labels(ax, items)
     if over or lost:
         notes = [labels[i] for i in over] + [f"{labels[i]} ({x} = {xs[i]}, not drawn)" for i in lost]
-        _overflow_note(fig, notes, y + (f" (or {x})" if lost else ""))
+        _overflow_note(fig, notes, y + (f" (or {x})" if lost else ""), [rows[i] for i in over])
 
     ax.set_xlabel(_AXIS_LABELS.get(x, x) + (" (log)" if log_x else ""))
     ax.set_ylabel(_AXIS_LABELS.get(y, y) + (" (log)" if ax.get_yscale() != "linear" else ""))
@@ -383,9 +405,12 @@ def energy_accuracy(table, path, x="energy_pj", y="error", title=None, *, dpi=DP
                  f"{_AXIS_LABELS.get(y, y).split('  ')[0]} vs {_AXIS_LABELS.get(x, x)}: {len(rows)} configurations"
                  + (f", {n_over} overflowed" if n_over else ""), fontsize=10)
 
-    handles = [Line2D([], [], linestyle="", marker="o", color=colour[f], label=f) for f in fmts]
-    handles.append(Line2D([], [], linestyle="", label=" "))
-    handles += [Line2D([], [], linestyle="", marker=marker[a], color="0.35", label=f"acc {a}") for a in accs]
+    colours = [Line2D([], [], linestyle="", marker="o", color=colour[f], label=f) for f in fmts]
+    legend = fig.legend(handles=colours, loc="upper left", bbox_to_anchor=(0.77, 0.9), fontsize=8, frameon=False,
+                        title="colour: operand format\n(A, or AxB)", title_fontsize=8, alignment="left")
+    fig.canvas.draw()   # the first legend's height places the second below it
+    box = legend.get_window_extent().transformed(fig.transFigure.inverted())
+    handles = [Line2D([], [], linestyle="", marker=marker[a], color="0.35", label=f"acc {a}") for a in accs]
     handles.append(Line2D([], [], linestyle="", label=" "))
     if front:
         handles.append(Line2D([], [], color="0.25", linestyle="--", marker="o", markerfacecolor="none",
@@ -393,8 +418,9 @@ def energy_accuracy(table, path, x="energy_pj", y="error", title=None, *, dpi=DP
     if over:
         handles.append(Line2D([], [], linestyle="", marker="^", markerfacecolor="none", markeredgecolor="tab:red",
                               label=f"overflow ({len(over)}): non-finite {y}"))
-    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.77, 0.9), fontsize=8, frameon=False,
-               title="format (colour)\naccumulator (marker)", title_fontsize=8, alignment="left")
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.77, box.y0 - 0.01), fontsize=8, frameon=False,
+               title="marker: accumulator\n(black edge: on the front)", title_fontsize=8, alignment="left")
+    fig.text(0.01, 0.085, LABEL_KEY, ha="left", va="bottom", fontsize=7, color="0.3", wrap=True)
     return _save(fig, canvas, path, dpi)
 
 
@@ -554,7 +580,7 @@ def error_vs_accumulator(table, path, y="error", title=None, *, dpi=DPI, figsize
             ax.scatter([xpos], [0.96], transform=trans, marker="s" if rows[i].get("scale") == "channel" else "o",
                        s=12, color=colour[f], zorder=5, clip_on=False)
         ax.scatter([], [], marker="^", facecolor="none", edgecolors="tab:red", label="overflow (non-finite)")
-        _overflow_note(fig, [_point_label(rows[i], varying) for _, i in over], y)
+        _overflow_note(fig, [_point_label(rows[i], varying) for _, i in over], y, [rows[i] for _, i in over])
     if "scale" in varying:
         ax.scatter([], [], color="0.4", marker="o", label="scale per tensor")
         ax.scatter([], [], color="0.4", marker="s", label="scale per channel")

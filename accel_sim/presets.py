@@ -8,7 +8,7 @@ fp32 output rounds toward zero, fp16 output to nearest-even (its addend rounded 
 """
 from __future__ import annotations
 
-from accel_sim.mac import MAC, BlockFMA, FloatAcc
+from accel_sim.mac import MAC, BlockFMA, FloatAcc, register_preset
 
 __all__ = ["tensor_core", "TENSOR_CORES"]
 
@@ -53,3 +53,16 @@ def tensor_core(gpu: str, informat: str, out: str = "fp32") -> MAC:
         block = BlockFMA(terms, align, FloatAcc(5, 10, rounding="rne"))
     fmt = _OPERAND_FORMAT[informat]
     return MAC(fmt, fmt, block, name=f"{gpu_l}-{informat}-{out}")
+
+
+def _tensor_core_by_name(a, b, gpu, rounding) -> MAC:
+    """mac_from_names' "tensor_core:GPU": the GPU's preset for operands a and b (one format)."""
+    informat = {"e4m3fn": "e4m3", "e5m2": "e5m2", "fp16": "fp16", "bf16": "bf16"}.get(a)
+    if a != b or informat is None:
+        raise ValueError(f"acc tensor_core:{gpu} needs a and b both one of e4m3fn e5m2 fp16 bf16, got {a} and {b}")
+    if rounding not in (None, "rtz"):
+        raise ValueError(f"a tensor core's rounding is fixed (rtz for fp32 output), got rounding={rounding!r}")
+    return tensor_core(gpu, informat)
+
+
+register_preset("tensor_core", _tensor_core_by_name)

@@ -129,7 +129,7 @@ class QTensor:
 
 def quantize(x, fmt, scale="tensor", axis=None, calibration="absmax", rounding="rne",
              saturate=True, percentile=99.99, seed=0, *, block=None, scale_format=None,
-             coarse=None) -> QTensor:
+             coarse=None, headroom=0) -> QTensor:
     """Post-training quantization of x to fmt with symmetric scales.
 
     scale: "tensor" (one scale), "channel" (one per index along `axis`, default 0: the
@@ -147,7 +147,12 @@ def quantize(x, fmt, scale="tensor", axis=None, calibration="absmax", rounding="
       "absmax" max |x|; "percentile" that percentile of |x|; "mse" the clip among 100
       candidates amax*k/100 (k=1..100) with the least squared error after quantization.
     The scale is float32(amax / fmt.max) (1 where amax is 0); codes = encode(x / scale),
-    with x / scale formed in float64."""
+    with x / scale formed in float64.
+    headroom: BITS (a non-negative integer) maps amax to fmt.max / 2^BITS instead of fmt.max:
+    the scale is float32(amax * 2^BITS / fmt.max), so products of two such operands stay 4^BITS
+    below the formats' full range and a narrow accumulator (fp16) has room for their sums
+    (Array's quant={'headroom': 'auto'} picks BITS from the accumulator; accel_sim.headroom).
+    For scale "tensor" and "channel"."""
     fmt = formats.get(fmt)
     rounding_code(rounding)
     check_seed(seed)
@@ -158,6 +163,10 @@ def quantize(x, fmt, scale="tensor", axis=None, calibration="absmax", rounding="
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError("x contains NaN or inf; quantize needs finite values to calibrate")
+    headroom = check_headroom(headroom)
+    if headroom and not (isinstance(scale, str) and scale in ("tensor", "channel")):
+        raise ValueError(f"headroom applies to scale='tensor' or 'channel' (it moves amax below the format's max), "
+                         f"not scale={scale!r}")
     if isinstance(scale, str) and scale in ("block", "vector"):
         if calibration != "absmax":
             raise ValueError(f"scale={scale!r} calibrates by absmax (the OCP MX / VS-Quant rule), got "
@@ -182,7 +191,8 @@ def quantize(x, fmt, scale="tensor", axis=None, calibration="absmax", rounding="
                              f"values, got {scale!r}")
         if calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
-        scales = 1.0 if scale == "none" else _calibrate(x, fmt, group_axis, calibration, percentile, rounding, saturate)
+        scales = 1.0 if scale == "none" else _calibrate(x, fmt, group_axis, calibration, percentile, rounding, saturate,
+                                                         headroom)
     else:
         group_axis = None if axis is None else _check_axis(axis, x.ndim, "axis")
         scales = scale
@@ -263,7 +273,15 @@ def _check_block(block, length, axis):
                          "pad the axis to a multiple of the block (docs/scaling.md)")
 
 
-def _calibrate(x, fmt, axis, calibration, percentile, rounding, saturate) -> np.ndarray:
+def check_headroom(headroom) -> int:
+    """headroom as an int, checked: a non-negative integer of bits, at most 64."""
+    if isinstance(headroom, (bool, np.bool_)) or not isinstance(headroom, (int, np.integer)) \
+            or not 0 <= headroom <= 64:
+        raise ValueError(f"headroom must be an integer number of bits in [0, 64], got {headroom!r}")
+    return int(headroom)
+
+
+def _calibrate(x, fmt, axis, calibration, percentile, rounding, saturate, headroom=0) -> np.ndarray:
     reduce = None if axis is None else tuple(i for i in range(x.ndim) if i != axis)
     mags = np.abs(x)
     if mags.size == 0:  # nothing to calibrate on: scale 1 per group
@@ -276,7 +294,7 @@ def _calibrate(x, fmt, axis, calibration, percentile, rounding, saturate) -> np.
         amax = mags.max(axis=reduce) if mags.size else np.zeros(())
     if calibration == "mse":
         amax = _mse_clip(x, fmt, axis, reduce, np.asarray(amax, np.float64), rounding, saturate)
-    return _scale_for(np.asarray(amax, np.float64), fmt)
+    return _scale_for(np.ldexp(np.asarray(amax, np.float64), headroom), fmt)   # exact: a power of two
 
 
 _F32 = np.finfo(np.float32)

@@ -13,17 +13,21 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from accel_sim._io import atomic_write, jsonable as _jsonable
 from accel_sim.energy import EnergyTable
+from accel_sim.overflow import AccumulatorOverflowWarning
 
 __all__ = ["sweep", "pareto", "Table", "GRID_KEYS", "expand_grid"]
 
 GRID_KEYS = ("a", "b", "scale_a", "scale", "scale_format", "acc", "rounding", "array", "dataflow", "calibration",
              "energy_table")
+# keys a configuration (and its row) holds only when the grid names them
+OPTIONAL_KEYS = ("headroom",)
 DEFAULTS = {"a": "int8", "b": None, "scale_a": "tensor", "scale": "tensor", "scale_format": None, "acc": None, "rounding": None, "array": "32x32",
             "dataflow": "ws", "calibration": "absmax", "energy_table": "horowitz45"}
 INT_FORMATS = ("int8", "uint8", "int4")
@@ -72,12 +76,12 @@ def expand_grid(grid: dict):
     no MAC can be built for (an integer accumulator with float operands, ...) are skipped."""
     if not isinstance(grid, dict):
         raise TypeError(f"grid must be a dict of lists, got {type(grid).__name__}")
-    unknown = set(grid) - set(GRID_KEYS)
+    unknown = set(grid) - set(GRID_KEYS) - set(OPTIONAL_KEYS)
     if unknown:
-        raise ValueError(f"grid has unknown keys {sorted(unknown)}; known: {', '.join(GRID_KEYS)}")
+        raise ValueError(f"grid has unknown keys {sorted(unknown)}; known: {', '.join(GRID_KEYS + OPTIONAL_KEYS)}")
     axes = {}
-    for key in GRID_KEYS:
-        values = grid.get(key, [DEFAULTS[key]])
+    for key in GRID_KEYS + tuple(k for k in OPTIONAL_KEYS if k in grid):
+        values = grid.get(key, [DEFAULTS.get(key)])
         if isinstance(values, (str, tuple)) or not hasattr(values, "__iter__"):
             values = [values]
         values = list(values)
@@ -118,7 +122,7 @@ def build(cfg):
     mac = mac_from_names(cfg["a"], cfg["b"], cfg["acc"], cfg["rounding"])
     return Array(rows, cols, cfg["dataflow"], mac,
                  quant={"a": cfg["scale_a"], "b": cfg["scale"], "calibration": cfg["calibration"],
-                        "scale_format": cfg["scale_format"]},
+                        "scale_format": cfg["scale_format"], "headroom": cfg.get("headroom", 0)},
                  energy=EnergyTable.preset(cfg.get("energy_table", DEFAULTS["energy_table"])))
 
 
@@ -167,7 +171,14 @@ def _normalise_target(target):
 
 
 def run_config(target, cfg, trace_dir=None, task=False):
-    """One row: the configuration, its error and its cost."""
+    """One row: the configuration, its error, its cost and its overflow columns (sweep warns
+    once for the whole table, so the runs' own warnings are silenced here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AccumulatorOverflowWarning)
+        return _run_config(target, cfg, trace_dir, task)
+
+
+def _run_config(target, cfg, trace_dir, task):
     from accel_sim import trace as trace_mod
     from accel_sim.array import Result
     arr = build(cfg)
@@ -182,6 +193,7 @@ def run_config(target, cfg, trace_dir=None, task=False):
                    energy_pj=rep.totals["energy_pj"], cycles=rep.totals["cycles"], macs=rep.totals["macs"],
                    time_us=rep.totals["time_us"],
                    **{f"energy_{k}": v for k, v in rep.totals["energy_breakdown"].items()},
+                   **_overflow_columns(rep.totals["overflow"]),
                    **{f"task_{k}": v for k, v in rep.task.items()})
     else:
         if isinstance(target, dict):
@@ -192,9 +204,19 @@ def run_config(target, cfg, trace_dir=None, task=False):
         m = res.metrics["vs_float64"]
         row.update(error=m["rel_fro"], sqnr_db=m["sqnr_db"], cosine=m["cosine"], energy_pj=res.energy_pj,
                    cycles=res.cycles, macs=res.macs, time_us=res.time_us,
-                   **{f"energy_{k}": v for k, v in res.energy_breakdown.items()})
+                   **{f"energy_{k}": v for k, v in res.energy_breakdown.items()},
+                   **_overflow_columns(res.overflow))
     row["pj_per_mac"] = row["energy_pj"] / row["macs"] if row["macs"] else 0.0
     return row
+
+
+def _overflow_columns(rep):
+    """A row's overflow columns: outputs that overflowed (inf/NaN) or saturated in the
+    accumulator, and the report's one-line cause and remedy ("" when none)."""
+    if rep is None:
+        return {"overflowed": 0, "saturated": 0, "overflow": ""}
+    return {"overflowed": max(rep["acc_nonfinite"], rep["out_nonfinite"]), "saturated": rep["acc_saturated"],
+            "overflow": rep["message"]}
 
 
 # -- the sweep ----------------------------------------------------------------------------------
@@ -256,7 +278,8 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
     MX) or "vector" (VS-Quant): per block of K, for both operands; scale_a follows unless
     given), scale_format (the block scales' format, default per quant.quantize), acc (fp32
     fp16 bf16 int32 quire[:READOUT] ... or tensor_core:GPU; default int32 for integer
-    operands, else fp32), rounding (float accumulators), array ("RxC"), dataflow, calibration.
+    operands, else fp32), rounding (float accumulators), array ("RxC"), dataflow, calibration,
+    headroom (bits, or "auto": Array's quant['headroom']; default 0, and no headroom column).
     executor: any concurrent.futures.Executor (a Dask client's get_executor() works); default
     a process pool over all cores; False runs in this process.
     cache: a JSON file; finished rows are written to it atomically as they arrive, and rows it
@@ -302,7 +325,14 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
                 raise failure
     finally:
         bar.close()
-    return Table([done[k] for k in keys], skipped)
+    table = Table([done[k] for k in keys], skipped)
+    hit = [r for r in table if r.get("overflow")]
+    if hit:   # one warning for the sweep; each row's own report is in its overflow column
+        names = ", ".join(f"{r['mac']}/{r['scale']}" for r in hit)
+        warnings.warn(f"{len(hit)} of {len(table)} configurations overflowed or saturated ({names}); see the "
+                      f"table's overflowed, saturated and overflow columns. First: {hit[0]['overflow']}",
+                      AccumulatorOverflowWarning, stacklevel=2)
+    return table
 
 
 def pareto(table, x="energy_pj", y="error"):

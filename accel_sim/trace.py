@@ -13,13 +13,14 @@ import importlib.util
 import json
 import math
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from accel_sim import layers, ops
+from accel_sim import layers, ops, overflow as _overflow
 from accel_sim._io import atomic_write, jsonable as _jsonable
 
 __all__ = ["Trace", "Report", "load", "record", "record_torch", "simulate", "replay", "VERSION", "MAX_BYTES"]
@@ -290,7 +291,8 @@ def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
     recorded float32 output; with task=True and a forward module named by the trace (looked
     for in trace_dir, by default the trace file's folder, then the shipped traces/), also the
     end-to-end task metric with every GEMM on the array."""
-    from accel_sim.array import Array, _error_metrics
+    from accel_sim._metrics import error_metrics as _error_metrics
+    from accel_sim.array import Array
     if isinstance(trace, (str, os.PathLike)):
         trace_dir = trace_dir or Path(trace).parent
         trace = load(trace)
@@ -302,7 +304,9 @@ def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
     totals = {"cycles": 0, "macs": 0, "energy_pj": 0.0, "time_us": 0.0, "energy_breakdown": {}}
     for layer in trace.layers:
         inputs = trace.layer_inputs(layer)
-        res = _run_layer(array, layer["op"], inputs, layer.get("attrs", {}))
+        with warnings.catch_warnings():   # one warning for the whole replay, below
+            warnings.simplefilter("ignore", _overflow.AccumulatorOverflowWarning)
+            res = _run_layer(array, layer["op"], inputs, layer.get("attrs", {}))
         recorded = trace.arrays[layer["output"]].astype(np.float64)
         m = _error_metrics(res.output, recorded)
         report.layers.append({
@@ -311,6 +315,7 @@ def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
                         "max_abs": m["max_abs"], "nonfinite": m["nonfinite"]},
             "cycles": res.cycles, "macs": res.macs, "utilization": res.utilization,
             "energy_pj": res.energy_pj, "energy_breakdown": dict(res.energy_breakdown),
+            "counts": {k: res.counts.get(k, 0) for k in _overflow.COUNT_KEYS}, "overflow": res.overflow,
         })
         totals["cycles"] += res.cycles
         totals["macs"] += res.macs
@@ -321,10 +326,14 @@ def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
     totals["pj_per_mac"] = totals["energy_pj"] / totals["macs"] if totals["macs"] else 0.0
     sq = [l["metrics"]["sqnr_db"] for l in report.layers]
     totals["sqnr_db_min"] = min(sq) if sq else math.inf
+    totals["overflow"] = _overflow.combine([(l["name"], l["overflow"]) for l in report.layers])
     report.totals = totals
     if task and trace.task.get("forward"):
         folders = [Path(trace_dir)] if trace_dir else []
-        report.task = _task_metric(trace, array, folders + [_shipped_traces()])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", _overflow.AccumulatorOverflowWarning)
+            report.task = _task_metric(trace, array, folders + [_shipped_traces()])
+    _overflow.warn(totals["overflow"], stacklevel=3)
     return report
 
 

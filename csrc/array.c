@@ -1444,6 +1444,9 @@ typedef struct {
     const float *sa, *sb, *bias;
     int64_t sa_stride, sb_stride;
     double *out;
+    const double *clamp;         /* a saturating float register's bounds, or NULL */
+    const int64_t *clamp_int;    /* a saturating integer register's bounds, or NULL */
+    int64_t acc_nonfinite, acc_saturated, out_nonfinite;   /* this job's overflow counts */
 } epilogue_job;
 
 /* Output (i, j) of the epilogue. */
@@ -1505,16 +1508,37 @@ static void epilogue_one(const epilogue_job *e, int64_t i, int64_t j)
     out[i * n + j] = fp32_of(y);
 }
 
+/* Row i's overflowed outputs, counted while the row is in cache just after it is written. */
+static void count_overflows(epilogue_job *e, int64_t i)
+{
+    int64_t n = e->n, nf = 0, sat = 0, onf = 0;
+    const double *out = e->out + i * n;
+    if (e->acc) {
+        const double *acc = e->acc + i * n;
+        for (int64_t j = 0; j < n; j++) {
+            nf += !isfinite(acc[j]);
+            sat += e->clamp && (acc[j] == e->clamp[0] || acc[j] == e->clamp[1]);
+        }
+    } else if (e->clamp_int) {
+        const int64_t *acc = e->acc_int + i * n;
+        for (int64_t j = 0; j < n; j++) sat += acc[j] == e->clamp_int[0] || acc[j] == e->clamp_int[1];
+    }
+    for (int64_t j = 0; j < n; j++) onf += !isfinite(out[j]);
+    e->acc_nonfinite += nf;
+    e->acc_saturated += sat;
+    e->out_nonfinite += onf;
+}
+
 static void epilogue_rows(void *p)
 {
-    const epilogue_job *e = p;
+    epilogue_job *e = p;
     int64_t n = e->n;
     int x512 = 0;
 #ifdef ACS_X86
     x512 = have_avx2_fma() && isa_enabled == 1 && (e->sb_stride == 0 || e->sb_stride == 1)
            && acs_gemm_avx512(2);
 #endif
-    for (int64_t i = e->i0; i < e->i1; i++)
+    for (int64_t i = e->i0; i < e->i1; i++) {
         for (int64_t j = 0; j < n;) {
             int64_t stop = j, end = n;
 #ifdef ACS_X86
@@ -1527,11 +1551,14 @@ static void epilogue_rows(void *p)
 #endif
             for (j = stop; j < end; j++) epilogue_one(e, i, j);
         }
+        count_overflows(e, i);
+    }
 }
 
-int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
-                 const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
-                 const float *bias, double *out, int threads)
+int acs_epilogue_counted(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
+                         const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
+                         const float *bias, double *out, int threads, const double *clamp,
+                         const int64_t *clamp_int, acs_gemm_counts *counts)
 {
     if (m < 0 || n < 0 || (m && n && ((!acc && !acc_int) || !sa || !sb || !out))) return ACS_ERR_ARG;
     if (m && n > INT64_MAX / m) return ACS_ERR_ARG;
@@ -1540,11 +1567,27 @@ int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n
     epilogue_job jobs[256];
     for (int w = 0; w < workers; w++) {
         epilogue_job e = { acc, acc_int, m * w / workers, m * (w + 1) / workers, n, sa, sb, bias, sa_stride,
-                           sb_stride, out };
+                           sb_stride, out, clamp, clamp_int, 0, 0, 0 };
         jobs[w] = e;
     }
     run_parallel(epilogue_rows, jobs, sizeof jobs[0], workers);
+    if (counts) {
+        counts->acc_nonfinite = counts->acc_saturated = counts->out_nonfinite = 0;
+        for (int w = 0; w < workers; w++) {
+            counts->acc_nonfinite += jobs[w].acc_nonfinite;
+            counts->acc_saturated += jobs[w].acc_saturated;
+            counts->out_nonfinite += jobs[w].out_nonfinite;
+        }
+    }
     return ACS_OK;
+}
+
+int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
+                 const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
+                 const float *bias, double *out, int threads)
+{
+    return acs_epilogue_counted(acc, acc_int, m, n, sa, sa_stride, sb, sb_stride, bias, out, threads,
+                                NULL, NULL, NULL);
 }
 
 /* Whether the vector kernels take their AVX2 versions (blockscale.c's kernels follow suit). */

@@ -139,6 +139,10 @@ typedef struct {
     int64_t mult_toggles_a;   /* bit flips on the multipliers' A inputs over the active multiplies:
                                  a gated multiply holds its inputs (operand isolation) */
     int64_t mult_toggles_b;   /* likewise for B */
+    /* set by acs_epilogue_counted (acs_gemm leaves them as they are): */
+    int64_t acc_nonfinite;   /* output registers holding inf or NaN */
+    int64_t acc_saturated;   /* output registers at a saturating register's clamp */
+    int64_t out_nonfinite;   /* epilogue outputs that are inf or NaN */
 } acs_gemm_counts;
 
 int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t rows, int64_t cols,
@@ -156,6 +160,15 @@ int acs_transpose(const void *src, void *dst, int64_t rows, int64_t cols, int by
 int acs_epilogue(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
                  const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
                  const float *bias, double *out, int threads);
+/* acs_epilogue that also counts, row by row as it writes them, the outputs that overflowed:
+ * counts->acc_nonfinite (acc entries that are inf or NaN),
+ * counts->acc_saturated (entries equal to clamp[0] or clamp[1] (float64 acc) or to
+ * clamp_int[0] or clamp_int[1] (acc_int); NULL: nothing counted) and counts->out_nonfinite
+ * (outputs that are inf or NaN).  The three are set, not added to. */
+int acs_epilogue_counted(const double *acc, const int64_t *acc_int, int64_t m, int64_t n,
+                         const float *sa, int64_t sa_stride, const float *sb, int64_t sb_stride,
+                         const float *bias, double *out, int threads, const double *clamp,
+                         const int64_t *clamp_int, acs_gemm_counts *counts);
 
 /* Block-scaled GEMMs (blockscale.c): a running output register per output, of the MAC's
  * scale accumulator (FLOAT or FIXED), kept in caller memory of acs_join_state_size() bytes
