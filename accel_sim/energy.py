@@ -188,6 +188,15 @@ class EnergyTable:
     def dram_byte(self) -> float:
         return self.dram_64b / 8
 
+    @classmethod
+    def from_synthesis(cls, report, base=None, reference=None) -> "EnergyTable":
+        """A table whose MAC-level entries (multiplier, accumulator add) are `base`'s scaled by
+        synthesized area relative to a reference MAC (int8 x int8 -> int32 unless given): a
+        proxy, area is not energy.  report: accel_sim.rtl.synth.synthesize(mac).
+        See accel_sim.rtl.synth.scaled_table and docs/energy.md, "Gate counts"."""
+        from accel_sim.rtl.synth import scaled_table
+        return scaled_table(report, base=base, reference=reference)
+
 
 # -- the model -----------------------------------------------------------------------------------
 def _format_kind(fmt):

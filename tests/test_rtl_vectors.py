@@ -2,10 +2,11 @@
 
 Oracles: numpy's float16/float32 and ml_dtypes' bfloat16 bit patterns (the IEEE layouts the
 accumulator registers use), numpy's int8/int16 two's complement views, the C engine's own
-decode of the same layouts (FloatFormat), and `accumulate` / `Array.gemm` for the values the
-vectors must carry."""
+decode of the same layouts (FloatFormat), `accumulate` / `Array.gemm` for the values the
+vectors must carry, and Yosys's $readmemh for the file format."""
 from __future__ import annotations
 
+import importlib
 import json
 
 import ml_dtypes
@@ -329,7 +330,7 @@ def test_array_vectors_quantize_float_inputs_like_gemm(tmp_path):
 # -- writing --------------------------------------------------------------------------------------
 
 def test_vectors_directory_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
-    import accel_sim.rtl.vectors as vmod
+    vmod = importlib.import_module("accel_sim.rtl.vectors")   # the module, even where the package exports the function
     mac = acs.MAC("int8", "int8", "int32")
     a = np.arange(12, dtype=np.uint8).reshape(3, 4)
     calls = []
@@ -366,7 +367,7 @@ def test_vectors_directory_is_written_whole_or_not_at_all(tmp_path, monkeypatch)
 
 
 def test_vectors_bad_input(tmp_path, monkeypatch):
-    import accel_sim.rtl.vectors as vmod
+    vmod = importlib.import_module("accel_sim.rtl.vectors")   # the module, even where the package exports the function
     mac = acs.MAC("int4", "int4", "int32")
     ok = np.zeros((2, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="same shape"):
@@ -425,3 +426,36 @@ def test_cli_vectors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["vectors", "--a", "int8", "--dataflow", "xs", "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.rtl
+def test_hex_files_load_with_a_verilog_readmemh(tmp_path):
+    """Yosys's Verilog frontend runs each file's $readmemh into a memory of the manifest's
+    width and depth; the words it reads are the values written."""
+    import subprocess
+    from accel_sim.rtl import synth
+    try:
+        yosys = synth._yosys_command(None)
+    except RuntimeError:
+        pytest.skip(f"no Yosys: {synth.INSTALL}")
+    rng = np.random.default_rng(8)
+    mac = acs.MAC("e4m3fn", "e4m3fn", "fp16")
+    vectors(mac, random_codes(mac.a, (3, 5), rng), random_codes(mac.b, (3, 5), rng), tmp_path / "mac")
+    vectors(acs.Array(2, 2, "ws", acs.MAC("int4", "int4", "int32")), random_codes("int4", (3, 4), rng),
+            random_codes("int4", (4, 3), rng), tmp_path / "arr")
+    for kind in ("mac", "arr"):
+        manifest, files = read_vectors(tmp_path / kind)
+        for name, info in manifest["files"].items():
+            width, depth = 4 * info["hex_digits"], info["lines"]
+            (tmp_path / "rd.v").write_text(
+                f"module rd(input [31:0] i, output [{width - 1}:0] o);\n"
+                f"  reg [{width - 1}:0] mem [0:{depth - 1}];\n"
+                f"  initial $readmemh(\"{kind}/{name}\", mem);\n"
+                "  assign o = mem[i];\nendmodule\n")
+            subprocess.run([yosys, "-q", "-p", "read_verilog rd.v; proc; memory_collect; write_json m.json"],
+                           cwd=tmp_path, check=True, capture_output=True)
+            cells = json.loads((tmp_path / "m.json").read_text())["modules"]["rd"]["cells"]
+            init = next(c for c in cells.values() if c["type"] == "$mem_v2")["parameters"]["INIT"]
+            assert len(init) == width * depth
+            words = [int(init[len(init) - (i + 1) * width:len(init) - i * width], 2) for i in range(depth)]
+            assert words == files[name].tolist(), f"{kind}/{name}"

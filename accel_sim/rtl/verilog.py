@@ -133,11 +133,12 @@ def array_verilog(mac, rows: int, cols: int, name: str = "acs_array") -> str:
     is the PE's enable.  The bottom-right PE takes its last step at edge K + R + C - 3, and
     done rises at that same edge: counting edges from the first operand in (edge 0) to the one
     after which done is high gives K + R + C - 2 cycles, the per-fold os count of
-    accel_sim.array.gemm_cycles (SCALE-Sim's model plus one).  That count has no output drain:
-    every PE's accumulator is read in parallel from acc_flat once done is high (an os array
-    reads its outputs while the next fold streams in), so the RTL performs none either.  Rows
-    and columns the GEMM does not use (M < R, N < C) are fed zero codes and still take part in
-    the timing, as they do in the model.  rst clears accumulators, pipeline registers and done.
+    accel_sim.array.gemm_cycles (SCALE-Sim reports one less, its last 0-based cycle index).
+    That count ends when the last PE finishes and has no output drain, so the RTL performs
+    none either: every PE's accumulator is read in parallel from acc_flat once done is high.
+    Rows and columns the GEMM does not use (M < R, N < C) are fed zero codes and still take
+    part in the timing, as they do in the model.  rst clears accumulators, pipeline registers
+    and done.
     """
     check_supported(mac)
     _check_name(name)
