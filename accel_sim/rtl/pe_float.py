@@ -34,6 +34,8 @@ _ROUNDINGS = ("rne", "rtz")
 
 
 def _check(mac) -> None:
+    """Raise (TypeError, or ValueError naming SUPPORTED) unless float_pe_verilog covers `mac`;
+    accel_sim.rtl.verilog.check_supported defers to it for FloatAcc MACs."""
     if not isinstance(mac, MAC):
         raise TypeError(f"mac must be a MAC, got {type(mac).__name__}")
     acc = mac.acc
@@ -181,7 +183,7 @@ def float_pe_verilog(mac, name: str = "acs_pe") -> str:
           "  wire c_zero = ~|c_sig;",
           f"  wire [{ec - 1}:0] c_exp = (|c_fld) ? c_fld : {ec}'d1;",
           "",
-          f"  // Placement on the grid: shift = (exponent of the term's lsb) - {L}.",
+          f"  // Placement on the grid (lsb 2^{L}): shift = exponent of the term's lsb + {-L}.",
           f"  wire [{shw_p - 1}:0] p_sh = {_zext('a_exp', A.e, shw_p)} + {_zext('b_exp', B.e, shw_p)}"
           f" + {_const(shw_p, A.lsb_min + B.lsb_min - L - A.fmin - B.fmin)};",
           f"  wire [{shw_c - 1}:0] c_sh = {_zext('c_exp', ec, shw_c)} + {_const(shw_c, lc_min - L - 1)};",
