@@ -9,7 +9,9 @@ float operands where they lie inside the clipping range [fmt.min * s, fmt.max * 
 outside it.  Static scales get the LSQ step-size gradient (Esser et al., "Learned Step Size
 Quantization", ICLR 2020): d xhat / d s = q - x/s inside the range and q (the clipped level)
 outside, summed over the scale's group and multiplied by g = 1 / sqrt(N * Qp) (N elements
-share the step, Qp = fmt.max).  docs/qat.md has the decisions.
+share the step, Qp = fmt.max).  docs/qat.md has the decisions.  With backward= (a
+backward.Backward) the STE's two GEMMs -- dX = dY W and dW = dY^T X -- run on the array too,
+each with its own formats, scaling and accumulator (docs/training.md).
 
     wq = qat.Quantizer("int4", scale="channel", axis=0, calibration="mse")
     xq = qat.Quantizer("int4")                      # per tensor, calibrated on its first input

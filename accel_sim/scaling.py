@@ -62,9 +62,9 @@ class TensorScaler:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
-        for argname, v, lo in (("history", history, 1), ("margin", margin, -64)):
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= 1 << 20:
-                raise ValueError(f"{argname} must be an integer in [{lo}, {1 << 20}], got {v!r}")
+        for argname, v, lo, hi in (("history", history, 1, 1 << 20), ("margin", margin, -64, 64)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+                raise ValueError(f"{argname} must be an integer in [{lo}, {hi}], got {v!r}")
         self.rule, self.history_len, self.margin, self.rounding = rule, int(history), int(margin), rounding
         self.seed = check_seed(seed)
         self.amax_history: list[float] = []   # most recent last

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 import accel_sim as acs
 from accel_sim import qat
 from accel_sim.backward import Backward, GemmRole
-from accel_sim.scaling import sub_seed
+from accel_sim.quant import quantize
+from accel_sim.scaling import amax_scale, sub_seed
 
 ARRAY = (32, 32, "ws")
 VSQ = {"scale": "vector", "block": 16, "scale_format": "uint4"}
@@ -30,12 +33,28 @@ def _unit(fmt):
     return q
 
 
+class _Margin(qat.Quantizer):
+    """Dynamic per-tensor forward scaling with amax mapped to fmt.max / 2**margin (headroom
+    for a narrow accumulator), the STE of a dynamic quantizer."""
+
+    def __init__(self, fmt, margin):
+        super().__init__(fmt, dynamic=True)
+        self.margin = margin
+
+    def __call__(self, x):
+        x = np.asarray(x, np.float64)
+        amax = float(np.max(np.abs(x))) if x.size else 0.0
+        return quantize(x, self.format, scale=amax_scale(amax, self.format, self.margin), saturate=True)
+
+
 @dataclass
 class Recipe:
     """fwd: (a, b, acc) of the forward MAC; quant: "dynamic" (per-tensor current amax), "unit"
-    (scale 1) or "vsq" (VS-Quant 4-bit, per-vector uint4 scales); bwd: (a, b, acc) of the dgrad
+    (scale 1), "vsq" (VS-Quant 4-bit, per-vector uint4 scales) or an int m (dynamic with amax
+    mapped to fmt.max / 2**m); bwd: (a, b, acc) of the dgrad
     and wgrad MAC or None (float64 STE: the FP32 baseline has no array at all); rule, margin,
-    rounding: the backward operands' scaling (scaling.TensorScaler); master / update: AdamW's
+    rounding: the backward operands' scaling (scaling.TensorScaler; b_margin for the b operand,
+    default margin); master / update: AdamW's
     master weights; loss_scale: LossScaler keyword arguments or None."""
 
     fwd: tuple | None
@@ -48,6 +67,7 @@ class Recipe:
     update: str = "rne"
     loss_scale: dict | None = None
     history: int = 16
+    b_margin: int | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -61,10 +81,12 @@ class Recipe:
             xq, wq = qat.Quantizer(fmt, dynamic=True), qat.Quantizer(fmt, dynamic=True)
         elif self.quant == "unit":
             xq, wq = _unit(fmt), _unit(fmt)
+        elif isinstance(self.quant, int):
+            xq, wq = _Margin(fmt, self.quant), _Margin(fmt, self.quant)
         else:
             xq, wq = qat.Quantizer(fmt, **VSQ), qat.Quantizer(fmt, **VSQ)
         role = GemmRole(array(*self.bwd), self.rule, b_rule="none" if self.rule == "none" else "dynamic",
-                        margin=self.margin, history=self.history, rounding=self.rounding)
+                        margin=self.margin, b_margin=self.b_margin, history=self.history, rounding=self.rounding)
         return arr, xq, wq, Backward(role, role, seed=sub_seed(seed, 100 + index))
 
 
@@ -79,6 +101,11 @@ RECIPES = {
                             loss_scale={"init": 2.0 ** 16, "growth_interval": 200},
                             notes="FP8 with an fp16 accumulator in every GEMM; fp16 loss scaling, "
                                   "non-finite steps skipped"),
+    "FP8, fp16 acc, margins": Recipe(("e4m3fn", "e4m3fn", "fp16"), quant=4, bwd=("e5m2", "e4m3fn", "fp16"),
+                                     rule="delayed", margin=10, b_margin=4,
+                                     loss_scale={"init": 2.0 ** 16, "growth_interval": 200},
+                                     notes="FP8 with fp16 accumulators and headroom: E4M3 operands scaled to 448/16, "
+                                           "E5M2 gradients to 57344/1024 (the product of two maximal codes fits fp16)"),
     "INT8": Recipe(("int8", "int8", "int32"), bwd=("int8", "int8", "int32"),
                    notes="INT8 per-tensor (current amax) forward and backward, int32 acc"),
     "INT8, sr grads": Recipe(("int8", "int8", "int32"), bwd=("int8", "int8", "int32"), rounding="sr",
@@ -95,3 +122,5 @@ RECIPES = {
                                       rule="none", master="bf16", update="sr",
                                       notes="BF16 with bf16 master weights, stochastically rounded update"),
 }
+# run apart (python traces/train_digits.py --configs "FP8, fp16 acc, margins" --out traces/train_digits_margins)
+EXTRA = ("FP8, fp16 acc, margins",)
