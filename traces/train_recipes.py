@@ -116,11 +116,17 @@ RECIPES = {
                              margin=POSIT_MARGIN,
                              notes="posit8 (es 0) everywhere, exact quire accumulation; forward unscaled, "
                                    "backward operands scaled so amax -> 8"),
+    "posit8 + quire, scaled fwd": Recipe(("posit8", "posit8", "quire"), quant=POSIT_MARGIN,
+                                         bwd=("posit8", "posit8", "quire"), margin=POSIT_MARGIN,
+                                         notes="posit8 + quire with the forward operands scaled like the gradients "
+                                               "(amax -> 8)"),
     "BF16, bf16 weights": Recipe(("bf16", "bf16", "fp32"), quant="unit", bwd=("bf16", "bf16", "fp32"), rule="none",
                                  master="bf16", notes="BF16 with bf16 master weights, update rounded to nearest"),
     "BF16, bf16 weights + sr": Recipe(("bf16", "bf16", "fp32"), quant="unit", bwd=("bf16", "bf16", "fp32"),
                                       rule="none", master="bf16", update="sr",
                                       notes="BF16 with bf16 master weights, stochastically rounded update"),
 }
-# run apart (python traces/train_digits.py --configs "FP8, fp16 acc, margins" --out traces/train_digits_margins)
-EXTRA = ("FP8, fp16 acc, margins",)
+# follow-ups to the main table, run apart:
+#   python traces/train_digits.py --configs "FP8, fp16 acc, margins;posit8 + quire, scaled fwd" \
+#       --out traces/train_digits_followup
+EXTRA = ("FP8, fp16 acc, margins", "posit8 + quire, scaled fwd")
