@@ -25,8 +25,9 @@ def curves(doc):
     for name in dict.fromkeys(r["config"] for r in doc["runs"]):
         runs = [r["curve"] for r in doc["runs"] if r["config"] == name]
         ep = [c["epoch"] for c in runs[0]]
-        loss = np.nanmean([[c["loss"] for c in r] for r in runs], axis=0) if all(
-            np.any(np.isfinite([c["loss"] for c in r])) for r in runs) else np.full(len(ep), np.nan)
+        # a lost step's loss is NaN (null in the JSON); a run that never completed a step has no curve
+        losses = np.array([[np.nan if c["loss"] is None else c["loss"] for c in r] for r in runs], dtype=float)
+        loss = np.array([np.nanmean(col) if np.any(~np.isnan(col)) else np.nan for col in losses.T])
         acc = np.mean([[c["accuracy"] for c in r] for r in runs], axis=0)
         out[name] = (ep, loss, acc)
     return out

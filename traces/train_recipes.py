@@ -14,12 +14,14 @@ import numpy as np
 import accel_sim as acs
 from accel_sim import qat
 from accel_sim.backward import Backward, GemmRole
+from accel_sim.mac import Quire
 from accel_sim.quant import quantize
 from accel_sim.scaling import amax_scale, sub_seed
 
 ARRAY = (32, 32, "ws")
 VSQ = {"scale": "vector", "block": 16, "scale_format": "uint4"}
 POSIT_MARGIN = 3      # posit8 gradients: amax -> maxpos / 8 = 8, where posit8 still has 3 fraction bits
+Q16 = Quire("posit8", readout="posit16")   # the exact sum rounded to posit16, not posit8, when read out
 
 
 def array(a, b, acc):
@@ -120,6 +122,9 @@ RECIPES = {
                                          bwd=("posit8", "posit8", "quire"), margin=POSIT_MARGIN,
                                          notes="posit8 + quire with the forward operands scaled like the gradients "
                                                "(amax -> 8)"),
+    "posit8 + quire -> posit16": Recipe(("posit8", "posit8", Q16), quant="unit", bwd=("posit8", "posit8", Q16),
+                                        margin=POSIT_MARGIN,
+                                        notes="posit8 + quire read out to posit16 instead of posit8"),
     "BF16, bf16 weights": Recipe(("bf16", "bf16", "fp32"), quant="unit", bwd=("bf16", "bf16", "fp32"), rule="none",
                                  master="bf16", notes="BF16 with bf16 master weights, update rounded to nearest"),
     "BF16, bf16 weights + sr": Recipe(("bf16", "bf16", "fp32"), quant="unit", bwd=("bf16", "bf16", "fp32"),
@@ -129,4 +134,5 @@ RECIPES = {
 # follow-ups to the main table, run apart:
 #   python traces/train_digits.py --configs "FP8, fp16 acc, margins;posit8 + quire, scaled fwd" \
 #       --out traces/train_digits_followup
-EXTRA = ("FP8, fp16 acc, margins", "posit8 + quire, scaled fwd")
+#   python traces/train_digits.py --configs "posit8 + quire -> posit16" --out traces/train_digits_posit16
+EXTRA = ("FP8, fp16 acc, margins", "posit8 + quire, scaled fwd", "posit8 + quire -> posit16")
