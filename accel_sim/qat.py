@@ -9,7 +9,9 @@ float operands where they lie inside the clipping range [fmt.min * s, fmt.max * 
 outside it.  Static scales get the LSQ step-size gradient (Esser et al., "Learned Step Size
 Quantization", ICLR 2020): d xhat / d s = q - x/s inside the range and q (the clipped level)
 outside, summed over the scale's group and multiplied by g = 1 / sqrt(N * Qp) (N elements
-share the step, Qp = fmt.max).  docs/qat.md has the decisions.
+share the step, Qp = fmt.max).  docs/qat.md has the decisions.  With backward= (a
+backward.Backward) the STE's two GEMMs -- dX = dY W and dW = dY^T X -- run on the array too,
+each with its own formats, scaling and accumulator (docs/training.md).
 
     wq = qat.Quantizer("int4", scale="channel", axis=0, calibration="mse")
     xq = qat.Quantizer("int4")                      # per tensor, calibrated on its first input
@@ -26,6 +28,7 @@ import numpy as np
 from accel_sim import formats, layers
 from accel_sim._native import check_float_array
 from accel_sim.array import Array, Result
+from accel_sim.backward import Backward
 from accel_sim.quant import QTensor, quantize
 
 __all__ = ["Quantizer", "Forward", "linear", "conv2d", "col2im"]
@@ -163,17 +166,26 @@ class Forward:
     def __init__(self, output, result: Result, backward):
         self.output, self.result, self._backward = output, result, backward
 
-    def backward(self, grad_output) -> dict:
-        """Gradients {"x", "w", "bias" (None without bias), "x_step", "w_step" (None when dynamic)}."""
+    def backward(self, grad_output, *, need_x=True) -> dict:
+        """Gradients {"x", "w", "bias" (None without bias), "x_step", "w_step" (None when dynamic),
+        "results"}.  results: the backward GEMMs' Results by role ("dgrad", "wgrad": lists, one
+        per group) when the layer's backward runs on the array, else {}.  need_x=False skips the
+        input gradient (a first layer's): "x" and "x_step" are None.  On the array, a
+        non-finite grad_output (an overflow upstream) gives NaN gradients without running the
+        GEMMs: the training step sees the overflow and skips the step."""
         g = np.asarray(grad_output)
         if g.dtype.kind not in "fiu":
             raise TypeError(f"grad_output must be a float array, got dtype {g.dtype}")
         if g.shape != self.output.shape:
             raise ValueError(f"grad_output must have the output's shape {self.output.shape}, got {g.shape}")
-        return self._backward(g.astype(np.float64))
+        if not isinstance(need_x, (bool, np.bool_)):
+            raise TypeError(f"need_x must be True or False, got {type(need_x).__name__}")
+        return self._backward(g.astype(np.float64), bool(need_x))
 
 
-def _check(arr, x_quant, w_quant):
+def _check(arr, x_quant, w_quant, backward=None):
+    if backward is not None and not isinstance(backward, Backward):
+        raise TypeError(f"backward must be None (float64 STE) or a backward.Backward, got {type(backward).__name__}")
     if not isinstance(arr, Array):
         raise TypeError(f"arr must be an acs.Array, got {type(arr).__name__}")
     for argname, qz in (("x_quant", x_quant), ("w_quant", w_quant)):
@@ -199,31 +211,55 @@ def _float(v, argname, ndim=None):
     return check_float_array(v, argname, ndim).astype(np.float64)
 
 
-def linear(arr, x, w, bias=None, *, x_quant, w_quant) -> Forward:
+def _overflowed(shapes, bias):
+    """The gradients of a step whose incoming gradient is already non-finite: all NaN."""
+    nan = {k: np.full(v, np.nan) for k, v in shapes.items()}
+    return {**nan, "bias": None if bias is None else np.full(bias.shape, np.nan), "x_step": None, "w_step": None,
+            "results": {}}
+
+
+def _finish(grads, x_quant, w_quant, x, qx, w, qw, gxh, gwh, results):
+    """The STE (and LSQ step gradients) from the gradients at the dequantized operands."""
+    gx, gsx = (None, None) if gxh is None else x_quant.ste(x, qx, gxh)
+    gw, gsw = w_quant.ste(w, qw, gwh)
+    grads.update({"x": gx, "w": gw, "x_step": gsx, "w_step": gsw, "results": results})
+    return grads
+
+
+def linear(arr, x, w, bias=None, *, x_quant, w_quant, backward=None) -> Forward:
     """y = x @ w.T + bias (PyTorch layouts: x (..., in), w (out, in)) on the array, with
-    x and w quantized by x_quant and w_quant; the backward is the STE (module docstring)."""
-    _check(arr, x_quant, w_quant)
+    x and w quantized by x_quant and w_quant.  backward: None, the STE in float64 (module
+    docstring); or a backward.Backward, the layer's dgrad and wgrad GEMMs on the array, then
+    the STE."""
+    _check(arr, x_quant, w_quant, backward)
     x, w = _float(x, "x"), _float(w, "w", 2)
     if x.ndim < 1 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"x {x.shape} and w {w.shape} do not fit: x's last axis must be w's in_features")
     b = None if bias is None else _float(bias, "bias", 1)
     if x_quant.blocked:
-        fwd = _blocked_gemm(arr, x.reshape(-1, w.shape[1]), w, b, x_quant, w_quant)
+        fwd = _blocked_gemm(arr, x.reshape(-1, w.shape[1]), w, b, x_quant, w_quant, backward)
         out = fwd.output.reshape(*x.shape[:-1], -1)
-        return Forward(out, fwd.result, lambda g: _reshaped(fwd.backward(g.reshape(fwd.output.shape)), x.shape))
+        return Forward(out, fwd.result,
+                       lambda g, need_x: _reshaped(fwd.backward(g.reshape(fwd.output.shape), need_x=need_x), x.shape))
     qx, qw = x_quant(x), w_quant(w)
     res = arr.linear(qx, qw, bias=b)
 
-    def backward(g):
-        xh, wh = qx.dequantize(), qw.dequantize()
+    def grads_of(g, need_x):
         g2 = g.reshape(-1, w.shape[0])
-        gxh = (g2 @ wh).reshape(x.shape)
-        gwh = g2.T @ xh.reshape(-1, w.shape[1])
-        gx, gsx = x_quant.ste(x, qx, gxh)
-        gw, gsw = w_quant.ste(w, qw, gwh)
-        return {"x": gx, "w": gw, "bias": None if b is None else g2.sum(axis=0), "x_step": gsx, "w_step": gsw}
+        if backward is None:
+            xh, wh = qx.dequantize(), qw.dequantize()
+            gxh = (g2 @ wh).reshape(x.shape) if need_x else None
+            gwh = g2.T @ xh.reshape(-1, w.shape[1])
+            results = {}
+        elif not np.all(np.isfinite(g2)):
+            return _overflowed({"x": x.shape, "w": w.shape}, b)
+        else:
+            gxh, gwh, results = backward.linear_grads(g2, w, x.reshape(-1, w.shape[1]), need_x)
+            gxh = None if gxh is None else gxh.reshape(x.shape)
+        return _finish({"bias": None if b is None else g2.sum(axis=0)}, x_quant, w_quant, x, qx, w, qw, gxh, gwh,
+                       results)
 
-    return Forward(res.output, res, backward)
+    return Forward(res.output, res, grads_of)
 
 
 def col2im(cols, xshape, kernel, stride, padding, dilation):
@@ -240,50 +276,68 @@ def col2im(cols, xshape, kernel, stride, padding, dilation):
     return xp[:, :, ph:ph + h, pw:pw + w]
 
 
-def conv2d(arr, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, x_quant, w_quant) -> Forward:
+def conv2d(arr, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, x_quant, w_quant,
+           backward=None) -> Forward:
     """2-D convolution (x NCHW, w OIHW, PyTorch's output sizes) on the array (Array.conv2d),
-    with x and w quantized by x_quant and w_quant; the backward is the STE."""
-    _check(arr, x_quant, w_quant)
+    with x and w quantized by x_quant and w_quant; the backward is the STE, with its GEMMs in
+    float64 (backward=None) or on the array (a backward.Backward: dgrad = dY W over the
+    im2col layout, then col2im; wgrad = dY^T im2col(X), per group)."""
+    _check(arr, x_quant, w_quant, backward)
     x, w = _float(x, "x", 4), _float(w, "w", 4)
     b = None if bias is None else _float(bias, "bias", 1)
     stride, padding, dilation = (layers.pair(v, name) for v, name in
                                  ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
     if x_quant.blocked:
-        return _blocked_conv2d(arr, x, w, b, stride, padding, dilation, groups, x_quant, w_quant)
+        return _blocked_conv2d(arr, x, w, b, stride, padding, dilation, groups, x_quant, w_quant, backward)
     qx, qw = x_quant(x), w_quant(w)
     res = arr.conv2d(qx, qw, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=b)
 
-    def backward(g):
-        xh, wh = qx.dequantize(), qw.dequantize()
+    def grads_of(g, need_x):
         o, cg, kh, kw = w.shape
         og = o // groups
         gy = g.transpose(0, 2, 3, 1).reshape(-1, o)
-        gxh = np.zeros_like(x)
-        gwh = np.zeros_like(w)
-        for k in range(groups):
-            cols, _ = layers.im2col(xh[:, k * cg:(k + 1) * cg], (kh, kw), stride, padding, dilation)
-            gk = gy[:, k * og:(k + 1) * og]
-            gwh[k * og:(k + 1) * og] = (gk.T @ cols).reshape(og, cg, kh, kw)
-            gcols = gk @ wh[k * og:(k + 1) * og].reshape(og, -1)
-            gxh[:, k * cg:(k + 1) * cg] = col2im(gcols, (x.shape[0], cg) + x.shape[2:], (kh, kw),
-                                                 stride, padding, dilation)
-        gx, gsx = x_quant.ste(x, qx, gxh)
-        gw, gsw = w_quant.ste(w, qw, gwh)
-        return {"x": gx, "w": gw, "bias": None if b is None else gy.sum(axis=0), "x_step": gsx, "w_step": gsw}
+        grads = {"bias": None if b is None else gy.sum(axis=0)}
+        gxh = np.zeros_like(x) if need_x else None
+        if backward is None:
+            xh, wh = qx.dequantize(), qw.dequantize()
+            gwh = np.zeros_like(w)
+            results = {}
+            for k in range(groups):
+                cols, _ = layers.im2col(xh[:, k * cg:(k + 1) * cg], (kh, kw), stride, padding, dilation)
+                gk = gy[:, k * og:(k + 1) * og]
+                gwh[k * og:(k + 1) * og] = (gk.T @ cols).reshape(og, cg, kh, kw)
+                if need_x:
+                    gcols = gk @ wh[k * og:(k + 1) * og].reshape(og, -1)
+                    gxh[:, k * cg:(k + 1) * cg] = col2im(gcols, (x.shape[0], cg) + x.shape[2:], (kh, kw),
+                                                         stride, padding, dilation)
+        elif not np.all(np.isfinite(gy)):
+            return _overflowed({"x": x.shape, "w": w.shape}, b)
+        else:
+            cols_of = backward.conv_cols(x, (kh, kw), stride, padding, dilation, groups)
+            dcols, dw, results = backward.conv_like_grads(gy, w.reshape(o, -1), cols_of, groups, need_x)
+            gwh = dw.reshape(w.shape)
+            if need_x:
+                kg = cg * kh * kw
+                for k in range(groups):
+                    gxh[:, k * cg:(k + 1) * cg] = col2im(dcols[:, k * kg:(k + 1) * kg], (x.shape[0], cg) + x.shape[2:],
+                                                         (kh, kw), stride, padding, dilation)
+        return _finish(grads, x_quant, w_quant, x, qx, w, qw, gxh, gwh, results)
 
-    return Forward(res.output, res, backward)
+    return Forward(res.output, res, grads_of)
 
 
 # -- block-scaled layers (OCP MX, VS-Quant): one GEMM, K zero-padded to whole blocks ---------
 
 def _reshaped(grads, xshape):
-    grads["x"] = grads["x"].reshape(xshape)
+    if grads["x"] is not None:
+        grads["x"] = grads["x"].reshape(xshape)
     return grads
 
 
-def _blocked_gemm(arr, a, wt, bias, x_quant, w_quant) -> Forward:
+def _blocked_gemm(arr, a, wt, bias, x_quant, w_quant, backward) -> Forward:
     """a (M, K) @ wt (N, K).T on the array with both operands block-scaled along K; K is
-    zero-padded to a multiple of the block (zeros add nothing; the padded MACs are counted)."""
+    zero-padded to a multiple of the block (zeros add nothing; the padded MACs are counted).
+    The backward GEMMs (on the array when `backward` is given) run on the unpadded operands."""
     k = a.shape[1]
     pad = -k % x_quant.block
     ap, wp = np.pad(a, ((0, 0), (0, pad))), np.pad(wt, ((0, 0), (0, pad)))
@@ -292,17 +346,27 @@ def _blocked_gemm(arr, a, wt, bias, x_quant, w_quant) -> Forward:
                  block_axis=1 - qw.block_axis, block_scale_codes=qw.block_scale_codes.T, scale_format=qw.scale_format)
     res = arr.gemm(qa, qb, bias=bias, _names=("x", "w"))
 
-    def backward(g):
-        ah, wh = qa.dequantize(), qw.dequantize()
-        ga, _ = x_quant.ste(ap, qa, g @ wh)
-        gw, _ = w_quant.ste(wp, qw, g.T @ ah)
-        return {"x": ga[:, :k], "w": gw[:, :k], "bias": None if bias is None else g.sum(axis=0),
-                "x_step": None, "w_step": None}
+    def grads_of(g, need_x):
+        if backward is None:
+            ah, wh = qa.dequantize(), qw.dequantize()
+            gah = g @ wh if need_x else None
+            gwh = g.T @ ah
+            results = {}
+        elif not np.all(np.isfinite(g)):
+            return _overflowed({"x": a.shape, "w": wt.shape}, bias)
+        else:
+            gah, gwh, results = backward.linear_grads(g, wt, a, need_x)
+            gah = None if gah is None else np.pad(gah, ((0, 0), (0, pad)))
+            gwh = np.pad(gwh, ((0, 0), (0, pad)))
+        ga = None if gah is None else x_quant.ste(ap, qa, gah)[0][:, :k]
+        gw, _ = w_quant.ste(wp, qw, gwh)
+        return {"x": ga, "w": gw[:, :k], "bias": None if bias is None else g.sum(axis=0),
+                "x_step": None, "w_step": None, "results": results}
 
-    return Forward(res.output, res, backward)
+    return Forward(res.output, res, grads_of)
 
 
-def _blocked_conv2d(arr, x, w, bias, stride, padding, dilation, groups, x_quant, w_quant) -> Forward:
+def _blocked_conv2d(arr, x, w, bias, stride, padding, dilation, groups, x_quant, w_quant, backward) -> Forward:
     """conv2d lowered by im2col of the float input, then _blocked_gemm (groups=1)."""
     if groups != 1:
         raise ValueError(f"block-scaled conv2d runs groups=1 only, got groups={groups}")
@@ -310,16 +374,17 @@ def _blocked_conv2d(arr, x, w, bias, stride, padding, dilation, groups, x_quant,
     if x.shape[1] != c:
         raise ValueError(f"x has {x.shape[1]} channels but w {w.shape} expects {c}")
     cols, (oh, ow) = layers.im2col(x, (kh, kw), stride, padding, dilation)
-    fwd = _blocked_gemm(arr, cols, w.reshape(o, -1), bias, x_quant, w_quant)
+    fwd = _blocked_gemm(arr, cols, w.reshape(o, -1), bias, x_quant, w_quant, backward)
     n = x.shape[0]
 
     def nchw(y):
         return y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
 
-    def backward(g):
-        grads = fwd.backward(g.transpose(0, 2, 3, 1).reshape(-1, o))
-        grads["x"] = col2im(grads["x"], x.shape, (kh, kw), stride, padding, dilation)
+    def backward_nchw(g, need_x):
+        grads = fwd.backward(g.transpose(0, 2, 3, 1).reshape(-1, o), need_x=need_x)
+        if grads["x"] is not None:
+            grads["x"] = col2im(grads["x"], x.shape, (kh, kw), stride, padding, dilation)
         grads["w"] = grads["w"].reshape(w.shape)
         return grads
 
-    return Forward(nchw(fwd.output), fwd.result, backward)
+    return Forward(nchw(fwd.output), fwd.result, backward_nchw)

@@ -15,7 +15,9 @@ acs_w_quant) and, for static scales, the natural logarithms of the steps as para
 acs_x_log_step and acs_w_log_step, so an optimizer created afterwards learns them (the LSQ
 gradient, chained through exp: any optimizer keeps the steps positive).  The weight step is
 calibrated at simulate() time, the activation step on the layer's first input; the steps the
-array uses are float32(exp(parameter)).  Importing accel_sim does not import
+array uses are float32(exp(parameter)).  backward= runs each layer's backward GEMMs (dgrad,
+wgrad) on the array too (acs.backward.Backward, one per layer; docs/training.md); the layer's
+last backward Results are in acs_backward_results.  Importing accel_sim does not import
 this module, nor torch."""
 from __future__ import annotations
 
@@ -26,10 +28,12 @@ import torch
 
 from accel_sim import qat
 from accel_sim.array import Array
+from accel_sim.backward import Backward
+from accel_sim.scaling import sub_seed
 
 __all__ = ["simulate", "restore", "simulated_modules"]
 
-_ATTRS = ("acs_x_quant", "acs_w_quant", "acs_result")
+_ATTRS = ("acs_x_quant", "acs_w_quant", "acs_result", "acs_backward", "acs_backward_results")
 _PARAMS = ("acs_x_log_step", "acs_w_log_step")
 
 
@@ -50,17 +54,21 @@ class _Simulated(torch.autograd.Function):
         bias = None if b is None else _numpy(b)
         if isinstance(mod, torch.nn.Conv2d):
             fwd = qat.conv2d(mod._acs_array, _numpy(x), _numpy(w), bias, stride=mod.stride, padding=mod.padding,
-                             dilation=mod.dilation, groups=mod.groups, x_quant=xq, w_quant=wq)
+                             dilation=mod.dilation, groups=mod.groups, x_quant=xq, w_quant=wq,
+                             backward=mod.acs_backward)
         else:
-            fwd = qat.linear(mod._acs_array, _numpy(x), _numpy(w), bias, x_quant=xq, w_quant=wq)
+            fwd = qat.linear(mod._acs_array, _numpy(x), _numpy(w), bias, x_quant=xq, w_quant=wq,
+                             backward=mod.acs_backward)
         mod.acs_result = fwd.result
-        ctx.fwd = fwd
+        ctx.fwd, ctx.mod = fwd, mod
         ctx.like = (x, w, b, sx, sw)
         return torch.from_numpy(np.ascontiguousarray(fwd.output)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
-        g = ctx.fwd.backward(_numpy(grad_output))
+        need = ctx.needs_input_grad
+        g = ctx.fwd.backward(_numpy(grad_output), need_x=bool(need[0] or need[3]))
+        ctx.mod.acs_backward_results = g["results"]
         out = []
         for key, like, need in zip(("x", "w", "bias", "x_step", "w_step"), ctx.like, ctx.needs_input_grad):
             v = g[key]
@@ -102,13 +110,27 @@ def simulated_modules(module):
     return [m for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
 
 
-def simulate(module, array, *, x_quant=None, w_quant=None):
+def _check_backward(spec):
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or set(spec) - {"dgrad", "wgrad", "seed"} or not {"dgrad", "wgrad"} <= set(spec):
+        raise TypeError("backward must be None (float64 STE) or a dict with keys 'dgrad' and 'wgrad' "
+                        f"(backward.GemmRole) and optionally 'seed' (int), got {spec!r}")
+    Backward(spec["dgrad"], spec["wgrad"], seed=spec.get("seed", 0))   # checks the roles and the seed
+    return spec
+
+
+def simulate(module, array, *, x_quant=None, w_quant=None, backward=None):
     """Run every nn.Linear / nn.Conv2d forward of `module` on `array` (an acs.Array), in place;
     returns the module.  x_quant / w_quant: qat.Quantizer keyword arguments for activations and
     weights (format default: the array's MAC operand formats; scale default: per tensor for
-    activations, per output channel for weights)."""
+    activations, per output channel for weights).  backward: None (the STE's GEMMs in float64)
+    or {"dgrad": GemmRole, "wgrad": GemmRole, "seed": int}: the i-th simulated module (in
+    simulated_modules order) gets backward.Backward(dgrad, wgrad, seed=sub_seed(seed, i)), so a
+    numpy run built the same way gives the same bits."""
     if not isinstance(array, Array):
         raise TypeError(f"array must be an acs.Array, got {type(array).__name__}")
+    spec = _check_backward(backward)
     mods = simulated_modules(module)
     for m in mods:
         if isinstance(m, torch.nn.Conv2d) and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
@@ -116,7 +138,7 @@ def simulate(module, array, *, x_quant=None, w_quant=None):
                              f"padding_mode={m.padding_mode!r}")
         if "forward" in vars(m):
             raise ValueError(f"{m} is already simulated (or has its own forward); restore() it first")
-    for m in mods:
+    for i, m in enumerate(mods):
         xq = _quantizer(x_quant, array.mac.a, "tensor", "x_quant")
         wq = _quantizer(w_quant, array.mac.b, "channel", "w_quant")
         qat._check(array, xq, wq)
@@ -125,7 +147,9 @@ def simulate(module, array, *, x_quant=None, w_quant=None):
             m.acs_w_log_step = torch.nn.Parameter(_log(wq.step, m.weight))
         if not xq.dynamic:
             m.acs_x_log_step = torch.nn.Parameter(torch.zeros((), dtype=m.weight.dtype))
-        m.acs_x_quant, m.acs_w_quant, m.acs_result = xq, wq, None
+        m.acs_x_quant, m.acs_w_quant, m.acs_result, m.acs_backward_results = xq, wq, None, None
+        m.acs_backward = None if spec is None else Backward(spec["dgrad"], spec["wgrad"],
+                                                            seed=sub_seed(spec.get("seed", 0), i))
         m._acs_array, m._acs_x_ready = array, False
         m.forward = types.MethodType(_forward, m)
     return module
