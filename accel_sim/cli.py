@@ -321,7 +321,7 @@ def _add_array_args(p):
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-# -- accel-sim vectors (golden vectors for RTL test benches; accel_sim/rtl/vectors.py) ---------------
+# -- accel-sim vectors (golden vectors for RTL test benches; accel_sim/rtl/golden.py) ---------------
 
 def _vectors_mac(args):
     import dataclasses
@@ -343,7 +343,7 @@ def _random_codes(fmt, shape, rng, finite):
 
 def cmd_vectors(args):
     from accel_sim.array import Array
-    from accel_sim.rtl.vectors import vectors
+    from accel_sim.rtl.golden import vectors
     for flag in ("m", "n", "k"):
         if getattr(args, flag) < 1:
             _error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")

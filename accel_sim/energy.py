@@ -204,13 +204,57 @@ class EnergyTable:
 
     @classmethod
     def from_synthesis(cls, report, base=None, reference=None) -> "EnergyTable":
-        """A table whose MAC-level entries (multiplier, accumulator add) are `base`'s scaled by
-        synthesized area relative to a reference MAC (int8 x int8 -> int32 unless given): a
-        proxy, area is not energy.  report: accel_sim.rtl.synth.synthesize(mac).
-        See accel_sim.rtl.synth.scaled_table and docs/energy.md, "Gate counts"."""
-        from accel_sim.rtl.synth import scaled_table
-        return scaled_table(report, base=base, reference=reference)
+        """`base` (default EnergyTable.default(45)) with its MAC-level entries scaled so that the
+        report's MAC costs, per multiply and per accumulator step, the reference MAC's model
+        energy times the ratio of synthesized areas:
+            mult(report) = mult_energy(base, ref) * area_mult(report) / area_mult(ref)
+            add(report)  = add_energy(base, ref.acc) * area_acc(report) / area_acc(ref)
+        report: accel_sim.rtl.synth.synthesize(mac); reference: another such report (default the
+        one the report carries: int8 x int8 -> int32, Horowitz's 8b multiply and 32b add, by the
+        same Yosys).  The anchors of the report's families move together (int_mult_8/32 or
+        fp_mult_16/32; int_add_8/32 or fp_add_16/32), so other MACs of the same family move by
+        the same factor.  A proxy: area is not energy (no switching activity, no wires, generic
+        cells); docs/energy.md, "Gate counts"."""
+        from accel_sim.formats import FloatFormat
+        from accel_sim.mac import FloatAcc
+        mac = mac_of_report(report)
+        if base is None:
+            base = cls.default(45)
+        if not isinstance(base, EnergyTable):
+            raise TypeError(f"base must be an EnergyTable, got {type(base).__name__}")
+        if reference is None:
+            reference = report if report.get("reference") is None else report["reference"]
+        ref = mac_of_report(reference)
+        for what, r in (("report", report), ("reference", reference)):
+            if not (r["multiplier"]["area"] > 0 and r["accumulator"]["area"] > 0):
+                raise ValueError(f"{what} has no positive multiplier and accumulator areas")
+        want_mult = mult_energy(base, ref) * report["multiplier"]["area"] / reference["multiplier"]["area"]
+        want_add = add_energy(base, ref.acc) * report["accumulator"]["area"] / reference["accumulator"]["area"]
+        float_ops = isinstance(mac.a, FloatFormat) or isinstance(mac.b, FloatFormat)
+        mult_keys = ("fp_mult_16", "fp_mult_32") if float_ops else ("int_mult_8", "int_mult_32")
+        add_keys = ("fp_add_16", "fp_add_32") if isinstance(mac.acc, FloatAcc) else ("int_add_8", "int_add_32")
+        k_mult = want_mult / mult_energy(base, mac)
+        k_add = want_add / add_energy(base, mac.acc)
+        return replace(base, **{k: getattr(base, k) * k_mult for k in mult_keys},
+                       **{k: getattr(base, k) * k_add for k in add_keys})
 
+
+def mac_of_report(report):
+    """The MAC a synthesize() report (accel_sim.rtl.synth) describes."""
+    from accel_sim import formats
+    from accel_sim.mac import MAC, FloatAcc, IntAcc
+    if not isinstance(report, dict) or not {"a", "b", "acc", "multiplier", "accumulator"} <= set(report):
+        raise ValueError("report must be a dict returned by accel_sim.rtl.synth.synthesize "
+                         "(keys a, b, acc, multiplier, accumulator)")
+    acc = report["acc"]
+    if acc.get("kind") == "int":
+        desc = IntAcc(acc["bits"], overflow=acc["overflow"])
+    elif acc.get("kind") == "float":
+        desc = FloatAcc(acc["exp_bits"], acc["man_bits"], rounding=acc["rounding"], subnormals=acc["subnormals"],
+                        overflow=acc["overflow"])
+    else:
+        raise ValueError(f"report['acc'] must describe an int or float accumulator, got {acc!r}")
+    return MAC(formats.get(report["a"], "report['a']"), formats.get(report["b"], "report['b']"), desc)
 
 # -- presets ---------------------------------------------------------------------------------------
 # van Baalen et al., "FP8 versus INT8 for efficient deep learning inference" (2023), abstract:

@@ -1,4 +1,4 @@
-"""Golden vectors for RTL (accel_sim/rtl/vectors.py).
+"""Golden vectors for RTL (accel_sim/rtl/golden.py).
 
 Oracles: numpy's float16/float32 and ml_dtypes' bfloat16 bit patterns (the IEEE layouts the
 accumulator registers use), numpy's int8/int16 two's complement views, the C engine's own
@@ -16,7 +16,7 @@ import pytest
 import accel_sim as acs
 from accel_sim.formats import FloatFormat
 from accel_sim.mac import FixedAcc, FloatAcc, IntAcc
-from accel_sim.rtl.vectors import acc_bits, acc_values, acc_width, vectors
+from accel_sim.rtl.golden import acc_bits, acc_values, acc_width, vectors
 
 IEEE = {"fp16": (np.float16, np.uint16), "bf16": (ml_dtypes.bfloat16, np.uint16), "fp32": (np.float32, np.uint32)}
 
@@ -330,7 +330,7 @@ def test_array_vectors_quantize_float_inputs_like_gemm(tmp_path):
 # -- writing --------------------------------------------------------------------------------------
 
 def test_vectors_directory_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
-    vmod = importlib.import_module("accel_sim.rtl.vectors")   # the module, even where the package exports the function
+    vmod = importlib.import_module("accel_sim.rtl.golden")
     mac = acs.MAC("int8", "int8", "int32")
     a = np.arange(12, dtype=np.uint8).reshape(3, 4)
     calls = []
@@ -367,7 +367,7 @@ def test_vectors_directory_is_written_whole_or_not_at_all(tmp_path, monkeypatch)
 
 
 def test_vectors_bad_input(tmp_path, monkeypatch):
-    vmod = importlib.import_module("accel_sim.rtl.vectors")   # the module, even where the package exports the function
+    vmod = importlib.import_module("accel_sim.rtl.golden")
     mac = acs.MAC("int4", "int4", "int32")
     ok = np.zeros((2, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="same shape"):

@@ -34,7 +34,7 @@ from accel_sim import formats
 from accel_sim.array import Array
 from accel_sim.mac import MAC, FloatAcc, IntAcc, accumulate
 from accel_sim.quant import QTensor
-from accel_sim.rtl.vectors import acc_bits, acc_width
+from accel_sim.rtl.golden import acc_bits, acc_width
 from accel_sim.rtl.verilog import array_verilog, check_supported, pe_verilog
 
 __all__ = ["cosim_pe", "cosim_array", "missing_tools", "SIMULATORS", "INSTALL_HINT"]

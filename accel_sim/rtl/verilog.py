@@ -12,7 +12,7 @@ import importlib
 
 from accel_sim import formats
 from accel_sim.mac import MAC, FloatAcc, IntAcc
-from accel_sim.rtl.vectors import acc_width
+from accel_sim.rtl.golden import acc_width
 
 __all__ = ["pe_verilog", "array_verilog", "check_supported", "supported"]
 

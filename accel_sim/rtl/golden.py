@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from accel_sim._native import check_seed
+from accel_sim._version import __version__
 from accel_sim.mac import MAC, BlockFMA, FixedAcc, FloatAcc, IntAcc, Quire, accumulate
 
 __all__ = ["vectors", "acc_bits", "acc_values", "acc_width"]
@@ -178,8 +179,7 @@ def vectors(mac_or_array, A, B, path, *, seed=None, overwrite=False) -> dict:
         files, manifest = _array_vectors(mac_or_array, A, B, seed)
     else:
         raise TypeError(f"mac_or_array must be a MAC or an Array, got {type(mac_or_array).__name__}")
-    import accel_sim
-    manifest = {"accel_sim_version": accel_sim.__version__, **manifest}
+    manifest = {"accel_sim_version": __version__, **manifest}
     _write_dir(path, files, manifest, overwrite)
     return manifest
 
@@ -233,12 +233,13 @@ def _mac_vectors(mac, A, B, seed):
 
 
 def _array_vectors(arr, A, B, seed):
-    from accel_sim.array import _BLOCK_SCALES, gemm_cycles
+    from accel_sim.operands import BLOCK_SCALES
+    from accel_sim.plan import gemm_cycles
     from accel_sim.quant import QTensor
     if seed is not None and seed != arr.seed:
         raise ValueError(f"seed: an Array's vectors use the array's own seed ({arr.seed}); pass seed=None or build "
                          f"the Array with seed={seed}")
-    if arr.quant["a"] in _BLOCK_SCALES:
+    if arr.quant["a"] in BLOCK_SCALES:
         raise ValueError("vectors of block-scaled GEMMs (quant 'block'/'vector') are not supported: their "
                          "accumulator is rescaled per block outside the PEs")
     qa = _array_operand(arr, A, arr.mac.a, "A", 0)
@@ -325,9 +326,12 @@ def _streams(df, R, C, n, a, b, m, n_out, kp):
 
 
 def _array_operand(arr, x, fmt, argname, axis):
+    from accel_sim import operands
     from accel_sim.quant import QTensor
     if isinstance(x, QTensor) or np.asarray(x).dtype.kind not in "ui":
-        q = arr._operand(x, fmt, arr.quant["a" if axis == 0 else "b"], axis, argname, 2)
+        shape = np.shape(x)
+        k = shape[1 - axis] if len(shape) == 2 else 1   # the reduction length, for "auto" headroom
+        q = operands.operand(arr, x, fmt, arr.quant["a" if axis == 0 else "b"], axis, argname, 2, k)
         if q.is_block_scaled:
             raise ValueError(f"{argname} is block-scaled; vectors of block-scaled GEMMs are not supported")
         return q
