@@ -119,11 +119,16 @@ def _print_result(res, as_json, what):
         print(f"overflow: {res.overflow['message']}")
 
 
-def cmd_gemm(args):
-    """A random (or given) GEMM on the array."""
+def _check_shape_flags(args):
+    """--m, --n and --k of a GEMM command are positive."""
     for flag in ("m", "n", "k"):
         if getattr(args, flag) < 1:
             _error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+
+
+def cmd_gemm(args):
+    """A random (or given) GEMM on the array."""
+    _check_shape_flags(args)
     try:
         arr = _array_from_args(args)
         if args.inputs:
@@ -344,9 +349,7 @@ def _random_codes(fmt, shape, rng, finite):
 def cmd_vectors(args):
     from accel_sim.array import Array
     from accel_sim.rtl.golden import vectors
-    for flag in ("m", "n", "k"):
-        if getattr(args, flag) < 1:
-            _error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    _check_shape_flags(args)
     try:
         mac = _vectors_mac(args)
         rng = np.random.default_rng(args.seed)

@@ -246,3 +246,18 @@ def rng(request):
     """A generator seeded from the test's name (stable across runs and orderings)."""
     import zlib
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The Figure each accel_sim.plot call saves (plot._save wrapped)."""
+    from accel_sim import plot
+    figs = []
+    real = plot._save
+
+    def spy(fig, canvas, path, dpi):
+        figs.append(fig)
+        return real(fig, canvas, path, dpi)
+
+    monkeypatch.setattr(plot, "_save", spy)
+    return figs

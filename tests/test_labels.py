@@ -53,21 +53,9 @@ def test_cli_table_reads_without_the_source(capsys):
     assert "overflow in E4M3 x E4M3 -> fp16, per-tensor: 21070 of 98304 outputs overflowed (inf/NaN) ..." in out
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    figs = []
-    real = plot._save
-
-    def spy(fig, canvas, path, dpi):
-        figs.append(fig)
-        return real(fig, canvas, path, dpi)
-    monkeypatch.setattr(plot, "_save", spy)
-    return figs
-
-
-def test_plot_legends_caption_and_overflow_cause(tmp_path, figures):
+def test_plot_legends_caption_and_overflow_cause(tmp_path, captured):
     plot.energy_accuracy(ROWS, tmp_path / "ea.png")
-    texts = [t.get_text() for t in figures[-1].findobj(matplotlib.text.Text)]
+    texts = [t.get_text() for t in captured[-1].findobj(matplotlib.text.Text)]
     assert any(t.startswith("colour: operand format") for t in texts)
     assert any(t.startswith("marker: accumulator") for t in texts)
     assert LABEL_KEY in texts

@@ -50,20 +50,6 @@ def report():
     return acs.trace.replay(rec.trace, acs.Array(8, 8, "ws"), task=False)
 
 
-@pytest.fixture
-def captured(monkeypatch):
-    """The Figure each plot call saves (plot._save wrapped)."""
-    figs = []
-    real = plot._save
-
-    def spy(fig, canvas, path, dpi):
-        figs.append(fig)
-        return real(fig, canvas, path, dpi)
-
-    monkeypatch.setattr(plot, "_save", spy)
-    return figs
-
-
 def assert_png(path, size_in, dpi):
     """A non-empty PNG that matplotlib reads back, of figsize x dpi pixels (RGBA)."""
     data = path.read_bytes()

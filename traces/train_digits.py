@@ -16,9 +16,6 @@ layer and GEMM role.  Needs scikit-learn (load_digits); results are written atom
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import os
 import platform
 import sys
@@ -33,10 +30,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import digits_cnn as dc  # noqa: E402
+from qat_digits import write  # noqa: E402  (results as .json and .csv, written atomically)
 from train_recipes import EXTRA, RECIPES  # noqa: E402
 
 from accel_sim import qat  # noqa: E402
-from accel_sim._io import atomic_write, jsonable  # noqa: E402
 from accel_sim.scaling import LossScaler  # noqa: E402
 from accel_sim.train import AdamW, StepCost, all_finite  # noqa: E402
 
@@ -201,16 +198,6 @@ def table(summary):
                      f"{r['final_loss_mean']:.3f} | {r['skipped_steps_mean']:.0f} | {e} | {cyc} | "
                      f"{r['seconds_per_run']:.0f} |")
     return "\n".join(lines)
-
-
-def write(stem, meta, rows, summary):
-    doc = jsonable({"meta": meta, "summary": summary, "runs": rows})
-    atomic_write(stem.with_suffix(".json"), (json.dumps(doc, indent=1) + "\n").encode())
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(summary[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(summary)
-    atomic_write(stem.with_suffix(".csv"), buf.getvalue().encode())
 
 
 def main(argv=None):
