@@ -76,13 +76,23 @@ def _ints(rng, shape, top=127):
     return v
 
 
+# (MAC, forward quantizers, backward scaling rule) whose three GEMMs are exact on small integers:
+# INT8 -> int32 (per-tensor scales of exactly 1: amax 127), and the float configuration
+# bf16 x bf16 -> fp32, unscaled (integers up to 127 are bf16 values; the sums stay below 2^24)
+# (a plain cast: static per-tensor steps, set to exactly 1 below, as the BF16 training recipe does)
+EXACT = {"int8": (acs.MAC("int8", "int8", "int32"), DYN, W_DYN, "dynamic"),
+         "bf16": (acs.MAC("bf16", "bf16", "fp32"), {"scale": "tensor"}, {"scale": "tensor"}, "none")}
+
+
+@pytest.mark.parametrize("config", sorted(EXACT))
 @pytest.mark.parametrize("kind", ["conv", "linear"])
-def test_exact_int8_configuration_equals_autograd(kind):
-    """INT8 x INT8 -> int32 with integer data whose amax is 127 (every scale exactly 1): the
-    array's three GEMMs are exact, so the gradients equal torch autograd's float64 ones."""
+def test_exact_configuration_equals_autograd(kind, config):
+    """Integer data on an exact configuration (EXACT): the array's three GEMMs are exact, so the
+    gradients equal torch autograd's float64 ones bit for bit."""
     rng = np.random.default_rng(1)
-    arr = acs.Array(4, 4, "ws", mac=acs.MAC("int8", "int8", "int32"), threads=1)
-    role = GemmRole(arr)
+    mac, x_quant, w_quant, rule = EXACT[config]
+    arr = acs.Array(4, 4, "ws", mac=mac, threads=1)
+    role = GemmRole(arr, rule)
     if kind == "conv":
         layer, xshape = torch.nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2).double(), (3, 2, 7, 6)
     else:
@@ -91,7 +101,13 @@ def test_exact_int8_configuration_equals_autograd(kind):
         layer.weight.copy_(torch.tensor(_ints(rng, tuple(layer.weight.shape))))
         layer.bias.copy_(torch.tensor(_ints(rng, tuple(layer.bias.shape))))   # fp32 epilogue exact too
     ref = copy.deepcopy(layer)
-    acs_torch.simulate(layer, arr, x_quant=DYN, w_quant=W_DYN, backward={"dgrad": role, "wgrad": role})
+    acs_torch.simulate(layer, arr, x_quant=x_quant, w_quant=w_quant, backward={"dgrad": role, "wgrad": role})
+    if config == "bf16":
+        with torch.no_grad():   # steps exp(0) = 1: the operands are cast, not scaled
+            layer.acs_x_log_step.zero_()
+            layer.acs_w_log_step.zero_()
+        layer.acs_x_quant.step = 1.0
+        layer._acs_x_ready = True
     x = _ints(rng, xshape)
     grads = []
     for m in (layer, ref):
