@@ -262,24 +262,17 @@ def _operands(fmt, shape, rng, corner_share=0.35):
 def pe_stimulus(mac, steps, lanes, seed):
     """(rst, en, a, b) per cycle and lane, and the golden accumulator bits after every cycle.
 
-    Each lane starts with a reset; afterwards a cycle resets (2%), holds (en=0, 3%) or steps.
-    Some steps repeat the lane's previous product negated (an exact cancellation when the
-    accumulator holds just that product).  Lanes run `steps` multiply-accumulate steps in all
-    (the last cycles of lanes that are done hold)."""
+    Each lane starts with a reset; afterwards a cycle resets (2%), holds (en=0, 3%) or steps,
+    and a lane whose accumulator holds NaN resets on its next cycle with probability 1/2 (NaN
+    absorbs every later step, so steps after it would test nothing new).  Some steps repeat the
+    lane's previous product negated (an exact cancellation when the accumulator holds just that
+    product).  Lanes run `steps` multiply-accumulate steps in all (lanes that are done hold)."""
     rng = np.random.default_rng(seed)
     per_lane = np.full(lanes, steps // lanes) + (np.arange(lanes) < steps % lanes)
-    cycles = 1 + int(np.ceil(per_lane.max() / 0.95 * 1.05)) + 8
-    while True:
-        kind = rng.choice(3, size=(cycles, lanes), p=[0.95, 0.02, 0.03])   # 0 step, 1 reset, 2 hold
-        kind[0] = 1
-        done_steps = np.cumsum(kind == 0, axis=0)
-        if np.all(done_steps[-1] >= per_lane):
-            break
-        cycles += cycles // 4 + 8
-    kind[(kind == 0) & (done_steps > per_lane)] = 2
-    last = int(np.max(np.argmax(done_steps >= per_lane, axis=0))) + 1 if steps else 1
-    kind = kind[:max(last, 1)]
-    cycles = kind.shape[0]
+    cycles = 1 + 2 * int(np.ceil(per_lane.max() / 0.95 * 1.05)) + 8   # room for the NaN resets
+    kind = rng.choice(3, size=(cycles, lanes), p=[0.95, 0.02, 0.03])   # 0 step, 1 reset, 2 hold
+    kind[0] = 1
+    nan_reset = rng.random((cycles, lanes)) < 0.5
     a = _operands(mac.a, (cycles, lanes), rng)
     b = _operands(mac.b, (cycles, lanes), rng)
     cancel = rng.random((cycles, lanes)) < 0.05
@@ -288,14 +281,31 @@ def pe_stimulus(mac, steps, lanes, seed):
     for t in np.nonzero(cancel.any(axis=1))[0]:
         m = cancel[t]
         a[t, m], b[t, m] = neg_a[a[t - 1, m]], b[t - 1, m]
-    rst, en = kind == 1, kind == 0
     golden = np.empty((cycles, lanes), dtype=np.uint64)
     state = np.zeros(lanes, dtype=np.int64 if mac.int_output else np.float64)
+    done = np.zeros(lanes, dtype=np.int64)
     ac, bc = a.astype(mac.a.code_dtype), b.astype(mac.b.code_dtype)
-    for t in range(cycles):
+    t = 0
+    while np.any(done < per_lane) or t == 0:
+        if t == cycles:   # the 2x room ran out (a NaN-heavy format): more cycles, same rules
+            more = cycles // 2 + 8
+            kind = np.concatenate([kind, rng.choice(3, size=(more, lanes), p=[0.95, 0.02, 0.03])])
+            nan_reset = np.concatenate([nan_reset, rng.random((more, lanes)) < 0.5])
+            a = np.concatenate([a, _operands(mac.a, (more, lanes), rng)])
+            b = np.concatenate([b, _operands(mac.b, (more, lanes), rng)])
+            ac, bc = a.astype(mac.a.code_dtype), b.astype(mac.b.code_dtype)
+            golden = np.concatenate([golden, np.empty((more, lanes), dtype=np.uint64)])
+            cycles += more
+        if t and not mac.int_output:
+            kind[t][(kind[t] == 0) & np.isnan(state) & nan_reset[t]] = 1
+        kind[t][(kind[t] == 0) & (done >= per_lane)] = 2
         stepped = accumulate(ac[t, :, None], bc[t, :, None], mac, init=state)
-        state = np.where(rst[t], 0, np.where(en[t], stepped, state))
+        state = np.where(kind[t] == 1, 0, np.where(kind[t] == 0, stepped, state))
+        done += kind[t] == 0
         golden[t] = acc_bits(mac, state)
+        t += 1
+    kind, a, b, golden = kind[:t], a[:t], b[:t], golden[:t]
+    rst, en = kind == 1, kind == 0
     if mac.int_output and np.abs(state).max(initial=0) >= 2**53:   # init passes through float64
         raise ValueError("an integer accumulator state reached 2**53; use fewer steps per lane")
     return rst, en, a, b, golden, int(en.sum())
