@@ -2,11 +2,12 @@
 traces/minilm_l6.npz alone (no download, no torch).
 
     python traces/finetune_minilm.py            # -> traces/finetune_minilm.{json,csv}
+    python traces/finetune_minilm.py --noise 0.1 --out traces/finetune_minilm_noise01   # follow-up
 
 The task.  The trace holds layer 0 of all-MiniLM-L6-v2 (its six weight matrices and biases)
 and, for the 8 recorded sentences (13 tokens, padded), the layer's input and the float32
 output of each of its GEMMs.  The student is that layer with every weight matrix perturbed
-(W + 0.5 * std(W) * N(0, 1), a fixed seed per run; biases kept); it is trained, full batch,
+(W + 0.5 * std(W) * N(0, 1), a fixed seed per run; biases kept; --noise sets the 0.5); it is trained, full batch,
 to reproduce the recorded output of ffn.down (the layer's last GEMM) on sentences 0-5 and
 evaluated on the held-out sentences 6-7 (another topic pair of traces/sentences.txt).  Loss:
 the normalised squared error over the real tokens, sum (y - t)^2 / sum t^2 (padding masked);
@@ -102,10 +103,10 @@ def load_task(path=TRACE):
     return task
 
 
-def perturb(weights, seed):
-    """Every weight matrix plus NOISE * its std times standard normal noise; biases kept."""
+def perturb(weights, seed, noise=NOISE):
+    """Every weight matrix plus noise * its std times standard normal noise; biases kept."""
     rng = np.random.default_rng([seed, 11])
-    return {k: v + NOISE * v.std() * rng.standard_normal(v.shape) if k.endswith(".w") else v.copy()
+    return {k: v + noise * v.std() * rng.standard_normal(v.shape) if k.endswith(".w") else v.copy()
             for k, v in weights.items()}
 
 
@@ -186,14 +187,15 @@ def loss_and_grads(params, layers, task, idx, cost):
     return loss, grads
 
 
-def fine_tune(name, seed, task, steps=STEPS, train=TRAIN, held=HELD, log=None):
-    """One run: (trained params, result row)."""
+def fine_tune(name, seed, task, steps=STEPS, train=TRAIN, held=HELD, noise=NOISE, log=None):
+    """One run: (trained params, result row).  The row's teacher_held_sqnr_db is the
+    unperturbed (recorded) layer on this configuration's forward, the reference for its hardware."""
     cfg = RECIPES[name]
     layers = None if cfg.fwd is None else {n: cfg.layer(seed, i) for i, n in enumerate(GEMMS)}
     opt = AdamW(LR, master=cfg.master, rounding=cfg.update, seed=seed)
-    params = opt.init(perturb(task["weights"], seed))
+    params = opt.init(perturb(task["weights"], seed, noise))
     init_held_db = sqnr_db(forward(params, None, task, held)[0], task, held)
-    t0, curve, costs, skipped, losses = time.perf_counter(), [], [], 0, []
+    t0, curve, costs, skipped = time.perf_counter(), [], [], 0
     for t in range(steps):
         cost = StepCost()
         loss, grads = loss_and_grads(params, layers, task, train, cost)
@@ -202,7 +204,6 @@ def fine_tune(name, seed, task, steps=STEPS, train=TRAIN, held=HELD, log=None):
             params = opt.step(params, grads, lr_scale=0.5 * (1 + np.cos(np.pi * t / steps)))
         else:
             skipped += 1
-        losses.append(loss)
         if (t + 1) % EVAL_EVERY == 0 or t + 1 == steps:
             curve.append({"step": t + 1, "train_loss": loss,
                           "held_sqnr_db": sqnr_db(forward(params, layers, task, held)[0], task, held)})
@@ -212,8 +213,10 @@ def fine_tune(name, seed, task, steps=STEPS, train=TRAIN, held=HELD, log=None):
     row = {"config": name, "seed": seed, "train_loss": nmse(y_train, task, train),
            "held_loss": nmse(y_held, task, held), "held_sqnr_db": sqnr_db(y_held, task, held),
            "held_sqnr_db_float_weights": sqnr_db(forward(params, None, task, held)[0], task, held),
-           "init_held_sqnr_db": init_held_db, "curve": curve, "steps": steps, "skipped_steps": skipped,
-           "seconds": seconds, "nonfinite_params": bool(not all_finite(params))}
+           "init_held_sqnr_db": init_held_db,
+           "teacher_held_sqnr_db": sqnr_db(forward(task["weights"], layers, task, held)[0], task, held),
+           "curve": curve, "steps": steps, "skipped_steps": skipped, "seconds": seconds,
+           "nonfinite_params": bool(not all_finite(params))}
     costs = [c for c in costs if c.cycles]
     if costs:
         roles = [c.by_role() for c in costs]
@@ -240,7 +243,8 @@ def summarize(rows):
             s[f"{key}_mean"], s[f"{key}_std"] = float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
             s[f"{key}_diff_mean"] = float(d.mean()) if len(d) else None
             s[f"{key}_diff_std"] = float(d.std(ddof=1)) if len(d) > 1 else None
-        s["init_held_sqnr_db_mean"] = float(np.mean([r["init_held_sqnr_db"] for r in sel]))
+        for key in ("init_held_sqnr_db", "teacher_held_sqnr_db"):
+            s[f"{key}_mean"] = float(np.mean([r[key] for r in sel]))
         s["skipped_steps_mean"] = float(np.mean([r["skipped_steps"] for r in sel]))
         e = [r for r in sel if "energy_uj_per_step" in r]
         s["energy_uj_per_step"] = float(np.mean([r["energy_uj_per_step"] for r in e])) if e else None
@@ -257,16 +261,18 @@ def table(summary):
         d = "" if s["config"] == "FP32" or s[f"{key}_diff_mean"] is None else \
             f" | {s[f'{key}_diff_mean']:+{fmt}} +- {s[f'{key}_diff_std'] or 0:{fmt}}"
         return f"{s[f'{key}_mean']:{fmt}} +- {s[f'{key}_std']:{fmt}}" + (d or " | ")
-    lines = ["| configuration | held-out SQNR dB | vs FP32, paired (dB) | same weights, float64 fwd (dB) | "
+    lines = ["| configuration | held-out SQNR dB (start) | vs FP32, paired (dB) | same weights, float64 fwd (dB) | "
              "vs FP32, paired (dB) | train loss | held-out loss | µJ / step (fwd / dgrad / wgrad) | "
-             "cycles / step | s / run |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "cycles / step | s / run | teacher on this fwd (dB) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         e = "" if s["energy_uj_per_step"] is None else \
             f"{s['energy_uj_per_step']:.0f} ({s['fwd_uj']:.0f} / {s['dgrad_uj']:.0f} / {s['wgrad_uj']:.0f})"
         cyc = "" if s["cycles_per_step"] is None else f"{s['cycles_per_step']:,.0f}"
-        lines.append(f"| {s['config']} | {pm(s, 'held_sqnr_db', '.2f')} | {pm(s, 'held_sqnr_db_float_weights', '.2f')} "
-                     f"| {s['train_loss_mean']:.4f} | {s['held_loss_mean']:.4f} | {e} | {cyc} | "
-                     f"{s['seconds_per_run']:.0f} |")
+        start = f" ({s['init_held_sqnr_db_mean']:.1f})"
+        held = pm(s, "held_sqnr_db", ".2f").replace(" |", start + " |", 1)
+        lines.append(f"| {s['config']} | {held} | {pm(s, 'held_sqnr_db_float_weights', '.2f')} "
+                     f"| {s['train_loss_mean']:.1e} | {s['held_loss_mean']:.4f} | {e} | {cyc} | "
+                     f"{s['seconds_per_run']:.0f} | {s['teacher_held_sqnr_db_mean']:.1f} |")
     return "\n".join(lines)
 
 
@@ -274,20 +280,21 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=SEEDS)
     ap.add_argument("--steps", type=int, default=STEPS)
+    ap.add_argument("--noise", type=float, default=NOISE, help="weight perturbation, in units of each matrix's std")
     ap.add_argument("--out", type=Path, default=OUT, help="output path stem (.json and .csv are written)")
     args = ap.parse_args(argv)
-    if args.seeds < 1 or args.steps < 1:
-        raise SystemExit("--seeds and --steps must be >= 1")
+    if args.seeds < 1 or args.steps < 1 or not args.noise > 0:
+        raise SystemExit("--seeds and --steps must be >= 1 and --noise > 0")
     task = load_task()
     t0 = time.perf_counter()
     rows = []
     for s in range(args.seeds):
         for name in CONFIGS:
-            rows.append(fine_tune(name, s, task, args.steps, log=lambda m: print(m, flush=True))[1])
+            rows.append(fine_tune(name, s, task, args.steps, noise=args.noise, log=lambda m: print(m, flush=True))[1])
     elapsed = time.perf_counter() - t0
     summary = summarize(rows)
     meta = {"model": "all-MiniLM-L6-v2 layer 0 (traces/minilm_l6.npz), distilled from perturbed weights",
-            "array": "32x32 ws", "seeds": args.seeds, "steps": args.steps, "lr": LR, "noise": NOISE,
+            "array": "32x32 ws", "seeds": args.seeds, "steps": args.steps, "lr": LR, "noise": args.noise,
             "train_sentences": list(TRAIN), "held_sentences": list(HELD),
             "train_tokens": int(task["mask"][list(TRAIN)].sum()), "held_tokens": int(task["mask"][list(HELD)].sum()),
             "teacher_sqnr_db": task["teacher_sqnr_db"], "elapsed_s": elapsed, "threads": 1,
