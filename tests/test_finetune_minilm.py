@@ -1,6 +1,8 @@
 """traces/finetune_minilm.py: one step of fine-tuning the shipped MiniLM layer runs every GEMM
 on the array (forward, dgrad, wgrad), the same seed gives the same bits, and the float64
-backward (attention, LayerNorm, GELU written by hand) matches central finite differences."""
+backward (attention, LayerNorm, GELU written by hand) matches central finite differences, and
+the README's tables are the committed results."""
+import json
 import sys
 from pathlib import Path
 
@@ -68,3 +70,11 @@ def test_float_backward_matches_finite_differences(task):
             ls.append(fm.nmse(fm.forward(p, None, task, (0, 1))[0], task, (0, 1)))
         numeric = (ls[0] - ls[1]) / 2e-6
         assert np.sum(grads[name] * d) == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
+
+
+@pytest.mark.parametrize("stem", ["finetune_minilm", "finetune_minilm_noise01"])
+def test_readme_shows_the_committed_results(stem):
+    doc = json.loads((TRACES / f"{stem}.json").read_text())
+    readme = (TRACES.parent / "README.md").read_text()
+    for line in fm.table(doc["summary"]).splitlines():
+        assert line in readme, line
