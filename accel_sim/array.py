@@ -109,11 +109,10 @@ class Array:
             raise ValueError(f"dram_bytes_per_cycle must be a positive number or None, got {dram_bytes_per_cycle!r}")
         self.dram_bytes_per_cycle = dram_bytes_per_cycle
         self.quant = _operands.check_quant(quant)
-        if self.quant["headroom"] == "auto":
-            _operands.headroom_bits(self, 1)   # a float accumulator, or the error now
         self.seed = check_seed(seed)
         self.threads = _check_threads(threads)
         self.memory_limit_bytes = _check_memory_limit(memory_limit_bytes)
+        _operands.check_headroom_for(self)
         if energy is None:
             energy = EnergyTable.default(45)
         elif isinstance(energy, (str, bytes)) or hasattr(energy, "__fspath__"):
@@ -218,8 +217,7 @@ class Array:
         if k_ != k2:
             raise ValueError(f"{_names[0]} ({m_}, {k_}) and {_names[1]} ({k2}, {n_}) do not multiply: K differs")
         self._check_memory(m_, n_, k_)
-        qa = _operands.operand(self, A, self.mac.a, self.quant["a"], 0, _names[0], 2, k_)
-        qb = _operands.operand(self, B, self.mac.b, self.quant["b"], 1, _names[1], 2, k_)
+        qa, qb = _operands.operand_pair(self, A, B, self.quant["a"], self.quant["b"], _names, 2, k_)
         m, n = qa.shape[0], qb.shape[1]
         bias32 = _operands.bias32(bias, n)
         acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, _operands.scales(qa, 0, m), _operands.scales(qb, 1, n),
