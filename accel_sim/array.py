@@ -192,15 +192,16 @@ class Array:
         products behind Result.metrics (they cost more than a fast-path GEMM).  Outputs that
         overflowed or saturated are reported in Result.overflow and by one
         AccumulatorOverflowWarning (accel_sim.overflow)."""
-        return self._reported(self._gemm(A, B, bias, out_format, metrics, _names))
+        return self._reported(self._gemm(A, B, bias, out_format, metrics, _names), out_format)
 
-    def _reported(self, res) -> Result:
-        """res with its overflow report, warned about once."""
+    def _reported(self, res, out_format=None, stacklevel=4) -> Result:
+        """res with its overflow report, warned about once (stacklevel: the user's call's frame)."""
         blocks = self.quant["a"] in _BLOCK_SCALES or "scale_joins" in res.counts
         register = self.mac.scale_acc if blocks else self.mac.acc if self.dataflow == "os" else self.buffer_acc
         res.overflow = _overflow.report(res.counts, register, res.output.size, self.quant["a"], self.quant["b"],
-                                        self.mac.a, self.mac.b)
-        _overflow.warn(res.overflow, stacklevel=4)
+                                        self.mac.a, self.mac.b, pe=self.mac.acc,
+                                        out_format=None if out_format is None else formats.get(out_format))
+        _overflow.warn(res.overflow, stacklevel=stacklevel)
         return res
 
     def _block_operands(self, A, B, names):
@@ -240,10 +241,11 @@ class Array:
     def matmul(self, a, b, out_format=None) -> Result:
         """Batched a (..., M, K) @ b (..., K, N), batch axes broadcast (attention's QK^T and PV).
         Each operand is quantized per tensor; every batch entry is one GEMM on the array."""
-        return self._reported(layers.matmul(self, a, b, out_format))
+        return self._reported(layers.matmul(self, a, b, out_format), out_format)
 
     def conv2d(self, x, w, stride=1, padding=0, dilation=1, groups=1, bias=None, out_format=None) -> Result:
         """2-D convolution with PyTorch's layouts (x NCHW, w OIHW) and output sizes, lowered to
         GEMMs by im2col, one per group.  x is quantized per tensor, w per the quant spec's "b"
         ("channel": per output channel)."""
-        return self._reported(layers.conv2d(self, x, w, stride, padding, dilation, groups, bias, out_format))
+        return self._reported(layers.conv2d(self, x, w, stride, padding, dilation, groups, bias, out_format),
+                             out_format)

@@ -76,7 +76,8 @@ def linear(array, x, w, bias=None, out_format=None) -> Result:
         w_t = w_arr.T
     if w_t.shape[0] != x2.shape[-1]:
         raise ValueError(f"x has {x2.shape[-1]} input features but w {tuple(w_t.shape[::-1])} expects {w_t.shape[0]}")
-    res = array.gemm(x2, w_t, bias=bias, out_format=out_format, _names=("x", "w"))
+    # warned from here: frames warn, _reported, this, Array.linear, then the caller's
+    res = array._reported(array._gemm(x2, w_t, bias, out_format, True, ("x", "w")), out_format, stacklevel=5)
     res.output = res.output.reshape(*lead, -1)
     res.acc = res.acc.reshape(*lead, -1)
     return res
