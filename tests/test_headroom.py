@@ -3,6 +3,7 @@ codes against ml_dtypes), Array/sweep/CLI take it, and 'auto' is the smallest he
 worst case (K same-sign products of the largest codes, simulated in MPFR) fits every register,
 and never overflows on adversarial data."""
 import subprocess
+from pathlib import Path
 import sys
 import warnings
 
@@ -232,3 +233,24 @@ def test_auto_reaches_bf16_operands():
         warnings.simplefilter("error", acs.AccumulatorOverflowWarning)
         assert arr.gemm(A, B).overflow is None
     assert auto_h(arr, A, B) > 64
+
+
+def test_headroom_refusals_name_the_argument():
+    """'none' scales would ignore headroom; a headroom that maps amax below half the smallest
+    code makes every code 0; the CLI names --headroom."""
+    with pytest.raises(ValueError, match=r"quant\['headroom'\] applies to 'tensor' and 'channel'.*quant\['a'\]"):
+        acs.Array(4, 4, quant={"a": "none", "b": "none", "headroom": 2})
+    with pytest.raises(ValueError, match=r"quant\['headroom'\] must be at most 18 bits for e4m3fn"):
+        acs.Array(4, 4, mac=acs.MAC("e4m3fn", "e4m3fn", "fp16"), quant={"headroom": 19})
+    with pytest.raises(ValueError, match="at most 7 bits for int8.*every code would be 0"):
+        quantize(np.ones((2, 2)), "int8", headroom=8)
+    assert np.all(quantize(np.ones((2, 2)), "int8", headroom=7).codes == 1)
+    trace = str(Path(acs.__file__).parents[1] / "traces" / "minilm_l6.npz")
+    for args in (["sweep", trace, "--a", "e4m3fn", "--acc", "fp16", "--headroom", "1.5"],
+                 ["sweep", trace, "--a", "e4m3fn", "--acc", "fp16", "--headroom=-3,99"],
+                 ["sweep", trace, "--a", "e4m3fn", "--acc", "fp16", "--headroom", "99"],
+                 ["gemm", "--a", "e4m3fn", "--acc", "fp16", "--m", "8", "--n", "8", "--k", "64", "--headroom", "99"]):
+        proc = subprocess.run([sys.executable, "-m", "accel_sim.cli", *args, "--out", "/nonexistent/x"]
+                              if args[0] == "sweep" else [sys.executable, "-m", "accel_sim.cli", *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr and "--headroom" in proc.stderr, proc.stderr
