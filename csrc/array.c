@@ -68,16 +68,21 @@ static int pe_at_clamp(const acs_acc *pe, const acs_acc_state *s)
 }
 
 /* Tile sums are watched where a clamp in the PE would not show in the output register: ws/is
- * with a buffer of another grid, rounding or overflow (the general step then runs: no fast
- * path takes a buffer unlike the PE register where a clamp can happen). */
+ * with a buffer of another grid, rounding or overflow (an integer and a fixed register of one
+ * grid are alike, as are a float and a block register).  The general step then runs: no fast
+ * path takes a buffer unlike the PE register where a clamp can happen. */
 static int pe_clamps(const acs_acc *pe, const acs_acc *buffer, int dataflow)
 {
     if (dataflow == ACS_OS || pe->kind == ACS_ACC_QUIRE) return 0;
     int float_reg = pe->kind == ACS_ACC_FLOAT || pe->kind == ACS_ACC_BLOCK;
     int clamps = pe->overflow == ACS_OVF_SATURATE
         || (float_reg && pe->rounding != ACS_RNE && pe->rounding != ACS_RNA && pe->rounding != ACS_RTO);
-    return clamps && (buffer->kind != pe->kind || buffer->overflow != pe->overflow || buffer->rounding != pe->rounding
-                      || memcmp(&buffer->grid, &pe->grid, sizeof pe->grid));
+    if (!clamps) return 0;
+    if (float_reg)
+        return !(buffer->kind == ACS_ACC_FLOAT || buffer->kind == ACS_ACC_BLOCK) || buffer->overflow != pe->overflow
+            || buffer->rounding != pe->rounding || memcmp(&buffer->grid, &pe->grid, sizeof pe->grid);
+    return !(buffer->kind == ACS_ACC_INT || buffer->kind == ACS_ACC_FIXED) || buffer->overflow != pe->overflow
+        || buffer->grid.total_bits != pe->grid.total_bits || buffer->grid.frac_bits != pe->grid.frac_bits;
 }
 
 /* One output through the general step; zero-operand MACs are added to *zeros if it is given. */
