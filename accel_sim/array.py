@@ -109,11 +109,10 @@ class Array:
             raise ValueError(f"dram_bytes_per_cycle must be a positive number or None, got {dram_bytes_per_cycle!r}")
         self.dram_bytes_per_cycle = dram_bytes_per_cycle
         self.quant = _operands.check_quant(quant)
-        if self.quant["headroom"] == "auto":
-            _operands.headroom_bits(self, 1)   # a float accumulator, or the error now
         self.seed = check_seed(seed)
         self.threads = _check_threads(threads)
         self.memory_limit_bytes = _check_memory_limit(memory_limit_bytes)
+        _operands.check_headroom_for(self)
         if energy is None:
             energy = EnergyTable.default(45)
         elif isinstance(energy, (str, bytes)) or hasattr(energy, "__fspath__"):
@@ -193,15 +192,16 @@ class Array:
         products behind Result.metrics (they cost more than a fast-path GEMM).  Outputs that
         overflowed or saturated are reported in Result.overflow and by one
         AccumulatorOverflowWarning (accel_sim.overflow)."""
-        return self._reported(self._gemm(A, B, bias, out_format, metrics, _names))
+        return self._reported(self._gemm(A, B, bias, out_format, metrics, _names), out_format)
 
-    def _reported(self, res) -> Result:
-        """res with its overflow report, warned about once."""
+    def _reported(self, res, out_format=None, stacklevel=4) -> Result:
+        """res with its overflow report, warned about once (stacklevel: the user's call's frame)."""
         blocks = self.quant["a"] in _BLOCK_SCALES or "scale_joins" in res.counts
         register = self.mac.scale_acc if blocks else self.mac.acc if self.dataflow == "os" else self.buffer_acc
         res.overflow = _overflow.report(res.counts, register, res.output.size, self.quant["a"], self.quant["b"],
-                                        self.mac.a, self.mac.b)
-        _overflow.warn(res.overflow, stacklevel=4)
+                                        self.mac.a, self.mac.b, pe=self.mac.acc,
+                                        out_format=None if out_format is None else formats.get(out_format))
+        _overflow.warn(res.overflow, stacklevel=stacklevel)
         return res
 
     def _block_operands(self, A, B, names):
@@ -218,8 +218,7 @@ class Array:
         if k_ != k2:
             raise ValueError(f"{_names[0]} ({m_}, {k_}) and {_names[1]} ({k2}, {n_}) do not multiply: K differs")
         self._check_memory(m_, n_, k_)
-        qa = _operands.operand(self, A, self.mac.a, self.quant["a"], 0, _names[0], 2, k_)
-        qb = _operands.operand(self, B, self.mac.b, self.quant["b"], 1, _names[1], 2, k_)
+        qa, qb = _operands.operand_pair(self, A, B, self.quant["a"], self.quant["b"], _names, 2, k_)
         m, n = qa.shape[0], qb.shape[1]
         bias32 = _operands.bias32(bias, n)
         acc, output, plan = self._gemm_codes(qa.codes, qb.codes.T, _operands.scales(qa, 0, m), _operands.scales(qb, 1, n),
@@ -242,10 +241,11 @@ class Array:
     def matmul(self, a, b, out_format=None) -> Result:
         """Batched a (..., M, K) @ b (..., K, N), batch axes broadcast (attention's QK^T and PV).
         Each operand is quantized per tensor; every batch entry is one GEMM on the array."""
-        return self._reported(layers.matmul(self, a, b, out_format))
+        return self._reported(layers.matmul(self, a, b, out_format), out_format)
 
     def conv2d(self, x, w, stride=1, padding=0, dilation=1, groups=1, bias=None, out_format=None) -> Result:
         """2-D convolution with PyTorch's layouts (x NCHW, w OIHW) and output sizes, lowered to
         GEMMs by im2col, one per group.  x is quantized per tensor, w per the quant spec's "b"
         ("channel": per output channel)."""
-        return self._reported(layers.conv2d(self, x, w, stride, padding, dilation, groups, bias, out_format))
+        return self._reported(layers.conv2d(self, x, w, stride, padding, dilation, groups, bias, out_format),
+                             out_format)

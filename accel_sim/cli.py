@@ -17,6 +17,7 @@ from accel_sim._io import jsonable as _jsonable
 from accel_sim.labels import describe
 from accel_sim.mac import mac_from_names
 from accel_sim.overflow import AccumulatorOverflowWarning
+from accel_sim.quant import check_headroom
 
 # The demo's design space: every 8-bit format against the accumulators hardware uses, and the
 # block-scaled (OCP MX, VS-Quant), 4-bit and posit alternatives.
@@ -101,7 +102,12 @@ def _array_from_args(args, a_scale="tensor"):
         quant["scale_format"] = args.scale_format
     if args.headroom:
         quant["headroom"] = args.headroom
-    return Array(*args.array, args.dataflow, mac, quant=quant, seed=args.seed)
+    try:
+        return Array(*args.array, args.dataflow, mac, quant=quant, seed=args.seed)
+    except ValueError as e:   # the CLI's flag, not the API's key
+        if "quant['headroom']" in str(e):
+            _error(str(e).replace("quant['headroom']", "--headroom"))
+        raise
 
 
 def _print_result(res, as_json, what):
@@ -240,7 +246,14 @@ def cmd_sweep(args):
     if args.energy_table:
         grid["energy_table"] = _split(args.energy_table)
     if args.headroom:
-        grid["headroom"] = [_headroom_arg(h) for h in _split(args.headroom)]
+        try:
+            grid["headroom"] = [_headroom_arg(h) for h in _split(args.headroom)]
+            for h in grid["headroom"]:   # now, not as every row skipped
+                for name in set(grid.get("a", [])) | set(grid.get("b") or []):
+                    if h != "auto" and name in formats.names():
+                        check_headroom(h, formats.get(name))
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            _error(str(e).replace("headroom must", "--headroom must"))
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -312,12 +325,16 @@ def _add_rtl_mac_args(p):
 
 
 def _headroom_arg(text):
+    """--headroom's value: 'auto' or a non-negative integer of bits (argparse's error otherwise)."""
     if text == "auto":
         return text
     try:
-        return int(text)
+        bits = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--headroom must be a number of bits or 'auto', got {text!r}") from None
+    if bits < 0:
+        raise argparse.ArgumentTypeError(f"--headroom must be a non-negative number of bits or 'auto', got {text!r}")
+    return bits
 
 
 def _add_array_args(p):

@@ -8,7 +8,7 @@ import numpy as np
 from accel_sim import formats
 from accel_sim._native import ffi, lib, pointer
 from accel_sim.mac import IntAcc
-from accel_sim.overflow import COUNT_KEYS
+from accel_sim.overflow import counted_clamp
 
 __all__ = ["epilogue"]
 
@@ -29,13 +29,16 @@ def epilogue(array, acc, register, sa, sb, bias, out_format, counts):
                              ffi.NULL if bias is None else pointer(bias, "float *"), pointer(y, "double *"),
                              array.threads, clamp, clamp_int, counts)
     output = y if out_format is None else _to_format(y, out_format)
-    return output, {key: getattr(counts, key) for key in COUNT_KEYS}
+    found = {key: getattr(counts, key) for key in ("acc_nonfinite", "acc_saturated", "out_nonfinite", "pe_saturated")}
+    # the rounding to out_format is numpy's, after the engine: its overflows are counted here
+    found["format_nonfinite"] = 0 if out_format is None else int(np.count_nonzero(np.isfinite(y) & ~np.isfinite(output)))
+    return output, found
 
 
 def _clamp_args(reg):
     """The epilogue's clamp arguments (float64 pair, int64 pair) for an output register: the
-    bounds a saturating register clamps to, NULL where it does not saturate."""
-    c = reg.clamp
+    bounds its outputs are counted as saturated at (overflow.counted_clamp), NULL where none."""
+    c = counted_clamp(reg)
     if c is None:
         return ffi.NULL, ffi.NULL
     if isinstance(reg, IntAcc):

@@ -76,7 +76,8 @@ def linear(array, x, w, bias=None, out_format=None) -> Result:
         w_t = w_arr.T
     if w_t.shape[0] != x2.shape[-1]:
         raise ValueError(f"x has {x2.shape[-1]} input features but w {tuple(w_t.shape[::-1])} expects {w_t.shape[0]}")
-    res = array.gemm(x2, w_t, bias=bias, out_format=out_format, _names=("x", "w"))
+    # warned from here: frames warn, _reported, this, Array.linear, then the caller's
+    res = array._reported(array._gemm(x2, w_t, bias, out_format, True, ("x", "w")), out_format, stacklevel=5)
     res.output = res.output.reshape(*lead, -1)
     res.acc = res.acc.reshape(*lead, -1)
     return res
@@ -95,8 +96,7 @@ def matmul(array, a, b, out_format=None) -> Result:
         return _matmul_blocks(array, a, b, out_format)
     per_tensor = {k: "none" if array.quant[k] == "none" else "tensor" for k in ("a", "b")}
     k = np.shape(a.codes if isinstance(a, QTensor) else a)[-1]
-    qa = operands.operand(array, a, array.mac.a, per_tensor["a"], 0, "a", None, k)
-    qb = operands.operand(array, b, array.mac.b, per_tensor["b"], 1, "b", None, k)
+    qa, qb = operands.operand_pair(array, a, b, per_tensor["a"], per_tensor["b"], ("a", "b"), None, k)
     batch, ac, bc = batched(array, qa.codes, qb.codes)
     scales = (operands.scales(qa, 0, 0), operands.scales(qb, 1, 0))
     outs, accs, plans = [], [], []
@@ -192,8 +192,7 @@ def conv2d(array, x, w, stride=1, padding=0, dilation=1, groups=1, bias=None, ou
                 raise ValueError(f"{argname} must have 4 dimensions, got shape {v.shape}")
     else:
         k = int(np.prod(np.shape(w.codes if isinstance(w, QTensor) else w)[1:]))   # C/groups * KH * KW
-        qx = operands.operand(array, x, array.mac.a, array.quant["a"], 0, "x", 4, k)
-        qw = operands.operand(array, w, array.mac.b, array.quant["b"], 0, "w", 4, k)
+        qx, qw = operands.operand_pair(array, x, w, array.quant["a"], array.quant["b"], ("x", "w"), 4, k, axes=(0, 0))
     nb, c, h, wd = qx.shape
     o, cg, kh, kw = qw.shape
     if c % groups or o % groups or cg != c // groups:

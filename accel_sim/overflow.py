@@ -1,28 +1,35 @@
 """Overflow reports: how many outputs of a GEMM overflowed or saturated, in which accumulator,
 the likely cause and the remedy.
 
-The counts come from the C epilogue (csrc/array.c, acs_epilogue_counted), which counts each
-output row as it writes it:
-  acc_nonfinite  output registers holding inf or NaN (the accumulator overflowed to inf, or a
-                 NaN/inf operand code reached it);
-  acc_saturated  output registers exactly at a saturating register's clamp: +-max of a FloatAcc
-                 with overflow="saturate", the two's complement bounds of a saturating IntAcc or
-                 FixedAcc, +-maxpos of a quire's posit readout.  A sum that lands exactly on the
-                 clamp without having been clamped counts too, so this is an upper bound on the
-                 outputs that were clamped (it is exact whenever no exact sum equals the bound);
-  out_nonfinite  epilogue outputs (fp32 acc * scale + bias) that are inf or NaN.
+The counts come from the engine (csrc/array.c): acs_epilogue_counted counts each output row as
+it writes it, acs_gemm the PE's tile sums:
+  acc_nonfinite     output registers holding inf or NaN (the accumulator overflowed to inf, or a
+                    NaN/inf operand code reached it);
+  acc_saturated     output registers exactly at their clamp: +-max of a FloatAcc with
+                    overflow="saturate", or of one rounding toward zero, up, down or
+                    stochastically (IEEE directed rounding turns an overflow into +-max), the two's
+                    complement bounds of a saturating IntAcc or FixedAcc, +-maxpos of a quire's
+                    posit readout.  A sum that lands exactly on the clamp without having been
+                    clamped counts too, so this is an upper bound on the outputs that were clamped
+                    (it is exact whenever no exact sum equals the bound);
+  pe_saturated      ws/is with a buffer unlike the PE register: outputs one of whose tile sums
+                    left the PEs at the PE register's clamp (same definition; block-scaled GEMMs
+                    count per K-block).  A PE that overflows to inf passes inf to the buffer, so
+                    it shows in acc_nonfinite;
+  out_nonfinite     epilogue outputs (fp32 acc * scale + bias) that are inf or NaN;
+  format_nonfinite  outputs finite in fp32 that the rounding to out_format made inf or NaN.
 The output register is the one holding the result: the PE's accumulator for os, the
 accumulator buffer for ws and is, the MAC's scale_acc for block-scaled GEMMs.  Wrapping
 integer and fixed-point registers (and quires past max_terms) overflow silently into valid
-values: they are not counted.  Outputs converted to an out_format are counted before the
-conversion."""
+values: they are not counted."""
 from __future__ import annotations
 
 import warnings
 
-__all__ = ["AccumulatorOverflowWarning", "COUNT_KEYS", "report", "message", "warn", "combine"]
+__all__ = ["AccumulatorOverflowWarning", "COUNT_KEYS", "counted_clamp", "report", "message", "warn", "combine"]
 
-COUNT_KEYS = ("acc_nonfinite", "acc_saturated", "out_nonfinite")
+COUNT_KEYS = ("acc_nonfinite", "acc_saturated", "out_nonfinite", "pe_saturated", "format_nonfinite")
+_DIRECTED = ("rtz", "rup", "rdn", "sr")
 
 
 class AccumulatorOverflowWarning(RuntimeWarning):
@@ -30,11 +37,24 @@ class AccumulatorOverflowWarning(RuntimeWarning):
     says how many, where, why and what to do.  Filter it with the warnings module."""
 
 
-def report(counts: dict, acc, outputs: int, scale_a=None, scale_b=None, fmt_a=None, fmt_b=None):
+def counted_clamp(reg):
+    """(lo, hi) the register's outputs are counted as saturated at: a saturating register's
+    clamp, +-max of a float register (FloatAcc, BlockFMA) that overflows to inf but rounds
+    toward zero, up, down or stochastically; None otherwise."""
+    if reg.clamp is not None:
+        return reg.clamp
+    inner = getattr(reg, "acc", reg)
+    if getattr(inner, "rounding", None) in _DIRECTED and getattr(inner, "overflow", None) == "inf":
+        return (-reg.max, reg.max)
+    return None
+
+
+def report(counts, acc, outputs, scale_a=None, scale_b=None, fmt_a=None, fmt_b=None, pe=None, out_format=None):
     """The overflow report of a run (a dict), or None when nothing overflowed or saturated.
-    acc: the output register's description; outputs: how many outputs the run wrote."""
-    nonfinite, saturated, out_nonfinite = (int(counts.get(k, 0)) for k in COUNT_KEYS)
-    if not (nonfinite or saturated or out_nonfinite):
+    acc: the output register's description; outputs: how many outputs the run wrote; pe: the
+    PEs' register (ws/is); out_format: the format the outputs were rounded to."""
+    nonfinite, saturated, out_nonfinite, pe_sat, fmt_nonfinite = (int(counts.get(k, 0)) for k in COUNT_KEYS)
+    if not (nonfinite or saturated or out_nonfinite or pe_sat or fmt_nonfinite):
         return None
     biggest = None
     if fmt_a is not None and fmt_b is not None:
@@ -43,6 +63,7 @@ def report(counts: dict, acc, outputs: int, scale_a=None, scale_b=None, fmt_a=No
     wider = "a wider accumulator" + (" (fp32)" if acc.max < 3.4e38 else "")
     remedy = ("headroom when quantizing (quant={'headroom': N} or 'auto', --headroom N: amax maps to "
               f"max / 2^N), or {wider}")
+    causes = []
     if nonfinite or out_nonfinite:
         cause = f"a partial sum exceeded the accumulator's max {acc.max:.6g}"
         if biggest is not None and biggest > acc.max:
@@ -54,18 +75,38 @@ def report(counts: dict, acc, outputs: int, scale_a=None, scale_b=None, fmt_a=No
             remedy += ", or a saturating one (overflow='saturate': clamps to +-max instead of inf)"
         if out_nonfinite > nonfinite:
             cause += f"; {out_nonfinite - nonfinite} outputs overflowed fp32 in the epilogue (acc x scale + bias)"
-    elif hasattr(acc, "readout"):   # a quire: the register is exact, its posit readout saturates
-        cause = (f"sums beyond the readout format's maxpos {acc.clamp[1]:.6g} read out as +-maxpos "
-                 f"({acc.readout.name} saturates); read out to a wider posit (quire:posit16)")
-        remedy = remedy.replace("a wider accumulator (fp32)", "a wider readout")
-    else:
-        cause = f"partial sums reached the saturating accumulator's clamp +-{acc.clamp[1]:.6g} and were clamped"
-    rep = {"outputs": int(outputs), "acc_nonfinite": nonfinite, "acc_saturated": saturated,
-           "out_nonfinite": out_nonfinite, "accumulator": acc.name,
+        causes.append(cause)
+    if saturated:
+        if hasattr(acc, "readout"):   # a quire: the register is exact, its posit readout saturates
+            causes.append(f"sums beyond the readout format's maxpos {acc.clamp[1]:.6g} read out as +-maxpos "
+                          f"({acc.readout.name} saturates); read out to a wider posit (quire:posit16)")
+            remedy = remedy.replace("a wider accumulator (fp32)", "a wider readout")
+        else:
+            causes.append(_clamp_cause("partial sums", acc))
+    if pe_sat:
+        causes.append(_clamp_cause("tile sums in the PEs", pe) + f", before the buffer {acc.name}")
+    if fmt_nonfinite:
+        causes.append(f"outputs beyond {out_format.name}'s max {out_format.max:.6g} became inf in the rounding to "
+                      f"out_format {out_format.name}")
+        fmt_remedy = f"a wider out_format than {out_format.name} (None: fp32)"
+        remedy = fmt_remedy if len(causes) == 1 else f"{remedy}, or {fmt_remedy}"
+    rep = {"outputs": int(outputs), **{k: int(counts.get(k, 0)) for k in COUNT_KEYS}, "accumulator": acc.name,
            "acc_max": float(acc.clamp[1] if saturated and acc.clamp else acc.max),
-           "cause": cause, "remedy": remedy}
+           "cause": "; ".join(causes), "remedy": remedy}
+    if pe_sat:
+        rep.update(pe=pe.name, pe_max=float(pe.max))
+    if fmt_nonfinite:
+        rep.update(out_format=out_format.name, out_format_max=float(out_format.max))
     rep["message"] = message(rep)
     return rep
+
+
+def _clamp_cause(what, reg):
+    inner = getattr(reg, "acc", reg)
+    if reg.clamp is None:
+        return (f"{what} reached +-max {reg.max:.6g} of {reg.name}, where rounding {inner.rounding!r} turns an "
+                "overflow into +-max (IEEE directed rounding clamps)")
+    return f"{what} reached the saturating accumulator {reg.name}'s clamp +-{reg.clamp[1]:.6g} and were clamped"
 
 
 def message(rep: dict) -> str:
@@ -77,8 +118,16 @@ def message(rep: dict) -> str:
         parts.append(f"{rep['acc_saturated']} of {rep['outputs']} outputs saturated")
     if rep["out_nonfinite"] and not rep["acc_nonfinite"]:
         parts.append(f"{rep['out_nonfinite']} of {rep['outputs']} outputs are inf/NaN after the epilogue")
-    return (f"{' and '.join(parts)} in the accumulator {rep['accumulator']} (max {rep['acc_max']:.6g}); "
-            f"likely cause: {rep['cause']}; remedy: {rep['remedy']}")
+    where = f"in the accumulator {rep['accumulator']} (max {rep['acc_max']:.6g})"
+    if parts:
+        parts[-1] += " " + where
+    if rep.get("pe_saturated"):
+        parts.append(f"{rep['pe_saturated']} of {rep['outputs']} outputs had a tile sum saturated in the PE "
+                     f"register {rep.get('pe', '')} (max {rep.get('pe_max', 0):.6g})")
+    if rep.get("format_nonfinite"):
+        parts.append(f"{rep['format_nonfinite']} of {rep['outputs']} outputs overflowed (inf) in the rounding "
+                     f"to out_format {rep.get('out_format', '')} (max {rep.get('out_format_max', 0):.6g})")
+    return f"{' and '.join(parts)}; likely cause: {rep['cause']}; remedy: {rep['remedy']}"
 
 
 def warn(rep, stacklevel=3):
@@ -87,15 +136,18 @@ def warn(rep, stacklevel=3):
         warnings.warn(rep["message"], AccumulatorOverflowWarning, stacklevel=stacklevel)
 
 
-def combine(named: list):
+def combine(named: list, outputs=None):
     """One report over several runs (a replay's layers): (name, report or None) pairs -> the
-    summed counts, the layers that overflowed, and the first such layer's cause and remedy."""
+    summed counts, the layers that overflowed, and the first such layer's cause and remedy.
+    outputs: every run's outputs together (the Y of "X of Y outputs"), the layers that did not
+    overflow included; default: those of the reports."""
     hit = [(name, rep) for name, rep in named if rep is not None]
     if not hit:
         return None
     first = hit[0][1]
-    rep = {key: sum(r[key] for _, r in hit) for key in ("outputs",) + COUNT_KEYS}
-    rep.update(accumulator=first["accumulator"], acc_max=first["acc_max"], cause=first["cause"],
-               remedy=first["remedy"], layers=[name for name, _ in hit])
+    rep = {key: sum(r.get(key, 0) for _, r in hit) for key in COUNT_KEYS}
+    rep["outputs"] = sum(r["outputs"] for _, r in hit) if outputs is None else int(outputs)
+    rep.update({k: first[k] for k in ("accumulator", "acc_max", "cause", "remedy", "pe", "pe_max", "out_format",
+                                      "out_format_max") if k in first}, layers=[name for name, _ in hit])
     rep["message"] = f"{len(hit)} of {len(named)} layers ({', '.join(rep['layers'])}): " + message(rep)
     return rep

@@ -206,10 +206,10 @@ def _overflow_note(fig, labels, what, rows=()):
 
 def _overflow_cause(rows):
     """Why the rows' outputs are not finite, in a sentence: their accumulator's max against one
-    product of full-range operands (per-tensor scales put amax at the format's max)."""
+    product of full-range operands, worded by the rows' scaling."""
     from accel_sim import formats
     from accel_sim.mac import get_acc
-    said = []
+    said, scalings = [], set()
     for r in rows:
         try:
             fa = formats.get(r.get("a"))
@@ -224,10 +224,16 @@ def _overflow_cause(rows):
                 f"partial sums exceed {acc.name}'s max {acc_max:g}")
         if text not in said:
             said.append(text)
+        scalings.add("block" if r.get("scale") in ("block", "vector") else
+                     "none" if r.get("scale", "tensor") == "none" and r.get("scale_a", "tensor") == "none" else "amax")
     if not said:
         return ""
-    return ("Cause: scaling puts each operand's amax at its format's max, and " + "; ".join(said)
-            + ". Headroom (amax at max/2^h) or a wider accumulator avoids it.")
+    lead = {"amax": "per-tensor/per-channel scaling puts each operand's amax at its format's max",
+            "block": "block scaling puts each block's amax near its format's max",
+            "none": "unscaled operands (a plain cast) keep their full range"}
+    return ("Cause: " + "; ".join(lead[k] for k in sorted(scalings)) + ", and " + "; ".join(said)
+            + ". " + ("Headroom (amax at max/2^h) or a wider accumulator avoids it." if "amax" in scalings
+                      else "A wider accumulator avoids it."))
 
 
 def _overflow_band(ax, has_finite):

@@ -163,7 +163,7 @@ def quantize(x, fmt, scale="tensor", axis=None, calibration="absmax", rounding="
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError("x contains NaN or inf; quantize needs finite values to calibrate")
-    headroom = check_headroom(headroom)
+    headroom = check_headroom(headroom, fmt)
     if headroom and not (isinstance(scale, str) and scale in ("tensor", "channel")):
         raise ValueError(f"headroom applies to scale='tensor' or 'channel' (it moves amax below the format's max), "
                          f"not scale={scale!r}")
@@ -273,12 +273,25 @@ def _check_block(block, length, axis):
                          "pad the axis to a multiple of the block (docs/scaling.md)")
 
 
-def check_headroom(headroom) -> int:
-    """headroom as an int, checked: a non-negative integer of bits, at most 64."""
+def check_headroom(headroom, fmt=None) -> int:
+    """headroom as an int, checked: a non-negative integer of bits, and with fmt at most
+    max_headroom(fmt) (beyond it amax maps below the smallest code: every code would be 0)."""
     if isinstance(headroom, (bool, np.bool_)) or not isinstance(headroom, (int, np.integer)) \
-            or not 0 <= headroom <= 64:
-        raise ValueError(f"headroom must be an integer number of bits in [0, 64], got {headroom!r}")
+            or not 0 <= headroom <= 1100:
+        raise ValueError(f"headroom must be a non-negative integer number of bits, got {headroom!r}")
+    if fmt is not None and headroom > max_headroom(fmt):
+        raise ValueError(f"headroom must be at most {max_headroom(fmt)} bits for {fmt.name}, got {headroom}: "
+                         f"amax would map to {fmt.max:g} / 2^{headroom}, below half its smallest nonzero value "
+                         f"{fmt.min_subnormal:g}, and every code would be 0")
     return int(headroom)
+
+
+def max_headroom(fmt) -> int:
+    """The largest headroom at which amax (fmt.max / 2^h) still rounds to a nonzero code:
+    above half fmt's smallest nonzero value."""
+    fmt = formats.get(fmt)
+    h = math.floor(math.log2(2 * fmt.max / fmt.min_subnormal))
+    return h - 1 if math.ldexp(fmt.max, -h) <= fmt.min_subnormal / 2 else h
 
 
 def _calibrate(x, fmt, axis, calibration, percentile, rounding, saturate, headroom=0) -> np.ndarray:

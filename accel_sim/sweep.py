@@ -215,7 +215,8 @@ def _overflow_columns(rep):
     accumulator, and the report's one-line cause and remedy ("" when none)."""
     if rep is None:
         return {"overflowed": 0, "saturated": 0, "overflow": ""}
-    return {"overflowed": max(rep["acc_nonfinite"], rep["out_nonfinite"]), "saturated": rep["acc_saturated"],
+    return {"overflowed": max(rep["acc_nonfinite"], rep["out_nonfinite"], rep.get("format_nonfinite", 0)),
+            "saturated": max(rep["acc_saturated"], rep.get("pe_saturated", 0)),
             "overflow": rep["message"]}
 
 
@@ -328,7 +329,8 @@ def sweep(target, grid, executor=None, cache=None, progress=None, task=False) ->
     table = Table([done[k] for k in keys], skipped)
     hit = [r for r in table if r.get("overflow")]
     if hit:   # one warning for the sweep; each row's own report is in its overflow column
-        names = ", ".join(f"{r['mac']}/{r['scale']}" for r in hit)
+        names = ", ".join(f"{r['mac']}/{r['scale']}" + (f"/headroom {r['headroom']}" if r.get("headroom") else "")
+                          for r in hit)
         warnings.warn(f"{len(hit)} of {len(table)} configurations overflowed or saturated ({names}); see the "
                       f"table's overflowed, saturated and overflow columns. First: {hit[0]['overflow']}",
                       AccumulatorOverflowWarning, stacklevel=2)

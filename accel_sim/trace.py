@@ -316,6 +316,7 @@ def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
             "cycles": res.cycles, "macs": res.macs, "utilization": res.utilization,
             "energy_pj": res.energy_pj, "energy_breakdown": dict(res.energy_breakdown),
             "counts": {k: res.counts.get(k, 0) for k in _overflow.COUNT_KEYS}, "overflow": res.overflow,
+            "outputs": int(np.size(res.output)),
         })
         totals["cycles"] += res.cycles
         totals["macs"] += res.macs
@@ -326,7 +327,8 @@ def replay(trace, array, task: bool = True, trace_dir=None) -> Report:
     totals["pj_per_mac"] = totals["energy_pj"] / totals["macs"] if totals["macs"] else 0.0
     sq = [l["metrics"]["sqnr_db"] for l in report.layers]
     totals["sqnr_db_min"] = min(sq) if sq else math.inf
-    totals["overflow"] = _overflow.combine([(l["name"], l["overflow"]) for l in report.layers])
+    totals["overflow"] = _overflow.combine([(l["name"], l["overflow"]) for l in report.layers],
+                                           outputs=sum(l["outputs"] for l in report.layers))
     report.totals = totals
     if task and trace.task.get("forward"):
         folders = [Path(trace_dir)] if trace_dir else []

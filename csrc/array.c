@@ -49,7 +49,41 @@ typedef struct {
     int block_e_lo, block_e_hi;      /* within these (none: lo > hi) */
     int float_kernel;                /* ACS_FAST_EXACT64: kernel_float.c takes it, with this plan */
     acs_float_plan float_plan;
+    int pe_clamps;                   /* count tile sums at the PE's clamp (pe_at_clamp) */
+    int64_t pe_saturated;
 } gemm_job;
+
+/* Whether the PE register's value is at the bound it clamps to: a saturating register's, or
+ * +-max of a float register whose rounding (toward zero, directed, stochastic) turns an
+ * overflow into +-max. */
+static int pe_at_clamp(const acs_acc *pe, const acs_acc_state *s)
+{
+    if (pe->kind == ACS_ACC_INT || pe->kind == ACS_ACC_FIXED) {
+        acs_i128 hi = (((acs_i128)1) << (pe->grid.total_bits - 1)) - 1;
+        return s->reg == hi || s->reg == -hi - 1;
+    }
+    if (s->v.cls != ACS_FINITE) return 0;
+    double v = fabs(acs_rounded_to_double(&s->v));
+    return v == ldexp((double)pe->grid.max_sig, pe->grid.emax - pe->grid.man_bits);
+}
+
+/* Tile sums are watched where a clamp in the PE would not show in the output register: ws/is
+ * with a buffer of another grid, rounding or overflow (an integer and a fixed register of one
+ * grid are alike, as are a float and a block register).  The general step then runs: no fast
+ * path takes a buffer unlike the PE register where a clamp can happen. */
+static int pe_clamps(const acs_acc *pe, const acs_acc *buffer, int dataflow)
+{
+    if (dataflow == ACS_OS || pe->kind == ACS_ACC_QUIRE) return 0;
+    int float_reg = pe->kind == ACS_ACC_FLOAT || pe->kind == ACS_ACC_BLOCK;
+    int clamps = pe->overflow == ACS_OVF_SATURATE
+        || (float_reg && pe->rounding != ACS_RNE && pe->rounding != ACS_RNA && pe->rounding != ACS_RTO);
+    if (!clamps) return 0;
+    if (float_reg)
+        return !(buffer->kind == ACS_ACC_FLOAT || buffer->kind == ACS_ACC_BLOCK) || buffer->overflow != pe->overflow
+            || buffer->rounding != pe->rounding || memcmp(&buffer->grid, &pe->grid, sizeof pe->grid);
+    return !(buffer->kind == ACS_ACC_INT || buffer->kind == ACS_ACC_FIXED) || buffer->overflow != pe->overflow
+        || buffer->grid.total_bits != pe->grid.total_bits || buffer->grid.frac_bits != pe->grid.frac_bits;
+}
 
 /* One output through the general step; zero-operand MACs are added to *zeros if it is given. */
 static void general_output(gemm_job *jb, int64_t i, int64_t j, int64_t *zeros)
@@ -59,6 +93,7 @@ static void general_output(gemm_job *jb, int64_t i, int64_t j, int64_t *zeros)
     int64_t n = jb->n, k = jb->k;
     uint64_t element = (uint64_t)(i * n + j);
     acs_acc_state total = acs_acc_start(jb->out_acc, 0.0);
+    int clamped = 0;
     for (int64_t t0 = 0, t = 0; t0 < k && jb->status == ACS_OK; t0 += jb->tile, t++) {
         int64_t len = k - t0 < jb->tile ? k - t0 : jb->tile;
         if (jb->dataflow == ACS_OS) {
@@ -67,10 +102,12 @@ static void general_output(gemm_job *jb, int64_t i, int64_t j, int64_t *zeros)
             acs_acc_state part = acs_acc_start(&mac->acc, 0.0);
             jb->status = acs_chain(ctx, jb->a, i * k + t0, jb->bt, j * k + t0, len, &part, jb->seed, element,
                                    (uint64_t)(t0 / jb->nt), zeros);
+            if (jb->pe_clamps && !clamped) clamped = pe_at_clamp(&mac->acc, &part);
             uint32_t rand = jb->buffer->rounding == ACS_SR ? acs_rand32(jb->seed, element, (uint64_t)(jb->kp + t)) : 0;
             if (jb->status == ACS_OK) jb->status = acs_acc_add(jb->buffer, &total, &mac->acc, &part, rand);
         }
     }
+    jb->pe_saturated += clamped;
     int64_t o = i * n + j;
     acs_acc_read(jb->out_acc, &total, jb->out ? jb->out + o : NULL, jb->out_int ? jb->out_int + o : NULL);
 }
@@ -1375,6 +1412,8 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
                       dataflow == ACS_OS ? (k > 0 ? k : 1) : rows * nt, ceil_div(k, nt), m, n, k, 0, m, 0, 0,
                       a, bt, out, out_int, seed, 0, ACS_OK, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k + (k & 1) };
     choose_kernels(&base);
+    base.pe_clamps = pe_clamps(&mac->acc, buffer, dataflow);
+    base.pe_saturated = 0;
     /* Rows in blocks of MR, spread over at most `threads` workers. */
     int64_t blocks = ceil_div(m, MR);   /* the general step costs ~100 vector-kernel MACs */
     int workers = acs_workers_for(threads, blocks, (double)m * (double)n * (double)k * (base.fast ? 1 : 100));
@@ -1391,9 +1430,11 @@ int acs_gemm(const acs_mac *mac, const acs_acc *buffer, int dataflow, int64_t ro
     if (jobs[0].fast) run_parallel(decode_worker, jobs, sizeof jobs[0], workers);
     run_parallel(gemm_worker, jobs, sizeof jobs[0], workers);
     int64_t zeros = 0;
+    counts->pe_saturated = 0;
     for (int w = 0; w < workers; w++) {
         if (jobs[w].status && !status) status = jobs[w].status;
         zeros += jobs[w].zeros;
+        counts->pe_saturated += jobs[w].pe_saturated;
     }
     if (jobs[0].fast) {   /* MACs with a zero operand: sum over k of zA*N + zB*M - zA*zB */
         for (int64_t kk = 0; kk < k; kk++) {

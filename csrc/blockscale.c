@@ -837,6 +837,7 @@ static int bs_per_block(const acs_mac *mac, const acs_acc *buffer, const acs_acc
                           int_out ? partial : NULL, bs_block_seed(seed, blk), threads, &c);
         if (status) break;
         counts->zero_macs += c.zero_macs;
+        counts->pe_saturated += c.pe_saturated;
         counts->toggles_a += c.toggles_a;
         counts->toggles_b += c.toggles_b;
         counts->mult_toggles_a += c.mult_toggles_a;

@@ -139,6 +139,9 @@ typedef struct {
     int64_t mult_toggles_a;   /* bit flips on the multipliers' A inputs over the active multiplies:
                                  a gated multiply holds its inputs (operand isolation) */
     int64_t mult_toggles_b;   /* likewise for B */
+    int64_t pe_saturated;    /* ws/is with a buffer unlike the PE register: outputs one of whose tile
+                                sums reached the buffer at the PE's clamp (a saturating register's
+                                bounds, or +-max of a float one rounding toward zero or directed) */
     /* set by acs_epilogue_counted (acs_gemm leaves them as they are): */
     int64_t acc_nonfinite;   /* output registers holding inf or NaN */
     int64_t acc_saturated;   /* output registers at a saturating register's clamp */

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import accel_sim as acs
-from accel_sim.mac import FixedAcc, FloatAcc, IntAcc
+from accel_sim import overflow as _overflow
+from accel_sim.mac import FixedAcc, FloatAcc, IntAcc, accumulate
+from accel_sim.quant import quantize
 
 TRACES = Path(__file__).resolve().parents[1] / "traces"
 
@@ -172,3 +174,62 @@ def test_quire_readout_saturation_counts_equal_numpy():
     want = numpy_counts(res, (-64.0, 64.0))
     assert c_counts(res) == want and 0 < want["acc_saturated"] < res.output.size
     assert len(w) == 1 and "posit8 saturates" in res.overflow["cause"] and res.overflow["acc_max"] == 64.0
+
+
+def test_out_format_overflow_is_reported():
+    """fp32 outputs beyond fp16's max round to inf in the readout to out_format: counted
+    against numpy's count of the output's infinities, named with the format and its max."""
+    rng = np.random.default_rng(0)
+    arr = acs.Array(4, 4, "ws", acs.MAC("e4m3fn", "e4m3fn", "fp32"))
+    with pytest.warns(acs.AccumulatorOverflowWarning, match=r"out_format fp16 \(max 65504\)"):
+        res = arr.gemm(rng.standard_normal((8, 64)) * 1e3, rng.standard_normal((64, 8)) * 1e3, out_format="fp16")
+    n_inf = int(np.count_nonzero(np.isinf(res.output)))
+    assert n_inf > 0 and res.counts["format_nonfinite"] == n_inf == res.overflow["format_nonfinite"]
+    assert res.overflow["out_format"] == "fp16" and res.overflow["out_format_max"] == 65504
+
+
+def test_pe_saturation_before_an_unlike_buffer_is_counted():
+    """A saturating fp16 PE register under an fp32 buffer: every tile sum of large positive
+    products clamps at 65504 in the PEs (MPFR-free: 4 products of 448^2 each exceed it), though
+    the buffer never saturates."""
+    rng = np.random.default_rng(1)
+    mac = acs.MAC("e4m3fn", "e4m3fn", FloatAcc(5, 10, overflow="saturate"))
+    A, B = np.abs(rng.standard_normal((8, 64))) * 100, np.abs(rng.standard_normal((64, 8))) * 100
+    with pytest.warns(acs.AccumulatorOverflowWarning, match="tile sum saturated in the PE register"):
+        res = acs.Array(4, 4, "ws", mac, buffer_acc="fp32").gemm(A, B)
+    # the tile sums, from accumulate (one chain per tile, PE register): at the clamp somewhere
+    qa, qb = quantize(A, "e4m3fn"), quantize(B, "e4m3fn")
+    tiles = accumulate(qa.codes.reshape(8, 1, 16, 4), qb.codes.T.reshape(1, 8, 16, 4), mac)
+    want = int(np.count_nonzero((tiles == 65504).any(axis=2)))
+    assert want > 0 and res.counts["pe_saturated"] == want and res.counts["acc_saturated"] == 0
+    # the same register as buffer: the output register's count, no PE count
+    with pytest.warns(acs.AccumulatorOverflowWarning):
+        same = acs.Array(4, 4, "ws", mac).gemm(A, B)
+    assert same.counts["pe_saturated"] == 0 and same.counts["acc_saturated"] > 0
+
+
+@pytest.mark.parametrize("rounding,sign", [("rtz", 1), ("rtz", -1), ("rdn", 1), ("rup", -1)])
+def test_directed_rounding_overflow_to_max_counts_as_saturated(rounding, sign):
+    """IEEE directed rounding turns an overflow into +-max, not inf: 512 ones sum past
+    65504 in fp16 and stay at +-max; counted as saturated, worded as the rounding's clamp."""
+    arr = acs.Array(4, 4, "os", acs.MAC("e4m3fn", "e4m3fn", FloatAcc(5, 10, rounding=rounding)),
+                    quant={"a": "none", "b": "none"})
+    with pytest.warns(acs.AccumulatorOverflowWarning, match=f"rounding '{rounding}' turns an overflow into"):
+        res = arr.gemm(np.full((1, 512), 16.0 * sign), np.full((512, 1), 16.0))
+    assert res.acc[0, 0] == sign * 65504.0 and res.counts["acc_saturated"] == 1
+
+
+def test_linear_warning_points_at_the_caller():
+    arr = acs.Array(4, 4, "os", acs.MAC("e4m3fn", "e4m3fn", "fp16"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arr.linear(np.ones((2, 512)), np.ones((3, 512)))
+    hits = [w for w in caught if issubclass(w.category, acs.AccumulatorOverflowWarning)]
+    assert len(hits) == 1 and hits[0].filename == __file__
+
+
+def test_combine_counts_every_layers_outputs():
+    rep = {"outputs": 10, "acc_nonfinite": 2, "acc_saturated": 0, "out_nonfinite": 2, "accumulator": "fp16",
+           "acc_max": 65504.0, "cause": "c", "remedy": "r"}
+    out = _overflow.combine([("l1", rep), ("l2", None)], outputs=30)
+    assert "2 of 30 outputs" in out["message"] and "1 of 2 layers" in out["message"]

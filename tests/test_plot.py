@@ -416,3 +416,13 @@ def test_energy_breakdown_errors(tmp_path, report):
 def test_pandas_dataframe(tmp_path, table):
     pytest.importorskip("pandas")
     assert_png(plot.energy_accuracy(table.to_pandas(), tmp_path / "df.png"), plot.ACCURACY_FIGSIZE, plot.DPI)
+
+
+def test_overflow_cause_is_worded_by_the_rows_scaling():
+    from accel_sim.plot import _overflow_cause
+    row = {"a": "e4m3fn", "acc": "fp16"}
+    assert "amax at its format's max" in _overflow_cause([dict(row, scale="tensor")])
+    block = _overflow_cause([dict(row, scale="block")])
+    assert "block scaling" in block and "per-tensor" not in block and "Headroom" not in block
+    none = _overflow_cause([dict(row, scale="none", scale_a="none")])
+    assert "unscaled" in none and "amax at its format's max" not in none

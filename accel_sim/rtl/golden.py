@@ -242,8 +242,7 @@ def _array_vectors(arr, A, B, seed):
     if arr.quant["a"] in BLOCK_SCALES:
         raise ValueError("vectors of block-scaled GEMMs (quant 'block'/'vector') are not supported: their "
                          "accumulator is rescaled per block outside the PEs")
-    qa = _array_operand(arr, A, arr.mac.a, "A", 0)
-    qb = _array_operand(arr, B, arr.mac.b, "B", 1)
+    qa, qb = _array_operands(arr, A, B)
     (m, k), (k2, n_out) = qa.shape, qb.shape
     if k != k2:
         raise ValueError(f"A ({m}, {k}) and B ({k2}, {n_out}) do not multiply: K differs")
@@ -325,20 +324,27 @@ def _streams(df, R, C, n, a, b, m, n_out, kp):
     return np.concatenate(valids), np.concatenate(a_parts), np.concatenate(b_parts), folds
 
 
-def _array_operand(arr, x, fmt, argname, axis):
+def _array_operands(arr, A, B):
+    """A and B as QTensors: integer arrays are codes, floats quantized as Array.gemm does (its
+    headroom, 'auto' from both operands)."""
     from accel_sim import operands
     from accel_sim.quant import QTensor
-    if isinstance(x, QTensor) or np.asarray(x).dtype.kind not in "ui":
-        shape = np.shape(x)
-        k = shape[1 - axis] if len(shape) == 2 else 1   # the reduction length, for "auto" headroom
-        q = operands.operand(arr, x, fmt, arr.quant["a" if axis == 0 else "b"], axis, argname, 2, k)
+    ops = []
+    for x, fmt, argname in ((A, arr.mac.a, "A"), (B, arr.mac.b, "B")):
+        if isinstance(x, QTensor) or np.asarray(x).dtype.kind not in "ui":
+            ops.append(x)
+            continue
+        codes = _codes(x, fmt, argname)
+        if codes.ndim != 2:
+            raise ValueError(f"{argname} must have 2 dimensions, got shape {codes.shape}")
+        ops.append(QTensor(codes, fmt))
+    shape = np.shape(ops[0].codes if isinstance(ops[0], QTensor) else ops[0])
+    k = shape[1] if len(shape) == 2 else 1   # the reduction length, for "auto" headroom
+    qa, qb = operands.operand_pair(arr, ops[0], ops[1], arr.quant["a"], arr.quant["b"], ("A", "B"), 2, k)
+    for q, argname in ((qa, "A"), (qb, "B")):
         if q.is_block_scaled:
             raise ValueError(f"{argname} is block-scaled; vectors of block-scaled GEMMs are not supported")
-        return q
-    codes = _codes(x, fmt, argname)
-    if codes.ndim != 2:
-        raise ValueError(f"{argname} must have 2 dimensions, got shape {codes.shape}")
-    return QTensor(codes, fmt)
+    return qa, qb
 
 
 def _codes(x, fmt, argname):
