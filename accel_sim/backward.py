@@ -16,25 +16,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel_sim import layers
+from accel_sim import formats, layers
+from accel_sim._native import check_seed
 from accel_sim.array import Array
 from accel_sim.quant import QTensor
 from accel_sim.scaling import ROUNDINGS, RULES, TensorScaler, sub_seed
 
-__all__ = ["GemmRole", "Backward"]
+__all__ = ["GemmRole", "Backward", "default_rule"]
+
+# float32's largest power of two: a format reaching it has float32's exponent range
+_F32_RANGE = 2.0 ** 127
+
+
+def default_rule(fmt) -> str:
+    """The scaling rule GemmRole gives an operand of `fmt` when none is named: "none" (a plain
+    cast) for formats with float32's exponent range (bf16, fp32), whose range is not the
+    bottleneck and whose dynamic scaling to fmt.max would overflow an fp32 accumulator with one
+    product; "dynamic" for the narrow formats (FP8, INT8, fp16, posits, ...)."""
+    return "none" if formats.get(fmt).max >= _F32_RANGE else "dynamic"
 
 
 class GemmRole:
     """The hardware of one backward GEMM: `array` (its MAC names the a format (the gradient),
     the b format (W or X) and the accumulator; its size, dataflow and energy table cost it) and
-    the per-tensor scaling of its operands: rule ("dynamic", "delayed" or "none"; b_rule
-    defaults to rule), history (delayed scaling's amax history length), margin, b_margin, and
+    the per-tensor scaling of its operands: rule ("dynamic", "delayed" or "none"; by default
+    default_rule of the a format; b_rule defaults to rule when rule is named, else to
+    default_rule of the b format), history (delayed scaling's amax history length), margin, b_margin, and
     rounding of the gradient operand ("rne" or "sr"; the b operand is rounded to nearest)."""
 
-    def __init__(self, array, rule="dynamic", *, b_rule=None, history=16, margin=0, b_margin=None, rounding="rne"):
+    def __init__(self, array, rule=None, *, b_rule=None, history=16, margin=0, b_margin=None, rounding="rne"):
         if not isinstance(array, Array):
             raise TypeError(f"array must be an acs.Array, got {type(array).__name__}")
-        b_rule = rule if b_rule is None else b_rule
+        if b_rule is None:
+            b_rule = default_rule(array.mac.b) if rule is None else rule
+        if rule is None:
+            rule = default_rule(array.mac.a)
         for argname, r in (("rule", rule), ("b_rule", b_rule)):
             if r not in RULES:
                 raise ValueError(f"{argname} must be one of {RULES}, got {r!r}")
@@ -65,6 +81,7 @@ class Backward:
     (each tensor and call draws its own stream from it)."""
 
     def __init__(self, dgrad: GemmRole, wgrad: GemmRole, *, seed=0):
+        seed = check_seed(seed)
         for argname, r in (("dgrad", dgrad), ("wgrad", wgrad)):
             if not isinstance(r, GemmRole):
                 raise TypeError(f"{argname} must be a backward.GemmRole, got {type(r).__name__}")

@@ -38,12 +38,18 @@ def sub_seed(seed: int, *path: int) -> int:
     return int(np.random.SeedSequence([int(seed), *map(int, path)]).generate_state(1, np.uint64)[0])
 
 
+_F32 = np.finfo(np.float32)
+
+
 def amax_scale(amax: float, fmt, margin: int = 0) -> np.float32:
-    """The float32 scale that maps amax onto fmt.max / 2**margin (1 where amax is 0)."""
+    """The float32 scale that maps amax onto fmt.max / 2**margin (1 where amax is 0), clamped
+    into float32's normal range: a tiny amax of a wide format (bf16 below ~4.8e-7) would
+    otherwise give scale 0; the clamped scale still keeps amax within fmt.max / 2**margin.
+    At the top (a huge amax of a narrow format) the tensor saturates."""
     fmt = formats.get(fmt)
     if not amax > 0:
         return np.float32(1.0)
-    return np.float32(amax * 2.0 ** margin / fmt.max)
+    return np.float32(np.clip(amax * 2.0 ** margin / fmt.max, _F32.tiny, _F32.max))
 
 
 class TensorScaler:

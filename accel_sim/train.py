@@ -14,6 +14,8 @@ array when given a backward.Backward (dgrad and wgrad GemmRoles), with the opera
 rules of acs.scaling.  docs/training.md has the decisions."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from accel_sim import formats
@@ -24,6 +26,11 @@ __all__ = ["AdamW", "StepCost", "all_finite", "MASTERS", "ROLES"]
 
 MASTERS = ("fp32", "bf16")
 ROLES = ("fwd", "dgrad", "wgrad")
+
+
+def _is_real(v) -> bool:
+    """A Python or numpy real number, not a bool."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
 def all_finite(grads) -> bool:
@@ -44,12 +51,13 @@ class AdamW:
     def __init__(self, lr=1e-3, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, master="fp32", rounding="rne",
                  seed=0, decay=None):
         for argname, v in (("lr", lr), ("eps", eps)):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-                raise ValueError(f"{argname} must be a positive number, got {v!r}")
-        if not isinstance(weight_decay, (int, float)) or isinstance(weight_decay, bool) or weight_decay < 0:
-            raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+            if not _is_real(v) or not math.isfinite(v) or not v > 0:
+                raise ValueError(f"{argname} must be a positive finite number, got {v!r}")
+        if not _is_real(weight_decay) or not math.isfinite(weight_decay) or weight_decay < 0:
+            raise ValueError(f"weight_decay must be a non-negative finite number, got {weight_decay!r}")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2 \
+                or not all(_is_real(b) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
         if master not in MASTERS:
             raise ValueError(f"master must be one of {MASTERS}, got {master!r}")
         if rounding not in ("rne", "sr"):
@@ -80,7 +88,15 @@ class AdamW:
                 for k, v in params.items()}
 
     def step(self, params, grads, lr_scale=1.0) -> dict:
-        """New params: one AdamW step with learning rate lr * lr_scale (float32 arithmetic)."""
+        """New params: one AdamW step with learning rate lr * lr_scale (float32 arithmetic).
+        Each gradient must have its parameter's shape (a broadcast would update wrongly)."""
+        if not _is_real(lr_scale) or not math.isfinite(lr_scale) or lr_scale < 0:
+            raise ValueError(f"lr_scale must be a non-negative finite number, got {lr_scale!r}")
+        for name, g in grads.items():
+            if name not in params:
+                raise ValueError(f"grads has {name!r}, which params lacks")
+            if g is not None and np.shape(g) != np.shape(params[name]):
+                raise ValueError(f"grads[{name!r}] has shape {np.shape(g)}, its parameter {np.shape(params[name])}")
         self.t += 1
         b1, b2 = np.float32(self.betas[0]), np.float32(self.betas[1])
         lr = np.float32(self.lr * lr_scale)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(TRACES))
 import finetune_minilm as fm  # noqa: E402
 from train_recipes import RECIPES  # noqa: E402
 
-from accel_sim.train import StepCost  # noqa: E402
+from accel_sim.train import AdamW, StepCost  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,17 @@ def test_same_seed_same_bits(task, config):
     assert r1["held_loss"] == r2["held_loss"] and r1["train_loss"] == r2["train_loss"]
     assert not np.array_equal(p1["up.w"], p3["up.w"])
     assert r1["skipped_steps"] == 0 and set(r1["per_role"]) == {"fwd", "dgrad", "wgrad"}
+
+
+def test_start_is_scored_on_the_same_forward_as_the_end(task):
+    # held_sqnr_db starts from init_held_sqnr_db on the configuration's forward (rebuilt here
+    # from the recipe), held_sqnr_db_float_weights from init_held_sqnr_db_float_fwd in float64
+    _, row = fm.fine_tune("FP8", 2, task, steps=1, train=(0,), held=(1,))
+    params = AdamW(fm.LR).init(fm.perturb(task["weights"], 2))
+    layers = {n: RECIPES["FP8"].layer(2, i) for i, n in enumerate(fm.GEMMS)}
+    assert row["init_held_sqnr_db"] == fm.sqnr_db(fm.forward(params, layers, task, (1,))[0], task, (1,))
+    assert row["init_held_sqnr_db_float_fwd"] == fm.sqnr_db(fm.forward(params, None, task, (1,))[0], task, (1,))
+    assert row["init_held_sqnr_db"] != row["init_held_sqnr_db_float_fwd"]
 
 
 def test_float_backward_matches_finite_differences(task):

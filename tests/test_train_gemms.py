@@ -31,8 +31,11 @@ def arr_of(mac, dataflow="ws"):
 
 
 def per_tensor(x, fmt, margin=0):
-    """The dynamic rule written out: scale float32(amax * 2**margin / fmt.max)."""
+    """GemmRole's default rule written out: formats with float32's exponent range (bf16) are
+    cast (scale 1); the others scaled dynamically, scale float32(amax * 2**margin / fmt.max)."""
     f = acs.formats.get(fmt)
+    if f.max >= 2.0 ** 127:
+        return quantize(x, f, scale=np.float32(1), saturate=True)
     amax = float(np.max(np.abs(x)))
     return quantize(x, f, scale=np.float32(amax * 2.0 ** margin / f.max), saturate=True)
 
@@ -201,6 +204,38 @@ def test_bad_backward_arguments():
         GemmRole(arr, rounding="up")
     with pytest.raises(TypeError, match="dgrad"):
         Backward(None, GemmRole(arr))
+    for seed in ("7", 1.5, True):
+        with pytest.raises(TypeError, match="seed"):
+            Backward(GemmRole(arr), GemmRole(arr), seed=seed)
+    for seed in (-1, 2 ** 70):
+        with pytest.raises(ValueError, match="seed"):
+            Backward(GemmRole(arr), GemmRole(arr), seed=seed)
     fwd = qat.linear(arr, np.ones((2, 3)), np.ones((2, 3)), x_quant=dyn("int8"), w_quant=dyn("int8"))
     with pytest.raises(TypeError, match="need_x"):
         fwd.backward(np.ones((2, 2)), need_x="no")
+
+
+def test_default_rule_casts_bf16_and_scales_narrow_formats():
+    """bf16 operands are cast unscaled by default: scaled to bf16's max, one product of two
+    codes (~1e77) would overflow the fp32 accumulator and the gradients would be NaN."""
+    rng = np.random.default_rng(8)
+    x, w, g = rng.normal(size=(6, 9)), rng.normal(size=(5, 9)), rng.normal(size=(6, 5)) * 1e-3
+    arr = arr_of(("bf16", "bf16", "fp32"))
+    role = GemmRole(arr)
+    assert (role.rule, role.b_rule) == ("none", "none")
+    grads = qat.linear(arr, x, w, x_quant=_unit("bf16"), w_quant=_unit("bf16"),
+                       backward=Backward(role, role)).backward(g)
+    cast = [quantize(v, "bf16", scale=np.float32(1)) for v in (g, w, g.T, x)]
+    assert bits(grads["x"]).tolist() == bits(arr.gemm(cast[0], cast[1]).output).tolist()
+    assert bits(grads["w"]).tolist() == bits(arr.gemm(cast[2], cast[3]).output).tolist()
+    dyn_role = GemmRole(arr, "dynamic")
+    bad = qat.linear(arr, x, w, x_quant=_unit("bf16"), w_quant=_unit("bf16"),
+                     backward=Backward(dyn_role, dyn_role)).backward(g)
+    assert not np.all(np.isfinite(bad["w"]))
+    # mixed: an FP8 gradient operand with a bf16 forward operand, each by its own format
+    mixed = GemmRole(arr_of(("e5m2", "bf16", "fp32")))
+    assert (mixed.rule, mixed.b_rule) == ("dynamic", "none")
+    assert GemmRole(arr, "delayed").b_rule == "delayed"       # a named rule still applies to both
+    for mac in (("e5m2", "e4m3fn", "fp32"), ("int8", "int8", "int32"), ("fp16", "fp16", "fp32")):
+        r = GemmRole(arr_of(mac))
+        assert (r.rule, r.b_rule) == ("dynamic", "dynamic"), mac

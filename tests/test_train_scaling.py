@@ -43,6 +43,22 @@ def test_dynamic_and_none_rules():
     assert amax_scale(0.0, "int8") == 1.0
 
 
+def test_tiny_amax_of_a_wide_format_clamps_the_scale():
+    """bf16's max is ~3.4e38, so amax / max underflows float32 below amax ~4.8e-7: the scale is
+    clamped to float32's smallest normal, which keeps the tensor representable."""
+    tiny = np.finfo(np.float32).tiny
+    x = np.array([1e-8, -3e-9, 0.0])
+    q = TensorScaler("bf16")(x)
+    assert f32_bits(q.scale) == f32_bits(tiny)
+    bf16 = acs.formats.get("bf16")
+    np.testing.assert_array_equal(q.codes, bf16.encode(x / np.float64(tiny)))
+    assert f32_bits(amax_scale(1e-30, "fp32")) == f32_bits(tiny)
+    # at the top: a huge amax of a narrow format saturates at float32's max scale
+    assert f32_bits(amax_scale(1e300, "int4")) == f32_bits(np.finfo(np.float32).max)
+    q = TensorScaler("int4")(np.array([1e300, 1.0]))
+    assert q.codes.view(np.int8)[0] == 7
+
+
 def test_delayed_saturates_when_amax_grows():
     sc = TensorScaler("int8", "delayed", history=2)
     sc(np.array([1.0, -0.5]))
@@ -155,3 +171,34 @@ def test_bad_scaling_and_optimizer_arguments():
         AdamW(master="fp32", rounding="sr")
     with pytest.raises(ValueError, match="role"):
         StepCost().add("fc", "backward", [])
+
+
+@pytest.mark.parametrize("kw,match", [({"weight_decay": float("nan")}, "weight_decay"),
+                                      ({"weight_decay": -1e-2}, "weight_decay"),
+                                      ({"lr": float("inf")}, "lr"), ({"lr": 0}, "lr"), ({"lr": "1e-3"}, "lr"),
+                                      ({"lr": True}, "lr"), ({"eps": float("nan")}, "eps"),
+                                      ({"betas": 0.9}, "betas"), ({"betas": (0.9,)}, "betas"),
+                                      ({"betas": (0.9, 1.0)}, "betas"), ({"betas": (0.9, "x")}, "betas")])
+def test_adamw_rejects_bad_hyperparameters(kw, match):
+    with pytest.raises(ValueError, match=match):
+        AdamW(**kw)
+
+
+def test_adamw_accepts_numpy_scalars():
+    w = {"w": np.linspace(-1, 1, 6).reshape(2, 3)}
+    g = {"w": np.full((2, 3), 0.5)}
+    a = AdamW(np.float32(1e-3), betas=(np.float64(0.9), np.float32(0.999)), weight_decay=np.float64(0.0))
+    b = AdamW(float(np.float32(1e-3)), betas=(0.9, float(np.float32(0.999))))
+    assert f32_bits(a.step(a.init(w), g)["w"]).tolist() == f32_bits(b.step(b.init(w), g)["w"]).tolist()
+
+
+def test_adamw_step_rejects_a_gradient_of_another_shape():
+    opt = AdamW()
+    params = opt.init({"w": np.ones((4, 3))})
+    with pytest.raises(ValueError, match=r"grads\['w'\] has shape \(3,\)"):
+        opt.step(params, {"w": np.ones(3)})
+    with pytest.raises(ValueError, match="params lacks"):
+        opt.step(params, {"v": np.ones(3)})
+    with pytest.raises(ValueError, match="lr_scale"):
+        opt.step(params, {"w": np.ones((4, 3))}, lr_scale=float("nan"))
+    assert opt.t == 0      # nothing was applied

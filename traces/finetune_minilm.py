@@ -189,12 +189,15 @@ def loss_and_grads(params, layers, task, idx, cost):
 
 def fine_tune(name, seed, task, steps=STEPS, train=TRAIN, held=HELD, noise=NOISE, log=None):
     """One run: (trained params, result row).  The row's teacher_held_sqnr_db is the
-    unperturbed (recorded) layer on this configuration's forward, the reference for its hardware."""
+    unperturbed (recorded) layer on this configuration's forward, the reference for its hardware;
+    init_held_sqnr_db the perturbed layer on this forward (the start of held_sqnr_db), and
+    init_held_sqnr_db_float_fwd on the float64 forward (the start of held_sqnr_db_float_weights)."""
     cfg = RECIPES[name]
     layers = None if cfg.fwd is None else {n: cfg.layer(seed, i) for i, n in enumerate(GEMMS)}
     opt = AdamW(LR, master=cfg.master, rounding=cfg.update, seed=seed)
     params = opt.init(perturb(task["weights"], seed, noise))
-    init_held_db = sqnr_db(forward(params, None, task, held)[0], task, held)
+    init_held_db = sqnr_db(forward(params, layers, task, held)[0], task, held)
+    init_held_db_float = sqnr_db(forward(params, None, task, held)[0], task, held)
     t0, curve, costs, skipped = time.perf_counter(), [], [], 0
     for t in range(steps):
         cost = StepCost()
@@ -213,7 +216,7 @@ def fine_tune(name, seed, task, steps=STEPS, train=TRAIN, held=HELD, noise=NOISE
     row = {"config": name, "seed": seed, "train_loss": nmse(y_train, task, train),
            "held_loss": nmse(y_held, task, held), "held_sqnr_db": sqnr_db(y_held, task, held),
            "held_sqnr_db_float_weights": sqnr_db(forward(params, None, task, held)[0], task, held),
-           "init_held_sqnr_db": init_held_db,
+           "init_held_sqnr_db": init_held_db, "init_held_sqnr_db_float_fwd": init_held_db_float,
            "teacher_held_sqnr_db": sqnr_db(forward(task["weights"], layers, task, held)[0], task, held),
            "curve": curve, "steps": steps, "skipped_steps": skipped, "seconds": seconds,
            "nonfinite_params": bool(not all_finite(params))}
@@ -225,7 +228,8 @@ def fine_tune(name, seed, task, steps=STEPS, train=TRAIN, held=HELD, noise=NOISE
         row["per_role"] = {r: {k: float(np.mean([d[r][k] for d in roles])) for k in ("cycles", "energy_pj", "macs")}
                            for r in ("fwd", "dgrad", "wgrad")}
     if log:
-        log(f"  {name:5s} seed {seed}: held-out SQNR {row['held_sqnr_db']:.2f} dB (from {init_held_db:.2f}), "
+        log(f"  {name:5s} seed {seed}: held-out SQNR {row['held_sqnr_db']:.2f} dB "
+            f"(from {init_held_db:.2f} on this fwd), "
             f"train loss {row['train_loss']:.4f} ({seconds:.1f} s)")
     return params, row
 
@@ -243,7 +247,7 @@ def summarize(rows):
             s[f"{key}_mean"], s[f"{key}_std"] = float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
             s[f"{key}_diff_mean"] = float(d.mean()) if len(d) else None
             s[f"{key}_diff_std"] = float(d.std(ddof=1)) if len(d) > 1 else None
-        for key in ("init_held_sqnr_db", "teacher_held_sqnr_db"):
+        for key in ("init_held_sqnr_db", "init_held_sqnr_db_float_fwd", "teacher_held_sqnr_db"):
             s[f"{key}_mean"] = float(np.mean([r[key] for r in sel]))
         s["skipped_steps_mean"] = float(np.mean([r["skipped_steps"] for r in sel]))
         e = [r for r in sel if "energy_uj_per_step" in r]
@@ -257,18 +261,21 @@ def summarize(rows):
 
 
 def table(summary):
-    """The README's table (cycles per step, the same for every configuration, are in the JSON)."""
-    def pm(s, key):
+    """The README's table (cycles per step, the same for every configuration, are in the JSON);
+    each SQNR with its start (the perturbed layer) on the same forward."""
+    def pm(s, key, start):
         d = "" if s["config"] == "FP32" or s[f"{key}_diff_mean"] is None else \
             f"{s[f'{key}_diff_mean']:+.2f} +- {s[f'{key}_diff_std'] or 0:.2f}"
-        return f"{s[f'{key}_mean']:.2f} +- {s[f'{key}_std']:.2f}", d
-    lines = ["| configuration | held-out SQNR dB, on the array | vs FP32, paired | same weights, float64 fwd | "
-             "vs FP32, paired | recorded layer on this fwd | train loss | µJ / step (fwd / dgrad / wgrad) | s / run |",
+        return f"{s[f'{key}_mean']:.2f} +- {s[f'{key}_std']:.2f} (from {s[f'{start}_mean']:.2f})", d
+    lines = ["| configuration | held-out SQNR dB, on the array (start) | vs FP32, paired | same weights, float64 fwd "
+             "(start) | vs FP32, paired | recorded layer on this fwd | train loss | µJ / step (fwd / dgrad / wgrad) | "
+             "s / run |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         e = "" if s["energy_uj_per_step"] is None else \
             f"{s['energy_uj_per_step']:.0f} ({s['fwd_uj']:.0f} / {s['dgrad_uj']:.0f} / {s['wgrad_uj']:.0f})"
-        cells = [s["config"], *pm(s, "held_sqnr_db"), *pm(s, "held_sqnr_db_float_weights"),
+        cells = [s["config"], *pm(s, "held_sqnr_db", "init_held_sqnr_db"),
+                 *pm(s, "held_sqnr_db_float_weights", "init_held_sqnr_db_float_fwd"),
                  f"{s['teacher_held_sqnr_db_mean']:.1f}", f"{s['train_loss_mean']:.1e}", e,
                  f"{s['seconds_per_run']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")

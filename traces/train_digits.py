@@ -116,7 +116,7 @@ def train_one(name, seed, data, epochs, log):
     scaler = None if cfg.loss_scale is None else LossScaler(**cfg.loss_scale)
     rng = np.random.default_rng([seed, 2])
     steps = -(-len(x_train) // BATCH) * epochs
-    t, t0 = 0, time.perf_counter()
+    t, t0, skipped = 0, time.perf_counter(), 0
     curve, step_costs = [], []
     for epoch in range(epochs):
         perm = rng.permutation(len(x_train))
@@ -138,25 +138,34 @@ def train_one(name, seed, data, epochs, log):
             if ok:
                 params = opt.step(params, grads, lr_scale=0.5 * (1 + np.cos(np.pi * t / steps)))
                 losses.append(loss)
+            else:       # skipped with or without a loss scaler
+                skipped += 1
             t += 1
         acc = evaluate(params, layers, x_test, y_test)
         curve.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-                      "accuracy": acc, "skipped": 0 if scaler is None else scaler.skipped})
+                      "accuracy": acc, "skipped": skipped})
     seconds = time.perf_counter() - t0
     row = {"config": name, "seed": seed, "accuracy": curve[-1]["accuracy"], "final_loss": curve[-1]["loss"],
            "curve": curve, "seconds": seconds, "steps": t,
-           "skipped_steps": 0 if scaler is None else scaler.skipped,
-           "nonfinite_params": bool(not all_finite(params))}
+           "skipped_steps": skipped, "nonfinite_params": bool(not all_finite(params))}
     if step_costs:
-        roles = [c.by_role() for c in step_costs]
-        row["energy_nj_per_step"] = float(np.mean([c.energy_pj for c in step_costs])) / 1e3
-        row["cycles_per_step"] = float(np.mean([c.cycles for c in step_costs]))
-        row["per_role"] = {r: {k: float(np.mean([d[r][k] for d in roles])) for k in ("cycles", "energy_pj", "macs")}
-                           for r in ("fwd", "dgrad", "wgrad")}
+        add_costs(row, step_costs)
         row["per_layer_role"] = step_costs[0].rows()
     log(f"  {name:26s} seed {seed}: acc {row['accuracy']:.4f} loss {row['final_loss']:.4f} "
         f"skipped {row['skipped_steps']} ({seconds:.1f} s)")
     return row
+
+
+def add_costs(row, step_costs):
+    """Mean energy and cycles per completed step (a short last batch included), each role's
+    means, and the cycles of a full step and of its forward (step 0 is a full batch)."""
+    roles = [c.by_role() for c in step_costs]
+    row["energy_nj_per_step"] = float(np.mean([c.energy_pj for c in step_costs])) / 1e3
+    row["cycles_per_step"] = float(np.mean([c.cycles for c in step_costs]))
+    row["per_role"] = {r: {k: float(np.mean([d[r][k] for d in roles])) for k in ("cycles", "energy_pj", "macs")}
+                       for r in ("fwd", "dgrad", "wgrad")}
+    row["cycles_per_full_step"] = step_costs[0].cycles
+    row["fwd_cycles_per_full_step"] = roles[0]["fwd"]["cycles"]
 
 
 def summarize(rows):
@@ -170,7 +179,8 @@ def summarize(rows):
         e = [r["energy_nj_per_step"] for r in sel if "energy_nj_per_step" in r]
         roles = {k: float(np.mean([r["per_role"][k]["energy_pj"] for r in sel])) / 1e3
                  for k in ("fwd", "dgrad", "wgrad")} if e else {}
-        out.append({"config": name, "n_seeds": len(sel), "accuracy_mean": float(acc.mean()),
+        out.append({"config": name, "label": RECIPES[name].label, "n_seeds": len(sel), "steps": sel[0]["steps"],
+                    "accuracy_mean": float(acc.mean()),
                     "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
                     "diff_vs_fp32_mean": float(diff.mean()) if len(diff) else None,
                     "diff_vs_fp32_std": float(diff.std(ddof=1)) if len(diff) > 1 else None,
@@ -179,32 +189,48 @@ def summarize(rows):
                     "energy_nj_per_step": float(np.mean(e)) if e else None,
                     "fwd_nj": roles.get("fwd"), "dgrad_nj": roles.get("dgrad"), "wgrad_nj": roles.get("wgrad"),
                     "cycles_per_step": float(np.mean([r["cycles_per_step"] for r in sel])) if e else None,
+                    "cycles_per_full_step": sel[0]["cycles_per_full_step"] if e else None,
+                    "fwd_cycles_per_full_step": sel[0]["fwd_cycles_per_full_step"] if e else None,
                     "seconds_per_run": float(np.mean([r["seconds"] for r in sel]))})
     return out
 
 
-def table(summary):
-    def pct(v):
-        return "" if v is None else f"{100 * v:+.1f}"
-    lines = ["| configuration | accuracy % (mean +- std) | vs FP32 (paired, pp) | final loss | skipped steps | "
-             "nJ / step (fwd / dgrad / wgrad) | cycles / step | s / run |", "|---|---|---|---|---|---|---|---|"]
+def table(summary, baseline=True):
+    """The README's table (baseline=False leaves out the FP32 row, for the follow-ups)."""
+    lines = ["| configuration (fwd / bwd MAC) | accuracy % | vs FP32, paired (pp) | final loss | skipped steps | "
+             "µJ / step (fwd / dgrad / wgrad) | s / run |", "|---|---|---|---|---|---|---|"]
     for r in summary:
-        e = "" if r["energy_nj_per_step"] is None else \
-            f"{r['energy_nj_per_step']:.0f} ({r['fwd_nj']:.0f} / {r['dgrad_nj']:.0f} / {r['wgrad_nj']:.0f})"
+        if r["config"] == "FP32" and not baseline:
+            continue
         d = "" if r["diff_vs_fp32_mean"] is None or r["config"] == "FP32" else \
-            f"{pct(r['diff_vs_fp32_mean'])} +- {100 * (r['diff_vs_fp32_std'] or 0):.1f}"
-        cyc = "" if r["cycles_per_step"] is None else f"{r['cycles_per_step']:.0f}"
-        lines.append(f"| {r['config']} | {100 * r['accuracy_mean']:.1f} +- {100 * r['accuracy_std']:.1f} | {d} | "
-                     f"{r['final_loss_mean']:.3f} | {r['skipped_steps_mean']:.0f} | {e} | {cyc} | "
-                     f"{r['seconds_per_run']:.0f} |")
+            f"{100 * r['diff_vs_fp32_mean']:+.1f} +- {100 * (r['diff_vs_fp32_std'] or 0):.1f}"
+        sk = r["skipped_steps_mean"]
+        sk = "0" if sk == 0 else f"{sk:.4g} of {r['steps']}"
+        e = "" if r["energy_nj_per_step"] is None else \
+            f"{r['energy_nj_per_step'] / 1e3:.1f} ({r['fwd_nj'] / 1e3:.1f} / {r['dgrad_nj'] / 1e3:.1f} / " \
+            f"{r['wgrad_nj'] / 1e3:.1f})"
+        # float(): the JSON stores NaN as "nan"
+        lines.append(f"| {r['label']} | {100 * r['accuracy_mean']:.1f} +- {100 * r['accuracy_std']:.1f} | {d} | "
+                     f"{float(r['final_loss_mean']):.3f} | {sk} | {e} | {r['seconds_per_run']:.0f} |")
     return "\n".join(lines)
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return v
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 3 configurations")
-    ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--seeds", type=positive_int, default=None)
+    ap.add_argument("--epochs", type=positive_int, default=None)
     ap.add_argument("--configs", default=None, help="';'-separated configuration names (default: all but the "
                     "extra ones)")
     ap.add_argument("--out", type=Path, default=OUT, help="output path stem (.json and .csv are written)")

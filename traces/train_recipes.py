@@ -57,7 +57,8 @@ class Recipe:
     and wgrad MAC or None (float64 STE: the FP32 baseline has no array at all); rule, margin,
     rounding: the backward operands' scaling (scaling.TensorScaler; b_margin for the b operand,
     default margin); master / update: AdamW's
-    master weights; loss_scale: LossScaler keyword arguments or None."""
+    master weights; loss_scale: LossScaler keyword arguments or None; label: its name in the
+    README's tables."""
 
     fwd: tuple | None
     quant: str = "dynamic"
@@ -70,6 +71,7 @@ class Recipe:
     loss_scale: dict | None = None
     history: int = 16
     b_margin: int | None = None
+    label: str = ""
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -93,43 +95,46 @@ class Recipe:
 
 
 FP8 = Recipe(("e4m3fn", "e4m3fn", "fp32"), bwd=("e5m2", "e4m3fn", "fp32"), rule="delayed",
-             notes="TE-style: E4M3 forward (current amax), E5M2 gradients (delayed, amax history 16), fp32 acc")
+             label="FP8: E4M3 fwd, E5M2 x E4M3 bwd (delayed, H=16) -> fp32", notes="TE-style: E4M3 forward (current amax), E5M2 gradients (delayed, amax history 16), fp32 acc")
 RECIPES = {
-    "FP32": Recipe(None, notes="float64 GEMMs (numpy), fp32 master weights: the baseline"),
+    "FP32": Recipe(None, label="FP32 (float64 GEMMs, not on the array)", notes="float64 GEMMs (numpy), fp32 master weights: the baseline"),
     "BF16": Recipe(("bf16", "bf16", "fp32"), quant="unit", bwd=("bf16", "bf16", "fp32"), rule="none",
-                   notes="bf16 operands (plain casts), fp32 accumulation, fp32 master weights"),
+                   label="BF16 x BF16 -> fp32", notes="bf16 operands (plain casts), fp32 accumulation, fp32 master weights"),
     "FP8": FP8,
     "FP8, fp16 acc": Recipe(("e4m3fn", "e4m3fn", "fp16"), bwd=("e5m2", "e4m3fn", "fp16"), rule="delayed",
                             loss_scale={"init": 2.0 ** 16, "growth_interval": 200},
-                            notes="FP8 with an fp16 accumulator in every GEMM; fp16 loss scaling, "
+                            label="FP8 as above -> **fp16** accumulators", notes="FP8 with an fp16 accumulator in every GEMM; fp16 loss scaling, "
                                   "non-finite steps skipped"),
     "FP8, fp16 acc, margins": Recipe(("e4m3fn", "e4m3fn", "fp16"), quant=4, bwd=("e5m2", "e4m3fn", "fp16"),
                                      rule="delayed", margin=10, b_margin=4,
                                      loss_scale={"init": 2.0 ** 16, "growth_interval": 200},
+                                     label="FP8 -> fp16 acc, with headroom (E4M3 amax -> 448/16, E5M2 amax -> "
+                                           "57344/1024)",
                                      notes="FP8 with fp16 accumulators and headroom: E4M3 operands scaled to 448/16, "
                                            "E5M2 gradients to 57344/1024 (the product of two maximal codes fits fp16)"),
     "INT8": Recipe(("int8", "int8", "int32"), bwd=("int8", "int8", "int32"),
-                   notes="INT8 per-tensor (current amax) forward and backward, int32 acc"),
+                   label="INT8 x INT8 -> int32, fwd and bwd", notes="INT8 per-tensor (current amax) forward and backward, int32 acc"),
     "INT8, sr grads": Recipe(("int8", "int8", "int32"), bwd=("int8", "int8", "int32"), rounding="sr",
-                             notes="INT8 with stochastic rounding of the gradient operand"),
+                             label="INT8, sr on the gradient operand", notes="INT8 with stochastic rounding of the gradient operand"),
     "VSQ4 fwd / INT8 bwd": Recipe(("int4", "int4", "int32"), quant="vsq", bwd=("int8", "int8", "int32"),
-                                  notes="VS-Quant 4-bit forward (uint4 scale per 16), INT8 per-tensor gradients"),
+                                  label="VS-Quant INT4 fwd (uint4 / 16) / INT8 bwd", notes="VS-Quant 4-bit forward (uint4 scale per 16), INT8 per-tensor gradients"),
     "posit8 + quire": Recipe(("posit8", "posit8", "quire"), quant="unit", bwd=("posit8", "posit8", "quire"),
-                             margin=POSIT_MARGIN,
+                             margin=POSIT_MARGIN, label="posit8 x posit8 -> quire (read out as posit8)",
                              notes="posit8 (es 0) everywhere, exact quire accumulation; forward unscaled, "
                                    "backward operands scaled so amax -> 8"),
     "posit8 + quire, scaled fwd": Recipe(("posit8", "posit8", "quire"), quant=POSIT_MARGIN,
                                          bwd=("posit8", "posit8", "quire"), margin=POSIT_MARGIN,
+                                         label="posit8 -> quire (posit8 readout), forward also scaled (amax -> 8)",
                                          notes="posit8 + quire with the forward operands scaled like the gradients "
                                                "(amax -> 8)"),
     "posit8 + quire -> posit16": Recipe(("posit8", "posit8", Q16), quant="unit", bwd=("posit8", "posit8", Q16),
-                                        margin=POSIT_MARGIN,
+                                        margin=POSIT_MARGIN, label="posit8 -> quire read out as **posit16**",
                                         notes="posit8 + quire read out to posit16 instead of posit8"),
     "BF16, bf16 weights": Recipe(("bf16", "bf16", "fp32"), quant="unit", bwd=("bf16", "bf16", "fp32"), rule="none",
-                                 master="bf16", notes="BF16 with bf16 master weights, update rounded to nearest"),
+                                 master="bf16", label="BF16, bf16 master weights, rne update", notes="BF16 with bf16 master weights, update rounded to nearest"),
     "BF16, bf16 weights + sr": Recipe(("bf16", "bf16", "fp32"), quant="unit", bwd=("bf16", "bf16", "fp32"),
                                       rule="none", master="bf16", update="sr",
-                                      notes="BF16 with bf16 master weights, stochastically rounded update"),
+                                      label="BF16, bf16 master weights, sr update", notes="BF16 with bf16 master weights, stochastically rounded update"),
 }
 # follow-ups to the main table, run apart:
 #   python traces/train_digits.py --configs "FP8, fp16 acc, margins;posit8 + quire, scaled fwd" \

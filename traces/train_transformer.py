@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import digits_cnn as dc  # noqa: E402
-from train_digits import summarize, table, write  # noqa: E402
+from train_digits import add_costs, positive_int, summarize, table, write  # noqa: E402
 from train_recipes import RECIPES  # noqa: E402
 
 from accel_sim import qat  # noqa: E402
@@ -80,26 +80,35 @@ def linear(layers, params, name, x):
     return qat.linear(arr, x, w, b, x_quant=xq, w_quant=wq, backward=bw)
 
 
+class _Overflow(Exception):
+    """An accumulator overflowed in the forward: the step is lost."""
+
+
 def forward(params, layers, x):
-    """Logits and the cache for the backward."""
+    """Logits and the cache for the backward; NaN logits (and no cache) when a layer's output
+    overflowed (the next layer could not quantize it)."""
     tok = x.reshape(len(x), T, 8)
-    f = {"embed": linear(layers, params, "embed", tok)}
-    e = f["embed"].output + params["pos"]
-    for n in ("q", "k", "v"):
-        f[n] = linear(layers, params, n, e)
-    q, k, v = (f[n].output for n in ("q", "k", "v"))
-    s = q @ k.transpose(0, 2, 1) / np.sqrt(D)
-    s = s - s.max(axis=-1, keepdims=True)
-    p = np.exp(s) / np.exp(s).sum(axis=-1, keepdims=True)
-    ctx = p @ v
-    f["o"] = linear(layers, params, "o", ctx)
-    h1 = e + f["o"].output
-    f["up"] = linear(layers, params, "up", h1)
-    u = np.maximum(f["up"].output, 0)
-    f["down"] = linear(layers, params, "down", u)
-    h2 = h1 + f["down"].output
-    f["head"] = linear(layers, params, "head", h2.mean(axis=1))
-    return f["head"].output, {"f": f, "p": p, "q": q, "k": k, "v": v, "u": f["up"].output}
+    f = {}
+
+    def lin(name, h):
+        f[name] = linear(layers, params, name, h)
+        if not np.all(np.isfinite(f[name].output)):
+            raise _Overflow
+        return f[name].output
+
+    try:
+        e = lin("embed", tok) + params["pos"]
+        q, k, v = (lin(n, e) for n in ("q", "k", "v"))
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(D)
+        s = s - s.max(axis=-1, keepdims=True)
+        p = np.exp(s) / np.exp(s).sum(axis=-1, keepdims=True)
+        h1 = e + lin("o", p @ v)
+        u = lin("up", h1)
+        h2 = h1 + lin("down", np.maximum(u, 0))
+        logits = lin("head", h2.mean(axis=1))
+    except _Overflow:
+        return np.full((len(x), 10), np.nan), None
+    return logits, {"f": f, "p": p, "q": q, "k": k, "v": v, "u": u}
 
 
 def loss_and_grads(params, layers, x, y, cost):
@@ -151,7 +160,7 @@ def train_one(name, seed, data, epochs, log):
     params = opt.init(init_params(seed))
     rng = np.random.default_rng([seed, 2])
     steps = -(-len(x_train) // BATCH) * epochs
-    t, t0, curve, costs = 0, time.perf_counter(), [], []
+    t, t0, curve, costs, skipped = 0, time.perf_counter(), [], [], 0
     for epoch in range(epochs):
         perm = rng.permutation(len(x_train))
         losses = []
@@ -164,27 +173,26 @@ def train_one(name, seed, data, epochs, log):
             if np.isfinite(loss) and all_finite(grads):
                 params = opt.step(params, grads, lr_scale=0.5 * (1 + np.cos(np.pi * t / steps)))
                 losses.append(loss)
+            else:       # an overflow: the step is dropped
+                skipped += 1
             t += 1
         curve.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-                      "accuracy": accuracy(params, layers, x_test.astype(np.float64), y_test), "skipped": 0})
+                      "accuracy": accuracy(params, layers, x_test.astype(np.float64), y_test), "skipped": skipped})
     seconds = time.perf_counter() - t0
     row = {"config": name, "seed": seed, "accuracy": curve[-1]["accuracy"], "final_loss": curve[-1]["loss"],
-           "curve": curve, "seconds": seconds, "steps": t, "skipped_steps": 0,
+           "curve": curve, "seconds": seconds, "steps": t, "skipped_steps": skipped,
            "nonfinite_params": bool(not all_finite(params))}
     if costs:
-        roles = [c.by_role() for c in costs]
-        row["energy_nj_per_step"] = float(np.mean([c.energy_pj for c in costs])) / 1e3
-        row["cycles_per_step"] = float(np.mean([c.cycles for c in costs]))
-        row["per_role"] = {r: {k: float(np.mean([d[r][k] for d in roles])) for k in ("cycles", "energy_pj", "macs")}
-                           for r in ("fwd", "dgrad", "wgrad")}
-    log(f"  {name:6s} seed {seed}: acc {row['accuracy']:.4f} loss {row['final_loss']:.4f} ({seconds:.1f} s)")
+        add_costs(row, costs)
+    log(f"  {name:6s} seed {seed}: acc {row['accuracy']:.4f} loss {row['final_loss']:.4f} "
+        f"skipped {skipped} ({seconds:.1f} s)")
     return row
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=SEEDS)
-    ap.add_argument("--epochs", type=int, default=EPOCHS)
+    ap.add_argument("--seeds", type=positive_int, default=SEEDS)
+    ap.add_argument("--epochs", type=positive_int, default=EPOCHS)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     data = dc.load_split("the experiment")
