@@ -72,9 +72,10 @@ class Array:
     blocks), "calibration", "rounding", "headroom" (bits: amax maps to max / 2^bits for "tensor"
     and "channel" scales; "auto": the smallest headroom that keeps every partial sum within a
     float accumulator, from the formats and K, accel_sim.headroom; default 0).
-    seed: stochastic rounding's seed.  energy: an EnergyTable, or the path of a TOML one
-    (default: EnergyTable.default(45)).  threads: engine threads over output rows (default: the
-    ACCEL_SIM_THREADS environment variable, else every core); the bits never depend on it.
+    seed: stochastic rounding's seed.  energy: an EnergyTable, a preset's name
+    (EnergyTable.presets()) or the path of a TOML table (default: EnergyTable.default(45)).
+    threads: engine threads over output rows (default: the ACCEL_SIM_THREADS environment
+    variable, else every core); the bits never depend on it.
     memory_limit_bytes: a GEMM whose outputs and working copies would need more is refused
     before anything is allocated (default: ACCEL_SIM_MEMORY_LIMIT, else 8 GiB)."""
 
@@ -115,10 +116,13 @@ class Array:
         _operands.check_headroom_for(self)
         if energy is None:
             energy = EnergyTable.default(45)
+        elif isinstance(energy, str) and energy in EnergyTable.presets():
+            energy = EnergyTable.preset(energy)
         elif isinstance(energy, (str, bytes)) or hasattr(energy, "__fspath__"):
             energy = EnergyTable.from_toml(energy)
         elif not isinstance(energy, EnergyTable):
-            raise TypeError(f"energy must be an EnergyTable or a TOML path, got {type(energy).__name__}")
+            raise TypeError(f"energy must be an EnergyTable, a preset name ({', '.join(EnergyTable.presets())}) "
+                            f"or a TOML path, got {type(energy).__name__}")
         self.energy = energy
         self._buffer_c = ffi.new("acs_acc *")
         self.buffer_acc._fill(self._buffer_c)

@@ -214,19 +214,33 @@ def cmd_plan(args):
 
 def _print_table(table):
     rows = sorted(table, key=lambda r: r["energy_pj"])
-    width = max([len("configuration (A x B -> accumulator, scaling)")] + [len(describe(r)) for r in rows])
+    several_tables = len({r.get("energy_table") for r in rows}) > 1
+
+    def name(r):   # the energy table too, when rows differ in it
+        return describe(r) + (f", energy table {r.get('energy_table')}" if several_tables else "")
+
+    width = max([len("configuration (A x B -> accumulator, scaling)")] + [len(name(r)) for r in rows])
     print(f"{'configuration (A x B -> accumulator, scaling)':<{width}}  {'error':>10}{'SQNR dB':>9}{'energy uJ':>11}"
           f"{'pJ/MAC':>8}")
     for r in rows:
         err = f"{r['error']:.3e}" if math.isfinite(r["error"]) else "overflow"
-        print(f"{describe(r):<{width}}  {err:>10}{r['sqnr_db']:>9.2f}{r['energy_pj'] / 1e6:>11.1f}{r['pj_per_mac']:>8.3f}")
+        print(f"{name(r):<{width}}  {err:>10}{r['sqnr_db']:>9.2f}{r['energy_pj'] / 1e6:>11.1f}{r['pj_per_mac']:>8.3f}")
     for r in table:
         if r.get("overflow"):
-            print(f"overflow in {describe(r)}: {r['overflow']}")
+            print(f"overflow in {name(r)}: {r['overflow']}")
 
 
 def _split(text):
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _energy_tables_arg(text):
+    from accel_sim.energy import EnergyTable
+    names, known = _split(text), EnergyTable.presets()
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        _error(f"--energy-table takes comma-separated preset names ({', '.join(known)}), got {text!r}")
+    return names
 
 
 def cmd_sweep(args):
@@ -243,8 +257,8 @@ def cmd_sweep(args):
         grid["rounding"] = _split(args.rounding)
     if args.scale_format:
         grid["scale_format"] = _split(args.scale_format)
-    if args.energy_table:
-        grid["energy_table"] = _split(args.energy_table)
+    if args.energy_table is not None:
+        grid["energy_table"] = _energy_tables_arg(args.energy_table)
     if args.headroom:
         try:
             grid["headroom"] = [_headroom_arg(h) for h in _split(args.headroom)]

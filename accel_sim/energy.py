@@ -83,6 +83,9 @@ class EnergyTable:
                              f"got {self.node_nm!r}")
         if self.default_sram_kb <= 0:
             raise ValueError(f"default_sram_kb must be positive, got {self.default_sram_kb}")
+        if self.mult_idle_fraction > 1:   # a gated multiply cannot cost more than an active one
+            raise ValueError(f"mult_idle_fraction must be in [0, 1] (a gated multiply's energy as a fraction of "
+                             f"an active one), got {self.mult_idle_fraction!r}")
 
     @classmethod
     def default(cls, node_nm: int = 45) -> "EnergyTable":
@@ -127,7 +130,8 @@ class EnergyTable:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
         except OSError as e:
-            raise ValueError(f"cannot read energy table {path}: {e}") from None
+            raise ValueError(f"cannot read energy table {path}: {e} (presets, by name: "
+                             f"{', '.join(_PRESETS)})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"energy table {path} is not valid TOML: {e}") from None
         unknown = set(data) - {"model", "energy"}

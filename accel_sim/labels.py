@@ -15,7 +15,8 @@ _ACT_SCALES = {"tensor": "per-tensor", "channel": "per-row", "none": "unscaled"}
 LABEL_KEY = ("labels: operand format/accumulator, then what differs between points: no suffix = scales per "
              "tensor, ch = per-channel weights, block / vector = MX / VS-Quant block scales, noscale = a plain "
              "cast, a:X = activations scaled otherwise, h4 = 4 bits of headroom (amax at max/16), h-auto = the "
-             "least headroom that cannot overflow; tc:GPU = that GPU's tensor core")
+             "least headroom that cannot overflow; tc:GPU = that GPU's tensor core; a preset's name (horowitz45, ...) = "
+             "the energy table the point was costed with")
 
 
 def format_name(name) -> str:

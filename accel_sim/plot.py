@@ -37,7 +37,7 @@ _AXIS_LABELS = {"energy_pj": "energy (pJ)", "pj_per_mac": "energy per MAC (pJ/MA
                 "cycles": "cycles", "sqnr_db": "SQNR (dB)", "cosine": "cosine similarity"}
 # The configuration keys besides the formats and the accumulator whose values suffix the point
 # labels when they vary across the table (labels.short_label; labels.LABEL_KEY explains them).
-_LABEL_KEYS = ("scale_a", "scale", "headroom", "rounding", "array", "dataflow", "calibration")
+_LABEL_KEYS = ("scale_a", "scale", "headroom", "rounding", "array", "dataflow", "calibration", "energy_table")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -329,9 +329,9 @@ def energy_accuracy(table, path, x="energy_pj", y="error", title=None, *, dpi=DP
     Colour: the operand format (a, or "axb" when they differ); marker: the accumulator.  Each
     point is labelled "format/acc" plus the other configuration keys that vary in the table
     (weight scale as t/ch/noscale, activation scale as a:t/a:noscale, rounding, array, dataflow,
-    calibration); beyond max_labels points only the Pareto front and the overflowed rows are
-    labelled.  The Pareto front (sweep.pareto: lower is
-    better on both axes) is a step line.  Rows whose y is not finite are drawn at the top edge
+    calibration, energy table); beyond max_labels points only the Pareto front and the overflowed
+    rows are labelled.  The Pareto front (sweep.pareto: lower is better on both axes) is a step
+    line, one per energy table when the rows differ in it.  Rows whose y is not finite are drawn at the top edge
     with a red "overflow" triangle and listed in a note; rows whose x is not finite are listed
     in the note too.  Returns the path written."""
     from accel_sim.sweep import pareto
@@ -370,13 +370,17 @@ def energy_accuracy(table, path, x="energy_pj", y="error", title=None, *, dpi=DP
         ax.set_xscale("log")
     _log_or_linear_y(ax, [ys[i] for i in ok])
 
-    front = pareto([{x: xs[i], y: ys[i], "_i": i} for i in ok], x, y)
-    front_idx = {p["_i"] for p in front}
+    # one front per energy table when the rows differ in it: energies under two tables do not compare
+    by_table = {}
+    for i in ok:
+        by_table.setdefault(rows[i].get("energy_table") if "energy_table" in varying else None, []).append(i)
+    fronts = [pareto([{x: xs[i], y: ys[i], "_i": i} for i in idx], x, y) for idx in by_table.values()]
+    front_idx = {p["_i"] for front in fronts for p in front}
     for i in ok:
         r = rows[i]
         ax.scatter([xs[i]], [ys[i]], s=46, color=colour[_fmt_label(r)], marker=marker[_acc_label(r)],
                    edgecolors="black" if i in front_idx else "none", linewidths=0.9, zorder=3)
-    if front:
+    for front in fronts:
         ax.step([p[x] for p in front], [p[y] for p in front], where="post", color="0.25", linewidth=1.2,
                 linestyle="--", zorder=2)
     if over and not ok:
@@ -418,9 +422,10 @@ def energy_accuracy(table, path, x="energy_pj", y="error", title=None, *, dpi=DP
     box = legend.get_window_extent().transformed(fig.transFigure.inverted())
     handles = [Line2D([], [], linestyle="", marker=marker[a], color="0.35", label=f"acc {a}") for a in accs]
     handles.append(Line2D([], [], linestyle="", label=" "))
-    if front:
+    if front_idx:
         handles.append(Line2D([], [], color="0.25", linestyle="--", marker="o", markerfacecolor="none",
-                              markeredgecolor="black", label=f"Pareto front ({len(front)})"))
+                              markeredgecolor="black", label=f"Pareto front ({len(front_idx)})" if len(fronts) == 1
+                              else f"Pareto fronts ({len(fronts)}):\none per energy table"))
     if over:
         handles.append(Line2D([], [], linestyle="", marker="^", markerfacecolor="none", markeredgecolor="tab:red",
                               label=f"overflow ({len(over)}): non-finite {y}"))

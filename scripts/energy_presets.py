@@ -25,7 +25,10 @@ EIGHT_BIT = ("int8", "e4m3fn", "e5m2", "e3m4", "posit8")
 
 
 def label(r):
-    return f"{r['a']}/{r['scale']}/{r['acc']}"
+    """Unique per configuration of the demo's grids (headroom included: the grids hold fp16 rows
+    with and without it)."""
+    h = r.get("headroom") or 0
+    return f"{r['a']}/{r['scale']}/{r['acc']}" + (f"/h{h}" if h else "")
 
 
 def run(cache=None) -> Table:
@@ -56,6 +59,14 @@ def order_flips(groups):
     return flips
 
 
+def flip_spread(groups, flips) -> float:
+    """The largest energy gap between the two configurations of a flipped pair, as max/min - 1
+    under either preset: flipped pairs are this close in energy."""
+    energy = {p: {label(r): r["energy_pj"] for r in rows} for p, rows in groups.items()}
+    return max((max(energy[g][x], energy[g][y]) / min(energy[g][x], energy[g][y]) - 1
+                for p, q, x, y in flips for g in (p, q)), default=0.0)
+
+
 def summary(table) -> str:
     groups = by_preset(table)
     lines = []
@@ -69,7 +80,9 @@ def summary(table) -> str:
                      + ", ".join(f"{k} {v / int8:.2f}" for k, v in sorted(mac.items(), key=lambda kv: kv[1])))
         lines.append(f"{p}: Pareto front (energy, error): " + "; ".join(label(r) for r in pareto(rows, x="energy_pj", y="error")))
     flips = order_flips(groups)
-    lines.append(f"energy-order flips between presets: {len(flips)}")
+    n = len(next(iter(groups.values())))
+    lines.append(f"energy-order flips between presets: {len(flips)} of {n * (n - 1) // 2} pairs, all within "
+                 f"{flip_spread(groups, flips):.1%} of each other (max/min - 1)")
     lines += [f"  {p} vs {q}: {x} <-> {y}" for p, q, x, y in flips]
     return "\n".join(lines)
 

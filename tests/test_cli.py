@@ -136,9 +136,22 @@ def test_sweep_energy_table_presets(tmp_path):
     assert "energy_table" in (tmp_path / "sweep.csv").read_text().splitlines()[0].split(",")
 
 
-def test_sweep_unknown_energy_table_is_refused(tmp_path):
-    r = run("sweep", str(TRACES / "digits_cnn.npz"), "--energy-table", "horowitz2014", "--workers", "1",
+@pytest.mark.parametrize("value", ["horowitz2014", "", ",", "horowitz45,nope"])
+def test_sweep_unknown_energy_table_is_refused(tmp_path, value):
+    r = run("sweep", str(TRACES / "digits_cnn.npz"), "--energy-table", value, "--workers", "1",
             "--out", str(tmp_path), ok=False)
-    assert r.returncode != 0
-    assert "horowitz45" in r.stderr and "baalen2023" in r.stderr and "horowitz2014" in r.stderr
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "--energy-table" in r.stderr and "horowitz45" in r.stderr and "baalen2023" in r.stderr
+    assert repr(value) in r.stderr
     assert not (tmp_path / "sweep.csv").exists()
+
+
+def test_sweep_table_names_the_energy_table_when_several(tmp_path):
+    text = run("sweep", str(TRACES / "digits_cnn.npz"), "--a", "e4m3fn", "--array", "8x8",
+               "--energy-table", "horowitz45,baalen2023", "--workers", "1", "--out", str(tmp_path)).stdout
+    lines = [ln for ln in text.splitlines() if ln.startswith("E4M3 x E4M3")]
+    assert len(lines) == 2
+    assert sorted(ln.split(",")[2].split()[2] for ln in lines) == ["baalen2023", "horowitz45"]
+    one = run("sweep", str(TRACES / "digits_cnn.npz"), "--a", "e4m3fn", "--array", "8x8", "--workers", "1",
+              "--out", str(tmp_path / "one")).stdout
+    assert "energy table" not in one

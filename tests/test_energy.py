@@ -1150,3 +1150,16 @@ def test_block_scaled_multiplier_toggles_per_block(df, rng):
         want += sim_multipliers(df, R, C, ab, bb, zero_mask(ab, fm), zero_mask(bb, fm))
     assert (res.counts["mult_toggles_a"], res.counts["mult_toggles_b"]) == tuple(want[:2])
     assert want[2] == res.counts["macs"] - res.counts["zero_macs"]
+
+
+def test_mult_idle_fraction_is_a_fraction():
+    assert EnergyTable(mult_idle_fraction=1.0).mult_idle_fraction == 1.0
+    with pytest.raises(ValueError, match="mult_idle_fraction must be in \\[0, 1\\]"):
+        EnergyTable(mult_idle_fraction=2.0)
+
+
+def test_array_takes_a_preset_by_name(tmp_path):
+    a = acs.Array(4, 4, "ws", acs.MAC("e4m3fn", "e4m3fn", "fp32"), energy="baalen2023")
+    assert a.energy == EnergyTable.preset("baalen2023")
+    with pytest.raises(ValueError, match="cannot read energy table .*presets, by name: horowitz45, baalen2023"):
+        acs.Array(4, 4, "ws", acs.MAC("e4m3fn", "e4m3fn", "fp32"), energy=str(tmp_path / "baalen2024"))

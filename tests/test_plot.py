@@ -426,3 +426,20 @@ def test_overflow_cause_is_worded_by_the_rows_scaling():
     assert "block scaling" in block and "per-tensor" not in block and "Headroom" not in block
     none = _overflow_cause([dict(row, scale="none", scale_a="none")])
     assert "unscaled" in none and "amax at its format's max" not in none
+
+
+def test_one_pareto_front_per_energy_table(tmp_path, captured):
+    """Energies under two tables do not compare: each table's rows get their own front, and the
+    point labels name the table."""
+    def row(a, table, energy, error):
+        return {"a": a, "acc": "fp32", "energy_table": table, "energy_pj": energy, "error": error}
+    rows = [row("int8", "horowitz45", 100.0, 0.01), row("e4m3fn", "horowitz45", 120.0, 0.005),
+            row("int8", "baalen2023", 100.0, 0.01), row("e4m3fn", "baalen2023", 90.0, 0.005)]
+    plot.energy_accuracy(rows, tmp_path / "ea.png")
+    ax = captured[-1].axes[0]
+    steps = sorted(sorted(zip(ln.get_xdata(), ln.get_ydata())) for ln in ax.get_lines()
+                   if ln.get_drawstyle().startswith("steps"))
+    # per table, as sweep.pareto gives it: horowitz45 keeps both points, baalen2023 only e4m3fn
+    assert steps == [[(90.0, 0.005)], [(100.0, 0.01), (120.0, 0.005)]]
+    all_text = texts(captured[-1])
+    assert any("baalen2023" in t for t in all_text) and any("horowitz45" in t for t in all_text)
