@@ -48,7 +48,7 @@ sys.path.insert(0, str(HERE))
 import minilm  # noqa: E402
 from qat_digits import write  # noqa: E402  (results as .json and .csv, written atomically)
 from train_recipes import RECIPES  # noqa: E402
-from train_transformer import linear  # noqa: E402  (a named linear layer: float64 or on the array)
+from train_transformer import backward_through, linear, nan_grads  # noqa: E402  (layers float64 or on the array)
 
 import accel_sim as acs  # noqa: E402
 from accel_sim.train import AdamW, StepCost, all_finite  # noqa: E402
@@ -155,21 +155,13 @@ def loss_and_grads(params, layers, task, idx, cost):
     are added to cost by (layer, role)."""
     y, c = forward(params, layers, task, idx)
     if not np.all(np.isfinite(y)):
-        return float("nan"), {k: np.full(np.shape(v), np.nan) for k, v in params.items()}
+        return float("nan"), nan_grads(params)
     m = c["mask"][..., None]
     t = task["target"][list(idx)]
     denom = np.sum((t * m) ** 2)
     loss = float(np.sum(((y - t) * m) ** 2) / denom)
     f, grads = c["f"], {}
-
-    def back(name, g, need_x=True):
-        gl = f[name].backward(g, need_x=need_x)
-        if f[name].result is not None:
-            cost.add(name, "fwd", f[name].result)
-            for role, res in gl["results"].items():
-                cost.add(name, role, res)
-        grads[f"{name}.w"], grads[f"{name}.b"] = gl["w"], gl["bias"]
-        return gl["x"]
+    back = backward_through(f, grads, cost)
 
     dup = back("down", 2.0 * (y - t) * m / denom) * _gelu_grad(f["up"].output)
     dnrm = back("up", dup) * task["ln"][0]

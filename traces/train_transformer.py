@@ -111,17 +111,15 @@ def forward(params, layers, x):
     return logits, {"f": f, "p": p, "q": q, "k": k, "v": v, "u": u}
 
 
-def loss_and_grads(params, layers, x, y, cost):
-    logits, c = forward(params, layers, x)
-    if not np.all(np.isfinite(logits)):
-        return float("nan"), {k: np.full(np.shape(v), np.nan) for k, v in params.items()}
-    z = logits - logits.max(axis=1, keepdims=True)
-    pr = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    n = len(y)
-    loss = -np.mean(np.log(np.maximum(pr[np.arange(n), y], 1e-300)))
-    pr[np.arange(n), y] -= 1.0
-    f, grads = c["f"], {}
+def nan_grads(params):
+    """The gradients of a step whose forward overflowed: NaN, so that the step is dropped."""
+    return {k: np.full(np.shape(v), np.nan) for k, v in params.items()}
 
+
+def backward_through(f, grads, cost):
+    """back(name, g, need_x=True) for the layers f of a forward pass: layer `name`'s backward
+    (its dgrad/wgrad GEMMs on the array where it runs there) given dY = g; its gradients go into
+    grads, its forward and backward GEMMs' costs into cost by (layer, role); returns dX."""
     def back(name, g, need_x=True):
         gl = f[name].backward(g, need_x=need_x)
         if f[name].result is not None:
@@ -130,6 +128,20 @@ def loss_and_grads(params, layers, x, y, cost):
                 cost.add(name, role, res)
         grads[f"{name}.w"], grads[f"{name}.b"] = gl["w"], gl["bias"]
         return gl["x"]
+    return back
+
+
+def loss_and_grads(params, layers, x, y, cost):
+    logits, c = forward(params, layers, x)
+    if not np.all(np.isfinite(logits)):
+        return float("nan"), nan_grads(params)
+    z = logits - logits.max(axis=1, keepdims=True)
+    pr = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    n = len(y)
+    loss = -np.mean(np.log(np.maximum(pr[np.arange(n), y], 1e-300)))
+    pr[np.arange(n), y] -= 1.0
+    grads = {}
+    back = backward_through(c["f"], grads, cost)
 
     dpool = back("head", pr / n)
     dh2 = np.repeat(dpool[:, None, :] / T, T, axis=1)
